@@ -1,0 +1,492 @@
+"""The event record (DESIGN.md §1): schema, validation, time parsing and the hash chain.
+
+The canonical encoding that the hash chain covers is fixed here and documented once:
+
+    canonical(row) = UTF-8 of the fields below, as text, joined by the unit separator U+001F:
+        global_position, stream_id, category, version, event_id, event_type, schema_version,
+        occurred_at, recorded_at, data, metadata
+    integers are written in decimal; the two timestamps as integer microseconds since the Unix
+    epoch (UTC); data and metadata are the stored JSON text, byte for byte.
+
+    hash(row) = hex SHA-256 of ( bytes.fromhex(prev_hash) + canonical(row) )
+    prev_hash = the hash of the row at global_position - 1, or 64 zeros for position 1.
+
+None of the text fields can hold U+001F: stream ids and event types refuse control
+characters, event ids are UUIDs, and JSON text escapes control characters inside strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from esanalytics._typing import JSONObject, TimeLike
+from esanalytics.exceptions import (
+    InvalidEventDataError,
+    InvalidEventTypeError,
+    InvalidStreamIdError,
+    InvalidTimestampError,
+)
+
+__all__ = [
+    "EVENT_SCHEMA",
+    "FILE_SCHEMA",
+    "GENESIS_HASH",
+    "NewEvent",
+    "RecordedEvent",
+    "canonical_row",
+    "category_of",
+    "chain_hashes",
+    "row_hash",
+    "to_utc",
+    "uuid4_array",
+]
+
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+
+#: The event record as users see it (DESIGN.md §1), in this order.
+EVENT_SCHEMA: Final = pa.schema(
+    [
+        pa.field("global_position", pa.int64(), nullable=False),
+        pa.field("stream_id", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("occurred_at", TIMESTAMP, nullable=False),
+        pa.field("recorded_at", TIMESTAMP, nullable=False),
+        pa.field("data", pa.string(), nullable=False),
+        pa.field("metadata", pa.string(), nullable=False),
+        pa.field("prev_hash", pa.string(), nullable=False),
+        pa.field("hash", pa.string(), nullable=False),
+    ]
+)
+
+#: What a Parquet file of the lake holds: the record less ``category``, which lives in the
+#: hive path (``category=...``) so that plain Parquet readers get it from there.
+FILE_SCHEMA: Final = pa.schema([f for f in EVENT_SCHEMA if f.name != "category"])
+
+GENESIS_HASH: Final = "0" * 64
+MAX_STREAM_ID_LENGTH: Final = 256
+_UNIT_SEPARATOR: Final = "\x1f"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:]{0,127}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_PATTERN: Final = _UUID.pattern
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+def to_utc(value: TimeLike, *, what: str = "timestamp") -> datetime:
+    """Return ``value`` as an aware UTC ``datetime`` with microsecond precision.
+
+    Accepts an aware ``datetime``, a ``date`` (midnight UTC) or an ISO 8601 string with an
+    offset or ``Z`` (a bare date string also means midnight UTC). A time without a zone is
+    refused, because guessing it silently shifts answers by hours.
+
+    >>> to_utc("2024-03-01T10:00:00+01:00")
+    datetime.datetime(2024, 3, 1, 9, 0, tzinfo=datetime.timezone.utc)
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise InvalidTimestampError(
+                f"The {what} {value.isoformat()} has no time zone.",
+                hint="pass an aware datetime, e.g. datetime(2024, 3, 1, tzinfo=timezone.utc), "
+                "or a string with an offset such as '2024-03-01T09:30:00Z'.",
+                value=value,
+            )
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidTimestampError(
+                f"The {what} {value!r} is not an ISO 8601 time.",
+                hint="write it like '2024-03-01', '2024-03-01T09:30:00Z' or "
+                "'2024-03-01T09:30:00+01:00'.",
+                value=value,
+            ) from None
+        return to_utc(parsed, what=what)
+    raise InvalidTimestampError(
+        f"The {what} {value!r} is a {type(value).__name__}, not a time.",
+        hint="pass a datetime with a time zone, a date, or an ISO 8601 string.",
+        value=value,
+    )
+
+
+def to_epoch_us(value: TimeLike, *, what: str = "timestamp") -> int:
+    """Microseconds since the Unix epoch of ``value`` (see :func:`to_utc`)."""
+    moment = to_utc(value, what=what)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The aware UTC datetime of ``us`` microseconds since the epoch."""
+    from datetime import timedelta
+
+    return _EPOCH + timedelta(microseconds=us)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+def validate_stream_id(stream_id: object) -> str:
+    """Return ``stream_id`` if it is a valid stream id, else raise :class:`InvalidStreamIdError`."""
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidStreamIdError(
+            f"The stream id {stream_id!r} is empty or not a string.",
+            hint="use a non-empty string such as 'account-42'.",
+            stream_id=stream_id,
+        )
+    if len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise InvalidStreamIdError(
+            f"The stream id {stream_id[:40]!r}... has {len(stream_id)} characters; at most "
+            f"{MAX_STREAM_ID_LENGTH} are allowed.",
+            hint="use a shorter id, e.g. a UUID or a business key.",
+            stream_id=stream_id,
+        )
+    if _CONTROL.search(stream_id):
+        raise InvalidStreamIdError(
+            f"The stream id {stream_id!r} contains a control character.",
+            hint="remove tabs, newlines and other control characters from the id.",
+            stream_id=stream_id,
+        )
+    return stream_id
+
+
+def category_of(stream_id: str) -> str:
+    """The stream's category: the part before the first ``-`` (EventStoreDB's convention).
+
+    >>> category_of("account-42")
+    'account'
+    """
+    return stream_id.split("-", 1)[0]
+
+
+def validate_category(category: str) -> str:
+    """A category names a folder (``category=...``): it must be a plain, safe name."""
+    if (
+        not category
+        or len(category) > 128
+        or _CONTROL.search(category)
+        or any(ch in category for ch in '/\\=:*?"<>|%')
+        or category in {".", ".."}
+        or category.startswith(".")
+    ):
+        raise InvalidStreamIdError(
+            f"The category {category!r} cannot name a partition folder.",
+            hint="categories are the part of the stream id before the first '-'; start stream "
+            "ids with a plain word such as 'account-', or pass category='...' explicitly "
+            "(letters, digits, '_' and '-' are safe).",
+            category=category,
+        )
+    return category
+
+
+def validate_event_type(event_type: object) -> str:
+    if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+        raise InvalidEventTypeError(
+            f"The event type {event_type!r} is not a name.",
+            hint="use a past-tense name such as 'MoneyDeposited' (letters, digits, '_', '.', ':').",
+            event_type=event_type,
+        )
+    return event_type
+
+
+def normalize_event_id(event_id: object) -> str:
+    """A canonical lower-case UUID string."""
+    if isinstance(event_id, uuid.UUID):
+        return str(event_id)
+    if isinstance(event_id, str):
+        text = event_id.lower()
+        if _UUID.match(text):
+            return text
+        try:
+            return str(uuid.UUID(event_id))
+        except ValueError:
+            pass
+    raise InvalidEventDataError(
+        f"The event id {event_id!r} is not a UUID.",
+        hint="leave event_id out to get a fresh one, or pass a uuid.UUID or its string.",
+        event_id=event_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+
+
+def dump_json(value: JSONObject | str, *, what: str) -> str:
+    """The JSON text of a payload: compact, keys sorted, as it will be stored and hashed.
+
+    A string is taken as JSON text already; it must parse to an object and is stored as given.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError as error:
+            raise InvalidEventDataError(
+                f"The event {what} is not valid JSON: {error}.",
+                hint=f"pass the {what} as a dict, or as JSON text of an object.",
+            ) from None
+        if not isinstance(parsed, dict):
+            raise InvalidEventDataError(
+                f"The event {what} is JSON, but a {type(parsed).__name__}, not an object.",
+                hint="wrap the value in an object, e.g. {'value': ...}.",
+            )
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidEventDataError(
+            f"The event {what} is a {type(value).__name__}, not a mapping.",
+            hint=f"pass the {what} as a dict of JSON-serializable values.",
+        )
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as error:
+        raise InvalidEventDataError(
+            f"The event {what} cannot be written as JSON: {error}.",
+            hint="convert values to str, int, float, bool, None, lists or dicts first "
+            "(dates as ISO strings, Decimals as strings); NaN and infinity are not JSON.",
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events as objects
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append.
+
+    ``data`` and ``metadata`` are dicts (or JSON text of an object). ``occurred_at`` is the
+    valid time and defaults to the commit time. ``event_id`` defaults to a fresh UUID; pass
+    your own to make retries idempotent.
+
+    >>> NewEvent("MoneyDeposited", {"amount": 10}, metadata={"actor": "alice"}).event_type
+    'MoneyDeposited'
+    """
+
+    event_type: str
+    data: JSONObject | str = field(default_factory=dict)
+    metadata: JSONObject | str = field(default_factory=dict)
+    event_id: str | uuid.UUID | None = None
+    occurred_at: TimeLike | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as the log holds it (DESIGN.md §1), with ``data`` and ``metadata`` parsed."""
+
+    global_position: int
+    stream_id: str
+    category: str
+    version: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RecordedEvent:
+        return cls(
+            global_position=row["global_position"],
+            stream_id=row["stream_id"],
+            category=row["category"],
+            version=row["version"],
+            event_id=row["event_id"],
+            event_type=row["event_type"],
+            schema_version=row["schema_version"],
+            occurred_at=row["occurred_at"],
+            recorded_at=row["recorded_at"],
+            data=json.loads(row["data"]),
+            metadata=json.loads(row["metadata"]),
+            prev_hash=row["prev_hash"],
+            hash=row["hash"],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The hash chain
+
+
+def canonical_row(
+    global_position: int,
+    stream_id: str,
+    category: str,
+    version: int,
+    event_id: str,
+    event_type: str,
+    schema_version: int,
+    occurred_at_us: int,
+    recorded_at_us: int,
+    data: str,
+    metadata: str,
+) -> bytes:
+    """The canonical encoding of one row (see the module docstring)."""
+    return _UNIT_SEPARATOR.join(
+        (
+            str(global_position),
+            stream_id,
+            category,
+            str(version),
+            event_id,
+            event_type,
+            str(schema_version),
+            str(occurred_at_us),
+            str(recorded_at_us),
+            data,
+            metadata,
+        )
+    ).encode()
+
+
+def row_hash(prev_hash: str, canonical: bytes) -> str:
+    """``hash`` of a row from its predecessor's hash and its canonical encoding."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def canonical_rows(table: pa.Table) -> pa.Array:
+    """The canonical encodings of every row of ``table`` (an :data:`EVENT_SCHEMA` table),
+    computed column-wise by Arrow, as one binary array."""
+    as_text = []
+    for name in (
+        "global_position",
+        "stream_id",
+        "category",
+        "version",
+        "event_id",
+        "event_type",
+        "schema_version",
+        "occurred_at",
+        "recorded_at",
+        "data",
+        "metadata",
+    ):
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        if not pa.types.is_string(column.type):
+            column = column.cast(pa.string())
+        as_text.append(column)
+    joined = pc.binary_join_element_wise(*as_text, _UNIT_SEPARATOR)
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    return joined.cast(pa.large_binary())
+
+
+def chain_hashes(canonical: pa.Array, prev_hash: str) -> tuple[pa.Array, pa.Array]:
+    """``(prev_hash, hash)`` columns for rows with these canonical encodings, continuing the
+    chain from ``prev_hash``. The chain is sequential by nature; this is one tight loop over
+    one buffer, with the hex encoding done by numpy."""
+    n = len(canonical)
+    if n == 0:
+        empty = pa.array([], pa.string())
+        return empty, empty
+    buffers = canonical.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1, offset=canonical.offset * 8)
+    data = memoryview(buffers[2])
+    bounds = offsets.tolist()
+    sha = hashlib.sha256
+    current = bytes.fromhex(prev_hash)
+    digests: list[bytes] = []
+    append = digests.append
+    start = bounds[0]
+    for end in bounds[1:]:
+        current = sha(current + data[start:end]).digest()
+        append(current)
+        start = end
+    raw = np.frombuffer(bytes.fromhex(prev_hash) + b"".join(digests), dtype=np.uint8)
+    text = _hex(raw)
+    width_offsets = np.arange(0, (n + 2) * 64, 64, dtype=np.int32)
+    all_hashes = pa.Array.from_buffers(
+        pa.string(), n + 1, [None, pa.py_buffer(width_offsets), pa.py_buffer(text)]
+    )
+    return all_hashes.slice(0, n), all_hashes.slice(1, n)
+
+
+_HEX_DIGITS: Final = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex(raw: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    text = np.empty(raw.size * 2, dtype=np.uint8)
+    text[0::2] = _HEX_DIGITS[raw >> 4]
+    text[1::2] = _HEX_DIGITS[raw & 0x0F]
+    return text
+
+
+_HEX_VALUE: Final = np.zeros(256, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_UUID_HEX_COLUMNS: Final = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def uuid_keys(event_ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """64-bit keys of canonical UUID strings (the XOR of their halves), computed by numpy.
+
+    Used to find a known event id among millions without holding millions of strings.
+    """
+    n = len(event_ids)
+    if n == 0:
+        return np.empty(0, dtype=np.uint64)
+    if isinstance(event_ids, pa.ChunkedArray):
+        event_ids = event_ids.combine_chunks()
+    if event_ids.type != pa.string():
+        event_ids = event_ids.cast(pa.string())
+    buffers = event_ids.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=n + 1, offset=event_ids.offset * 4)
+    chars = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    nibbles = _HEX_VALUE[chars.reshape(n, 36)[:, _UUID_HEX_COLUMNS]]
+    octets = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    halves = np.ascontiguousarray(octets).view(">u8").astype(np.uint64)
+    return np.asarray(halves[:, 0] ^ halves[:, 1], dtype=np.uint64)
+
+
+def valid_uuid_mask(event_ids: pa.Array) -> pa.Array:
+    """True where the id is a canonical lower-case UUID string."""
+    return pc.match_substring_regex(event_ids, _UUID_PATTERN)
+
+
+def uuid4_array(random_bytes: bytes) -> pa.Array:
+    """Canonical UUID4 strings made from 16 random bytes each (by numpy, not a loop)."""
+    n = len(random_bytes) // 16
+    raw = np.frombuffer(random_bytes, dtype=np.uint8)[: n * 16].reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    hexed = _hex(raw.reshape(-1)).reshape(n, 32)
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    text[:, _UUID_HEX_COLUMNS] = hexed
+    offsets = np.arange(0, (n + 1) * 36, 36, dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text.tobytes())]
+    )

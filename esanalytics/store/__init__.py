@@ -1,0 +1,28 @@
+"""The store layer: Parquet layout, commit record, append, read, subscribe, compact."""
+
+from esanalytics.store.eventstore import AppendRequest, EventStore, Subscription, open_store
+from esanalytics.store.results import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Commit,
+    Events,
+    ExpectedVersion,
+    Inventory,
+    StreamAppend,
+)
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendRequest",
+    "Commit",
+    "EventStore",
+    "Events",
+    "ExpectedVersion",
+    "Inventory",
+    "StreamAppend",
+    "Subscription",
+    "open_store",
+]

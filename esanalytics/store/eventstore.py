@@ -1,0 +1,1229 @@
+"""The event store over a lake folder: append, read, subscribe, inventory, compact."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from esanalytics._typing import TimeLike
+from esanalytics.events import (
+    EVENT_SCHEMA,
+    FILE_SCHEMA,
+    GENESIS_HASH,
+    TIMESTAMP,
+    NewEvent,
+    canonical_row,
+    canonical_rows,
+    category_of,
+    chain_hashes,
+    dump_json,
+    from_epoch_us,
+    normalize_event_id,
+    row_hash,
+    to_epoch_us,
+    uuid_keys,
+    validate_category,
+    validate_event_type,
+    validate_stream_id,
+)
+from esanalytics.exceptions import (
+    ConcurrencyError,
+    CorruptLakeError,
+    DuplicateEventError,
+    EmptyAppendError,
+    InvalidExpectedVersionError,
+    LakeNotFoundError,
+    StreamNotFoundError,
+    ValidationError,
+)
+from esanalytics.store import ingest as _ingest
+from esanalytics.store.commitlog import CommitLog, FileEntry
+from esanalytics.store.layout import (
+    COMMIT_LOG,
+    COMPACT_LOCK,
+    EVENTS_DIR,
+    LAKE_DIR,
+    LAKE_FORMAT,
+    LAKE_FORMAT_VERSION,
+    MARKER,
+    WRITER_LOCK,
+    FileLock,
+    fsync_dir,
+    fsync_file,
+    make_dirs_durably,
+    partition_dir,
+    retired_name,
+    tmp_name,
+)
+from esanalytics.store.results import (
+    ANY,
+    EMPTY_EVENTS,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Commit,
+    Events,
+    ExpectedVersion,
+    Inventory,
+    StreamAppend,
+)
+
+__all__ = ["AppendRequest", "EventStore", "open_store"]
+
+_PARTITIONING = ds.partitioning(
+    pa.schema([("category", pa.string()), ("month", pa.string())]), flavor="hive"
+)
+_DATASET_SCHEMA = pa.schema(
+    [*FILE_SCHEMA, pa.field("category", pa.string()), pa.field("month", pa.string())]
+)
+#: Rows whose positions and versions are placed and whose hashes are still to be computed.
+_PLACED_SCHEMA = EVENT_SCHEMA.set(11, EVENT_SCHEMA.field(11).with_nullable(True)).set(
+    12, EVENT_SCHEMA.field(12).with_nullable(True)
+)
+_COMPRESSION = "zstd"
+#: Rows per row group in compacted files: small enough that a one-stream read decodes little
+#: beyond its own events, large enough to keep footers small (see benchmarks/store_bench.py).
+COMPACT_ROW_GROUP_ROWS = 4096
+#: Commits at most this large carry their streams and ids inline, so that other writers can
+#: update their caches without opening the files.
+_INLINE_LIMIT = 1000
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One stream's part of a multi-stream append."""
+
+    stream_id: str
+    events: Sequence[NewEvent]
+    expected_version: ExpectedVersion | int = ANY
+    category: str | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    stream_id: str
+    category: str
+    expected: ExpectedVersion | int
+    event_ids: list[str]
+    event_types: list[str]
+    schema_versions: list[int]
+    occurred_us: list[int | None]
+    data: list[str]
+    metadata: list[str]
+
+
+def _check_expected(value: object) -> ExpectedVersion | int:
+    if isinstance(value, ExpectedVersion):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise InvalidExpectedVersionError(
+        f"expected_version={value!r} is not understood.",
+        hint="pass ANY, NO_STREAM, STREAM_EXISTS (from esanalytics) or the stream's current "
+        "version as an int (0 for a new stream).",
+        expected_version=value,
+    )
+
+
+def _prepare(request: AppendRequest) -> _Prepared:
+    stream_id = validate_stream_id(request.stream_id)
+    category = validate_category(request.category or category_of(stream_id))
+    expected = _check_expected(request.expected_version)
+    events = list(request.events) if not isinstance(request.events, NewEvent) else [request.events]
+    if not events:
+        raise EmptyAppendError(
+            f"The append to {stream_id!r} has no events.",
+            hint="pass at least one NewEvent; to check a stream's version without writing, "
+            "use store.stream_version(stream_id).",
+            stream_id=stream_id,
+        )
+    prepared = _Prepared(stream_id, category, expected, [], [], [], [], [], [])
+    for event in events:
+        if not isinstance(event, NewEvent):
+            raise ValidationError(
+                f"The append to {stream_id!r} got a {type(event).__name__}, not a NewEvent.",
+                hint="wrap each event as NewEvent('TypeName', {...data...}).",
+            )
+        prepared.event_types.append(validate_event_type(event.event_type))
+        prepared.event_ids.append(
+            str(uuid.uuid4()) if event.event_id is None else normalize_event_id(event.event_id)
+        )
+        if not isinstance(event.schema_version, int) or event.schema_version < 1:
+            raise ValidationError(
+                f"schema_version={event.schema_version!r} of a {event.event_type} is invalid.",
+                hint="schema versions are ints from 1.",
+            )
+        prepared.schema_versions.append(event.schema_version)
+        prepared.occurred_us.append(
+            None
+            if event.occurred_at is None
+            else to_epoch_us(event.occurred_at, what="occurred_at")
+        )
+        prepared.data.append(dump_json(event.data, what="data"))
+        prepared.metadata.append(dump_json(event.metadata, what="metadata"))
+    return prepared
+
+
+class _WriterState:
+    """What a writer must know to check and place an append; loaded lazily, kept current."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, int] | None = None
+        self.id_runs: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
+        self.recent_ids: set[int] = set()
+        self.ids_loaded = False
+
+    def knows(
+        self, keys: np.ndarray[Any, np.dtype[np.uint64]]
+    ) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        hit = np.zeros(len(keys), dtype=bool)
+        for run in self.id_runs:
+            found = np.searchsorted(run, keys)
+            found[found >= len(run)] = 0
+            hit |= run[found] == keys if len(run) else False
+        if self.recent_ids:
+            hit |= np.fromiter((int(k) in self.recent_ids for k in keys), bool, len(keys))
+        return hit
+
+    def remember(self, keys: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
+        if len(keys) > 256:
+            self.id_runs.append(np.sort(keys))
+            if len(self.id_runs) > 16:
+                self.id_runs = [np.sort(np.concatenate(self.id_runs))]
+        else:
+            self.recent_ids.update(int(k) for k in keys)
+            if len(self.recent_ids) > 100_000:
+                self.id_runs.append(np.sort(np.fromiter(self.recent_ids, np.uint64)))
+                self.recent_ids = set()
+
+
+class EventStore:
+    """An event store whose log is hive-partitioned Parquet in a lake folder.
+
+    Open one with :func:`esanalytics.open`. Appends are atomic and durable, checked against
+    expected versions, and serialized between threads and processes; reads are pinned to one
+    committed log position, so they never see part of an append.
+
+    >>> import tempfile, esanalytics as esa
+    >>> store = esa.open(tempfile.mkdtemp() + "/lake", create=True)
+    >>> store.append("account-1", [esa.NewEvent("AccountOpened", {"owner": "Ada"})]).version
+    1
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root
+        self._meta = root / LAKE_DIR
+        self._events = root / EVENTS_DIR
+        self._log = CommitLog(self._meta / COMMIT_LOG)
+        self._writer_lock = FileLock(self._meta / WRITER_LOCK)
+        self._state_lock = threading.RLock()
+        self._files: dict[str, FileEntry] = {}
+        self._offset = 0
+        self._commit_number = 0
+        self._head = 0
+        self._last_hash = GENESIS_HASH
+        self._last_recorded_us = 0
+        self._writer = _WriterState()
+        self._recovered = False
+        self._finished = 0  # commit-log offset up to which _finish has run
+        self.refresh()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Take in commits made since the last look (by any process); return the head."""
+        with self._state_lock:
+            if self._log.size() != self._offset:
+                records, self._offset, _ = self._log.read_from(self._offset)
+                for record in records:
+                    self._apply(record, foreign=True)
+            return self._head
+
+    def _apply(self, record: dict[str, Any], *, foreign: bool) -> None:
+        for path in record.get("remove", ()):
+            self._files.pop(path, None)
+        added = [FileEntry.from_json(raw) for raw in record.get("add", ())]
+        for entry in added:
+            self._files[entry.path] = entry
+        self._commit_number = record["n"]
+        if record["kind"] == "append":
+            self._head = record["last"]
+            self._last_hash = record["last_hash"]
+            self._last_recorded_us = record["recorded_at"]
+            if foreign:
+                self._absorb(record, added)
+
+    def _absorb(self, record: dict[str, Any], added: list[FileEntry]) -> None:
+        """Keep a writer's caches current with a commit another handle or process made."""
+        writer = self._writer
+        if writer.heads is None and not writer.ids_loaded:
+            return
+        if "streams" in record and "ids" in record:
+            if writer.heads is not None:
+                for stream_id, (_, last) in record["streams"].items():
+                    writer.heads[stream_id] = last
+            if writer.ids_loaded:
+                writer.remember(uuid_keys(pa.array(record["ids"], pa.string())))
+            return
+        table = self._scan(added, None, columns=["stream_id", "version", "event_id"])
+        if writer.heads is not None:
+            grouped = table.group_by("stream_id").aggregate([("version", "max")])
+            writer.heads.update(
+                zip(
+                    grouped["stream_id"].to_pylist(),
+                    grouped["version_max"].to_pylist(),
+                    strict=True,
+                )
+            )
+        if writer.ids_loaded:
+            writer.remember(uuid_keys(table["event_id"]))
+
+    @property
+    def head(self) -> int:
+        """The global position of the last committed event (0 for an empty lake)."""
+        return self.refresh()
+
+    def files(self) -> list[FileEntry]:
+        """The committed files, as of now."""
+        with self._state_lock:
+            self.refresh()
+            return list(self._files.values())
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _resolve(self, relpath: str) -> str:
+        for candidate in (relpath, retired_name(relpath), tmp_name(relpath)):
+            full = self._events / candidate
+            if full.exists():
+                return str(full)
+        raise CorruptLakeError(
+            f"The committed file {self._events / relpath} is missing.",
+            hint="a file of the log was deleted or moved; restore it from a backup "
+            "(`esa verify` lists what is affected).",
+            path=str(self._events / relpath),
+        )
+
+    def _diagnose(self, entries: Iterable[FileEntry], error: Exception) -> CorruptLakeError:
+        for entry in entries:
+            path = self._resolve(entry.path)
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except Exception as problem:
+                return CorruptLakeError(
+                    f"The Parquet file {path} is unreadable: {problem}.",
+                    hint="the file is truncated or corrupted; restore it from a backup. "
+                    "No rows were read from it.",
+                    path=path,
+                )
+            if rows != entry.rows:
+                return CorruptLakeError(
+                    f"The Parquet file {path} holds {rows} rows; the commit log says {entry.rows}.",
+                    hint="the file was replaced or altered; restore it from a backup.",
+                    path=path,
+                )
+        return CorruptLakeError(
+            f"Reading the lake failed: {error}.",
+            hint="run `esa verify` to locate the damage.",
+            path=str(self.path),
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _scan(
+        self,
+        entries: Sequence[FileEntry],
+        predicate: ds.Expression | None,
+        *,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows of these files that match ``predicate``, as an EVENT_SCHEMA table (or the
+        given columns). Files moved by a concurrent compaction are found where they went."""
+        if not entries:
+            schema = (
+                EVENT_SCHEMA
+                if columns is None
+                else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
+            )
+            return schema.empty_table()
+        for attempt in range(3):
+            try:
+                paths = [self._resolve(entry.path) for entry in entries]
+                dataset = ds.dataset(
+                    paths,
+                    schema=_DATASET_SCHEMA,
+                    format="parquet",
+                    partitioning=_PARTITIONING,
+                    partition_base_dir=str(self._events),
+                )
+                table = dataset.to_table(
+                    filter=predicate, columns=columns or EVENT_SCHEMA.names, use_threads=True
+                )
+                return table.cast(EVENT_SCHEMA) if columns is None else table
+            except CorruptLakeError:
+                raise
+            except FileNotFoundError as error:
+                if attempt == 2:
+                    raise self._diagnose(entries, error) from error
+            except (pa.ArrowException, OSError) as error:
+                raise self._diagnose(entries, error) from error
+        raise AssertionError("unreachable")
+
+    def _pin(self, position: int | None, as_of: TimeLike | None) -> tuple[int, int | None]:
+        head = self.refresh()
+        if position is None:
+            position = head
+        elif not isinstance(position, int) or position < 0:
+            raise ValidationError(
+                f"position={position!r} is not a log position.",
+                hint="positions are ints from 0 (nothing) up to store.head.",
+            )
+        return min(position, head), None if as_of is None else to_epoch_us(as_of, what="as_of")
+
+    def _entries(
+        self,
+        position: int,
+        as_of_us: int | None,
+        *,
+        from_position: int = 0,
+        categories: Iterable[str] | None = None,
+        stream_id: str | None = None,
+    ) -> list[FileEntry]:
+        wanted = None if categories is None else set(categories)
+        with self._state_lock:
+            entries = list(self._files.values())
+        return [
+            entry
+            for entry in entries
+            if entry.min_position <= position
+            and entry.max_position > from_position
+            and (as_of_us is None or entry.min_recorded_us <= as_of_us)
+            and (wanted is None or entry.category in wanted)
+            and (stream_id is None or entry.min_stream <= stream_id <= entry.max_stream)
+        ]
+
+    @staticmethod
+    def _bounds(position: int, as_of_us: int | None, from_position: int = 0) -> ds.Expression:
+        predicate = pc.field("global_position") <= position
+        if from_position:
+            predicate &= pc.field("global_position") > from_position
+        if as_of_us is not None:
+            predicate &= pc.field("recorded_at") <= pa.scalar(
+                as_of_us, pa.timestamp("us", tz="UTC")
+            )
+        return predicate
+
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        position: int | None = None,
+        as_of: TimeLike | None = None,
+        category: str | None = None,
+    ) -> Events:
+        """The events of one stream, by version, as the log held them at ``position`` or at
+        system time ``as_of`` (default: now). ``from_version``/``to_version`` are inclusive.
+
+        An unknown stream gives an empty result; use :meth:`stream_version` to tell.
+        """
+        validate_stream_id(stream_id)
+        position, as_of_us = self._pin(position, as_of)
+        entries = self._entries(
+            position, as_of_us, categories=[category or category_of(stream_id)], stream_id=stream_id
+        )
+        predicate = self._bounds(position, as_of_us) & (pc.field("stream_id") == stream_id)
+        if from_version is not None:
+            predicate &= pc.field("version") >= from_version
+        if to_version is not None:
+            predicate &= pc.field("version") <= to_version
+        table = self._scan(entries, predicate).sort_by("version")
+        return Events(table, position)
+
+    def read_all(
+        self,
+        *,
+        from_position: int = 0,
+        position: int | None = None,
+        as_of: TimeLike | None = None,
+        categories: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
+    ) -> Events:
+        """Every event after ``from_position`` up to ``position`` (or system time ``as_of``),
+        optionally only some categories and event types, by global position. For large logs,
+        :meth:`iter_batches` keeps memory bounded."""
+        table = pa.concat_tables(
+            [
+                pa.Table.from_batches([b], EVENT_SCHEMA)
+                for b in self.iter_batches(
+                    from_position=from_position,
+                    position=position,
+                    as_of=as_of,
+                    categories=categories,
+                    event_types=event_types,
+                )
+            ]
+            or [EMPTY_EVENTS]
+        )
+        pinned, _ = self._pin(position, None)
+        return Events(table, pinned)
+
+    def iter_batches(
+        self,
+        *,
+        from_position: int = 0,
+        position: int | None = None,
+        as_of: TimeLike | None = None,
+        categories: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """The log in global-position order as Arrow record batches, reading one time partition
+        at a time, so memory stays bounded by the largest month, not the log."""
+        pinned, as_of_us = self._pin(position, as_of)
+        entries = self._entries(
+            pinned, as_of_us, from_position=from_position, categories=categories
+        )
+        predicate = self._bounds(pinned, as_of_us, from_position)
+        if event_types is not None:
+            predicate &= pc.field("event_type").isin(list(event_types))
+        by_month: dict[str, list[FileEntry]] = {}
+        for entry in entries:
+            by_month.setdefault(entry.month, []).append(entry)
+        for month in sorted(by_month):
+            table = self._scan(by_month[month], predicate).sort_by("global_position")
+            yield from table.to_batches(max_chunksize=batch_size)
+
+    def stream_version(self, stream_id: str, *, position: int | None = None) -> int:
+        """The stream's current version (0 when it has no events)."""
+        events = self.read_stream(stream_id, position=position)
+        return int(events.table["version"][-1].as_py()) if len(events) else 0
+
+    def load(self, stream_id: str, **bounds: Any) -> list[Any]:
+        """Typed events of one stream (see :meth:`read_stream` for the bounds); raises
+        :class:`StreamNotFoundError` when there are none."""
+        events = self.read_stream(stream_id, **bounds).to_list()
+        if not events:
+            raise StreamNotFoundError(
+                f"The stream {stream_id!r} has no events at that bound.",
+                hint="check the id (store.streams() lists them) or the as_of/position bound.",
+                stream_id=stream_id,
+            )
+        return events
+
+    def subscribe(
+        self,
+        from_position: int = 0,
+        *,
+        categories: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
+        poll_interval: float = 0.05,
+    ) -> Subscription:
+        """A catch-up subscription: every committed event after ``from_position`` in order,
+        then new ones as they commit. Store ``subscription.position`` as your checkpoint."""
+        return Subscription(self, from_position, categories, event_types, poll_interval)
+
+    # -- inventory -----------------------------------------------------------------------
+
+    def streams(self, *, position: int | None = None) -> pa.Table:
+        """One row per stream: id, category, version (= event count), first and last position,
+        first and last recorded_at."""
+        pinned, _ = self._pin(position, None)
+        table = self._scan(
+            self._entries(pinned, None),
+            self._bounds(pinned, None),
+            columns=["stream_id", "category", "version", "global_position", "recorded_at"],
+        )
+        grouped = table.group_by(["stream_id", "category"]).aggregate(
+            [
+                ("version", "max"),
+                ("global_position", "min"),
+                ("global_position", "max"),
+                ("recorded_at", "min"),
+                ("recorded_at", "max"),
+            ]
+        )
+        return grouped.rename_columns(
+            [
+                "stream_id",
+                "category",
+                "version",
+                "first_position",
+                "last_position",
+                "first_recorded_at",
+                "last_recorded_at",
+            ]
+        ).sort_by("stream_id")
+
+    def inventory(self, *, position: int | None = None) -> Inventory:
+        """Counts, categories, event types and time ranges of the lake at ``position``."""
+        pinned, _ = self._pin(position, None)
+        with self._state_lock:
+            entries = self._entries(pinned, None)
+            commits = self._commit_number
+        table = self._scan(
+            entries,
+            self._bounds(pinned, None),
+            columns=["stream_id", "category", "event_type", "occurred_at", "recorded_at"],
+        )
+
+        def counts(column: str) -> dict[str, int]:
+            vc = pc.value_counts(table[column])
+            pairs = sorted(
+                zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True),
+                key=lambda kv: (-kv[1], kv[0]),
+            )
+            return dict(pairs)
+
+        def span(column: str) -> tuple[datetime | None, datetime | None]:
+            if table.num_rows == 0:
+                return None, None
+            bounds = pc.min_max(table[column])
+            return bounds["min"].as_py(), bounds["max"].as_py()
+
+        first_rec, last_rec = span("recorded_at")
+        first_occ, last_occ = span("occurred_at")
+        return Inventory(
+            path=str(self.path),
+            position=pinned,
+            events=table.num_rows,
+            streams=pc.count_distinct(table["stream_id"]).as_py() if table.num_rows else 0,
+            categories=counts("category"),
+            event_types=counts("event_type"),
+            first_recorded_at=first_rec,
+            last_recorded_at=last_rec,
+            first_occurred_at=first_occ,
+            last_occurred_at=last_occ,
+            files=len(entries),
+            bytes=sum(e.bytes for e in entries),
+            commits=commits,
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent] | NewEvent,
+        *,
+        expected_version: ExpectedVersion | int = ANY,
+        category: str | None = None,
+    ) -> Commit:
+        """Append events to one stream, atomically and durably.
+
+        ``expected_version`` is ``ANY``, ``NO_STREAM``, ``STREAM_EXISTS`` or the version the
+        caller last saw (0 for none); a mismatch raises :class:`ConcurrencyError` and writes
+        nothing. Appending again with the same event ids returns the original commit.
+        """
+        events_seq: Sequence[NewEvent] = [events] if isinstance(events, NewEvent) else events
+        return self.append_many([AppendRequest(stream_id, events_seq, expected_version, category)])
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> Commit:
+        """Append to several streams in one atomic commit, each with its own expected version.
+
+        >>> import tempfile, esanalytics as esa
+        >>> store = esa.open(tempfile.mkdtemp() + "/lake", create=True)
+        >>> commit = store.append_many([
+        ...     esa.AppendRequest("account-1", [esa.NewEvent("MoneyWithdrawn", {"amount": 5})]),
+        ...     esa.AppendRequest("account-2", [esa.NewEvent("MoneyDeposited", {"amount": 5})]),
+        ... ])
+        >>> [s.stream_id for s in commit.streams]
+        ['account-1', 'account-2']
+        """
+        if not requests:
+            raise EmptyAppendError(
+                "append_many got no requests.", hint="pass at least one AppendRequest."
+            )
+        prepared = [
+            _prepare(r if isinstance(r, AppendRequest) else AppendRequest(*r)) for r in requests
+        ]
+        seen: set[str] = set()
+        for p in prepared:
+            if p.stream_id in seen:
+                raise ValidationError(
+                    f"The stream {p.stream_id!r} appears twice in one append_many.",
+                    hint="merge its events into one AppendRequest.",
+                    stream_id=p.stream_id,
+                )
+            seen.add(p.stream_id)
+        all_ids = [i for p in prepared for i in p.event_ids]
+        if len(set(all_ids)) != len(all_ids):
+            raise DuplicateEventError(
+                "The same event id is used twice in one append.",
+                hint="give each event its own id (or leave event_id out).",
+                event_id=next(i for i in all_ids if all_ids.count(i) > 1),
+            )
+        with self._writer_lock.hold(), self._state_lock:
+            self._recover()
+            heads = self._load_heads()
+            keys = uuid_keys(pa.array(all_ids, pa.string()))
+            known = self._load_ids().knows(keys)
+            if known.any():
+                return self._replay(prepared, [i for i, k in zip(all_ids, known, strict=True) if k])
+            for p in prepared:
+                self._check_version(p, heads.get(p.stream_id, 0))
+            table, stream_map = self._build(prepared, heads)
+            commit = self._commit([table], stream_map=stream_map, inline=True)
+            self._writer.remember(keys)
+            return commit
+
+    def _check_version(self, p: _Prepared, actual: int) -> None:
+        expected = p.expected
+        ok = (
+            expected is ANY
+            or (expected is NO_STREAM and actual == 0)
+            or (expected is STREAM_EXISTS and actual > 0)
+            or (
+                isinstance(expected, int)
+                and not isinstance(expected, ExpectedVersion)
+                and expected == actual
+            )
+        )
+        if not ok:
+            raise ConcurrencyError(
+                f"The stream {p.stream_id!r} is at version {actual}, but the append expected "
+                f"{expected!r}.",
+                hint="another writer appended first: reload the stream, decide again on its "
+                "current state, and retry with expected_version set to its version.",
+                stream_id=p.stream_id,
+                expected=expected,
+                actual=actual,
+            )
+
+    def _build(
+        self, prepared: list[_Prepared], heads: dict[str, int]
+    ) -> tuple[pa.Table, dict[str, list[int]]]:
+        """The rows of a small append, hashed, built straight from Python values (for a
+        handful of rows this beats any columnar route)."""
+        now = max(_now_us(), self._last_recorded_us)
+        columns: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+        stream_map: dict[str, list[int]] = {}
+        position = self._head
+        prev = self._last_hash
+        for p in prepared:
+            start = heads.get(p.stream_id, 0)
+            stream_map[p.stream_id] = [start + 1, start + len(p.event_ids)]
+            for k, event_id in enumerate(p.event_ids):
+                position += 1
+                given = p.occurred_us[k]
+                occurred = now if given is None else given
+                row = (
+                    position,
+                    p.stream_id,
+                    p.category,
+                    start + k + 1,
+                    event_id,
+                    p.event_types[k],
+                    p.schema_versions[k],
+                    occurred,
+                    now,
+                    p.data[k],
+                    p.metadata[k],
+                )
+                digest = row_hash(prev, canonical_row(*row))
+                for name, value in zip(EVENT_SCHEMA.names, (*row, prev, digest), strict=True):
+                    columns[name].append(value)
+                prev = digest
+        arrays = [
+            pa.array(columns[f.name], pa.int64() if pa.types.is_timestamp(f.type) else f.type)
+            for f in EVENT_SCHEMA
+        ]
+        arrays[7] = arrays[7].view(TIMESTAMP)
+        arrays[8] = arrays[8].view(TIMESTAMP)
+        return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA), stream_map
+
+    def _replay(self, prepared: list[_Prepared], known_ids: list[str]) -> Commit:
+        """An append whose ids are already in the log: the original commit if it is a retry
+        of the same append, else an error."""
+        wanted = [i for p in prepared for i in p.event_ids]
+        with self._state_lock:
+            entries = list(self._files.values())
+        found = self._scan(entries, pc.field("event_id").isin(wanted)).sort_by("global_position")
+        by_id = {row["event_id"]: row for row in found.to_pylist()}
+        original = [by_id.get(i) for i in wanted]
+        same = all(row is not None for row in original)
+        if same:
+            rows = [row for row in original if row is not None]
+            flat = [(p.stream_id, t) for p in prepared for t in p.event_types]
+            positions = [row["global_position"] for row in rows]
+            same = [
+                (row["stream_id"], row["event_type"]) for row in rows
+            ] == flat and positions == list(range(positions[0], positions[0] + len(positions)))
+        if not same:
+            clash = (
+                known_ids[0]
+                if known_ids[0] in by_id
+                else next((i for i in wanted if i in by_id), known_ids[0])
+            )
+            where = by_id.get(clash)
+            place = (
+                f" (already at position {where['global_position']} in {where['stream_id']!r})"
+                if where
+                else ""
+            )
+            raise DuplicateEventError(
+                f"The event id {clash} is already in the log{place}, and this append is not a "
+                "retry of the one that wrote it.",
+                hint="use a fresh event id for a new event; to retry an append, send exactly the "
+                "same events with the same ids.",
+                event_id=clash,
+            )
+        streams: dict[str, list[int]] = {}
+        for row in rows:
+            streams.setdefault(row["stream_id"], []).append(row["version"])
+        return Commit(
+            commit=0,
+            first_position=positions[0],
+            last_position=positions[-1],
+            recorded_at=rows[0]["recorded_at"],
+            streams=tuple(StreamAppend(s, min(v), max(v)) for s, v in streams.items()),
+            replayed=True,
+        )
+
+    def ingest(
+        self,
+        table: pa.Table,
+        *,
+        chunk_rows: int = 1_000_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> Commit:
+        """Append a large batch of events from an Arrow table in one atomic commit.
+
+        Columns: ``stream_id``, ``event_type``, ``data`` and ``metadata`` (JSON text) are
+        required; ``event_id``, ``occurred_at``, ``recorded_at`` (a source's own commit times,
+        never decreasing and not in the future), ``schema_version`` and ``category`` are
+        optional. Versions continue each stream's current version in table order. Validation
+        is vectorized; a bad row is named by its index and nothing is written.
+        """
+        batch = _ingest.validate(table)
+        if batch.num_rows == 0:
+            raise EmptyAppendError("ingest got an empty table.", hint="pass at least one row.")
+        with self._writer_lock.hold(), self._state_lock:
+            self._recover()
+            heads = self._load_heads()
+            ids = self._load_ids()
+            keys = uuid_keys(batch["event_id"])
+            if len(np.unique(keys)) != len(keys) or ids.knows(keys).any():
+                raise DuplicateEventError(
+                    "Some event ids of the ingest are duplicated or already in the log.",
+                    hint="give each event a fresh id (leave the event_id column out to get them).",
+                    event_id=None,
+                )
+            placed = _ingest.place(batch, heads, self._head, self._last_recorded_us, _now_us())
+            streams = placed.group_by("stream_id").aggregate(
+                [("version", "min"), ("version", "max")]
+            )
+            stream_map = {
+                s: [lo, hi]
+                for s, lo, hi in zip(
+                    streams["stream_id"].to_pylist(),
+                    streams["version_min"].to_pylist(),
+                    streams["version_max"].to_pylist(),
+                    strict=True,
+                )
+            }
+            commit = self._commit(
+                self._hashed_chunks(placed, chunk_rows),
+                stream_map=stream_map,
+                inline=False,
+                progress=progress,
+            )
+            self._writer.remember(keys)
+            return commit
+
+    def _commit(
+        self,
+        chunks: Iterable[pa.Table],
+        *,
+        stream_map: dict[str, list[int]],
+        inline: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> Commit:
+        """Write hashed rows as hidden files, commit them in one durable line, then publish
+        them. The caller holds the writer lock and has run :meth:`_recover`."""
+        number = self._commit_number + 1
+        written: list[FileEntry] = []
+        first = last = recorded_max = 0
+        last_hash = self._last_hash
+        ids: list[str] = []
+        for index, chunk in enumerate(chunks):
+            if index == 0:
+                first = chunk["global_position"][0].as_py()
+            last = chunk["global_position"][-1].as_py()
+            last_hash = chunk["hash"][-1].as_py()
+            recorded_max = chunk["recorded_at"][-1].value
+            written += self._write_files(chunk, f"a{number:012d}-{index:04d}")
+            if inline:
+                ids += chunk["event_id"].to_pylist()
+            if progress is not None:
+                progress(chunk.num_rows)
+        record: dict[str, Any] = {
+            "n": number,
+            "kind": "append",
+            "first": first,
+            "last": last,
+            "last_hash": last_hash,
+            "recorded_at": recorded_max,
+            "add": [entry.to_json() for entry in written],
+        }
+        if inline and len(stream_map) <= _INLINE_LIMIT and len(ids) <= _INLINE_LIMIT:
+            record["streams"] = stream_map
+            record["ids"] = ids
+        self._offset = self._log.append(record, valid_end=self._offset)
+        for entry in written:  # publish: from here on plain Parquet readers see the files
+            os.replace(self._events / tmp_name(entry.path), self._events / entry.path)
+        self._apply(record, foreign=False)
+        heads = self._writer.heads
+        if heads is not None:
+            for s, (_, hi) in stream_map.items():
+                heads[s] = hi
+        return Commit(
+            commit=number,
+            first_position=first,
+            last_position=last,
+            recorded_at=from_epoch_us(recorded_max),
+            streams=tuple(StreamAppend(s, lo, hi) for s, (lo, hi) in stream_map.items()),
+        )
+
+    def _hashed_chunks(self, table: pa.Table, chunk_rows: int) -> Iterator[pa.Table]:
+        prev = self._last_hash
+        for start in range(0, table.num_rows, chunk_rows):
+            chunk = table.slice(start, chunk_rows)
+            prev_col, hash_col = chain_hashes(canonical_rows(chunk), prev)
+            yield chunk.set_column(11, EVENT_SCHEMA.field(11), prev_col).set_column(
+                12, EVENT_SCHEMA.field(12), hash_col
+            )
+            prev = hash_col[-1].as_py()
+
+    def _write_files(
+        self, table: pa.Table, stem: str, *, row_group_rows: int | None = None
+    ) -> list[FileEntry]:
+        """Write ``table`` as one hidden, synced temporary file per (category, month)."""
+        first_month = _month_of(table["recorded_at"][0].value)
+        last_month = _month_of(table["recorded_at"][-1].value)
+        categories = pc.unique(table["category"]).to_pylist()
+        if first_month == last_month and len(categories) == 1:
+            parts = [(categories[0], first_month, table)]
+        else:
+            table = table.append_column("month", _months(table["recorded_at"]))
+            keys = table.group_by(["category", "month"], use_threads=False).aggregate([])
+            parts = [
+                (c, m, table.filter((pc.field("category") == c) & (pc.field("month") == m)))
+                for c, m in zip(
+                    keys["category"].to_pylist(), keys["month"].to_pylist(), strict=True
+                )
+            ]
+        entries = []
+        folders = set()
+        for index, (category, month, part) in enumerate(parts):
+            folder = partition_dir(category, month)
+            relpath = f"{folder}/{stem}-{index:03d}.parquet"
+            if folder not in folders:
+                make_dirs_durably(self._events, folder)
+                folders.add(folder)
+            target = self._events / tmp_name(relpath)
+            body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
+            small = body.num_rows < 10_000
+            pq.write_table(
+                body,
+                target,
+                # Small files are short-lived (compaction rewrites them): write them fast.
+                compression="snappy" if small else _COMPRESSION,
+                use_dictionary=not small,
+                row_group_size=row_group_rows or max(body.num_rows, 1),
+                write_page_index=False,
+            )
+            fsync_file(target)
+            entries.append(_describe(relpath, category, month, body, target.stat().st_size))
+        for folder in folders:
+            fsync_dir(self._events / folder)
+        return entries
+
+    # -- writer caches -------------------------------------------------------------------
+
+    def _load_heads(self) -> dict[str, int]:
+        if self._writer.heads is None:
+            table = self._scan(list(self._files.values()), None, columns=["stream_id", "version"])
+            grouped = table.group_by("stream_id").aggregate([("version", "max")])
+            self._writer.heads = dict(
+                zip(
+                    grouped["stream_id"].to_pylist(),
+                    grouped["version_max"].to_pylist(),
+                    strict=True,
+                )
+            )
+        return self._writer.heads
+
+    def _load_ids(self) -> _WriterState:
+        writer = self._writer
+        if not writer.ids_loaded:
+            table = self._scan(list(self._files.values()), None, columns=["event_id"])
+            keys = uuid_keys(table["event_id"])
+            writer.id_runs = [np.sort(keys)] if len(keys) else []
+            writer.ids_loaded = True
+        return writer
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Finish what a crashed writer left (under the writer lock): publish files of commits
+        that were not yet renamed, retire files that compaction replaced, and, once per handle,
+        delete temporary files that no commit names. Also takes in new commits."""
+        with self._state_lock:
+            records, end, _torn = self._log.read_from(self._finished)
+            for record in records:
+                self._finish(record)
+                if record["n"] > self._commit_number:
+                    self._apply(record, foreign=True)
+            self._finished = end
+            self._offset = max(self._offset, end)
+            if not self._recovered:
+                committed = {tmp_name(path) for path in self._files}
+                for tmp in self._events.glob("category=*/month=*/.a*.parquet.tmp"):
+                    if str(tmp.relative_to(self._events)) not in committed:
+                        tmp.unlink()
+                self._recovered = True
+
+    def _all_records(self) -> list[dict[str, Any]]:
+        records, _, _ = self._log.read_from(0)
+        return records
+
+    def _finish(self, record: dict[str, Any]) -> None:
+        for path in record.get("remove", ()):
+            final = self._events / path
+            if final.exists():
+                os.replace(final, self._events / retired_name(path))
+        for raw in record.get("add", ()):
+            path = raw["path"]
+            tmp = self._events / tmp_name(path)
+            if tmp.exists() and not (self._events / path).exists():
+                os.replace(tmp, self._events / path)
+
+    # -- compaction ----------------------------------------------------------------------
+
+    def compact(
+        self,
+        *,
+        min_files: int = 2,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, int]:
+        """Rewrite each time partition that has at least ``min_files`` files into one file,
+        clustered by stream (sorted by stream id and version, small row groups), with every
+        event and hash unchanged. Safe while readers and writers run: old files stay for
+        readers of older snapshots until :meth:`vacuum`. Returns counts of files and rows."""
+        lock = FileLock(self._meta / COMPACT_LOCK)
+        done = {"partitions": 0, "files_in": 0, "files_out": 0, "rows": 0}
+        with lock.hold():
+            for tmp in self._events.glob("category=*/month=*/.c*.parquet.tmp"):
+                tmp.unlink()  # left by a compaction that crashed before committing
+            self.refresh()
+            with self._state_lock:
+                groups: dict[tuple[str, str], list[FileEntry]] = {}
+                for entry in self._files.values():
+                    groups.setdefault((entry.category, entry.month), []).append(entry)
+            for _partition, entries in sorted(groups.items()):
+                if len(entries) < min_files:
+                    continue
+                table = self._scan(entries, None).sort_by(
+                    [("stream_id", "ascending"), ("version", "ascending")]
+                )
+                stem = f"c{uuid.uuid4().hex[:12]}"
+                new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
+                with self._writer_lock.hold(), self._state_lock:
+                    self._recover()
+                    if any(e.path not in self._files for e in entries):
+                        for entry in new:  # someone else compacted: leave the log as it is
+                            (self._events / tmp_name(entry.path)).unlink()
+                        continue
+                    record = {
+                        "n": self._commit_number + 1,
+                        "kind": "compact",
+                        "add": [e.to_json() for e in new],
+                        "remove": [e.path for e in entries],
+                        "at": _now_us(),
+                    }
+                    self._offset = self._log.append(record, valid_end=self._offset)
+                    self._finish(record)
+                    self._apply(record, foreign=False)
+                done["partitions"] += 1
+                done["files_in"] += len(entries)
+                done["files_out"] += len(new)
+                done["rows"] += table.num_rows
+                if progress is not None:
+                    progress(table.num_rows)
+        return done
+
+    def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
+        """Delete files that compaction replaced more than ``older_than`` ago (readers pinned
+        to older positions may still read them until then). Returns how many were deleted."""
+        cutoff = _now_us() - int(older_than.total_seconds() * 1_000_000)
+        removed = 0
+        with self._writer_lock.hold(), self._state_lock:
+            self._recover()
+            for record in self._all_records():
+                if record["kind"] == "compact" and record["at"] <= cutoff:
+                    for path in record["remove"]:
+                        retired = self._events / retired_name(path)
+                        if retired.exists():
+                            retired.unlink()
+                            removed += 1
+        return removed
+
+
+class Subscription:
+    """A catch-up subscription (see :meth:`EventStore.subscribe`). Iterate it for
+    :class:`~esanalytics.events.RecordedEvent` objects, or call :meth:`batches` for Arrow
+    record batches; ``position`` is the checkpoint to store; :meth:`stop` ends iteration."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        from_position: int,
+        categories: Iterable[str] | None,
+        event_types: Iterable[str] | None,
+        poll_interval: float,
+    ) -> None:
+        self.store = store
+        self.position = from_position
+        self._categories = None if categories is None else list(categories)
+        self._event_types = None if event_types is None else list(event_types)
+        self._poll = poll_interval
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def batches(self, *, timeout: float | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of new events; with ``timeout``, stops after that many seconds
+        without a new commit."""
+        idle_since = time.monotonic()
+        while not self._stopped.is_set():
+            head = self.store.refresh()
+            if head > self.position:
+                for batch in self.store.iter_batches(
+                    from_position=self.position,
+                    position=head,
+                    categories=self._categories,
+                    event_types=self._event_types,
+                ):
+                    yield batch
+                    if batch.num_rows:
+                        self.position = int(batch["global_position"][-1].as_py())
+                    if self._stopped.is_set():
+                        return
+                self.position = head
+                idle_since = time.monotonic()
+                continue
+            if timeout is not None and time.monotonic() - idle_since >= timeout:
+                return
+            self._stopped.wait(self._poll)
+
+    def events(self, *, timeout: float | None = None) -> Iterator[Any]:
+        from esanalytics.events import RecordedEvent
+
+        for batch in self.batches(timeout=timeout):
+            for row in batch.to_pylist():
+                self.position = row["global_position"]
+                yield RecordedEvent.from_row(row)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.events()
+
+
+def _month_of(us: int) -> str:
+    return str(np.datetime64(us, "us").astype("datetime64[M]"))
+
+
+def _months(recorded_at: pa.ChunkedArray | pa.Array) -> pa.Array:
+    micros = recorded_at.cast(pa.int64()).to_numpy()
+    months = micros.astype("datetime64[us]").astype("datetime64[M]")
+    return pa.array(np.datetime_as_string(months, unit="M"), pa.string())
+
+
+def _describe(relpath: str, category: str, month: str, body: pa.Table, size: int) -> FileEntry:
+    pos = pc.min_max(body["global_position"])
+    rec = pc.min_max(body["recorded_at"].cast(pa.int64()))
+    streams = pc.min_max(body["stream_id"])
+    return FileEntry(
+        path=relpath,
+        category=category,
+        month=month,
+        rows=body.num_rows,
+        min_position=pos["min"].as_py(),
+        max_position=pos["max"].as_py(),
+        min_recorded_us=rec["min"].as_py(),
+        max_recorded_us=rec["max"].as_py(),
+        min_stream=streams["min"].as_py(),
+        max_stream=streams["max"].as_py(),
+        bytes=size,
+    )
+
+
+def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventStore:
+    """Open the lake at ``path``; with ``create=True`` make it if it does not exist.
+
+    >>> import tempfile, esanalytics as esa
+    >>> esa.open(tempfile.mkdtemp() + "/lake", create=True).head
+    0
+    """
+    root = Path(path)
+    marker = root / LAKE_DIR / MARKER
+    if not marker.exists():
+        if not create:
+            raise LakeNotFoundError(
+                f"There is no lake at {root}.",
+                hint="pass create=True to make a new one, or run `esa demo` to build the sample "
+                "lake under data/.",
+                path=str(root),
+            )
+        if root.exists() and any(p.name != LAKE_DIR for p in root.iterdir()):
+            raise ValidationError(
+                f"{root} exists and holds other files; a lake needs a folder of its own.",
+                hint="pick a new or empty folder for the lake.",
+                path=str(root),
+            )
+        meta = make_dirs_durably(root, LAKE_DIR)
+        make_dirs_durably(root, EVENTS_DIR)
+        log = meta / COMMIT_LOG
+        log.touch()
+        fsync_file(log)
+        tmp = meta / f".{MARKER}.tmp"
+        tmp.write_text(
+            json.dumps(
+                {
+                    "format": LAKE_FORMAT,
+                    "version": LAKE_FORMAT_VERSION,
+                    "created_at": datetime.now(UTC).isoformat(),
+                }
+            )
+        )
+        fsync_file(tmp)
+        os.replace(tmp, marker)
+        fsync_dir(meta)
+    else:
+        info = json.loads(marker.read_text())
+        if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:
+            raise CorruptLakeError(
+                f"{root} is a lake of format {info.get('format')} v{info.get('version')}, which "
+                "this esanalytics cannot read.",
+                hint="upgrade esanalytics (pip install -U esanalytics).",
+                path=str(root),
+            )
+    return EventStore(root)

@@ -1,0 +1,105 @@
+"""Where things live in a lake folder, and the few file-system moves the store makes.
+
+    lake/
+      _esa/lake.json          marks the folder as a lake (format and version)
+      _esa/commits.log        the commit record: one checksummed JSON line per commit
+      _esa/writer.lock        serializes writers (threads and processes) at commit time
+      _esa/compact.lock       one compaction at a time
+      events/category=<c>/month=<YYYY-MM>/<name>.parquet     committed, visible files
+
+A file is written as ``.<name>.parquet.tmp`` beside its final place, synced, named in the
+commit record, and only then renamed to ``<name>.parquet``; a file that compaction replaced
+is renamed to ``.<name>.parquet.retired`` and kept for readers of older snapshots until
+``vacuum``. Names that start with ``.`` and do not end in ``.parquet`` are skipped by DuckDB's
+``*.parquet`` globs, pyarrow's discovery and Spark, so plain readers never see a half-written
+or an uncommitted file. Nothing a user passes (stream id, category) builds a path except a
+category, which :func:`~esanalytics.events.validate_category` restricts to a plain name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+LAKE_DIR: Final = "_esa"
+EVENTS_DIR: Final = "events"
+MARKER: Final = "lake.json"
+COMMIT_LOG: Final = "commits.log"
+WRITER_LOCK: Final = "writer.lock"
+COMPACT_LOCK: Final = "compact.lock"
+LAKE_FORMAT: Final = "esanalytics-lake"
+LAKE_FORMAT_VERSION: Final = 1
+
+
+def partition_dir(category: str, month: str) -> str:
+    """The relative folder of a partition, below ``events/``."""
+    return f"category={category}/month={month}"
+
+
+def tmp_name(relpath: str) -> str:
+    head, _, name = relpath.rpartition("/")
+    return f"{head}/.{name}.tmp"
+
+
+def retired_name(relpath: str) -> str:
+    head, _, name = relpath.rpartition("/")
+    return f"{head}/.{name}.retired"
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durably(root: Path, relative: str) -> Path:
+    """Create ``root/relative`` and sync every folder it created, so a commit never names a
+    file whose folder a power cut could lose."""
+    target = root / relative
+    if target.is_dir():
+        return target
+    missing = []
+    probe = target
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in [*reversed(missing), probe]:
+        fsync_dir(folder if folder.is_dir() else folder.parent)
+    return target
+
+
+class FileLock:
+    """An exclusive lock held through ``flock`` (between processes) and a thread lock (between
+    threads of one process, which share ``flock`` ownership through the open file)."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self._path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread_lock:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
