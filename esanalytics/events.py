@@ -426,8 +426,7 @@ def chain_hashes(canonical: pa.Array, prev_hash: str) -> tuple[pa.Array, pa.Arra
         current = sha(current + data[start:end]).digest()
         append(current)
         start = end
-    raw = np.frombuffer(bytes.fromhex(prev_hash) + b"".join(digests), dtype=np.uint8)
-    text = _hex(raw)
+    text = (prev_hash + b"".join(digests).hex()).encode()
     width_offsets = np.arange(0, (n + 2) * 64, 64, dtype=np.int32)
     all_hashes = pa.Array.from_buffers(
         pa.string(), n + 1, [None, pa.py_buffer(width_offsets), pa.py_buffer(text)]

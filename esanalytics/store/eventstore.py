@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +55,7 @@ from esanalytics.exceptions import (
 from esanalytics.store import ingest as _ingest
 from esanalytics.store.commitlog import CommitLog, FileEntry
 from esanalytics.store.layout import (
+    CHECKPOINT,
     COMMIT_LOG,
     COMPACT_LOCK,
     EVENTS_DIR,
@@ -94,12 +97,18 @@ _PLACED_SCHEMA = EVENT_SCHEMA.set(11, EVENT_SCHEMA.field(11).with_nullable(True)
     12, EVENT_SCHEMA.field(12).with_nullable(True)
 )
 _COMPRESSION = "zstd"
+#: Columns with few distinct values; ids, hashes and payloads gain nothing from a dictionary.
+_DICTIONARY_COLUMNS = ["stream_id", "event_type"]
 #: Rows per row group in compacted files: small enough that a one-stream read decodes little
 #: beyond its own events, large enough to keep footers small (see benchmarks/store_bench.py).
 COMPACT_ROW_GROUP_ROWS = 4096
 #: Commits at most this large carry their streams and ids inline, so that other writers can
 #: update their caches without opening the files.
 _INLINE_LIMIT = 1000
+#: The unsealed tail is sealed into Parquet once it holds this many events, or once its oldest
+#: event is this old (checked at each append; ``flush()`` seals at once).
+SEAL_ROWS = 2000
+SEAL_AGE_US = 2_000_000
 
 
 def _now_us() -> int:
@@ -243,7 +252,41 @@ class EventStore:
         self._writer = _WriterState()
         self._recovered = False
         self._finished = 0  # commit-log offset up to which _finish has run
+        # Rows of small appends that are durable in the commit log but not yet sealed into
+        # Parquet, in position order (tuples in EVENT_SCHEMA order, times as epoch µs).
+        self._tail: list[tuple[Any, ...]] = []
+        self._load_checkpoint()
         self.refresh()
+
+    def _load_checkpoint(self) -> None:
+        path = self._meta / CHECKPOINT
+        if not path.exists():
+            return
+        state = json.loads(path.read_text())
+        self._files = {raw["path"]: FileEntry.from_json(raw) for raw in state["files"]}
+        self._offset = self._finished = state["offset"]
+        self._commit_number = state["n"]
+        self._head = state["head"]
+        self._last_hash = state["last_hash"]
+        self._last_recorded_us = state["recorded_at"]
+        self._tail = [tuple(row) for row in state["tail"]]
+
+    def _write_checkpoint(self) -> None:
+        """Save the state as of the last commit, so that opening the lake reads only the
+        commit log after it. Under the writer lock, after _recover."""
+        state = {
+            "n": self._commit_number,
+            "offset": self._offset,
+            "head": self._head,
+            "last_hash": self._last_hash,
+            "recorded_at": self._last_recorded_us,
+            "files": [entry.to_json() for entry in self._files.values()],
+            "tail": self._tail,
+        }
+        tmp = self._meta / f".{CHECKPOINT}.tmp"
+        tmp.write_text(json.dumps(state, separators=(",", ":")))
+        fsync_file(tmp)
+        os.replace(tmp, self._meta / CHECKPOINT)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -263,6 +306,11 @@ class EventStore:
         for entry in added:
             self._files[entry.path] = entry
         self._commit_number = record["n"]
+        if record["kind"] == "seal":
+            upto = record["upto"]
+            self._tail = [row for row in self._tail if row[0] > upto]
+        if "rows" in record:
+            self._tail.extend(tuple(row) for row in record["rows"])
         if record["kind"] == "append":
             self._head = record["last"]
             self._last_hash = record["last_hash"]
@@ -275,12 +323,14 @@ class EventStore:
         writer = self._writer
         if writer.heads is None and not writer.ids_loaded:
             return
-        if "streams" in record and "ids" in record:
+        if "rows" in record:
             if writer.heads is not None:
-                for stream_id, (_, last) in record["streams"].items():
-                    writer.heads[stream_id] = last
+                for row in record["rows"]:
+                    writer.heads[row[1]] = row[3]
             if writer.ids_loaded:
-                writer.remember(uuid_keys(pa.array(record["ids"], pa.string())))
+                writer.remember(
+                    uuid_keys(pa.array([row[4] for row in record["rows"]], pa.string()))
+                )
             return
         table = self._scan(added, None, columns=["stream_id", "version", "event_id"])
         if writer.heads is not None:
@@ -352,16 +402,27 @@ class EventStore:
         predicate: ds.Expression | None,
         *,
         columns: list[str] | None = None,
+        tail: Sequence[tuple[Any, ...]] = (),
     ) -> pa.Table:
-        """Rows of these files that match ``predicate``, as an EVENT_SCHEMA table (or the
-        given columns). Files moved by a concurrent compaction are found where they went."""
-        if not entries:
-            schema = (
-                EVENT_SCHEMA
-                if columns is None
-                else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-            )
-            return schema.empty_table()
+        """Rows of these files, and of these unsealed tail rows, that match ``predicate``, as
+        an EVENT_SCHEMA table (or the given columns). Files moved by a concurrent compaction
+        are found where they went."""
+        names = columns or EVENT_SCHEMA.names
+        parts = []
+        if tail:
+            rows = _rows_table(tail)
+            if predicate is not None:
+                rows = rows.filter(predicate)
+            parts.append(rows.select(names))
+        if entries:
+            parts.append(self._scan_files(entries, predicate, names))
+        if not parts:
+            return pa.schema([EVENT_SCHEMA.field(c) for c in names]).empty_table()
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+    def _scan_files(
+        self, entries: Sequence[FileEntry], predicate: ds.Expression | None, names: list[str]
+    ) -> pa.Table:
         for attempt in range(3):
             try:
                 paths = [self._resolve(entry.path) for entry in entries]
@@ -372,10 +433,8 @@ class EventStore:
                     partitioning=_PARTITIONING,
                     partition_base_dir=str(self._events),
                 )
-                table = dataset.to_table(
-                    filter=predicate, columns=columns or EVENT_SCHEMA.names, use_threads=True
-                )
-                return table.cast(EVENT_SCHEMA) if columns is None else table
+                table = dataset.to_table(filter=predicate, columns=names, use_threads=True)
+                return table.cast(pa.schema([EVENT_SCHEMA.field(c) for c in names]))
             except CorruptLakeError:
                 raise
             except FileNotFoundError as error:
@@ -385,49 +444,49 @@ class EventStore:
                 raise self._diagnose(entries, error) from error
         raise AssertionError("unreachable")
 
-    def _pin(self, position: int | None, as_of: TimeLike | None) -> tuple[int, int | None]:
-        head = self.refresh()
-        if position is None:
-            position = head
-        elif not isinstance(position, int) or position < 0:
-            raise ValidationError(
-                f"position={position!r} is not a log position.",
-                hint="positions are ints from 0 (nothing) up to store.head.",
-            )
-        return min(position, head), None if as_of is None else to_epoch_us(as_of, what="as_of")
-
-    def _entries(
+    def _pin(
         self,
-        position: int,
-        as_of_us: int | None,
+        position: int | None,
+        as_of: TimeLike | None,
         *,
         from_position: int = 0,
         categories: Iterable[str] | None = None,
         stream_id: str | None = None,
-    ) -> list[FileEntry]:
+    ) -> _View:
+        """The files and tail rows that can hold events of a read, taken together (so that a
+        concurrent seal or compaction cannot make a row appear twice or not at all)."""
+        if position is not None and (not isinstance(position, int) or position < 0):
+            raise ValidationError(
+                f"position={position!r} is not a log position.",
+                hint="positions are ints from 0 (nothing) up to store.head.",
+            )
+        as_of_us = None if as_of is None else to_epoch_us(as_of, what="as_of")
         wanted = None if categories is None else set(categories)
         with self._state_lock:
-            entries = list(self._files.values())
-        return [
-            entry
-            for entry in entries
-            if entry.min_position <= position
-            and entry.max_position > from_position
-            and (as_of_us is None or entry.min_recorded_us <= as_of_us)
-            and (wanted is None or entry.category in wanted)
-            and (stream_id is None or entry.min_stream <= stream_id <= entry.max_stream)
-        ]
-
-    @staticmethod
-    def _bounds(position: int, as_of_us: int | None, from_position: int = 0) -> ds.Expression:
-        predicate = pc.field("global_position") <= position
+            head = self.refresh()
+            pinned = head if position is None else min(position, head)
+            entries = [
+                entry
+                for entry in self._files.values()
+                if entry.min_position <= pinned
+                and entry.max_position > from_position
+                and (as_of_us is None or entry.min_recorded_us <= as_of_us)
+                and (wanted is None or entry.category in wanted)
+                and (stream_id is None or entry.min_stream <= stream_id <= entry.max_stream)
+            ]
+            tail = [
+                row
+                for row in self._tail
+                if from_position < row[0] <= pinned
+                and (stream_id is None or row[1] == stream_id)
+                and (wanted is None or row[2] in wanted)
+            ]
+        predicate = pc.field("global_position") <= pinned
         if from_position:
             predicate &= pc.field("global_position") > from_position
         if as_of_us is not None:
-            predicate &= pc.field("recorded_at") <= pa.scalar(
-                as_of_us, pa.timestamp("us", tz="UTC")
-            )
-        return predicate
+            predicate &= pc.field("recorded_at") <= pa.scalar(as_of_us, TIMESTAMP)
+        return _View(pinned, entries, tail, predicate)
 
     def read_stream(
         self,
@@ -445,17 +504,16 @@ class EventStore:
         An unknown stream gives an empty result; use :meth:`stream_version` to tell.
         """
         validate_stream_id(stream_id)
-        position, as_of_us = self._pin(position, as_of)
-        entries = self._entries(
-            position, as_of_us, categories=[category or category_of(stream_id)], stream_id=stream_id
+        view = self._pin(
+            position, as_of, categories=[category or category_of(stream_id)], stream_id=stream_id
         )
-        predicate = self._bounds(position, as_of_us) & (pc.field("stream_id") == stream_id)
+        predicate = view.predicate & (pc.field("stream_id") == stream_id)
         if from_version is not None:
             predicate &= pc.field("version") >= from_version
         if to_version is not None:
             predicate &= pc.field("version") <= to_version
-        table = self._scan(entries, predicate).sort_by("version")
-        return Events(table, position)
+        table = self._scan(view.entries, predicate, tail=view.tail).sort_by("version")
+        return Events(table, view.position)
 
     def read_all(
         self,
@@ -482,8 +540,7 @@ class EventStore:
             ]
             or [EMPTY_EVENTS]
         )
-        pinned, _ = self._pin(position, None)
-        return Events(table, pinned)
+        return Events(table, self.head if position is None else min(position, self.head))
 
     def iter_batches(
         self,
@@ -497,19 +554,19 @@ class EventStore:
     ) -> Iterator[pa.RecordBatch]:
         """The log in global-position order as Arrow record batches, reading one time partition
         at a time, so memory stays bounded by the largest month, not the log."""
-        pinned, as_of_us = self._pin(position, as_of)
-        entries = self._entries(
-            pinned, as_of_us, from_position=from_position, categories=categories
-        )
-        predicate = self._bounds(pinned, as_of_us, from_position)
+        view = self._pin(position, as_of, from_position=from_position, categories=categories)
+        predicate = view.predicate
         if event_types is not None:
             predicate &= pc.field("event_type").isin(list(event_types))
-        by_month: dict[str, list[FileEntry]] = {}
-        for entry in entries:
-            by_month.setdefault(entry.month, []).append(entry)
-        for month in sorted(by_month):
-            table = self._scan(by_month[month], predicate).sort_by("global_position")
-            yield from table.to_batches(max_chunksize=batch_size)
+        files: dict[str, list[FileEntry]] = {}
+        for entry in view.entries:
+            files.setdefault(entry.month, []).append(entry)
+        tail: dict[str, list[tuple[Any, ...]]] = {}
+        for row in view.tail:
+            tail.setdefault(_month_of(row[8]), []).append(row)
+        for month in sorted(files.keys() | tail.keys()):
+            table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
+            yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
 
     def stream_version(self, stream_id: str, *, position: int | None = None) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -545,11 +602,12 @@ class EventStore:
     def streams(self, *, position: int | None = None) -> pa.Table:
         """One row per stream: id, category, version (= event count), first and last position,
         first and last recorded_at."""
-        pinned, _ = self._pin(position, None)
+        view = self._pin(position, None)
         table = self._scan(
-            self._entries(pinned, None),
-            self._bounds(pinned, None),
+            view.entries,
+            view.predicate,
             columns=["stream_id", "category", "version", "global_position", "recorded_at"],
+            tail=view.tail,
         )
         grouped = table.group_by(["stream_id", "category"]).aggregate(
             [
@@ -574,14 +632,13 @@ class EventStore:
 
     def inventory(self, *, position: int | None = None) -> Inventory:
         """Counts, categories, event types and time ranges of the lake at ``position``."""
-        pinned, _ = self._pin(position, None)
-        with self._state_lock:
-            entries = self._entries(pinned, None)
-            commits = self._commit_number
+        view = self._pin(position, None)
+        commits = self._commit_number
         table = self._scan(
-            entries,
-            self._bounds(pinned, None),
+            view.entries,
+            view.predicate,
             columns=["stream_id", "category", "event_type", "occurred_at", "recorded_at"],
+            tail=view.tail,
         )
 
         def counts(column: str) -> dict[str, int]:
@@ -602,7 +659,7 @@ class EventStore:
         first_occ, last_occ = span("occurred_at")
         return Inventory(
             path=str(self.path),
-            position=pinned,
+            position=view.position,
             events=table.num_rows,
             streams=pc.count_distinct(table["stream_id"]).as_py() if table.num_rows else 0,
             categories=counts("category"),
@@ -611,8 +668,8 @@ class EventStore:
             last_recorded_at=last_rec,
             first_occurred_at=first_occ,
             last_occurred_at=last_occ,
-            files=len(entries),
-            bytes=sum(e.bytes for e in entries),
+            files=len(view.entries),
+            bytes=sum(e.bytes for e in view.entries),
             commits=commits,
         )
 
@@ -670,6 +727,8 @@ class EventStore:
                 hint="give each event its own id (or leave event_id out).",
                 event_id=next(i for i in all_ids if all_ids.count(i) > 1),
             )
+        if len(all_ids) > _INLINE_LIMIT:
+            return self.ingest(_prepared_table(prepared), expected=prepared)
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
@@ -679,9 +738,11 @@ class EventStore:
                 return self._replay(prepared, [i for i, k in zip(all_ids, known, strict=True) if k])
             for p in prepared:
                 self._check_version(p, heads.get(p.stream_id, 0))
-            table, stream_map = self._build(prepared, heads)
-            commit = self._commit([table], stream_map=stream_map, inline=True)
+            rows, stream_map = self._build(prepared, heads)
+            commit = self._commit_rows(rows, stream_map)
             self._writer.remember(keys)
+            if len(self._tail) >= SEAL_ROWS or self._tail[0][8] < _now_us() - SEAL_AGE_US:
+                self._seal()
             return commit
 
     def _check_version(self, p: _Prepared, actual: int) -> None:
@@ -690,11 +751,7 @@ class EventStore:
             expected is ANY
             or (expected is NO_STREAM and actual == 0)
             or (expected is STREAM_EXISTS and actual > 0)
-            or (
-                isinstance(expected, int)
-                and not isinstance(expected, ExpectedVersion)
-                and expected == actual
-            )
+            or (not isinstance(expected, ExpectedVersion) and expected == actual)
         )
         if not ok:
             raise ConcurrencyError(
@@ -709,11 +766,11 @@ class EventStore:
 
     def _build(
         self, prepared: list[_Prepared], heads: dict[str, int]
-    ) -> tuple[pa.Table, dict[str, list[int]]]:
-        """The rows of a small append, hashed, built straight from Python values (for a
-        handful of rows this beats any columnar route)."""
+    ) -> tuple[list[tuple[Any, ...]], dict[str, list[int]]]:
+        """The rows of a small append, placed and hashed, as plain tuples (for a handful of
+        rows this beats any columnar route)."""
         now = max(_now_us(), self._last_recorded_us)
-        columns: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+        rows: list[tuple[Any, ...]] = []
         stream_map: dict[str, list[int]] = {}
         position = self._head
         prev = self._last_hash
@@ -723,8 +780,7 @@ class EventStore:
             for k, event_id in enumerate(p.event_ids):
                 position += 1
                 given = p.occurred_us[k]
-                occurred = now if given is None else given
-                row = (
+                fields = (
                     position,
                     p.stream_id,
                     p.category,
@@ -732,22 +788,15 @@ class EventStore:
                     event_id,
                     p.event_types[k],
                     p.schema_versions[k],
-                    occurred,
+                    now if given is None else given,
                     now,
                     p.data[k],
                     p.metadata[k],
                 )
-                digest = row_hash(prev, canonical_row(*row))
-                for name, value in zip(EVENT_SCHEMA.names, (*row, prev, digest), strict=True):
-                    columns[name].append(value)
+                digest = row_hash(prev, canonical_row(*fields))
+                rows.append((*fields, prev, digest))
                 prev = digest
-        arrays = [
-            pa.array(columns[f.name], pa.int64() if pa.types.is_timestamp(f.type) else f.type)
-            for f in EVENT_SCHEMA
-        ]
-        arrays[7] = arrays[7].view(TIMESTAMP)
-        arrays[8] = arrays[8].view(TIMESTAMP)
-        return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA), stream_map
+        return rows, stream_map
 
     def _replay(self, prepared: list[_Prepared], known_ids: list[str]) -> Commit:
         """An append whose ids are already in the log: the original commit if it is a retry
@@ -755,26 +804,22 @@ class EventStore:
         wanted = [i for p in prepared for i in p.event_ids]
         with self._state_lock:
             entries = list(self._files.values())
-        found = self._scan(entries, pc.field("event_id").isin(wanted)).sort_by("global_position")
-        by_id = {row["event_id"]: row for row in found.to_pylist()}
-        original = [by_id.get(i) for i in wanted]
-        same = all(row is not None for row in original)
-        if same:
-            rows = [row for row in original if row is not None]
-            flat = [(p.stream_id, t) for p in prepared for t in p.event_types]
-            positions = [row["global_position"] for row in rows]
-            same = [
-                (row["stream_id"], row["event_type"]) for row in rows
-            ] == flat and positions == list(range(positions[0], positions[0] + len(positions)))
+            tail = [row for row in self._tail if row[4] in set(wanted)]
+        found = self._scan(entries, pc.field("event_id").isin(wanted), tail=tail)
+        by_id = {row["event_id"]: row for row in found.sort_by("global_position").to_pylist()}
+        rows = [by_id[i] for i in wanted if i in by_id]
+        flat = [(p.stream_id, t) for p in prepared for t in p.event_types]
+        positions = [row["global_position"] for row in rows]
+        same = (
+            len(rows) == len(wanted)
+            and [(row["stream_id"], row["event_type"]) for row in rows] == flat
+            and positions == list(range(positions[0], positions[0] + len(positions)))
+        )
         if not same:
-            clash = (
-                known_ids[0]
-                if known_ids[0] in by_id
-                else next((i for i in wanted if i in by_id), known_ids[0])
-            )
+            clash = next((i for i in wanted if i in by_id), known_ids[0])
             where = by_id.get(clash)
             place = (
-                f" (already at position {where['global_position']} in {where['stream_id']!r})"
+                f" (at position {where['global_position']} in {where['stream_id']!r})"
                 if where
                 else ""
             )
@@ -801,8 +846,9 @@ class EventStore:
         self,
         table: pa.Table,
         *,
-        chunk_rows: int = 1_000_000,
+        chunk_rows: int = 250_000,
         progress: Callable[[int], None] | None = None,
+        expected: Sequence[_Prepared] = (),
     ) -> Commit:
         """Append a large batch of events from an Arrow table in one atomic commit.
 
@@ -811,6 +857,7 @@ class EventStore:
         never decreasing and not in the future), ``schema_version`` and ``category`` are
         optional. Versions continue each stream's current version in table order. Validation
         is vectorized; a bad row is named by its index and nothing is written.
+        ``progress`` is called with the number of rows of each chunk written.
         """
         batch = _ingest.validate(table)
         if batch.num_rows == 0:
@@ -818,13 +865,17 @@ class EventStore:
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
-            ids = self._load_ids()
-            keys = uuid_keys(batch["event_id"])
-            if len(np.unique(keys)) != len(keys) or ids.knows(keys).any():
+            for p in expected:
+                self._check_version(p, heads.get(p.stream_id, 0))
+            keys = np.sort(uuid_keys(batch["event_id"]))
+            known = self._load_ids().knows(keys)
+            if (keys[1:] == keys[:-1]).any() or known.any():
+                rows = np.flatnonzero(known)
                 raise DuplicateEventError(
-                    "Some event ids of the ingest are duplicated or already in the log.",
+                    "Some event ids of the ingest are repeated, or already in the log"
+                    + (f" (first at row {int(rows[0])})." if len(rows) else "."),
                     hint="give each event a fresh id (leave the event_id column out to get them).",
-                    event_id=None,
+                    event_id=batch["event_id"][int(rows[0])].as_py() if len(rows) else None,
                 )
             placed = _ingest.place(batch, heads, self._head, self._last_recorded_us, _now_us())
             streams = placed.group_by("stream_id").aggregate(
@@ -839,78 +890,116 @@ class EventStore:
                     strict=True,
                 )
             }
-            commit = self._commit(
-                self._hashed_chunks(placed, chunk_rows),
-                stream_map=stream_map,
-                inline=False,
-                progress=progress,
+            commit = self._commit_files(
+                self._hashed_chunks(placed, chunk_rows), stream_map=stream_map, progress=progress
             )
             self._writer.remember(keys)
             return commit
 
-    def _commit(
+    def _commit_rows(self, rows: list[tuple[Any, ...]], stream_map: dict[str, list[int]]) -> Commit:
+        """Commit a small append: its rows go durably into the commit line itself, one
+        fdatasync, and are sealed into Parquet later with others (see :meth:`flush`)."""
+        record: dict[str, Any] = {
+            "n": self._commit_number + 1,
+            "kind": "append",
+            "first": rows[0][0],
+            "last": rows[-1][0],
+            "last_hash": rows[-1][12],
+            "recorded_at": rows[-1][8],
+            "rows": rows,
+        }
+        return self._commit(record, stream_map)
+
+    def _commit_files(
         self,
         chunks: Iterable[pa.Table],
         *,
         stream_map: dict[str, list[int]],
-        inline: bool,
         progress: Callable[[int], None] | None = None,
     ) -> Commit:
-        """Write hashed rows as hidden files, commit them in one durable line, then publish
-        them. The caller holds the writer lock and has run :meth:`_recover`."""
+        """Commit a large append: hashed chunks are written as hidden synced files, named
+        in one durable commit line, then published."""
         number = self._commit_number + 1
-        written: list[FileEntry] = []
-        first = last = recorded_max = 0
-        last_hash = self._last_hash
-        ids: list[str] = []
-        for index, chunk in enumerate(chunks):
-            if index == 0:
-                first = chunk["global_position"][0].as_py()
-            last = chunk["global_position"][-1].as_py()
-            last_hash = chunk["hash"][-1].as_py()
-            recorded_max = chunk["recorded_at"][-1].value
-            written += self._write_files(chunk, f"a{number:012d}-{index:04d}")
-            if inline:
-                ids += chunk["event_id"].to_pylist()
-            if progress is not None:
-                progress(chunk.num_rows)
-        record: dict[str, Any] = {
-            "n": number,
-            "kind": "append",
-            "first": first,
-            "last": last,
-            "last_hash": last_hash,
-            "recorded_at": recorded_max,
-            "add": [entry.to_json() for entry in written],
-        }
-        if inline and len(stream_map) <= _INLINE_LIMIT and len(ids) <= _INLINE_LIMIT:
-            record["streams"] = stream_map
-            record["ids"] = ids
+        record: dict[str, Any] = {"n": number, "kind": "append"}
+        # Hashing is sequential Python; encoding and syncing Parquet release the GIL, so the
+        # files of one chunk are written on the other core while the next chunk is hashed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-write") as pool:
+            pending = []
+            for index, chunk in enumerate(chunks):
+                record.setdefault("first", chunk["global_position"][0].as_py())
+                record["last"] = chunk["global_position"][-1].as_py()
+                record["last_hash"] = chunk["hash"][-1].as_py()
+                record["recorded_at"] = chunk["recorded_at"][-1].value
+                pending.append(pool.submit(self._write_files, chunk, f"a{number:012d}-{index:04d}"))
+                if progress is not None:
+                    progress(chunk.num_rows)
+            written = [entry for future in pending for entry in future.result()]
+        record["add"] = [entry.to_json() for entry in written]
+        commit = self._commit(record, stream_map)
+        self._write_checkpoint()
+        return commit
+
+    def _commit(self, record: dict[str, Any], stream_map: dict[str, list[int]]) -> Commit:
         self._offset = self._log.append(record, valid_end=self._offset)
-        for entry in written:  # publish: from here on plain Parquet readers see the files
-            os.replace(self._events / tmp_name(entry.path), self._events / entry.path)
+        self._finish(record)  # publish: from here on plain Parquet readers see the files
         self._apply(record, foreign=False)
         heads = self._writer.heads
         if heads is not None:
             for s, (_, hi) in stream_map.items():
                 heads[s] = hi
         return Commit(
-            commit=number,
-            first_position=first,
-            last_position=last,
-            recorded_at=from_epoch_us(recorded_max),
+            commit=record["n"],
+            first_position=record["first"],
+            last_position=record["last"],
+            recorded_at=from_epoch_us(record["recorded_at"]),
             streams=tuple(StreamAppend(s, lo, hi) for s, (lo, hi) in stream_map.items()),
         )
 
+    def flush(self) -> int:
+        """Seal the events of small appends that are still only in the commit log into
+        Parquet now, so that plain Parquet readers see every committed event. Returns how
+        many events were sealed. (Appends seal by themselves every SEAL_ROWS events or when
+        the oldest unsealed event is SEAL_AGE_US old; the store's readers never need this.)"""
+        with self._writer_lock.hold(), self._state_lock:
+            self._recover()
+            return self._seal()
+
+    def _seal(self) -> int:
+        """Write the unsealed tail as Parquet and commit that (under the writer lock)."""
+        if not self._tail:
+            return 0
+        rows = self._tail
+        number = self._commit_number + 1
+        written = self._write_files(_rows_table(rows), f"a{number:012d}-seal")
+        record = {
+            "n": number,
+            "kind": "seal",
+            "upto": rows[-1][0],
+            "add": [entry.to_json() for entry in written],
+        }
+        self._offset = self._log.append(record, valid_end=self._offset)
+        self._finish(record)
+        self._apply(record, foreign=False)
+        self._write_checkpoint()
+        return len(rows)
+
     def _hashed_chunks(self, table: pa.Table, chunk_rows: int) -> Iterator[pa.Table]:
+        """Chunks of ``table`` with the hash chain filled in; the canonical encodings of the
+        next chunk are computed (by Arrow, off the GIL) while this one is hashed."""
         prev = self._last_hash
-        for start in range(0, table.num_rows, chunk_rows):
-            chunk = table.slice(start, chunk_rows)
-            prev_col, hash_col = chain_hashes(canonical_rows(chunk), prev)
-            yield chunk.set_column(11, EVENT_SCHEMA.field(11), prev_col).set_column(
-                12, EVENT_SCHEMA.field(12), hash_col
-            )
-            prev = hash_col[-1].as_py()
+        starts = range(0, table.num_rows, chunk_rows)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-encode") as pool:
+            ahead = pool.submit(canonical_rows, table.slice(0, chunk_rows))
+            for start in starts:
+                canonical = ahead.result()
+                if start + chunk_rows < table.num_rows:
+                    ahead = pool.submit(canonical_rows, table.slice(start + chunk_rows, chunk_rows))
+                prev_col, hash_col = chain_hashes(canonical, prev)
+                chunk = table.slice(start, chunk_rows)
+                yield chunk.set_column(11, EVENT_SCHEMA.field(11), prev_col).set_column(
+                    12, EVENT_SCHEMA.field(12), hash_col
+                )
+                prev = hash_col[-1].as_py()
 
     def _write_files(
         self, table: pa.Table, stem: str, *, row_group_rows: int | None = None
@@ -918,18 +1007,11 @@ class EventStore:
         """Write ``table`` as one hidden, synced temporary file per (category, month)."""
         first_month = _month_of(table["recorded_at"][0].value)
         last_month = _month_of(table["recorded_at"][-1].value)
-        categories = pc.unique(table["category"]).to_pylist()
+        categories = pc.unique(table["category"])
         if first_month == last_month and len(categories) == 1:
-            parts = [(categories[0], first_month, table)]
+            parts = [(categories[0].as_py(), first_month, table)]
         else:
-            table = table.append_column("month", _months(table["recorded_at"]))
-            keys = table.group_by(["category", "month"], use_threads=False).aggregate([])
-            parts = [
-                (c, m, table.filter((pc.field("category") == c) & (pc.field("month") == m)))
-                for c, m in zip(
-                    keys["category"].to_pylist(), keys["month"].to_pylist(), strict=True
-                )
-            ]
+            parts = _split_partitions(table)
         entries = []
         folders = set()
         for index, (category, month, part) in enumerate(parts):
@@ -946,7 +1028,8 @@ class EventStore:
                 target,
                 # Small files are short-lived (compaction rewrites them): write them fast.
                 compression="snappy" if small else _COMPRESSION,
-                use_dictionary=not small,
+                compression_level=None if small else 1,
+                use_dictionary=False if small else _DICTIONARY_COLUMNS,
                 row_group_size=row_group_rows or max(body.num_rows, 1),
                 write_page_index=False,
             )
@@ -1021,25 +1104,27 @@ class EventStore:
     def compact(
         self,
         *,
-        min_files: int = 2,
+        min_files: int = 1,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, int]:
-        """Rewrite each time partition that has at least ``min_files`` files into one file,
-        clustered by stream (sorted by stream id and version, small row groups), with every
-        event and hash unchanged. Safe while readers and writers run: old files stay for
-        readers of older snapshots until :meth:`vacuum`. Returns counts of files and rows."""
+        """Seal the unsealed tail, then rewrite each time partition that has at least
+        ``min_files`` files (or one file not yet clustered) into one file clustered by stream
+        (sorted by stream id and version, small row groups), with every event and hash
+        unchanged. Safe while readers and writers run: replaced files stay for readers of
+        older snapshots until :meth:`vacuum`. Returns counts of partitions, files and rows."""
         lock = FileLock(self._meta / COMPACT_LOCK)
         done = {"partitions": 0, "files_in": 0, "files_out": 0, "rows": 0}
         with lock.hold():
             for tmp in self._events.glob("category=*/month=*/.c*.parquet.tmp"):
                 tmp.unlink()  # left by a compaction that crashed before committing
-            self.refresh()
+            self.flush()
             with self._state_lock:
                 groups: dict[tuple[str, str], list[FileEntry]] = {}
                 for entry in self._files.values():
                     groups.setdefault((entry.category, entry.month), []).append(entry)
             for _partition, entries in sorted(groups.items()):
-                if len(entries) < min_files:
+                clustered = len(entries) == 1 and entries[0].path.rpartition("/")[2].startswith("c")
+                if clustered or len(entries) < min_files:
                     continue
                 table = self._scan(entries, None).sort_by(
                     [("stream_id", "ascending"), ("version", "ascending")]
@@ -1062,6 +1147,7 @@ class EventStore:
                     self._offset = self._log.append(record, valid_end=self._offset)
                     self._finish(record)
                     self._apply(record, foreign=False)
+                    self._write_checkpoint()
                 done["partitions"] += 1
                 done["files_in"] += len(entries)
                 done["files_out"] += len(new)
@@ -1147,14 +1233,67 @@ class Subscription:
         return self.events()
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    position: int
+    entries: list[FileEntry]
+    tail: list[tuple[Any, ...]]
+    predicate: ds.Expression
+
+
+def _rows_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """An EVENT_SCHEMA table of row tuples (times as epoch µs)."""
+    columns = list(zip(*rows, strict=True))
+    arrays = []
+    for field, values in zip(EVENT_SCHEMA, columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            arrays.append(pa.array(values, pa.int64()).view(TIMESTAMP))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def _prepared_table(prepared: Sequence[_Prepared]) -> pa.Table:
+    """An ingest table of prepared appends (for appends too large to inline)."""
+    occurred = [o for p in prepared for o in p.occurred_us]
+    return pa.table(
+        {
+            "stream_id": [p.stream_id for p in prepared for _ in p.event_ids],
+            "category": [p.category for p in prepared for _ in p.event_ids],
+            "event_id": [i for p in prepared for i in p.event_ids],
+            "event_type": [t for p in prepared for t in p.event_types],
+            "schema_version": pa.array(
+                [v for p in prepared for v in p.schema_versions], pa.int32()
+            ),
+            "occurred_at": pa.array(occurred, pa.int64()).view(TIMESTAMP),
+            "data": [d for p in prepared for d in p.data],
+            "metadata": [m for p in prepared for m in p.metadata],
+        }
+    )
+
+
 def _month_of(us: int) -> str:
     return str(np.datetime64(us, "us").astype("datetime64[M]"))
 
 
-def _months(recorded_at: pa.ChunkedArray | pa.Array) -> pa.Array:
-    micros = recorded_at.cast(pa.int64()).to_numpy()
-    months = micros.astype("datetime64[us]").astype("datetime64[M]")
-    return pa.array(np.datetime_as_string(months, unit="M"), pa.string())
+def _split_partitions(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
+    """Rows grouped by (category, month), each group contiguous and in its original order."""
+    month_codes = table["recorded_at"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
+    months = month_codes.astype("datetime64[M]").astype(np.int64)
+    encoded = pc.dictionary_encode(table["category"]).combine_chunks()
+    cats = encoded.indices.to_numpy().astype(np.int64)
+    key = (months - months.min()) * (len(encoded.dictionary) + 1) + cats
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    bounds = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+    sorted_table = table.take(pa.array(order))
+    parts = []
+    for lo, hi in itertools.pairwise(bounds):
+        first = int(order[lo])
+        month = str(month_codes[first].astype("datetime64[M]"))
+        category = encoded.dictionary[int(cats[first])].as_py()
+        parts.append((category, month, sorted_table.slice(lo, hi - lo)))
+    return parts
 
 
 def _describe(relpath: str, category: str, month: str, body: pa.Table, size: int) -> FileEntry:

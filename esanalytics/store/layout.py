@@ -3,6 +3,7 @@
     lake/
       _esa/lake.json          marks the folder as a lake (format and version)
       _esa/commits.log        the commit record: one checksummed JSON line per commit
+      _esa/checkpoint.json    the state as of a recent commit, so opening reads only the rest
       _esa/writer.lock        serializes writers (threads and processes) at commit time
       _esa/compact.lock       one compaction at a time
       events/category=<c>/month=<YYYY-MM>/<name>.parquet     committed, visible files
@@ -29,6 +30,7 @@ LAKE_DIR: Final = "_esa"
 EVENTS_DIR: Final = "events"
 MARKER: Final = "lake.json"
 COMMIT_LOG: Final = "commits.log"
+CHECKPOINT: Final = "checkpoint.json"
 WRITER_LOCK: Final = "writer.lock"
 COMPACT_LOCK: Final = "compact.lock"
 LAKE_FORMAT: Final = "esanalytics-lake"

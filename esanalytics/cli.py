@@ -1,0 +1,309 @@
+"""The ``esa`` command: a thin layer over the public API (parsing, output, exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import esanalytics as esa
+
+DEFAULT_LAKE = Path("data") / "sample-lake"
+DEFAULT_EVENTS = 200_000
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (quiet when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def build_sample(path: Path, *, events: int, seed: int, quiet: bool = False) -> esa.EventStore:
+    """Generate the sample lake at ``path`` (in chunks, with progress) and compact it."""
+    from esanalytics.sample import SampleSpec, generate_chunks
+
+    store = esa.open(path, create=True)
+    total, chunk = generate_chunks(SampleSpec(events=events, seed=seed))
+    step = 1_000_000
+    started = time.perf_counter()
+    with _progress(f"generating {total:,} events", total) as advance:
+        for start in range(0, total, step):
+            table = chunk(start, min(start + step, total))
+            store.ingest(table, progress=advance)
+    with _progress("compacting", total) as advance:
+        store.compact(progress=advance)
+    if not quiet:
+        elapsed = time.perf_counter() - started
+        _err_console().print(
+            f"built {path} with {total:,} events in {elapsed:.1f} s ({total / elapsed:,.0f} events/s)"
+        )
+    return store
+
+
+def _fold_account(events: Sequence[esa.RecordedEvent]) -> dict[str, Any]:
+    from esanalytics.sample import fold_account
+
+    return fold_account(events)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    path = Path(args.lake)
+    if not (path / "_esa" / "lake.json").exists():
+        build_sample(path, events=args.events, seed=args.seed)
+    store = esa.open(path)
+    console = _console()
+    inventory = store.inventory()
+    console.rule(f"[bold]{path}")
+    console.print(str(inventory))
+    console.print(
+        "event types " + ", ".join(f"{k} ({v:,})" for k, v in inventory.event_types.items())
+    )
+    streams = store.streams()
+    longest = streams.sort_by([("version", "descending")]).slice(0, 3).to_pylist()
+    console.print(
+        "longest     " + ", ".join(f"{s['stream_id']} ({s['version']} events)" for s in longest)
+    )
+    stream = args.stream
+    events = store.read_stream(stream)
+    if not len(events):
+        console.print(f"[red]{stream} has no events in this lake.")
+        return EXIT_ERROR
+    console.rule(f"[bold]point in time: {stream}")
+    first = events.table["recorded_at"][0].as_py()
+    last = events.table["recorded_at"][-1].as_py()
+    middle = first + (last - first) / 2
+    cut = middle.replace(microsecond=0).isoformat()
+    then = store.read_stream(stream, as_of=cut)
+    console.print(f"as recorded at {cut}: version {len(then)}, state {_fold_account(list(then))}")
+    console.print(
+        f"now (position {events.position}): version {len(events)}, state {_fold_account(list(events))}"
+    )
+    console.print(f"\nTry: esa read {path} {stream} --as-of {cut[:10]}   |   esa info {path}")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    path = Path(args.lake)
+    if path.exists() and any(path.iterdir()):
+        _err_console().print(
+            f"[red]{path} is not empty.[/red]\nHint: pick a new folder, or delete this one first."
+        )
+        return EXIT_ERROR
+    build_sample(path, events=args.events, seed=args.seed)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    store = esa.open(args.lake)
+    inventory = store.inventory()
+    if args.format == "json":
+        print(json.dumps(_inventory_dict(inventory), indent=2, default=str))
+        return EXIT_OK
+    console = _console()
+    console.print(str(inventory))
+    console.print(
+        "event types " + ", ".join(f"{k} ({v:,})" for k, v in inventory.event_types.items())
+    )
+    return EXIT_OK
+
+
+def _inventory_dict(inventory: esa.Inventory) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(inventory)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    store = esa.open(args.lake)
+    events = store.read_stream(
+        args.stream, as_of=args.as_of, position=args.position, from_version=args.from_version
+    )
+    _emit(events.to_arrow(), args.format, args.columns)
+    return EXIT_OK
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    store = esa.open(args.lake, create=args.create)
+    expected: esa.ExpectedVersion | int = esa.ANY
+    if args.expected_version is not None:
+        names = {"any": esa.ANY, "no_stream": esa.NO_STREAM, "stream_exists": esa.STREAM_EXISTS}
+        value = args.expected_version.lower()
+        expected = names[value] if value in names else _int_arg(value, "--expected-version")
+    event = esa.NewEvent(
+        args.event_type,
+        args.data,
+        metadata=args.metadata,
+        occurred_at=args.occurred_at,
+    )
+    commit = store.append(args.stream, [event], expected_version=expected)
+    store.flush()
+    print(
+        json.dumps(
+            {
+                "position": commit.last_position,
+                "version": commit.version,
+                "recorded_at": commit.recorded_at.isoformat(),
+                "replayed": commit.replayed,
+            }
+        )
+    )
+    return EXIT_OK
+
+
+def _int_arg(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise esa.ValidationError(
+            f"{name} {value!r} is not understood.",
+            hint=f"{name} takes any, no_stream, stream_exists or a version number.",
+        ) from None
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    store = esa.open(args.lake)
+    with _progress("compacting", store.head) as advance:
+        done = store.compact(progress=advance)
+    removed = store.vacuum(older_than=_seconds(args.vacuum_after))
+    print(json.dumps({**done, "vacuumed": removed}))
+    return EXIT_OK
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+def _emit(table: Any, fmt: str, columns: str | None) -> None:
+    if columns:
+        table = table.select([c.strip() for c in columns.split(",")])
+    if fmt == "json":
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str))
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+        sink.flush()
+    else:
+        from rich.table import Table
+
+        view = Table(*table.column_names, show_lines=False)
+        for row in table.to_pylist():
+            view.add_row(*(_cell(v) for v in row.values()))
+        _console().print(view)
+
+
+def _cell(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="esa", description="Inspect event logs kept as Parquet lakes."
+    )
+    root.add_argument("--version", action="version", version=f"esa {esa.__version__}")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build (once) and show the sample lake")
+    demo.add_argument("--lake", default=str(DEFAULT_LAKE))
+    demo.add_argument("--events", type=int, default=DEFAULT_EVENTS)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--stream", default="account-42")
+    demo.set_defaults(run=cmd_demo)
+
+    generate = sub.add_parser("generate", help="generate a sample lake")
+    generate.add_argument("lake")
+    generate.add_argument("--events", type=int, default=1_000_000)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.set_defaults(run=cmd_generate)
+
+    info = sub.add_parser("info", help="what is in a lake")
+    info.add_argument("lake")
+    info.add_argument("--format", choices=["table", "json"], default="table")
+    info.set_defaults(run=cmd_info)
+
+    read = sub.add_parser("read", help="the events of one stream")
+    read.add_argument("lake")
+    read.add_argument("stream")
+    read.add_argument("--as-of", help="system time: what had been recorded then")
+    read.add_argument("--position", type=int, help="log position to read as of")
+    read.add_argument("--from-version", type=int)
+    read.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    read.add_argument(
+        "--columns",
+        default="global_position,version,event_type,occurred_at,recorded_at,data,metadata",
+        help="comma-separated columns ('' for all)",
+    )
+    read.set_defaults(run=cmd_read)
+
+    append = sub.add_parser("append", help="append one event to a stream")
+    append.add_argument("lake")
+    append.add_argument("stream")
+    append.add_argument("event_type")
+    append.add_argument("--data", default="{}", help="JSON object")
+    append.add_argument("--metadata", default="{}", help="JSON object (actor, reason, ...)")
+    append.add_argument("--occurred-at", help="valid time, ISO 8601 with a zone")
+    append.add_argument("--expected-version", help="any, no_stream, stream_exists or a number")
+    append.add_argument("--create", action="store_true", help="create the lake if missing")
+    append.set_defaults(run=cmd_append)
+
+    compact = sub.add_parser("compact", help="cluster small files by stream")
+    compact.add_argument("lake")
+    compact.add_argument("--vacuum-after", type=float, default=3600.0, help="seconds")
+    compact.set_defaults(run=cmd_compact)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except esa.EsaError as error:
+        from rich.markup import escape
+
+        console = _err_console()
+        console.print(f"[red]error:[/red] {escape(error.problem)}")
+        if error.hint:
+            console.print(f"Hint: {error.hint}", markup=False)
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into head
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

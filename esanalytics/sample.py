@@ -1,0 +1,443 @@
+"""Deterministic sample data: bank accounts and orders, from a thousand to 100 million events.
+
+Everything is drawn from one seeded numpy generator and built column by column, so the same
+seed gives the same events, byte for byte, at more than a million events a second.
+
+What is in it:
+
+* **accounts** (``account-<n>``): ``AccountOpened``, ``MoneyDeposited``, ``MoneyWithdrawn``,
+  ``OverdraftLimitChanged``, ``AccountFrozen``/``AccountUnfrozen``, ``AccountClosed``. The
+  rules hold: no withdrawal takes the balance below the overdraft limit in force, no limit is
+  set below the current overdraft, nothing moves while an account is frozen, a closed account
+  is paid out and sees nothing after.
+* **orders** (``order-<n>``): ``OrderPlaced``, ``OrderPaid``, ``OrderShipped``,
+  ``OrderDelivered``, ``OrderCancelled``, ``OrderRefunded``, following the order state
+  machine (nothing ships before it is paid, no refund above what was paid). Each order keeps
+  one correlation id, and each event's causation id is the event before it.
+* **audit texture**: every event names an ``actor`` (customers, staff, ``system``), staff
+  actions carry ``approved_by`` and a ``reason``; about 1% of events are back-dated
+  corrections (valid time days before system time); about 6% happen after hours; in a few
+  staff actions the actor approves their own change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from esanalytics.events import TIMESTAMP, uuid4_array
+from esanalytics.exceptions import ValidationError
+
+__all__ = [
+    "ACCOUNT_EVENTS",
+    "ORDER_EVENTS",
+    "SampleSpec",
+    "fold_account",
+    "generate",
+    "generate_chunks",
+]
+
+ACCOUNT_EVENTS = (
+    "AccountOpened",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "OverdraftLimitChanged",
+    "AccountFrozen",
+    "AccountUnfrozen",
+    "AccountClosed",
+)
+ORDER_EVENTS = (
+    "OrderPlaced",
+    "OrderPaid",
+    "OrderShipped",
+    "OrderDelivered",
+    "OrderCancelled",
+    "OrderRefunded",
+)
+(OPENED, DEPOSITED, WITHDRAWN, LIMIT, FROZEN, UNFROZEN, CLOSED) = range(7)
+(PLACED, PAID, SHIPPED, DELIVERED, CANCELLED, REFUNDED) = range(10, 16)
+
+STAFF = (
+    "alice", "bob", "chen", "dana", "emeka", "farah", "gus", "hana", "ivan", "jo",
+    "kofi", "lena", "mateo", "nora", "omar", "priya",
+)  # fmt: skip
+DAY_US = 86_400_000_000
+HOUR_US = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How much and when: ``events`` in total over ``days`` days from ``start``; about
+    ``streams`` streams (default: one per 100 events), 70% accounts and 30% orders."""
+
+    events: int = 1_000_000
+    seed: int = 42
+    streams: int | None = None
+    start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+    days: int = 730
+
+    def __post_init__(self) -> None:
+        if not 1_000 <= self.events <= 100_000_000:
+            raise ValidationError(
+                f"A sample of {self.events} events is out of range.",
+                hint="ask for 1,000 to 100,000,000 events.",
+            )
+        end = self.start.timestamp() + self.days * 86_400
+        if end > datetime.now(UTC).timestamp():
+            raise ValidationError(
+                "The sample would end in the future.",
+                hint="pick an earlier start or fewer days: recorded times are never in the future.",
+            )
+
+
+def _text(values: Any) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _money(cents: np.ndarray[Any, Any]) -> pa.Array:
+    """Cents as JSON numbers with two decimals: 12345 -> '123.45'."""
+    whole = _text(cents // 100)
+    frac = pc.utf8_lpad(_text(cents % 100), 2, "0")
+    return pc.binary_join_element_wise(whole, frac, ".")
+
+
+def _join(*parts: Any) -> pa.Array:
+    arrays = [p if isinstance(p, pa.Array | pa.ChunkedArray) else pa.scalar(p) for p in parts]
+    return pc.binary_join_element_wise(*arrays, "")
+
+
+def _pick(values: tuple[str, ...], index: np.ndarray[Any, Any]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values)).cast(
+        pa.string()
+    )
+
+
+def _runs(lengths: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """For streams of these lengths: each event's stream index and its index in the stream."""
+    stream = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return stream, np.arange(lengths.sum()) - starts[stream]
+
+
+def _grouped_cumsum(
+    values: np.ndarray[Any, Any], stream: np.ndarray[Any, Any], lengths: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    total = np.cumsum(values)
+    starts = np.cumsum(lengths) - lengths
+    before = np.r_[0, total][starts]
+    return total - before[stream]
+
+
+def _time_of_day(
+    rng: np.random.Generator, n: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Microseconds into the day: mostly office hours, about 6% at night."""
+    night = rng.random(n) < 0.06
+    office = np.clip(rng.normal(13.0, 2.4, n), 8.0, 18.0)
+    late = (rng.uniform(19.0, 30.0, n)) % 24.0
+    hours = np.where(night, late, office)
+    return (hours * HOUR_US).astype(np.int64), night
+
+
+def _accounts(
+    rng: np.random.Generator, count: int, events: int, spec: SampleSpec
+) -> dict[str, Any]:
+    mean = max(events / count, 2.0)
+    lengths = np.maximum(2, rng.poisson(mean - 2, count) + 2).astype(np.int64)
+    lengths = np.minimum(lengths, spec.days // 2)
+    stream, k = _runs(lengths)
+    n = len(stream)
+    last = k == lengths[stream] - 1
+    closes = rng.random(count) < 0.08
+    # Event types.
+    kind = rng.choice(
+        np.array([DEPOSITED, WITHDRAWN, LIMIT, FROZEN]), size=n, p=[0.52, 0.40, 0.06, 0.02]
+    )
+    kind[(kind == FROZEN) & ((k % 2 == 0) | (k > lengths[stream] - 3))] = DEPOSITED
+    kind[1:][kind[:-1] == FROZEN] = UNFROZEN
+    kind[k == 0] = OPENED
+    kind[last & closes[stream]] = CLOSED
+    # Amounts (cents) and limits; withdrawals that would break the limit become deposits.
+    amount = np.round(rng.lognormal(10.0, 1.0, n)).astype(np.int64) + 100
+    initial_limit = rng.choice(np.array([0, 50_000, 100_000]), count)
+    new_limit = rng.choice(np.array([0, 50_000, 100_000, 200_000, 500_000]), n)
+    limit_value = np.where(k == 0, initial_limit[stream], np.where(kind == LIMIT, new_limit, -1))
+    order_in = np.where(limit_value >= 0, np.arange(n), 0)
+    np.maximum.accumulate(order_in, out=order_in)
+    limit_in_force = limit_value[order_in]
+    signed = np.where(kind == DEPOSITED, amount, np.where(kind == WITHDRAWN, -amount, 0))
+    balance = _grouped_cumsum(signed, stream, lengths)
+    flip = (kind == WITHDRAWN) & (balance < -limit_in_force)
+    kind[flip] = DEPOSITED
+    signed = np.where(kind == DEPOSITED, amount, np.where(kind == WITHDRAWN, -amount, 0))
+    balance = _grouped_cumsum(signed, stream, lengths)
+    raise_to = np.where((kind == LIMIT) & (balance < -new_limit), -balance, new_limit)
+    new_limit = ((raise_to + 9_999) // 10_000) * 10_000
+    overdrawn_close = (kind == CLOSED) & (balance < 0)
+    kind[overdrawn_close] = DEPOSITED
+    amount[overdrawn_close] = -balance[overdrawn_close]
+    signed = np.where(kind == DEPOSITED, amount, np.where(kind == WITHDRAWN, -amount, 0))
+    balance = _grouped_cumsum(signed, stream, lengths)
+    # Times: a start day per account, at least a day between its events.
+    span = spec.days - lengths - 1
+    first_day = (rng.random(count) * np.maximum(span, 1) * 0.6).astype(np.int64)
+    gap = 1 + rng.poisson(np.maximum(span - first_day, 0)[stream] / lengths[stream] / 1.5)
+    gap[k == 0] = 0
+    day = first_day[stream] + _grouped_cumsum(gap, stream, lengths)
+    day = np.minimum(day, spec.days - 1)
+    tod, night = _time_of_day(rng, n)
+    return {
+        "n": n,
+        "stream": stream,
+        "k": k,
+        "kind": kind,
+        "amount": amount,
+        "limit": np.where(k == 0, initial_limit[stream], new_limit),
+        "balance": balance,
+        "day": day,
+        "tod": tod,
+        "night": night,
+        "owner": stream,
+    }
+
+
+def _orders(rng: np.random.Generator, count: int, spec: SampleSpec) -> dict[str, Any]:
+    paths = (
+        (PLACED, PAID, SHIPPED, DELIVERED),
+        (PLACED, PAID, SHIPPED, DELIVERED, REFUNDED),
+        (PLACED, CANCELLED),
+        (PLACED, PAID, CANCELLED, REFUNDED),
+        (PLACED, PAID, SHIPPED),
+        (PLACED,),
+    )
+    choice = rng.choice(len(paths), count, p=[0.70, 0.08, 0.10, 0.04, 0.05, 0.03])
+    lengths = np.array([len(p) for p in paths])[choice]
+    stream, k = _runs(lengths)
+    table = np.full((len(paths), 5), -1)
+    for i, p in enumerate(paths):
+        table[i, : len(p)] = p
+    kind = table[choice[stream], k]
+    total = np.round(rng.lognormal(8.5, 0.9, count)).astype(np.int64) + 500
+    partial = rng.random(count) < 0.5
+    refund = np.where(
+        (choice == 1) & partial, (total * rng.uniform(0.1, 0.9, count)).astype(np.int64), total
+    )
+    amount = np.where(kind == REFUNDED, refund[stream], total[stream])
+    first_day = (rng.random(count) * (spec.days - 10)).astype(np.int64)
+    step_days = np.where(k == 0, 0, np.where(kind == PAID, 0, rng.integers(1, 4, len(k))))
+    day = first_day[stream] + _grouped_cumsum(step_days, stream, lengths)
+    tod, night = _time_of_day(rng, len(k))
+    tod = tod + np.where(kind == PAID, 60_000_000, 0) * k  # paid minutes after placing
+    tod = np.minimum(tod, DAY_US - 1)
+    prev_tod = np.r_[-1, tod[:-1]]
+    same_day = np.r_[False, (day[1:] == day[:-1]) & (stream[1:] == stream[:-1])]
+    tod = np.where(same_day & (tod <= prev_tod), np.minimum(prev_tod + 1_000_000, DAY_US - 1), tod)
+    return {
+        "n": len(k),
+        "stream": stream,
+        "k": k,
+        "kind": kind,
+        "amount": amount,
+        "items": rng.integers(1, 9, count)[stream],
+        "day": day,
+        "tod": tod,
+        "night": night,
+        "customer": rng.integers(1, max(count // 3, 2), count)[stream],
+    }
+
+
+class _Sample:
+    """The generated skeleton of every event, in global (recorded time) order."""
+
+    def __init__(self, spec: SampleSpec) -> None:
+        rng = np.random.default_rng(spec.seed)
+        streams = spec.streams or max(spec.events // 100, 10)
+        n_orders = max(int(streams * 0.3), 1)
+        n_accounts = max(streams - n_orders, 1)
+        order_events = int(n_orders * 3.6)
+        wanted = int((spec.events - order_events) * 1.03)
+        acc = _accounts(rng, n_accounts, max(wanted, 2 * n_accounts), spec)
+        ords = _orders(rng, n_orders, spec)
+        start_us = int(spec.start.timestamp() * 1_000_000)
+        self.spec = spec
+        self.n_accounts = n_accounts
+        is_order = np.r_[np.zeros(acc["n"], bool), np.ones(ords["n"], bool)]
+        recorded = (
+            start_us + np.r_[acc["day"], ords["day"]] * DAY_US + np.r_[acc["tod"], ords["tod"]]
+        )
+        # Keep exactly spec.events events: the earliest ones, in recorded order.
+        order = np.argsort(recorded, kind="stable")[: spec.events]
+        self.order = order
+        self.n = len(order)
+        self.is_order = is_order
+        self.recorded = recorded
+        self.acc = acc
+        self.ords = ords
+        self.night = np.r_[acc["night"], ords["night"]]
+        n_all = len(recorded)
+        self.kind = np.r_[acc["kind"], ords["kind"]]
+        self.amount = np.r_[acc["amount"], ords["amount"]]
+        self.stream = np.r_[acc["stream"], ords["stream"] + n_accounts]
+        self.k = np.r_[acc["k"], ords["k"]]
+        # Ids: event ids for all; causation chains inside each order.
+        self.event_id = uuid4_array(rng.bytes(16 * n_all))
+        self.command_id = uuid4_array(rng.bytes(16 * n_all))
+        self.correlation = uuid4_array(rng.bytes(16 * (n_accounts + n_orders)))
+        self.staff = rng.integers(0, len(STAFF), n_all)
+        approver = (self.staff + rng.integers(1, len(STAFF), n_all)) % len(STAFF)
+        self_approved = rng.random(n_all) < 0.004
+        self.approver = np.where(self_approved, self.staff, approver)
+        backdate = (rng.random(n_all) < 0.01) & (self.k > 0)
+        self.backdate_us = np.where(backdate, rng.integers(1, 45, n_all) * DAY_US, 0)
+        self.limit = np.r_[acc["limit"], np.zeros(ords["n"], np.int64)]
+        self.items = np.r_[np.zeros(acc["n"], np.int64), ords["items"]]
+        self.customer = np.r_[acc["stream"], ords["customer"]]
+        self.reason_pick = rng.integers(0, 3, n_all)
+
+    def chunk(self, start: int, stop: int) -> pa.Table:
+        idx = self.order[start:stop]
+        m = len(idx)
+        kind = self.kind[idx]
+        is_order = self.is_order[idx]
+        stream = self.stream[idx]
+        number = np.where(is_order, stream - self.n_accounts, stream)
+        stream_id = _join(_pick(("account-", "order-"), is_order.astype(np.int32)), _text(number))
+        names = (*ACCOUNT_EVENTS, "", "", "", *ORDER_EVENTS)
+        event_type = _pick(names, kind)
+        amount = _money(self.amount[idx])
+        limit = _money(self.limit[idx])
+        customer = _text(self.customer[idx])
+        data_by_kind = {
+            OPENED: _join('{"currency":"EUR","overdraft_limit":', limit, ',"owner":"customer-', customer, '"}'),
+            DEPOSITED: _join('{"amount":', amount, ',"currency":"EUR"}'),
+            WITHDRAWN: _join('{"amount":', amount, ',"currency":"EUR"}'),
+            LIMIT: _join('{"currency":"EUR","overdraft_limit":', limit, "}"),
+            FROZEN: pa.array(['{"until":null}'] * m),
+            UNFROZEN: pa.array(["{}"] * m),
+            CLOSED: _join('{"currency":"EUR","payout":', _money(np.maximum(self._balance(idx), 0)), "}"),
+            PLACED: _join('{"currency":"EUR","customer":"customer-', customer, '","items":', _text(self.items[idx]), ',"total":', amount, "}"),
+            PAID: _join('{"amount":', amount, ',"currency":"EUR","method":"card"}'),
+            SHIPPED: _join('{"carrier":"DHL","tracking":"', pc.utf8_slice_codeunits(self.command_id.take(idx), 0, 8), '"}'),
+            DELIVERED: pa.array(["{}"] * m),
+            CANCELLED: pa.array(['{"by":"customer"}'] * m),
+            REFUNDED: _join('{"amount":', amount, ',"currency":"EUR"}'),
+        }  # fmt: skip
+        data = data_by_kind[OPENED]
+        for code, values in data_by_kind.items():
+            if code != OPENED:
+                data = pc.if_else(pa.array(kind == code), values, data)
+        # Who and why.
+        staff_kind = np.isin(kind, (OPENED, LIMIT, FROZEN, UNFROZEN, CLOSED, CANCELLED, REFUNDED))
+        system_kind = np.isin(kind, (PAID, SHIPPED, DELIVERED))
+        staff = _pick(STAFF, self.staff[idx])
+        who = pc.if_else(
+            pa.array(staff_kind), staff,
+            pc.if_else(pa.array(system_kind), pa.scalar("system"), _join("customer-", customer)),
+        )  # fmt: skip
+        approved = pc.if_else(
+            pa.array(staff_kind),
+            _join(',"approved_by":"', _pick(STAFF, self.approver[idx]), '"'),
+            pa.scalar(""),
+        )
+        backdated = self.backdate_us[idx] > 0
+        reasons = {
+            LIMIT: ("customer request", "credit review", "risk reassessment"),
+            FROZEN: ("suspected fraud", "court order", "customer request"),
+            UNFROZEN: ("review cleared", "court order lifted", "customer request"),
+            CLOSED: ("customer request", "inactivity", "customer moved abroad"),
+            CANCELLED: ("customer request", "out of stock", "payment failed"),
+            REFUNDED: ("goods returned", "damaged in transit", "goodwill"),
+        }
+        reason = pa.array([""] * m)
+        pick = self.reason_pick[idx]
+        for code, options in reasons.items():
+            reason = pc.if_else(pa.array(kind == code), _pick(options, pick), reason)
+        reason = pc.if_else(pa.array(backdated), pa.scalar("correction: booked late"), reason)
+        reason_part = pc.if_else(
+            pc.equal(reason, ""), pa.scalar(""), _join(',"reason":"', reason, '"')
+        )
+        event_id = self.event_id.take(idx)
+        previous = self.event_id.take(np.maximum(idx - 1, 0))
+        command = self.command_id.take(idx)
+        causation = pc.if_else(pa.array(is_order & (self.k[idx] > 0)), previous, command)
+        correlation = pc.if_else(pa.array(is_order), self.correlation.take(stream), command)
+        source = pc.if_else(
+            pa.array(staff_kind), pa.scalar("branch"),
+            pc.if_else(pa.array(system_kind), pa.scalar("batch"), pa.scalar("online")),
+        )  # fmt: skip
+        metadata = _join(
+            '{"actor":"', who, '"', approved, ',"causation_id":"', causation,
+            '","command_id":"', command, '","correlation_id":"', correlation, '"',
+            reason_part, ',"source":"', source, '"}',
+        )  # fmt: skip
+        recorded = self.recorded[idx]
+        return pa.table(
+            {
+                "stream_id": stream_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "occurred_at": pa.array(recorded - self.backdate_us[idx]).view(TIMESTAMP),
+                "recorded_at": pa.array(recorded).view(TIMESTAMP),
+                "data": data,
+                "metadata": metadata,
+            }
+        )
+
+    def _balance(self, idx: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        n_acc = self.acc["n"]
+        safe = np.minimum(idx, n_acc - 1)
+        return np.where(idx < n_acc, self.acc["balance"][safe], 0)
+
+
+def generate_chunks(
+    spec: SampleSpec, *, chunk_rows: int = 1_000_000
+) -> tuple[int, Callable[[int, int], pa.Table]]:
+    """``(total, chunk)``: the number of events and a function that builds the ingest table of
+    events ``[start, stop)`` in recorded order, so large samples never sit in memory whole."""
+    sample = _Sample(spec)
+    return sample.n, sample.chunk
+
+
+def generate(spec: SampleSpec | None = None, **options: Any) -> pa.Table:
+    """The whole sample as one ingest table (for small samples; see :func:`generate_chunks`).
+
+    >>> generate(events=2_000, seed=7).num_rows
+    2000
+    """
+    spec = spec or SampleSpec(**options)
+    total, chunk = generate_chunks(spec)
+    return chunk(0, total)
+
+
+def fold_account(events: Any) -> dict[str, Any]:
+    """The state of one sample account from its events, by a plain fold (in the order given).
+
+    >>> from types import SimpleNamespace as E
+    >>> fold_account([E(event_type="AccountOpened", data={"overdraft_limit": 0}),
+    ...               E(event_type="MoneyDeposited", data={"amount": 12.5})])
+    {'status': 'open', 'balance': 12.5, 'overdraft_limit': 0}
+    """
+    state: dict[str, Any] = {"status": "none", "balance": 0, "overdraft_limit": 0}
+    for event in events:
+        kind, data = event.event_type, event.data
+        if kind == "AccountOpened":
+            state.update(status="open", overdraft_limit=data["overdraft_limit"])
+        elif kind == "MoneyDeposited":
+            state["balance"] = round(state["balance"] + data["amount"], 2)
+        elif kind == "MoneyWithdrawn":
+            state["balance"] = round(state["balance"] - data["amount"], 2)
+        elif kind == "OverdraftLimitChanged":
+            state["overdraft_limit"] = data["overdraft_limit"]
+        elif kind == "AccountFrozen":
+            state["status"] = "frozen"
+        elif kind == "AccountUnfrozen":
+            state["status"] = "open"
+        elif kind == "AccountClosed":
+            state.update(status="closed", balance=round(state["balance"] - data["payout"], 2))
+    return state
