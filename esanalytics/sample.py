@@ -130,8 +130,9 @@ def _grouped_cumsum(
 ) -> np.ndarray[Any, Any]:
     total = np.cumsum(values)
     starts = np.cumsum(lengths) - lengths
-    before = np.r_[0, total][starts]
-    return total - before[stream]
+    before: np.ndarray[Any, Any] = np.r_[0, total][starts]
+    result: np.ndarray[Any, Any] = total - before[stream]
+    return result
 
 
 def _time_of_day(

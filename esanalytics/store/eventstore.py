@@ -13,13 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from esanalytics._typing import TimeLike
 from esanalytics.events import (
@@ -74,7 +72,6 @@ from esanalytics.store.layout import (
 )
 from esanalytics.store.results import (
     ANY,
-    EMPTY_EVENTS,
     NO_STREAM,
     STREAM_EXISTS,
     Commit,
@@ -86,9 +83,12 @@ from esanalytics.store.results import (
 
 __all__ = ["AppendRequest", "EventStore", "open_store"]
 
-_PARTITIONING = ds.partitioning(
-    pa.schema([("category", pa.string()), ("month", pa.string())]), flavor="hive"
-)
+if TYPE_CHECKING:
+    from pyarrow.compute import Expression
+
+# pyarrow.dataset and pyarrow.parquet import pandas, which takes a second: they are imported
+# where files are read or written, so that `import esanalytics` stays fast.
+_PARTITION_SCHEMA = pa.schema([("category", pa.string()), ("month", pa.string())])
 _DATASET_SCHEMA = pa.schema(
     [*FILE_SCHEMA, pa.field("category", pa.string()), pa.field("month", pa.string())]
 )
@@ -374,6 +374,8 @@ class EventStore:
         for entry in entries:
             path = self._resolve(entry.path)
             try:
+                import pyarrow.parquet as pq
+
                 rows = pq.ParquetFile(path).metadata.num_rows
             except Exception as problem:
                 return CorruptLakeError(
@@ -399,7 +401,7 @@ class EventStore:
     def _scan(
         self,
         entries: Sequence[FileEntry],
-        predicate: ds.Expression | None,
+        predicate: Expression | None,
         *,
         columns: list[str] | None = None,
         tail: Sequence[tuple[Any, ...]] = (),
@@ -421,16 +423,18 @@ class EventStore:
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
     def _scan_files(
-        self, entries: Sequence[FileEntry], predicate: ds.Expression | None, names: list[str]
+        self, entries: Sequence[FileEntry], predicate: Expression | None, names: list[str]
     ) -> pa.Table:
         for attempt in range(3):
             try:
                 paths = [self._resolve(entry.path) for entry in entries]
+                import pyarrow.dataset as ds
+
                 dataset = ds.dataset(
                     paths,
                     schema=_DATASET_SCHEMA,
                     format="parquet",
-                    partitioning=_PARTITIONING,
+                    partitioning=ds.partitioning(_PARTITION_SCHEMA, flavor="hive"),
                     partition_base_dir=str(self._events),
                 )
                 table = dataset.to_table(filter=predicate, columns=names, use_threads=True)
@@ -538,7 +542,7 @@ class EventStore:
                     event_types=event_types,
                 )
             ]
-            or [EMPTY_EVENTS]
+            or [EVENT_SCHEMA.empty_table()]
         )
         return Events(table, self.head if position is None else min(position, self.head))
 
@@ -1023,6 +1027,8 @@ class EventStore:
             target = self._events / tmp_name(relpath)
             body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
             small = body.num_rows < 10_000
+            import pyarrow.parquet as pq
+
             pq.write_table(
                 body,
                 target,
@@ -1043,7 +1049,9 @@ class EventStore:
 
     def _load_heads(self) -> dict[str, int]:
         if self._writer.heads is None:
-            table = self._scan(list(self._files.values()), None, columns=["stream_id", "version"])
+            table = self._scan(
+                list(self._files.values()), None, columns=["stream_id", "version"], tail=self._tail
+            )
             grouped = table.group_by("stream_id").aggregate([("version", "max")])
             self._writer.heads = dict(
                 zip(
@@ -1057,7 +1065,9 @@ class EventStore:
     def _load_ids(self) -> _WriterState:
         writer = self._writer
         if not writer.ids_loaded:
-            table = self._scan(list(self._files.values()), None, columns=["event_id"])
+            table = self._scan(
+                list(self._files.values()), None, columns=["event_id"], tail=self._tail
+            )
             keys = uuid_keys(table["event_id"])
             writer.id_runs = [np.sort(keys)] if len(keys) else []
             writer.ids_loaded = True
@@ -1238,7 +1248,7 @@ class _View:
     position: int
     entries: list[FileEntry]
     tail: list[tuple[Any, ...]]
-    predicate: ds.Expression
+    predicate: Expression
 
 
 def _rows_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from esanalytics.events import (
     _EVENT_TYPE,
@@ -37,9 +36,6 @@ from esanalytics.exceptions import (
 __all__ = ["place", "validate"]
 
 REQUIRED = ("stream_id", "event_type", "data", "metadata")
-_JSON_OBJECTS_ONLY = pj.ParseOptions(
-    explicit_schema=pa.schema([]), unexpected_field_behavior="ignore"
-)
 
 
 def _first(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -79,7 +75,12 @@ def _check_json(column: pa.Array, name: str) -> None:
     text = framed.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
     if text.count(b"\n") == n and b"\r" not in text:
         try:
-            parsed = pj.read_json(io.BytesIO(text), parse_options=_JSON_OBJECTS_ONLY)
+            import pyarrow.json as pj
+
+            objects_only = pj.ParseOptions(
+                explicit_schema=pa.schema([]), unexpected_field_behavior="ignore"
+            )
+            parsed = pj.read_json(io.BytesIO(text), parse_options=objects_only)
         except pa.ArrowInvalid:
             parsed = None
         if parsed is not None and parsed.num_rows == n:

@@ -110,9 +110,6 @@ class Events:
         return f"<Events: {len(self)} events as of position {self.position}>"
 
 
-EMPTY_EVENTS: pa.Table = EVENT_SCHEMA.empty_table()
-
-
 @dataclass(frozen=True)
 class Inventory:
     """What is in a lake, at one log position."""
