@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from esanalytics.events import EVENT_SCHEMA, RecordedEvent
+from esanalytics.events import RecordedEvent
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -116,14 +116,16 @@ def test_vectorized_chain_equals_the_row_by_row_chain(sample: list[tuple], prev:
 def test_chain_of_nothing_and_genesis() -> None:
     empty = pa.array([], pa.large_binary())
     assert chain_hashes(empty, GENESIS_HASH)[1].to_pylist() == []
-    assert len(GENESIS_HASH) == 64 and set(GENESIS_HASH) == {"0"}
+    assert len(GENESIS_HASH) == 64
+    assert set(GENESIS_HASH) == {"0"}
 
 
 def test_uuid_helpers_agree_with_the_uuid_module() -> None:
     ids = uuid4_array(bytes(range(256)) * 4)
     for text_id in ids.to_pylist():
         parsed = uuid.UUID(text_id)
-        assert parsed.version == 4 and str(parsed) == text_id
+        assert parsed.version == 4
+        assert str(parsed) == text_id
     keys = uuid_keys(ids)
     for text_id, key in zip(ids.to_pylist(), keys.tolist(), strict=True):
         value = uuid.UUID(text_id).int

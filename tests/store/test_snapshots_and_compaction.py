@@ -25,7 +25,8 @@ def test_compaction_keeps_every_event_and_hash(store: esa.EventStore, lake: Path
     done = store.compact()
     after = store.read_all().to_arrow()
     assert after.equals(before)
-    assert done["rows"] == 300 and len(store.files()) < files_before
+    assert done["rows"] == 300
+    assert len(store.files()) < files_before
     for entry in store.files():
         table = pq.read_table(lake / "events" / entry.path)
         ids = table["stream_id"].to_pylist()
