@@ -22,6 +22,7 @@ What is in it:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,6 +68,19 @@ STAFF = (
     "alice", "bob", "chen", "dana", "emeka", "farah", "gus", "hana", "ivan", "jo",
     "kofi", "lena", "mateo", "nora", "omar", "priya",
 )  # fmt: skip
+_REASONS = {
+    LIMIT: ("customer request", "credit review", "risk reassessment"),
+    FROZEN: ("suspected fraud", "court order", "customer request"),
+    UNFROZEN: ("review cleared", "court order lifted", "customer request"),
+    CLOSED: ("customer request", "inactivity", "customer moved abroad"),
+    CANCELLED: ("customer request", "out of stock", "payment failed"),
+    REFUNDED: ("goods returned", "damaged in transit", "goodwill"),
+}
+_REASON_TEXTS = (
+    "",
+    *(f',"reason":"{text}"' for options in _REASONS.values() for text in options),
+    ',"reason":"correction: booked late"',
+)
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
 
@@ -311,28 +325,8 @@ class _Sample:
         stream_id = _join(_pick(("account-", "order-"), is_order.astype(np.int32)), _text(number))
         names = (*ACCOUNT_EVENTS, "", "", "", *ORDER_EVENTS)
         event_type = _pick(names, kind)
-        amount = _money(self.amount[idx])
-        limit = _money(self.limit[idx])
+        data = self._data(idx, kind)
         customer = _text(self.customer[idx])
-        data_by_kind = {
-            OPENED: _join('{"currency":"EUR","overdraft_limit":', limit, ',"owner":"customer-', customer, '"}'),
-            DEPOSITED: _join('{"amount":', amount, ',"currency":"EUR"}'),
-            WITHDRAWN: _join('{"amount":', amount, ',"currency":"EUR"}'),
-            LIMIT: _join('{"currency":"EUR","overdraft_limit":', limit, "}"),
-            FROZEN: pa.array(['{"until":null}'] * m),
-            UNFROZEN: pa.array(["{}"] * m),
-            CLOSED: _join('{"currency":"EUR","payout":', _money(np.maximum(self._balance(idx), 0)), "}"),
-            PLACED: _join('{"currency":"EUR","customer":"customer-', customer, '","items":', _text(self.items[idx]), ',"total":', amount, "}"),
-            PAID: _join('{"amount":', amount, ',"currency":"EUR","method":"card"}'),
-            SHIPPED: _join('{"carrier":"DHL","tracking":"', pc.utf8_slice_codeunits(self.command_id.take(idx), 0, 8), '"}'),
-            DELIVERED: pa.array(["{}"] * m),
-            CANCELLED: pa.array(['{"by":"customer"}'] * m),
-            REFUNDED: _join('{"amount":', amount, ',"currency":"EUR"}'),
-        }  # fmt: skip
-        data = data_by_kind[OPENED]
-        for code, values in data_by_kind.items():
-            if code != OPENED:
-                data = pc.if_else(pa.array(kind == code), values, data)
         # Who and why.
         staff_kind = np.isin(kind, (OPENED, LIMIT, FROZEN, UNFROZEN, CLOSED, CANCELLED, REFUNDED))
         system_kind = np.isin(kind, (PAID, SHIPPED, DELIVERED))
@@ -341,37 +335,23 @@ class _Sample:
             pa.array(staff_kind), staff,
             pc.if_else(pa.array(system_kind), pa.scalar("system"), _join("customer-", customer)),
         )  # fmt: skip
-        approved = pc.if_else(
-            pa.array(staff_kind),
-            _join(',"approved_by":"', _pick(STAFF, self.approver[idx]), '"'),
-            pa.scalar(""),
-        )
-        backdated = self.backdate_us[idx] > 0
-        reasons = {
-            LIMIT: ("customer request", "credit review", "risk reassessment"),
-            FROZEN: ("suspected fraud", "court order", "customer request"),
-            UNFROZEN: ("review cleared", "court order lifted", "customer request"),
-            CLOSED: ("customer request", "inactivity", "customer moved abroad"),
-            CANCELLED: ("customer request", "out of stock", "payment failed"),
-            REFUNDED: ("goods returned", "damaged in transit", "goodwill"),
-        }
-        reason = pa.array([""] * m)
-        pick = self.reason_pick[idx]
-        for code, options in reasons.items():
-            reason = pc.if_else(pa.array(kind == code), _pick(options, pick), reason)
-        reason = pc.if_else(pa.array(backdated), pa.scalar("correction: booked late"), reason)
-        reason_part = pc.if_else(
-            pc.equal(reason, ""), pa.scalar(""), _join(',"reason":"', reason, '"')
-        )
+        approver = np.where(staff_kind, self.approver[idx] + 1, 0)
+        approved = _pick(("", *(f',"approved_by":"{name}"' for name in STAFF)), approver)
+        # One code per row into a table of every reason text (0: none), so no string is
+        # built per row.
+        reason_code = np.zeros(m, dtype=np.int64)
+        for slot, code in enumerate(_REASONS):
+            reason_code[kind == code] = 1 + 3 * slot + self.reason_pick[idx][kind == code]
+        reason_code[self.backdate_us[idx] > 0] = 1 + 3 * len(_REASONS)
+        reason_part = _pick(_REASON_TEXTS, reason_code)
         event_id = self.event_id.take(idx)
         previous = self.event_id.take(np.maximum(idx - 1, 0))
         command = self.command_id.take(idx)
         causation = pc.if_else(pa.array(is_order & (self.k[idx] > 0)), previous, command)
         correlation = pc.if_else(pa.array(is_order), self.correlation.take(stream), command)
-        source = pc.if_else(
-            pa.array(staff_kind), pa.scalar("branch"),
-            pc.if_else(pa.array(system_kind), pa.scalar("batch"), pa.scalar("online")),
-        )  # fmt: skip
+        source = _pick(
+            ("online", "branch", "batch"), np.where(staff_kind, 1, np.where(system_kind, 2, 0))
+        )
         metadata = _join(
             '{"actor":"', who, '"', approved, ',"causation_id":"', causation,
             '","command_id":"', command, '","correlation_id":"', correlation, '"',
@@ -389,6 +369,63 @@ class _Sample:
                 "metadata": metadata,
             }
         )
+
+    def _data(self, idx: np.ndarray[Any, Any], kind: np.ndarray[Any, Any]) -> pa.Array:
+        """The data JSON of each event: each template is filled only for its own rows, then
+        the pieces are put back in row order with one take."""
+        order = np.argsort(kind, kind="stable")
+        ordered = kind[order]
+        cuts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+        pieces = []
+        for lo, hi in itertools.pairwise(cuts):
+            sub = idx[order[lo:hi]]
+            pieces.append(self._template(int(ordered[lo]), sub).cast(pa.string()))
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return pa.concat_arrays(pieces).take(pa.array(inverse))
+
+    def _template(self, code: int, sub: np.ndarray[Any, Any]) -> pa.Array:
+        n = len(sub)
+        if code in (FROZEN, UNFROZEN, DELIVERED, CANCELLED):
+            text = {
+                FROZEN: '{"until":null}',
+                UNFROZEN: "{}",
+                DELIVERED: "{}",
+                CANCELLED: '{"by":"customer"}',
+            }
+            return pa.array([text[code]] * n, pa.string())
+        amount = _money(self.amount[sub])
+        if code in (DEPOSITED, WITHDRAWN, REFUNDED):
+            return _join('{"amount":', amount, ',"currency":"EUR"}')
+        if code == PAID:
+            return _join('{"amount":', amount, ',"currency":"EUR","method":"card"}')
+        if code == LIMIT:
+            return _join('{"currency":"EUR","overdraft_limit":', _money(self.limit[sub]), "}")
+        customer = _text(self.customer[sub])
+        if code == OPENED:
+            limit = _money(self.limit[sub])
+            return _join(
+                '{"currency":"EUR","overdraft_limit":', limit, ',"owner":"customer-', customer, '"}'
+            )
+        if code == CLOSED:
+            return _join(
+                '{"currency":"EUR","payout":', _money(np.maximum(self._balance(sub), 0)), "}"
+            )
+        if code == PLACED:
+            items = _text(self.items[sub])
+            return _join(
+                '{"currency":"EUR","customer":"customer-',
+                customer,
+                '","items":',
+                items,
+                ',"total":',
+                amount,
+                "}",
+            )
+        if code == SHIPPED:
+            tracking = pc.utf8_slice_codeunits(self.command_id.take(sub), 0, 8)
+            return _join('{"carrier":"DHL","tracking":"', tracking, '"}')
+        raise AssertionError(f"no template for event kind {code}")
 
     def _balance(self, idx: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         n_acc = self.acc["n"]

@@ -999,6 +999,7 @@ class EventStore:
     def _commit(self, record: dict[str, Any], stream_map: dict[str, list[int]]) -> Commit:
         self._offset = self._log.append(record, valid_end=self._offset)
         self._finish(record)  # publish: from here on plain Parquet readers see the files
+        self._finished = self._offset
         self._apply(record, foreign=False)
         heads = self._writer.heads
         if heads is not None:
@@ -1036,6 +1037,7 @@ class EventStore:
         }
         self._offset = self._log.append(record, valid_end=self._offset)
         self._finish(record)
+        self._finished = self._offset
         self._apply(record, foreign=False)
         self._write_checkpoint()
         return len(rows)
@@ -1133,6 +1135,8 @@ class EventStore:
         that were not yet renamed, retire files that compaction replaced, and, once per handle,
         delete temporary files that no commit names. Also takes in new commits."""
         with self._state_lock:
+            if self._recovered and self._finished == self._offset == self._log.size():
+                return  # nothing new since our own last commit: the common case
             records, end, _torn = self._log.read_from(self._finished)
             for record in records:
                 self._finish(record)
@@ -1209,6 +1213,7 @@ class EventStore:
                     }
                     self._offset = self._log.append(record, valid_end=self._offset)
                     self._finish(record)
+                    self._finished = self._offset
                     self._apply(record, foreign=False)
                     self._write_checkpoint()
                 done["partitions"] += 1
