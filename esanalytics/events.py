@@ -434,16 +434,6 @@ def chain_hashes(canonical: pa.Array, prev_hash: str) -> tuple[pa.Array, pa.Arra
     return all_hashes.slice(0, n), all_hashes.slice(1, n)
 
 
-_HEX_DIGITS: Final = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def _hex(raw: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    text = np.empty(raw.size * 2, dtype=np.uint8)
-    text[0::2] = _HEX_DIGITS[raw >> 4]
-    text[1::2] = _HEX_DIGITS[raw & 0x0F]
-    return text
-
-
 _HEX_VALUE: Final = np.zeros(256, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
@@ -485,9 +475,11 @@ def uuid4_array(random_bytes: bytes) -> pa.Array:
     raw = np.frombuffer(random_bytes, dtype=np.uint8)[: n * 16].reshape(n, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    hexed = _hex(raw.reshape(-1)).reshape(n, 32)
+    hexed = np.frombuffer(raw.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
     text = np.full((n, 36), ord("-"), dtype=np.uint8)
-    text[:, _UUID_HEX_COLUMNS] = hexed
+    for source, target in ((0, 0), (8, 9), (12, 14), (16, 19), (20, 24)):
+        width = {0: 8, 8: 4, 12: 4, 16: 4, 20: 12}[source]
+        text[:, target : target + width] = hexed[:, source : source + width]
     offsets = np.arange(0, (n + 1) * 36, 36, dtype=np.int32)
     return pa.Array.from_buffers(
         pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text.tobytes())]

@@ -61,6 +61,7 @@ from esanalytics.store.layout import (
     LAKE_FORMAT,
     LAKE_FORMAT_VERSION,
     MARKER,
+    WRITER_INDEX,
     WRITER_LOCK,
     FileLock,
     fsync_dir,
@@ -108,6 +109,8 @@ _INLINE_LIMIT = 1000
 #: The unsealed tail is sealed into Parquet once it holds this many events, or once its oldest
 #: event is this old (checked at each append; ``flush()`` seals at once).
 SEAL_ROWS = 2000
+#: Ingests at least this large, and every compaction, save the writer index.
+_INDEX_AFTER_ROWS = 500_000
 SEAL_AGE_US = 2_000_000
 
 
@@ -289,6 +292,25 @@ class EventStore:
         tmp.write_text(json.dumps(state, separators=(",", ":")))
         fsync_file(tmp)
         os.replace(tmp, self._meta / CHECKPOINT)
+
+    def __repr__(self) -> str:
+        return f"<EventStore {self.path} at position {self._head}>"
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Seal the unsealed tail (so plain Parquet readers see everything) and stop the
+        read threads. The handle can still be used afterwards; ``with esa.open(...)`` calls
+        this on exit."""
+        if self._tail:
+            self.flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- state ---------------------------------------------------------------------------
 
@@ -951,6 +973,8 @@ class EventStore:
                 self._hashed_chunks(placed, chunk_rows), stream_map=stream_map, progress=progress
             )
             self._writer.remember(keys)
+            if batch.num_rows >= _INDEX_AFTER_ROWS:
+                self._save_writer_index()
             return commit
 
     def _commit_rows(self, rows: list[tuple[Any, ...]], stream_map: dict[str, list[int]]) -> Commit:
@@ -1103,30 +1127,106 @@ class EventStore:
     # -- writer caches -------------------------------------------------------------------
 
     def _load_heads(self) -> dict[str, int]:
-        if self._writer.heads is None:
+        heads = self._load_writer().heads
+        assert heads is not None
+        return heads
+
+    def _load_ids(self) -> _WriterState:
+        return self._load_writer()
+
+    def _load_writer(self) -> _WriterState:
+        """Stream versions and event-id keys, which a writer checks appends against. They come
+        from the writer index that compaction and large ingests save, plus the commits after
+        it; without an index, from a scan of the whole log. Under the writer lock."""
+        writer = self._writer
+        if writer.heads is not None:
+            return writer
+        loaded = self._read_writer_index()
+        if loaded is None:
             table = self._scan(
-                list(self._files.values()), None, columns=["stream_id", "version"], tail=self._tail
+                list(self._files.values()),
+                None,
+                columns=["stream_id", "version", "event_id"],
+                tail=self._tail,
             )
-            grouped = table.group_by("stream_id").aggregate([("version", "max")])
-            self._writer.heads = dict(
+            writer.heads = {}
+            _merge_heads(writer.heads, table)
+            writer.id_runs = [np.sort(uuid_keys(table["event_id"]))] if table.num_rows else []
+        else:
+            writer.heads, keys, offset = loaded
+            writer.id_runs = [keys] if len(keys) else []
+            records, _, _ = self._log.read_from(offset)
+            for record in records:
+                if record["kind"] != "append" or record["n"] > self._commit_number:
+                    continue
+                if "rows" in record:
+                    table = _rows_table(record["rows"]).select(["stream_id", "version", "event_id"])
+                else:
+                    entries = [FileEntry.from_json(raw) for raw in record["add"]]
+                    table = self._scan(entries, None, columns=["stream_id", "version", "event_id"])
+                _merge_heads(writer.heads, table)
+                writer.remember(uuid_keys(table["event_id"]))
+        writer.ids_loaded = True
+        return writer
+
+    def _read_writer_index(self) -> tuple[dict[str, int], Any, int] | None:
+        pointer = self._meta / WRITER_INDEX / "current.json"
+        try:
+            info = json.loads(pointer.read_text())
+            if info["offset"] > self._offset:
+                return None
+            import pyarrow.parquet as pq
+
+            heads_table = pq.read_table(self._meta / WRITER_INDEX / info["heads"])
+            heads = dict(
                 zip(
-                    grouped["stream_id"].to_pylist(),
-                    grouped["version_max"].to_pylist(),
+                    heads_table["stream_id"].to_pylist(),
+                    heads_table["version"].to_pylist(),
                     strict=True,
                 )
             )
-        return self._writer.heads
+            keys = np.load(self._meta / WRITER_INDEX / info["ids"])
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None  # no index, or a damaged one: scan instead
+        return heads, keys, info["offset"]
 
-    def _load_ids(self) -> _WriterState:
-        writer = self._writer
-        if not writer.ids_loaded:
-            table = self._scan(
-                list(self._files.values()), None, columns=["event_id"], tail=self._tail
-            )
-            keys = uuid_keys(table["event_id"])
-            writer.id_runs = [np.sort(keys)] if len(keys) else []
-            writer.ids_loaded = True
-        return writer
+    def _save_writer_index(self) -> None:
+        """Save the writer caches as of the last commit (under the writer lock), so the next
+        process's first append does not scan the whole log."""
+        writer = self._load_writer()
+        assert writer.heads is not None
+        folder = self._meta / WRITER_INDEX
+        folder.mkdir(exist_ok=True)
+        runs = [*writer.id_runs]
+        if writer.recent_ids:
+            runs.append(np.fromiter(writer.recent_ids, np.uint64))
+        keys = np.sort(np.concatenate(runs)) if runs else np.empty(0, np.uint64)
+        writer.id_runs, writer.recent_ids = ([keys] if len(keys) else []), set()
+        stem = f"{self._commit_number:012d}"
+        import pyarrow.parquet as pq
+
+        heads = pa.table(
+            {
+                "stream_id": list(writer.heads),
+                "version": pa.array(list(writer.heads.values()), pa.int64()),
+            }
+        )
+        pq.write_table(heads, folder / f"heads-{stem}.parquet")
+        np.save(folder / f"ids-{stem}.npy", keys)
+        for name in (f"heads-{stem}.parquet", f"ids-{stem}.npy"):
+            fsync_file(folder / name)
+        pointer = {
+            "offset": self._offset,
+            "heads": f"heads-{stem}.parquet",
+            "ids": f"ids-{stem}.npy",
+        }
+        tmp = folder / ".current.json.tmp"
+        tmp.write_text(json.dumps(pointer))
+        fsync_file(tmp)
+        os.replace(tmp, folder / "current.json")
+        for old in folder.glob("*-*.*"):
+            if stem not in old.name:
+                old.unlink()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -1222,6 +1322,10 @@ class EventStore:
                 done["rows"] += table.num_rows
                 if progress is not None:
                     progress(table.num_rows)
+            if done["partitions"]:
+                with self._writer_lock.hold(), self._state_lock:
+                    self._recover()
+                    self._save_writer_index()
         return done
 
     def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
@@ -1338,6 +1442,15 @@ def _prepared_table(prepared: Sequence[_Prepared]) -> pa.Table:
             "metadata": [m for p in prepared for m in p.metadata],
         }
     )
+
+
+def _merge_heads(heads: dict[str, int], table: pa.Table) -> None:
+    if table.num_rows:
+        grouped = table.group_by("stream_id").aggregate([("version", "max")])
+        for stream_id, version in zip(
+            grouped["stream_id"].to_pylist(), grouped["version_max"].to_pylist(), strict=True
+        ):
+            heads[stream_id] = max(version, heads.get(stream_id, 0))
 
 
 def _month_of(us: int) -> str:

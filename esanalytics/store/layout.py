@@ -4,6 +4,7 @@
       _esa/lake.json          marks the folder as a lake (format and version)
       _esa/commits.log        the commit record: one checksummed JSON line per commit
       _esa/checkpoint.json    the state as of a recent commit, so opening reads only the rest
+      _esa/writer-index/      stream versions and event-id keys as of a commit, for writers
       _esa/writer.lock        serializes writers (threads and processes) at commit time
       _esa/compact.lock       one compaction at a time
       events/category=<c>/month=<YYYY-MM>/<name>.parquet     committed, visible files
@@ -31,6 +32,7 @@ EVENTS_DIR: Final = "events"
 MARKER: Final = "lake.json"
 COMMIT_LOG: Final = "commits.log"
 CHECKPOINT: Final = "checkpoint.json"
+WRITER_INDEX: Final = "writer-index"
 WRITER_LOCK: Final = "writer.lock"
 COMPACT_LOCK: Final = "compact.lock"
 LAKE_FORMAT: Final = "esanalytics-lake"

@@ -304,3 +304,36 @@ def test_recorded_at_never_decreases(store: esa.EventStore) -> None:
     assert times == sorted(times)
     assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in times)
     assert times[-1] <= datetime.now(UTC)
+
+
+def test_context_manager_seals_the_tail(lake: Path) -> None:
+    with esa.open(lake, create=True) as store:
+        store.append("account-1", [deposit(1)])
+        assert not list((lake / "events").rglob("*.parquet"))
+    assert len(list((lake / "events").rglob("*.parquet"))) == 1
+    assert "position 1" in repr(store)
+
+
+@pytest.mark.parametrize("damage", [False, True])
+def test_writer_index_and_later_commits_know_every_version_and_id(
+    store: esa.EventStore, lake: Path, damage: bool
+) -> None:
+    early, late, bulk = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
+    store.append("account-1", [deposit(1, event_id=early), deposit(2)])
+    store.compact()  # saves the writer index
+    assert (lake / "_esa" / "writer-index" / "current.json").exists()
+    store.append("account-1", [deposit(3, event_id=late)])  # inline, after the index
+    store.ingest(pa.table({"stream_id": ["account-2"] * 2, "event_type": ["MoneyDeposited"] * 2,
+                           "data": ["{}"] * 2, "metadata": ["{}"] * 2,
+                           "event_id": [bulk, "00000000-0000-4000-8000-000000000004"]}))  # fmt: skip
+    if damage:
+        for keys in (lake / "_esa" / "writer-index").glob("ids-*.npy"):
+            keys.write_bytes(b"garbage")
+    other = esa.open(lake)
+    with pytest.raises(esa.ConcurrencyError) as caught:
+        other.append("account-1", [deposit(4)], expected_version=2)
+    assert caught.value.actual == 3
+    assert other.append("account-2", [deposit(4)], expected_version=2).version == 3
+    for known in (early, late, bulk):
+        with pytest.raises(esa.DuplicateEventError):
+            other.append("account-9", [deposit(0, event_id=known)])
