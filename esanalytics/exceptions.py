@@ -16,6 +16,7 @@ to do, and the facts are on attributes so callers need not parse messages::
     ├── DuplicateEventError (ValueError)      an event id is already in the log, elsewhere
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
     ├── StreamNotFoundError (KeyError)        the stream has no events
+    ├── UnknownEventTypeError (LookupError)   a stored event type or schema version the code lacks
     └── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidTimestampError",
     "LakeNotFoundError",
     "StreamNotFoundError",
+    "UnknownEventTypeError",
     "ValidationError",
 ]
 
@@ -113,6 +115,12 @@ class StreamNotFoundError(EsaError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of its argument
         return str(self.args[0])
+
+
+class UnknownEventTypeError(EsaError, LookupError):
+    """An event type (or schema version) that the reading code does not know."""
+
+    event_type: str
 
 
 class CorruptLakeError(EsaError, OSError):

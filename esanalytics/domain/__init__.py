@@ -1,0 +1,22 @@
+"""The write side: deciders, the command handler, snapshots, and two example domains."""
+
+from esanalytics.domain.decider import CommandRejected, Decider, EventCodec, Upcaster
+from esanalytics.domain.handler import (
+    CommandContext,
+    CommandHandler,
+    CommandResult,
+    Loaded,
+    SnapshotStore,
+)
+
+__all__ = [
+    "CommandContext",
+    "CommandHandler",
+    "CommandRejected",
+    "CommandResult",
+    "Decider",
+    "EventCodec",
+    "Loaded",
+    "SnapshotStore",
+    "Upcaster",
+]
