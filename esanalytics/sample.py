@@ -194,6 +194,14 @@ def _accounts(
     balance = _grouped_cumsum(signed, stream, lengths)
     raise_to = np.where((kind == LIMIT) & (balance < -new_limit), -balance, new_limit)
     new_limit = ((raise_to + 9_999) // 10_000) * 10_000
+    # A "change" to the limit already in force decides nothing: make it a deposit instead.
+    limit_value = np.where(k == 0, initial_limit[stream], np.where(kind == LIMIT, new_limit, -1))
+    set_at = np.where(limit_value >= 0, np.arange(n), 0)
+    np.maximum.accumulate(set_at, out=set_at)
+    before = limit_value[np.r_[0, set_at[:-1]]]
+    kind[(kind == LIMIT) & (k > 0) & (new_limit == before)] = DEPOSITED
+    signed = np.where(kind == DEPOSITED, amount, np.where(kind == WITHDRAWN, -amount, 0))
+    balance = _grouped_cumsum(signed, stream, lengths)
     overdrawn_close = (kind == CLOSED) & (balance < 0)
     kind[overdrawn_close] = DEPOSITED
     amount[overdrawn_close] = -balance[overdrawn_close]

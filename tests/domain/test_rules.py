@@ -61,7 +61,9 @@ ACCOUNT_CASES: list[tuple[str, list[Any], Any, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("label", "before", "command", "rule"), ACCOUNT_CASES, ids=[c[0] for c in ACCOUNT_CASES])
+@pytest.mark.parametrize(
+    ("label", "before", "command", "rule"), ACCOUNT_CASES, ids=[c[0] for c in ACCOUNT_CASES]
+)
 def test_account_rules(bank: CommandHandler[a.AccountState], lake: Path, label: str,
                        before: list[Any], command: Any, rule: str) -> None:  # fmt: skip
     run(bank, "account-1", before)
@@ -98,7 +100,9 @@ ORDER_CASES: list[tuple[str, list[Any], Any, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("label", "before", "command", "rule"), ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
+@pytest.mark.parametrize(
+    ("label", "before", "command", "rule"), ORDER_CASES, ids=[c[0] for c in ORDER_CASES]
+)
 def test_order_rules(shop: CommandHandler[o.OrderState], lake: Path, label: str,
                      before: list[Any], command: Any, rule: str) -> None:  # fmt: skip
     run(shop, "order-1", before)
