@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -144,8 +144,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def from_epoch_us(us: int) -> datetime:
     """The aware UTC datetime of ``us`` microseconds since the epoch."""
-    from datetime import timedelta
-
     return _EPOCH + timedelta(microseconds=us)
 
 
@@ -316,6 +314,25 @@ class RecordedEvent:
     metadata: dict[str, Any]
     prev_hash: str
     hash: str
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> list[RecordedEvent]:
+        """Typed events of an :data:`EVENT_SCHEMA` table, converted column by column."""
+        columns = []
+        for field_ in EVENT_SCHEMA:
+            column = table.column(field_.name)
+            if pa.types.is_timestamp(field_.type):
+                columns.append(
+                    [
+                        _EPOCH + timedelta(microseconds=us)
+                        for us in column.cast(pa.int64()).to_pylist()
+                    ]
+                )
+            elif field_.name in ("data", "metadata"):
+                columns.append([json.loads(text) for text in column.to_pylist()])
+            else:
+                columns.append(column.to_pylist())
+        return [cls(*values) for values in zip(*columns, strict=True)]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RecordedEvent:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,7 +104,10 @@ class CommandHandler(Generic[S]):
     """Handles commands for one decider over a store.
 
     ``snapshot_every=N`` saves a snapshot whenever a stream passes a multiple of N events;
-    ``max_retries`` bounds how often a command is re-decided after a concurrency conflict.
+    ``max_retries`` bounds how often a command is re-decided after a concurrency conflict;
+    ``cache_size`` keeps that many streams' current states in memory (0 turns it off): a
+    cached state is used only when the store confirms the stream is still at its version, and
+    a stale one would fail the append's version check and be reloaded anyway.
 
     >>> import tempfile, esanalytics as esa
     >>> from esanalytics.domain import accounts
@@ -124,12 +128,15 @@ class CommandHandler(Generic[S]):
         *,
         snapshot_every: int | None = None,
         max_retries: int = 3,
+        cache_size: int = 10_000,
     ) -> None:
         self.store = store
         self.decider = decider
         self.snapshot_every = snapshot_every
         self.max_retries = max_retries
         self.snapshots = SnapshotStore(store.path, decider.name)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
 
     # -- reading state -----------------------------------------------------------------
 
@@ -218,7 +225,7 @@ class CommandHandler(Generic[S]):
             if value is not None
         }
         for attempt in range(self.max_retries + 1):
-            loaded = self.load(stream_id)
+            loaded = self._current(stream_id)
             decided = tuple(self.decider.decide(command, loaded.state))
             if not decided:
                 return CommandResult(
@@ -254,28 +261,56 @@ class CommandHandler(Generic[S]):
                     category=self.decider.category,
                 )
             except ConcurrencyError:
+                self._cache.pop(stream_id, None)
                 if attempt == self.max_retries:
                     raise
                 continue
-            self._maybe_snapshot(stream_id, loaded, decided, commit.version, commit.recorded_at)
+            state = self.decider.fold(decided, loaded.state)
+            self._remember(stream_id, Loaded(state, commit.version))
+            self._maybe_snapshot(
+                stream_id, state, loaded.version, commit.version, commit.recorded_at
+            )
             return CommandResult(
                 stream_id, decided, ids, commit.version, commit.first_position, commit.last_position,
                 command_id, correlation_id, attempt, context,
             )  # fmt: skip
         raise AssertionError("unreachable")
 
+    def _current(self, stream_id: str) -> Loaded[S]:
+        """The stream's current state: from the cache when the store confirms its version
+        (or with only the newer events folded on), else loaded."""
+        cached = self._cache.get(stream_id)
+        if cached is not None:
+            known = self.store.known_version(stream_id)
+            if known == cached.version:
+                self._cache.move_to_end(stream_id)
+                return cached
+            if known is not None and known > cached.version:
+                newer = self.store.read_stream(stream_id, from_version=cached.version + 1).to_list()
+                state = self.decider.fold(
+                    (self.decider.codec.decode_record(r) for r in newer), cached.state
+                )
+                fresh = Loaded(state, newer[-1].version if newer else cached.version)
+                self._remember(stream_id, fresh)
+                return fresh
+        loaded = self.load(stream_id)
+        self._remember(stream_id, loaded)
+        return loaded
+
+    def _remember(self, stream_id: str, loaded: Loaded[S]) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[stream_id] = loaded
+        self._cache.move_to_end(stream_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     def _maybe_snapshot(
-        self,
-        stream_id: str,
-        loaded: Loaded[S],
-        decided: tuple[Any, ...],
-        version: int,
-        recorded_at: Any,
+        self, stream_id: str, state: S, before: int, version: int, recorded_at: Any
     ) -> None:
         every = self.snapshot_every
-        if not every or version // every == loaded.version // every:
+        if not every or version // every == before // every:
             return
-        state = self.decider.fold(decided, loaded.state)
         self.snapshots.put(
             stream_id,
             {

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ _INLINE_LIMIT = 1000
 #: The unsealed tail is sealed into Parquet once it holds this many events, or once its oldest
 #: event is this old (checked at each append; ``flush()`` seals at once).
 SEAL_ROWS = 2000
+#: Decoded row groups kept per handle for one-stream reads (about 0.5 MB each).
+_DECODED_CACHE_GROUPS = 128
 #: Ingests at least this large, and every compaction, save the writer index.
 _INDEX_AFTER_ROWS = 500_000
 SEAL_AGE_US = 2_000_000
@@ -260,6 +263,7 @@ class EventStore:
         self._tail: list[tuple[Any, ...]] = []
         self._footers: dict[str, tuple[Any, list[tuple[str, str]]]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._decoded: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
         self._load_checkpoint()
         self.refresh()
 
@@ -535,46 +539,74 @@ class EventStore:
         view = self._pin(
             position, as_of, categories=[category or category_of(stream_id)], stream_id=stream_id
         )
-        predicate = view.predicate & (pc.field("stream_id") == stream_id)
-        if from_version is not None:
-            predicate &= pc.field("version") >= from_version
-        if to_version is not None:
-            predicate &= pc.field("version") <= to_version
-        parts = [self._scan((), predicate, tail=view.tail)] if view.tail else []
+        as_of_us = None if as_of is None else to_epoch_us(as_of, what="as_of")
+        low, high = from_version or 1, to_version if to_version is not None else 2**62
+        tail = [
+            row
+            for row in view.tail
+            if low <= row[3] <= high and (as_of_us is None or row[8] <= as_of_us)
+        ]
+        parts = [_rows_table(tail)] if tail else []
+        cut = _StreamCut(stream_id, view.position, as_of_us, low, high)
         for attempt in range(3):
             try:
-                # Decoding releases the GIL: read the files' row groups on every core.
-                parts += list(
-                    self._readers().map(
-                        lambda entry: self._read_row_groups(entry, stream_id, predicate),
-                        view.entries,
+                if len(view.entries) > 2:  # decoding releases the GIL: use every core
+                    parts += list(
+                        self._readers().map(cut.read_from, view.entries, [self] * len(view.entries))
                     )
-                )
+                else:
+                    parts += [cut.read_from(entry, self) for entry in view.entries]
                 break
             except CorruptLakeError:
                 raise
             except FileNotFoundError as error:  # moved by a concurrent compaction: look again
-                parts = parts[:1] if view.tail else []
+                parts = parts[:1] if tail else []
                 if attempt == 2:
                     raise self._diagnose(view.entries, error) from error
             except (pa.ArrowException, OSError) as error:
                 raise self._diagnose(view.entries, error) from error
         table = pa.concat_tables(parts) if parts else EVENT_SCHEMA.empty_table()
-        return Events(table.sort_by("version"), view.position)
+        return Events(table.sort_by("version") if len(parts) > 1 else table, view.position)
 
     def _readers(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="esa-read")
         return self._pool
 
-    def _read_row_groups(self, entry: FileEntry, stream_id: str, predicate: Expression) -> pa.Table:
-        """One stream's rows of one file: only the row groups whose stream-id statistics can
-        hold it are decoded (compacted files are sorted by stream, in small row groups), and
-        each file's footer is parsed once per handle (files never change once committed)."""
+    def _row_groups(self, entry: FileEntry, metadata: Any, groups: list[int]) -> pa.Table:
+        """Decoded row groups of a file, through a small LRU cache: committed files never
+        change, and hot streams (a command handler's aggregates) are read again and again."""
         import pyarrow.parquet as pq
 
+        tables = []
+        missing = [g for g in groups if (entry.path, g) not in self._decoded]
+        if missing:
+            handle = pq.ParquetFile(self._resolve(entry.path), metadata=metadata)
+            fresh = handle.read_row_groups(missing, columns=FILE_SCHEMA.names)
+            offset = 0
+            with self._state_lock:
+                for g in missing:
+                    rows = metadata.row_group(g).num_rows
+                    self._decoded[(entry.path, g)] = fresh.slice(offset, rows)
+                    offset += rows
+        with self._state_lock:
+            for g in groups:
+                part = self._decoded.get((entry.path, g))
+                if part is None:  # evicted by another thread meanwhile: read it again
+                    return self._row_groups(entry, metadata, groups)
+                self._decoded.move_to_end((entry.path, g))
+                tables.append(part)
+            while len(self._decoded) > _DECODED_CACHE_GROUPS:
+                self._decoded.popitem(last=False)
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def _footer(self, entry: FileEntry) -> tuple[Any, list[tuple[str, str]]]:
+        """A file's parsed footer and its row groups' stream-id bounds, parsed once per
+        handle (files never change once committed)."""
         cached = self._footers.get(entry.path)
         if cached is None:
+            import pyarrow.parquet as pq
+
             metadata = pq.read_metadata(self._resolve(entry.path))
             column = FILE_SCHEMA.get_field_index("stream_id")
             bounds = []
@@ -583,16 +615,7 @@ class EventStore:
                 has = stats is not None and stats.has_min_max
                 bounds.append((stats.min if has else "", stats.max if has else "\U0010ffff"))
             cached = self._footers[entry.path] = (metadata, bounds)
-        metadata, bounds = cached
-        groups = [i for i, (low, high) in enumerate(bounds) if low <= stream_id <= high]
-        if not groups:
-            return EVENT_SCHEMA.empty_table()
-        handle = pq.ParquetFile(self._resolve(entry.path), metadata=metadata)
-        table = handle.read_row_groups(groups, columns=FILE_SCHEMA.names).cast(FILE_SCHEMA)
-        table = table.add_column(
-            2, "category", pa.array([entry.category] * table.num_rows, pa.string())
-        )
-        return table.filter(predicate).cast(EVENT_SCHEMA)
+        return cached
 
     def read_all(
         self,
@@ -646,6 +669,14 @@ class EventStore:
         for month in sorted(files.keys() | tail.keys()):
             table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
             yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
+
+    def known_version(self, stream_id: str) -> int | None:
+        """The stream's current version if this handle knows it without reading files (a
+        handle that has appended keeps every stream's version current), else None."""
+        with self._state_lock:
+            self.refresh()
+            heads = self._writer.heads
+            return None if heads is None else heads.get(stream_id, 0)
 
     def stream_version(self, stream_id: str, *, position: int | None = None) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -1442,6 +1473,45 @@ def _prepared_table(prepared: Sequence[_Prepared]) -> pa.Table:
             "metadata": [m for p in prepared for m in p.metadata],
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamCut:
+    """One stream's rows up to a position (and system time), within a version range."""
+
+    stream_id: str
+    position: int
+    as_of_us: int | None
+    low: int
+    high: int
+
+    def read_from(self, entry: FileEntry, store: EventStore) -> pa.Table:
+        """Decode only the row groups whose stream-id statistics can hold the stream
+        (compacted files are sorted by stream, in small row groups), then keep its rows."""
+
+        metadata, bounds = store._footer(entry)
+        groups = [i for i, (low, high) in enumerate(bounds) if low <= self.stream_id <= high]
+        if not groups:
+            return EVENT_SCHEMA.empty_table()
+        table = store._row_groups(entry, metadata, groups)
+        mask = pc.and_(
+            pc.equal(table["stream_id"], self.stream_id),
+            pc.less_equal(table["global_position"], self.position),
+        )
+        if self.low > 1 or self.high < 2**62:
+            version = table["version"]
+            mask = pc.and_(
+                mask,
+                pc.and_(pc.greater_equal(version, self.low), pc.less_equal(version, self.high)),
+            )
+        if self.as_of_us is not None:
+            mask = pc.and_(
+                mask, pc.less_equal(table["recorded_at"].cast(pa.int64()), self.as_of_us)
+            )
+        table = table.filter(mask)
+        columns = table.columns
+        columns.insert(2, pa.array([entry.category] * table.num_rows, pa.string()))
+        return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
 
 
 def _merge_heads(heads: dict[str, int], table: pa.Table) -> None:

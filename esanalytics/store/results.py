@@ -96,12 +96,11 @@ class Events:
         return frame
 
     def to_list(self) -> list[RecordedEvent]:
-        return [RecordedEvent.from_row(row) for row in self.table.to_pylist()]
+        return RecordedEvent.from_table(self.table)
 
     def __iter__(self) -> Iterator[RecordedEvent]:
         for batch in self.table.to_batches(max_chunksize=4096):
-            for row in batch.to_pylist():
-                yield RecordedEvent.from_row(row)
+            yield from RecordedEvent.from_table(pa.Table.from_batches([batch], self.table.schema))
 
     def __len__(self) -> int:
         return int(self.table.num_rows)

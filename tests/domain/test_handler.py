@@ -255,3 +255,19 @@ def test_sample_events_are_what_the_deciders_decide(sample_lake: Path) -> None:
             state = decider.evolve(state, event)
             checked += 1
     assert checked > 1_000
+
+
+def test_cached_state_never_hides_another_writer(lake: Path) -> None:
+    esa.open(lake, create=True)
+    first = CommandHandler(esa.open(lake), a.decider)
+    second = CommandHandler(esa.open(lake), a.decider)
+    first.handle("account-1", a.OpenAccount("Ada"))
+    first.handle("account-1", a.DepositMoney(10))  # first now holds balance 10 in its cache
+    second.handle("account-1", a.WithdrawMoney(10))  # another handle spends it
+    from esanalytics.domain import CommandRejected
+
+    with pytest.raises(CommandRejected) as caught:
+        first.handle("account-1", a.WithdrawMoney(5))
+    assert caught.value.rule == "insufficient-funds"
+    assert first.handle("account-1", a.DepositMoney(2)).version == 4
+    assert first.state("account-1").balance == second.state("account-1").balance == 2.0
