@@ -14,7 +14,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -48,7 +48,7 @@ def _peer_classes(snapshot_every: int | None) -> tuple[Any, Any]:
             pass
 
         class SnapshottingBank(Application):  # type: ignore[type-arg]
-            snapshotting_intervals: Any = {BankAccount: 50}
+            snapshotting_intervals: ClassVar[Any] = {BankAccount: 50}
 
         _PEER.update(account=BankAccount, plain=Bank, snapshotting=SnapshottingBank)
     return _PEER["snapshotting" if snapshot_every else "plain"], _PEER["account"]
