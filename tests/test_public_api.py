@@ -18,7 +18,7 @@ LAYERS = [
     {"store"},
     {"domain"},
     {"engine"},
-    {"temporal", "projections"},
+    {"temporal", "projections", "catalog"},
     {"audit"},
     {"report", "viz"},
     {"cli"},

@@ -1,6 +1,12 @@
 """The store layer: Parquet layout, commit record, append, read, subscribe, compact."""
 
-from esanalytics.store.eventstore import AppendRequest, EventStore, Subscription, open_store
+from esanalytics.store.eventstore import (
+    AppendRequest,
+    EventStore,
+    LakeSnapshot,
+    Subscription,
+    open_store,
+)
 from esanalytics.store.results import (
     ANY,
     NO_STREAM,
@@ -22,6 +28,7 @@ __all__ = [
     "Events",
     "ExpectedVersion",
     "Inventory",
+    "LakeSnapshot",
     "StreamAppend",
     "Subscription",
     "open_store",

@@ -83,7 +83,7 @@ from esanalytics.store.results import (
     StreamAppend,
 )
 
-__all__ = ["AppendRequest", "EventStore", "open_store"]
+__all__ = ["AppendRequest", "EventStore", "LakeSnapshot", "open_store"]
 
 if TYPE_CHECKING:
     from pyarrow.compute import Expression
@@ -669,6 +669,15 @@ class EventStore:
         for month in sorted(files.keys() | tail.keys()):
             table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
             yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
+
+    def snapshot(self, *, position: int | None = None) -> LakeSnapshot:
+        """The files (absolute paths) and unsealed rows that hold the log up to ``position``
+        (default: now), taken together: what a query engine needs to read one consistent
+        log position. Rows beyond ``position`` must still be filtered out by the reader."""
+        view = self._pin(position, None)
+        paths = [self._resolve(entry.path) for entry in view.entries]
+        tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
+        return LakeSnapshot(view.position, paths, tail)
 
     def known_version(self, stream_id: str) -> int | None:
         """The stream's current version if this handle knows it without reading files (a
@@ -1434,6 +1443,15 @@ class Subscription:
 
     def __iter__(self) -> Iterator[Any]:
         return self.events()
+
+
+@dataclass(frozen=True)
+class LakeSnapshot:
+    """See :meth:`EventStore.snapshot`."""
+
+    position: int
+    files: list[str]
+    tail: pa.Table
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,465 @@
+"""Projections: named definitions that fold events into rows keyed by an entity.
+
+Three forms, one set of questions. A :class:`Projection` declares fields with reducers
+(:class:`Last`, :class:`First`, :class:`Sum`, :class:`Count`, :class:`Min`, :class:`Max`)
+that compile to one DuckDB aggregate (for state) or window (for history); a
+:class:`SqlProjection` is any query over ``events`` with a ``key`` column; a
+:class:`FoldProjection` is a Python fold, the slow fallback for what SQL cannot say.
+
+The engine applies the time cut, so a projection is written once, without time logic:
+
+* ``state(session, as_of=, valid_at=, position=)``: one row per key;
+* ``history(session, axis="system"|"valid")``: rows ``(key, valid_from, valid_to, ...)`` with
+  ``valid_to`` null for the current state (reducer projections);
+* ``diff(session, before, after)``: added, removed and changed keys with before and after values;
+* ``since(session, position)``: the keys touched after a log position, before and after;
+* ``trail(session, key)``: one entity's events with who, why, both times, before and after.
+
+Valid-time answers fold each entity's events in the order of ``(occurred_at, version)``;
+system-time answers in the order of ``global_position``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+
+from esanalytics._typing import TimeLike
+from esanalytics.engine import Session
+from esanalytics.exceptions import ValidationError
+from esanalytics.temporal import Period
+
+__all__ = [
+    "Count",
+    "First",
+    "FoldProjection",
+    "Last",
+    "Max",
+    "Min",
+    "Projection",
+    "SqlProjection",
+    "Sum",
+    "const",
+    "data",
+    "meta",
+]
+
+Axis = Literal["system", "valid"]
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def data(path: str, sql_type: str = "VARCHAR") -> str:
+    """SQL for a field of the event's JSON data, e.g. ``data("amount", "DECIMAL(18,2)")``."""
+    return _json("data", path, sql_type)
+
+
+def meta(path: str, sql_type: str = "VARCHAR") -> str:
+    """SQL for a field of the event's metadata, e.g. ``meta("actor")``."""
+    return _json("metadata", path, sql_type)
+
+
+def _json(column: str, path: str, sql_type: str) -> str:
+    if not _PATH.match(path) or not re.match(r"^[A-Za-z0-9_(), ]+$", sql_type):
+        raise ValidationError(
+            f"{path!r} ({sql_type}) is not a plain JSON path and SQL type.",
+            hint="use dotted names like 'address.city' and types like DOUBLE or DECIMAL(18,2).",
+        )
+    return f"TRY_CAST({column}->>'$.{path}' AS {sql_type})"
+
+
+def const(value: str | int | float | bool | None) -> str:
+    """A SQL literal, e.g. ``Last(const("frozen"), on=["AccountFrozen"])``."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _types(on: Iterable[str]) -> str:
+    return ", ".join(const(t) for t in on)
+
+
+@dataclass(frozen=True)
+class Last:
+    """The value from the latest event of the given types."""
+
+    value: str
+    on: Sequence[str]
+
+    def aggregate(self, order: str) -> str:
+        return f"arg_max({self.value}, {order}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+
+    def window(self, over: str) -> str:
+        return f"last_value(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END IGNORE NULLS) OVER {over}"
+
+
+@dataclass(frozen=True)
+class First:
+    """The value from the earliest event of the given types."""
+
+    value: str
+    on: Sequence[str]
+
+    def aggregate(self, order: str) -> str:
+        return f"arg_min({self.value}, {order}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+
+    def window(self, over: str) -> str:
+        return f"first_value(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END IGNORE NULLS) OVER {over}"
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A running total: ``on`` maps event types to the sign (+1 or -1) of their value."""
+
+    value: str
+    on: Mapping[str, int]
+
+    def _signed(self) -> str:
+        cases = " ".join(
+            f"WHEN {const(t)} THEN {'-' if sign < 0 else ''}({self.value})"
+            for t, sign in self.on.items()
+        )
+        return f"CASE event_type {cases} END"
+
+    def aggregate(self, order: str) -> str:
+        return f"coalesce(sum({self._signed()}), 0)"
+
+    def window(self, over: str) -> str:
+        return f"coalesce(sum({self._signed()}) OVER {over}, 0)"
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many events of the given types."""
+
+    on: Sequence[str]
+
+    def aggregate(self, order: str) -> str:
+        return f"count(*) FILTER (WHERE event_type IN ({_types(self.on)}))"
+
+    def window(self, over: str) -> str:
+        return f"count(CASE WHEN event_type IN ({_types(self.on)}) THEN 1 END) OVER {over}"
+
+
+@dataclass(frozen=True)
+class Min:
+    """The smallest value among events of the given types."""
+
+    value: str
+    on: Sequence[str]
+
+    def aggregate(self, order: str) -> str:
+        return f"min({self.value}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+
+    def window(self, over: str) -> str:
+        return f"min(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END) OVER {over}"
+
+
+@dataclass(frozen=True)
+class Max:
+    """The largest value among events of the given types."""
+
+    value: str
+    on: Sequence[str]
+
+    def aggregate(self, order: str) -> str:
+        return f"max({self.value}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+
+    def window(self, over: str) -> str:
+        return f"max(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END) OVER {over}"
+
+
+Reducer = Last | First | Sum | Count | Min | Max
+
+
+def _order(axis: Axis) -> str:
+    if axis == "system":
+        return "global_position"
+    return "(epoch_us(occurred_at)::HUGEINT * 10000000000 + version)"
+
+
+def _axis_time(axis: Axis) -> str:
+    return "recorded_at" if axis == "system" else "occurred_at"
+
+
+class _Base:
+    name: str
+    fields: Sequence[str]
+
+    def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
+        raise NotImplementedError
+
+    def state_sql(self, session: Session, **cut: Any) -> str:
+        raise NotImplementedError
+
+    def diff(
+        self,
+        session: Session,
+        before: Mapping[str, Any],
+        after: Mapping[str, Any] | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        """Keys added, removed or changed between two cuts (each a dict of ``as_of``,
+        ``valid_at``, ``position``; ``after`` defaults to the session's own cut), with
+        ``<field>_before`` and ``<field>_after`` for every field."""
+        left = self.state_sql(session, **before)
+        right = self.state_sql(session, **(after or {}))
+        differs = " OR ".join(f"a.{f} IS DISTINCT FROM b.{f}" for f in self.fields) or "FALSE"
+        values = ", ".join(f"a.{f} AS {f}_before, b.{f} AS {f}_after" for f in self.fields)
+        return session.sql(
+            f"""
+            SELECT coalesce(a.key, b.key) AS key,
+                   CASE WHEN a.key IS NULL THEN 'added' WHEN b.key IS NULL THEN 'removed'
+                        ELSE 'changed' END AS change,
+                   {values}
+            FROM ({left}) a FULL OUTER JOIN ({right}) b ON a.key = b.key
+            WHERE a.key IS NULL OR b.key IS NULL OR {differs}
+            ORDER BY key
+            """
+        )
+
+    def since(self, session: Session, position: int) -> duckdb.DuckDBPyRelation:
+        """The keys with events after ``position``: their state then and now, and how many
+        events they received."""
+        left = self.state_sql(session, position=position)
+        right = self.state_sql(session)
+        values = ", ".join(f"a.{f} AS {f}_before, b.{f} AS {f}_after" for f in self.fields)
+        key_expr = getattr(self, "key_sql", "stream_id")
+        return session.sql(
+            f"""
+            WITH touched AS (
+                SELECT {key_expr} AS key, count(*) AS new_events, max(global_position) AS last_position
+                FROM events WHERE global_position > {int(position)} GROUP BY ALL
+            )
+            SELECT t.key, CASE WHEN a.key IS NULL THEN 'added' ELSE 'changed' END AS change,
+                   t.new_events, t.last_position, {values}
+            FROM touched t JOIN ({right}) b ON b.key = t.key LEFT JOIN ({left}) a ON a.key = t.key
+            ORDER BY t.key
+            """
+        )
+
+
+@dataclass(frozen=True)
+class Projection(_Base):
+    """Declared fields with reducers, compiled to SQL. ``category`` (and optionally
+    ``event_types``) limits the events it reads; the key is the stream id."""
+
+    name: str
+    reducers: Mapping[str, Reducer]
+    category: str | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        for label in (self.name, *self.reducers):
+            if not _NAME.match(label):
+                raise ValidationError(
+                    f"{label!r} cannot name a projection or field.",
+                    hint="use lower-case letters, digits and '_', starting with a letter.",
+                )
+
+    @property
+    def fields(self) -> Sequence[str]:  # type: ignore[override]
+        return list(self.reducers)
+
+    @property
+    def key_sql(self) -> str:
+        return "stream_id"
+
+    def _where(self) -> str:
+        return "TRUE" if self.category is None else f"category = {const(self.category)}"
+
+    def state_sql(self, session: Session, **cut: Any) -> str:
+        axis: Axis = (
+            "valid" if cut.get("valid_at") is not None or session.valid_at is not None else "system"
+        )
+        order = _order(axis)
+        columns = ", ".join(f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items())
+        return (
+            f"SELECT stream_id AS key, {columns}, count(*) AS events, "
+            f"max(global_position) AS last_position "
+            f"FROM {session.cut(**cut)} WHERE {self._where()} GROUP BY stream_id"
+        )
+
+    def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
+        """One row per key as of the cut (``as_of``, ``valid_at``, ``position``)."""
+        return session.sql(self.state_sql(session, **cut) + " ORDER BY key")
+
+    def history(
+        self,
+        session: Session,
+        *,
+        axis: Axis = "system",
+        key: str | None = None,
+        period: Period | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        """Each key's state over time: ``(key, valid_from, valid_to, fields...)`` on system
+        time (when we recorded it) or valid time (when it happened); ``valid_to`` is null for
+        the current state; states that lasted no time are left out. ``period`` keeps the
+        states that meet it (see :class:`~esanalytics.temporal.Period`)."""
+        over = f"(PARTITION BY stream_id ORDER BY {_order(axis)} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        columns = ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
+        only = "" if key is None else f" AND stream_id = {const(key)}"
+        time = _axis_time(axis)
+        return session.sql(
+            f"""
+            SELECT key, valid_from, valid_to, {", ".join(self.fields)}, global_position
+            FROM (
+                SELECT stream_id AS key, {time} AS valid_from,
+                       lead({time}) OVER (PARTITION BY stream_id ORDER BY {_order(axis)}) AS valid_to,
+                       {columns}, global_position
+                FROM events WHERE {self._where()}{only}
+            )
+            WHERE (valid_to IS NULL OR valid_to > valid_from) AND {(period or Period.all()).states_sql()}
+            ORDER BY key, valid_from, global_position
+            """
+        )
+
+    def trail(self, session: Session, key: str) -> duckdb.DuckDBPyRelation:
+        """One entity's events, in log order: who, why, when on both axes, the event, and
+        every field's value before and after it."""
+        over = "(PARTITION BY stream_id ORDER BY global_position ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        columns = ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
+        before = ", ".join(
+            f"lag({f}) OVER (ORDER BY global_position) AS {f}_before, {f} AS {f}_after"
+            for f in self.fields
+        )
+        return session.sql(
+            f"""
+            SELECT global_position, version, event_type, recorded_at, occurred_at,
+                   metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason,
+                   metadata->>'$.correlation_id' AS correlation_id, data, {before}
+            FROM (
+                SELECT *, {columns} FROM events WHERE stream_id = {const(key)}
+            )
+            ORDER BY global_position
+            """
+        )
+
+    def register(self, session: Session) -> None:
+        """Give SQL users ``<name>`` (the state at the session's cut) and table macros
+        ``<name>_as_of(t)``, ``<name>_valid_at(t)``, ``<name>_at_position(p)``."""
+        base = self.state_sql(session)
+        session.con.execute(f"CREATE OR REPLACE VIEW {self.name} AS {base}")
+        columns_sys = ", ".join(
+            f"{r.aggregate(_order('system'))} AS {n}" for n, r in self.reducers.items()
+        )
+        columns_val = ", ".join(
+            f"{r.aggregate(_order('valid'))} AS {n}" for n, r in self.reducers.items()
+        )
+        tail = "count(*) AS events, max(global_position) AS last_position"
+        where = self._where()
+        session.con.execute(
+            f"""
+            CREATE OR REPLACE MACRO {self.name}_as_of(t) AS TABLE
+                SELECT stream_id AS key, {columns_sys}, {tail} FROM events_as_of(t) WHERE {where} GROUP BY stream_id;
+            CREATE OR REPLACE MACRO {self.name}_valid_at(t) AS TABLE
+                SELECT stream_id AS key, {columns_val}, {tail} FROM events_valid_at(t) WHERE {where} GROUP BY stream_id;
+            CREATE OR REPLACE MACRO {self.name}_at_position(p) AS TABLE
+                SELECT stream_id AS key, {columns_sys}, {tail} FROM events_at_position(p) WHERE {where} GROUP BY stream_id;
+            """
+        )
+
+
+@dataclass(frozen=True)
+class SqlProjection(_Base):
+    """Any query over ``events`` that returns a ``key`` column; the engine runs it over the
+    events at the cut (``events`` is rebound to the cut inside it)."""
+
+    name: str
+    query: str
+    columns: Sequence[str] = field(default_factory=list)
+
+    @property
+    def fields(self) -> Sequence[str]:  # type: ignore[override]
+        return list(self.columns)
+
+    def state_sql(self, session: Session, **cut: Any) -> str:
+        return f"WITH events AS {session.cut(**cut)} SELECT * FROM ({self.query})"
+
+    def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
+        return session.sql(self.state_sql(session, **cut) + " ORDER BY key")
+
+
+@dataclass(frozen=True)
+class FoldProjection(_Base):
+    """A Python fold, for what SQL cannot say: ``step(state, event_row) -> state`` from
+    ``initial()`` per stream, with ``event_row`` a dict of the event's columns (data and
+    metadata parsed). ``to_row(state)`` gives the field values. Slower: events travel from
+    DuckDB to Python."""
+
+    name: str
+    initial: Callable[[], Any]
+    step: Callable[[Any, dict[str, Any]], Any]
+    to_row: Callable[[Any], Mapping[str, Any]]
+    columns: Sequence[str]
+    category: str | None = None
+
+    @property
+    def fields(self) -> Sequence[str]:  # type: ignore[override]
+        return list(self.columns)
+
+    def _rows(self, session: Session, **cut: Any) -> list[dict[str, Any]]:
+        import json
+
+        axis_valid = cut.get("valid_at") is not None or session.valid_at is not None
+        order = "occurred_at, version" if axis_valid else "global_position"
+        where = "TRUE" if self.category is None else f"category = {const(self.category)}"
+        relation = session.sql(
+            f"SELECT * FROM {session.cut(**cut)} WHERE {where} ORDER BY stream_id, {order}"
+        )
+        states: dict[str, Any] = {}
+        positions: dict[str, tuple[int, int]] = {}
+        for batch in relation.to_arrow_reader():
+            for row in batch.to_pylist():
+                row["data"] = json.loads(row["data"])
+                row["metadata"] = json.loads(row["metadata"])
+                key = row["stream_id"]
+                states[key] = self.step(
+                    states.get(key, self.initial()) if key in states else self.initial(), row
+                )
+                count, last = positions.get(key, (0, 0))
+                positions[key] = (count + 1, max(last, row["global_position"]))
+        return [
+            {
+                "key": key,
+                **self.to_row(state),
+                "events": positions[key][0],
+                "last_position": positions[key][1],
+            }
+            for key, state in sorted(states.items())
+        ]
+
+    def state_sql(self, session: Session, **cut: Any) -> str:
+        import pyarrow as pa
+
+        rows = self._rows(session, **cut)
+        names = ["key", *self.columns, "events", "last_position"]
+        table = (
+            pa.Table.from_pylist(rows)
+            if rows
+            else pa.table({n: pa.array([], pa.string()) for n in names})
+        )
+        view = f"esa_fold_{self.name}_{abs(hash(tuple(sorted(cut.items(), key=str))))}"
+        session.con.register(view, table.select(names))
+        return f"SELECT * FROM {view}"
+
+    def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
+        return session.sql(self.state_sql(session, **cut) + " ORDER BY key")
+
+
+def state_at(projection: _Base, store_session: Session, *, as_of: TimeLike | None = None,
+             valid_at: TimeLike | None = None, position: int | None = None) -> duckdb.DuckDBPyRelation:  # fmt: skip
+    """``projection.state`` with the cut spelled out (for the CLI)."""
+    cut = {
+        k: v
+        for k, v in {"as_of": as_of, "valid_at": valid_at, "position": position}.items()
+        if v is not None
+    }
+    return projection.state(store_session, **cut)
