@@ -3,6 +3,7 @@ every answer of every projection kind equals a plain Python fold."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,7 +213,7 @@ def test_history_row_in_force_equals_the_fold_at_that_time(
     assert in_force == expected
     for key in {h["key"] for h in history}:  # intervals of one key tile time without overlap
         spans = [(h["valid_from"], h["valid_to"]) for h in history if h["key"] == key]
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
         assert spans[-1][1] is None
 
 
