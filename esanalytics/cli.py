@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -180,6 +181,86 @@ def cmd_append(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _session(args: argparse.Namespace) -> Any:
+    from esanalytics.engine import Session
+
+    return Session(
+        esa.open(args.lake),
+        as_of=getattr(args, "as_of", None),
+        valid_at=getattr(args, "valid_at", None),
+        position=getattr(args, "position", None),
+    )
+
+
+def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
+    table = relation.to_arrow_table()
+    if args.format == "parquet":
+        import pyarrow.parquet as pq
+
+        if not args.output:
+            raise esa.ValidationError(
+                "Parquet output needs a file.", hint="add --output FILE.parquet."
+            )
+        pq.write_table(table, args.output)
+        print(json.dumps({"rows": table.num_rows, "output": args.output}))
+        return
+    if args.output:
+        with open(args.output, "w") as sink, contextlib.redirect_stdout(sink):
+            _emit(table, args.format, None)
+        return
+    _emit(table, args.format, None)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    session = _session(args)
+    for name in args.projection or []:
+        from esanalytics.catalog import projection
+
+        projection(name).register(session)
+    _emit_relation(session.sql(args.query), args)
+    return EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import projection
+
+    relation = projection(args.projection).state(_session(args))
+    if args.key:
+        relation = relation.filter(f"key = '{args.key.replace(chr(39), chr(39) * 2)}'")
+    _emit_relation(relation, args)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import projection
+
+    session = _session(args)
+    if args.trail:
+        relation = projection(args.projection).trail(session, args.key)
+    else:
+        relation = projection(args.projection).history(session, axis=args.axis, key=args.key)
+    _emit_relation(relation, args)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import projection
+
+    axis = "valid_at" if args.axis == "valid" else "as_of"
+    relation = projection(args.projection).diff(
+        _session(args), {axis: args.since_time}, {axis: args.until_time}
+    )
+    _emit_relation(relation, args)
+    return EXIT_OK
+
+
+def cmd_since(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import projection
+
+    _emit_relation(projection(args.projection).since(_session(args), args.since_position), args)
+    return EXIT_OK
+
+
 def _int_arg(value: str, name: str) -> int:
     try:
         return int(value)
@@ -280,6 +361,57 @@ def parser() -> argparse.ArgumentParser:
     append.add_argument("--expected-version", help="any, no_stream, stream_exists or a number")
     append.add_argument("--create", action="store_true", help="create the lake if missing")
     append.set_defaults(run=cmd_append)
+
+    def timed(command: argparse.ArgumentParser, *, position: bool = True) -> None:
+        command.add_argument("lake")
+        command.add_argument("--as-of", help="system time: answer with what had been recorded then")
+        command.add_argument("--valid-at", help="valid time: answer with what had happened by then")
+        if position:
+            command.add_argument("--position", type=int, help="log position to answer at")
+        command.add_argument(
+            "--format", choices=["table", "csv", "json", "parquet"], default="table"
+        )
+        command.add_argument("--output", help="write to this file instead of the screen")
+
+    sql = sub.add_parser("sql", help="run SQL over the lake's `events` (cut by --as-of/--valid-at)")
+    timed(sql)
+    sql.add_argument("query")
+    sql.add_argument(
+        "--projection", action="append", help="also register this projection's views and macros"
+    )
+    sql.set_defaults(run=cmd_sql)
+
+    state = sub.add_parser("state", help="a projection's state, now or at a cut")
+    timed(state)
+    state.add_argument("projection")
+    state.add_argument("--key", help="only this stream")
+    state.set_defaults(run=cmd_state)
+
+    history = sub.add_parser("history", help="a projection's state history, or one entity's trail")
+    timed(history)
+    history.add_argument("projection")
+    history.add_argument("--key", help="only this stream")
+    history.add_argument("--axis", choices=["system", "valid"], default="system")
+    history.add_argument(
+        "--trail",
+        action="store_true",
+        help="each event: who, why, both times, before and after (needs --key)",
+    )
+    history.set_defaults(run=cmd_history)
+
+    diff = sub.add_parser("diff", help="what changed in a projection between two times")
+    timed(diff, position=False)
+    diff.add_argument("projection")
+    diff.add_argument("since_time", metavar="FROM")
+    diff.add_argument("until_time", metavar="TO")
+    diff.add_argument("--axis", choices=["system", "valid"], default="system")
+    diff.set_defaults(run=cmd_diff)
+
+    since = sub.add_parser("since", help="the keys a projection changed after a log position")
+    timed(since)
+    since.add_argument("projection")
+    since.add_argument("since_position", type=int, metavar="POSITION")
+    since.set_defaults(run=cmd_since)
 
     compact = sub.add_parser("compact", help="cluster small files by stream")
     compact.add_argument("lake")
