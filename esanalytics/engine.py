@@ -85,6 +85,8 @@ class Session:
         self.valid_at = None if valid_at is None else to_utc(valid_at, what="valid_at")
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
         self.con.execute("SET TimeZone = 'UTC'")
+        # Committed files never change: keep their footers between queries.
+        self.con.execute("SET parquet_metadata_cache = true")
         self._requested_position = position
         self.position = 0
         self.refresh()

@@ -54,8 +54,15 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def data(path: str, sql_type: str = "VARCHAR") -> str:
-    """SQL for a field of the event's JSON data, e.g. ``data("amount", "DECIMAL(18,2)")``."""
-    return _json("data", path, sql_type)
+    """SQL for a field of the event's JSON data, e.g. ``data("amount", "DECIMAL(18,2)")``.
+
+    Inside a :class:`Projection`, all the data fields it uses are parsed from each event's
+    JSON once (one ``from_json`` into a struct), not once per field."""
+    _json("data", path, sql_type)  # validates
+    return f"\x01{path}\x02{sql_type}\x03"
+
+
+_MARKER = re.compile(r"\x01([^\x02]*)\x02([^\x03]*)\x03")
 
 
 def meta(path: str, sql_type: str = "VARCHAR") -> str:
@@ -275,16 +282,43 @@ class Projection(_Base):
     def _where(self) -> str:
         return "TRUE" if self.category is None else f"category = {const(self.category)}"
 
+    def _source(self, relation: str) -> str:
+        """``relation`` with this projection's rows, plus ``d``: the data fields it uses,
+        parsed from each event's JSON once."""
+        text = " ".join(self._sql_of(r) for r in self.reducers.values())
+        top = sorted({m.group(1) for m in _MARKER.finditer(text) if "." not in m.group(1)})
+        parsed = ""
+        if top:
+            spec = "{" + ", ".join(f'"{name}": "VARCHAR"' for name in top) + "}"
+            parsed = f", from_json(data, '{spec}') AS d"
+        return f"(SELECT *{parsed} FROM {relation} WHERE {self._where()})"
+
+    @staticmethod
+    def _sql_of(reducer: Reducer) -> str:
+        return getattr(reducer, "value", "")
+
+    @staticmethod
+    def _bind(sql: str) -> str:
+        def field(match: re.Match[str]) -> str:
+            path, sql_type = match.group(1), match.group(2)
+            if "." in path:
+                return _json("data", path, sql_type)
+            return f'TRY_CAST(d."{path}" AS {sql_type})'
+
+        return _MARKER.sub(field, sql)
+
     def state_sql(self, session: Session, **cut: Any) -> str:
         axis: Axis = (
             "valid" if cut.get("valid_at") is not None or session.valid_at is not None else "system"
         )
         order = _order(axis)
-        columns = ", ".join(f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items())
+        columns = self._bind(
+            ", ".join(f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items())
+        )
         return (
             f"SELECT stream_id AS key, {columns}, count(*) AS events, "
             f"max(global_position) AS last_position "
-            f"FROM {session.cut(**cut)} WHERE {self._where()} GROUP BY stream_id"
+            f"FROM {self._source(session.cut(**cut))} GROUP BY stream_id"
         )
 
     def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
@@ -304,8 +338,10 @@ class Projection(_Base):
         the current state; states that lasted no time are left out. ``period`` keeps the
         states that meet it (see :class:`~esanalytics.temporal.Period`)."""
         over = f"(PARTITION BY stream_id ORDER BY {_order(axis)} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        columns = ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
-        only = "" if key is None else f" AND stream_id = {const(key)}"
+        columns = self._bind(
+            ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
+        )
+        only = "TRUE" if key is None else f"stream_id = {const(key)}"
         time = _axis_time(axis)
         return session.sql(
             f"""
@@ -314,7 +350,7 @@ class Projection(_Base):
                 SELECT stream_id AS key, {time} AS valid_from,
                        lead({time}) OVER (PARTITION BY stream_id ORDER BY {_order(axis)}) AS valid_to,
                        {columns}, global_position
-                FROM events WHERE {self._where()}{only}
+                FROM {self._source(f"(SELECT * FROM events WHERE {only})")}
             )
             WHERE (valid_to IS NULL OR valid_to > valid_from) AND {(period or Period.all()).states_sql()}
             ORDER BY key, valid_from, global_position
@@ -325,7 +361,9 @@ class Projection(_Base):
         """One entity's events, in log order: who, why, when on both axes, the event, and
         every field's value before and after it."""
         over = "(PARTITION BY stream_id ORDER BY global_position ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        columns = ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
+        columns = self._bind(
+            ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
+        )
         before = ", ".join(
             f"lag({f}) OVER (ORDER BY global_position) AS {f}_before, {f} AS {f}_after"
             for f in self.fields
@@ -336,7 +374,7 @@ class Projection(_Base):
                    metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason,
                    metadata->>'$.correlation_id' AS correlation_id, data, {before}
             FROM (
-                SELECT *, {columns} FROM events WHERE stream_id = {const(key)}
+                SELECT *, {columns} FROM {self._source(f"(SELECT * FROM events WHERE stream_id = {const(key)})")}
             )
             ORDER BY global_position
             """
@@ -347,24 +385,23 @@ class Projection(_Base):
         ``<name>_as_of(t)``, ``<name>_valid_at(t)``, ``<name>_at_position(p)``."""
         base = self.state_sql(session)
         session.con.execute(f"CREATE OR REPLACE VIEW {self.name} AS {base}")
-        columns_sys = ", ".join(
-            f"{r.aggregate(_order('system'))} AS {n}" for n, r in self.reducers.items()
-        )
-        columns_val = ", ".join(
-            f"{r.aggregate(_order('valid'))} AS {n}" for n, r in self.reducers.items()
-        )
         tail = "count(*) AS events, max(global_position) AS last_position"
-        where = self._where()
-        session.con.execute(
-            f"""
-            CREATE OR REPLACE MACRO {self.name}_as_of(t) AS TABLE
-                SELECT stream_id AS key, {columns_sys}, {tail} FROM events_as_of(t) WHERE {where} GROUP BY stream_id;
-            CREATE OR REPLACE MACRO {self.name}_valid_at(t) AS TABLE
-                SELECT stream_id AS key, {columns_val}, {tail} FROM events_valid_at(t) WHERE {where} GROUP BY stream_id;
-            CREATE OR REPLACE MACRO {self.name}_at_position(p) AS TABLE
-                SELECT stream_id AS key, {columns_sys}, {tail} FROM events_at_position(p) WHERE {where} GROUP BY stream_id;
-            """
-        )
+        macros = []
+        for suffix, param, source, axis in (
+            ("as_of", "t", "events_as_of(t)", "system"),
+            ("valid_at", "t", "events_valid_at(t)", "valid"),
+            ("at_position", "p", "events_at_position(p)", "system"),
+        ):
+            order = _order(axis)  # type: ignore[arg-type]
+            columns = self._bind(
+                ", ".join(f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items())
+            )
+            macros.append(
+                f"CREATE OR REPLACE MACRO {self.name}_{suffix}({param}) AS TABLE "
+                f"SELECT stream_id AS key, {columns}, {tail} FROM {self._source(source)} "
+                "GROUP BY stream_id;"
+            )
+        session.con.execute("\n".join(macros))
 
 
 @dataclass(frozen=True)
