@@ -96,6 +96,7 @@ class Session:
     def refresh(self) -> int:
         """Re-pin to the store's newest position (or the requested one); returns it."""
         snapshot = self.store.snapshot(position=self._requested_position)
+        self._snapshot = snapshot
         self.position = snapshot.position
         tail = snapshot.tail
         import pyarrow as pa
@@ -124,6 +125,28 @@ class Session:
         self.con.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM events_all WHERE {where}")
         self._macros()
         return self.position
+
+    def events_after(self, position: int) -> str:
+        """A SQL subquery of the events after ``position`` (up to the session's position)
+        that opens only the files which can hold them: how incremental work stays small."""
+        files = [
+            path
+            for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True)
+            if entry.max_position > position
+        ]
+        sources = [f"SELECT {COLUMNS}, month FROM esa_tail"]
+        if files:
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+            sources.insert(
+                0,
+                f"SELECT {COLUMNS}, month FROM read_parquet([{listed}], hive_partitioning = true, "
+                "hive_types = {'category': VARCHAR, 'month': VARCHAR})",
+            )
+        union = " UNION ALL ".join(sources)
+        return (
+            f"(SELECT * FROM ({union}) WHERE global_position > {int(position)} "
+            f"AND global_position <= {self.position})"
+        )
 
     def _macros(self) -> None:
         self.con.execute(

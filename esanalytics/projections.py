@@ -321,6 +321,51 @@ class Projection(_Base):
             f"FROM {self._source(session.cut(**cut))} GROUP BY stream_id"
         )
 
+    def aggregate_sql(self, relation: str) -> str:
+        """The state (system-time order) over any relation of events, with a hidden
+        ``__n_<field>`` count of the events that set each Last/First/Min/Max field: what an
+        incremental refresh needs to merge a delta into an older state."""
+        order = _order("system")
+        columns = [f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items()]
+        columns += [
+            f"count(*) FILTER (WHERE event_type IN ({_types(r.on)})) AS __n_{name}"
+            for name, r in self.reducers.items()
+            if isinstance(r, Last | First | Min | Max)
+        ]
+        return (
+            f"SELECT stream_id AS key, {self._bind(', '.join(columns))}, count(*) AS events, "
+            f"max(global_position) AS last_position FROM {self._source(relation)} GROUP BY stream_id"
+        )
+
+    def merge_sql(self, old: str, delta: str) -> str:
+        """SQL that merges the state ``delta`` (of later events) into the state ``old``."""
+        merged = []
+        for name, r in self.reducers.items():
+            o, d = f"o.{name}", f"d.{name}"
+            if isinstance(r, Sum | Count):
+                merged.append(f"coalesce({o}, 0) + coalesce({d}, 0) AS {name}")
+                continue
+            if isinstance(r, Last):
+                merged.append(
+                    f"CASE WHEN coalesce(d.__n_{name}, 0) > 0 THEN {d} ELSE {o} END AS {name}"
+                )
+            elif isinstance(r, First):
+                merged.append(
+                    f"CASE WHEN coalesce(o.__n_{name}, 0) > 0 THEN {o} ELSE {d} END AS {name}"
+                )
+            else:
+                pick = "least" if isinstance(r, Min) else "greatest"
+                merged.append(
+                    f"CASE WHEN {o} IS NULL THEN {d} WHEN {d} IS NULL THEN {o} ELSE {pick}({o}, {d}) END AS {name}"
+                )
+            merged.append(f"coalesce(o.__n_{name}, 0) + coalesce(d.__n_{name}, 0) AS __n_{name}")
+        return (
+            f"SELECT coalesce(o.key, d.key) AS key, {', '.join(merged)}, "
+            "coalesce(o.events, 0) + coalesce(d.events, 0) AS events, "
+            "greatest(coalesce(o.last_position, 0), coalesce(d.last_position, 0)) AS last_position "
+            f"FROM ({old}) o FULL OUTER JOIN ({delta}) d ON o.key = d.key"
+        )
+
     def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
         """One row per key as of the cut (``as_of``, ``valid_at``, ``position``)."""
         return session.sql(self.state_sql(session, **cut) + " ORDER BY key")

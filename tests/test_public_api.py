@@ -18,7 +18,7 @@ LAYERS = [
     {"store"},
     {"domain"},
     {"engine"},
-    {"temporal", "projections", "catalog"},
+    {"temporal", "projections", "catalog", "materialized"},
     {"audit"},
     {"report", "viz"},
     {"cli"},

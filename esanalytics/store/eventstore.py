@@ -677,7 +677,7 @@ class EventStore:
         view = self._pin(position, None)
         paths = [self._resolve(entry.path) for entry in view.entries]
         tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
-        return LakeSnapshot(view.position, paths, tail)
+        return LakeSnapshot(view.position, paths, tail, list(view.entries))
 
     def known_version(self, stream_id: str) -> int | None:
         """The stream's current version if this handle knows it without reading files (a
@@ -1452,6 +1452,7 @@ class LakeSnapshot:
     position: int
     files: list[str]
     tail: pa.Table
+    entries: list[FileEntry]  # the same files, with their position and time ranges
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,78 @@
+"""Materialized projections: incremental refresh equals a full rebuild, swaps are atomic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import esanalytics as esa
+from esanalytics.engine import Session
+from esanalytics.materialized import MaterializedProjection
+from esanalytics.projections import Projection
+from tests.projections.test_reference_fold import FIELDS, PROJECTION
+
+
+def full_state(lake: Path) -> list[dict[str, Any]]:
+    rows = PROJECTION.state(Session(esa.open(lake), threads=1)).to_arrow_table().to_pylist()
+    return [{k: r[k] for k in ("key", *FIELDS, "events", "last_position")} for r in rows]
+
+
+def stored(view: MaterializedProjection) -> list[dict[str, Any]]:
+    return [
+        {k: r[k] for k in ("key", *FIELDS, "events", "last_position")}
+        for r in view.state().to_pylist()
+    ]
+
+
+batch = st.lists(
+    st.tuples(
+        st.integers(0, 4),
+        st.sampled_from(["Renamed", "Deposited", "Withdrawn", "Noted"]),
+        st.integers(1, 900),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(batch, min_size=1, max_size=5), seal=st.booleans())
+def test_incremental_refresh_equals_a_rebuild(tmp_path: Path, batches: list, seal: bool) -> None:  # type: ignore[type-arg]
+    lake = tmp_path / f"lake{len(list(tmp_path.iterdir()))}"
+    store = esa.open(lake, create=True)
+    view = MaterializedProjection(store, PROJECTION)
+    modes = []
+    for i, events in enumerate(batches):
+        for n, (stream, kind, amount) in enumerate(events):
+            payload = {"name": f"n{i}-{n}"} if kind == "Renamed" else {"amount": amount}
+            store.append(f"acct-{stream}", [esa.NewEvent(kind, payload)])
+        if seal and i % 2:
+            store.flush()
+        if i == 2:
+            store.compact()
+        result = view.refresh()
+        modes.append(result.mode)
+        assert result.position == store.head
+        assert stored(view) == full_state(lake)
+    assert modes[0] == "rebuild"
+    assert set(modes[1:]) <= {"incremental"}
+    assert view.refresh().mode == "unchanged"
+    assert len(list(view.folder.glob("state-*.parquet"))) == 1
+
+
+def test_new_projection_version_rebuilds_and_swaps(lake: Path) -> None:
+    store = esa.open(lake, create=True)
+    store.ingest(pa.table({"stream_id": ["acct-1", "acct-2"], "event_type": ["Deposited"] * 2,
+                           "data": ['{"amount": 5}', '{"amount": 7}'], "metadata": ["{}"] * 2}))  # fmt: skip
+    MaterializedProjection(store, PROJECTION).refresh()
+    newer = Projection(PROJECTION.name, PROJECTION.reducers, category="acct", version=2)
+    view = MaterializedProjection(store, newer)
+    assert view.refresh().mode == "rebuild"
+    pointer = json.loads((view.folder / "current.json").read_text())
+    assert pointer["version"] == 2
+    assert [p.name for p in view.folder.glob("state-*.parquet")] == [pointer["file"]]
