@@ -386,7 +386,7 @@ class Projection(_Base):
         columns = self._bind(
             ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
         )
-        only = "TRUE" if key is None else f"stream_id = {const(key)}"
+        events = "events" if key is None else session.stream_events(key)
         time = _axis_time(axis)
         return session.sql(
             f"""
@@ -395,7 +395,7 @@ class Projection(_Base):
                 SELECT stream_id AS key, {time} AS valid_from,
                        lead({time}) OVER (PARTITION BY stream_id ORDER BY {_order(axis)}) AS valid_to,
                        {columns}, global_position
-                FROM {self._source(f"(SELECT * FROM events WHERE {only})")}
+                FROM {self._source(events)}
             )
             WHERE (valid_to IS NULL OR valid_to > valid_from) AND {(period or Period.all()).states_sql()}
             ORDER BY key, valid_from, global_position
@@ -419,7 +419,7 @@ class Projection(_Base):
                    metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason,
                    metadata->>'$.correlation_id' AS correlation_id, data, {before}
             FROM (
-                SELECT *, {columns} FROM {self._source(f"(SELECT * FROM events WHERE stream_id = {const(key)})")}
+                SELECT *, {columns} FROM {self._source(session.stream_events(key))}
             )
             ORDER BY global_position
             """

@@ -211,6 +211,9 @@ def test_history_row_in_force_equals_the_fold_at_that_time(
         events, **({"as_of": moment} if axis == "system" else {"valid_at": moment})
     )
     assert in_force == expected
+    for key in sorted({h["key"] for h in history})[:2]:  # the one-entity path agrees
+        alone = PROJECTION.history(session, axis=axis, key=key).to_arrow_table().to_pylist()  # type: ignore[arg-type]
+        assert alone == [h for h in history if h["key"] == key]
     for key in {h["key"] for h in history}:  # intervals of one key tile time without overlap
         spans = [(h["valid_from"], h["valid_to"]) for h in history if h["key"] == key]
         assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
