@@ -261,6 +261,67 @@ def cmd_since(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from esanalytics.audit import read_key, verify
+
+    store = esa.open(args.lake)
+    against = key = None
+    if args.against:
+        try:
+            against = json.loads(Path(args.against).read_text())
+        except (OSError, ValueError):
+            raise esa.ValidationError(
+                f"{args.against} is not a checkpoint file.",
+                hint="export one with `esa checkpoint LAKE --key KEYFILE --output FILE`.",
+            ) from None
+        if not args.key:
+            raise esa.ValidationError(
+                "--against needs --key.", hint="pass the key file that signed the checkpoint."
+            )
+    if args.key:
+        key = read_key(args.key)
+    with _progress("verifying", store.head) as advance:
+        result = verify(store, against=against, key=key, progress=advance)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {**asdict(result), "findings": [asdict(f) for f in result.findings]}, default=str
+            )
+        )
+    else:
+        _console().print(str(result), markup=False)
+        _console().print(f"({result.seconds:.1f} s)", markup=False)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from esanalytics.audit import make_checkpoint, read_key
+
+    checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
+    text = json.dumps(checkpoint, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from esanalytics.audit import make_key
+
+    try:
+        path = make_key(args.file)
+    except FileExistsError:
+        raise esa.ValidationError(
+            f"{args.file} exists; a key is never overwritten.", hint="pick a new file name."
+        ) from None
+    _err_console().print(
+        f"wrote a new key to {path} (keep it outside the lake, readable only by you)"
+    )
+    return EXIT_OK
+
+
 def _int_arg(value: str, name: str) -> int:
     try:
         return int(value)
@@ -412,6 +473,26 @@ def parser() -> argparse.ArgumentParser:
     since.add_argument("projection")
     since.add_argument("since_position", type=int, metavar="POSITION")
     since.set_defaults(run=cmd_since)
+
+    verify = sub.add_parser(
+        "verify", help="recompute the hash chain; say what was altered and where"
+    )
+    verify.add_argument("lake")
+    verify.add_argument("--against", help="a checkpoint file the log must still extend")
+    verify.add_argument("--key", help="the key file that signed the checkpoint")
+    verify.add_argument("--format", choices=["table", "json"], default="table")
+    verify.set_defaults(run=cmd_verify)
+
+    checkpoint = sub.add_parser("checkpoint", help="export a signed checkpoint of the log")
+    checkpoint.add_argument("lake")
+    checkpoint.add_argument("--key", required=True, help="key file (make one with esa keygen)")
+    checkpoint.add_argument("--position", type=int, help="default: the head")
+    checkpoint.add_argument("--output", help="also write it to this file")
+    checkpoint.set_defaults(run=cmd_checkpoint)
+
+    keygen = sub.add_parser("keygen", help="make a new random key for signing checkpoints")
+    keygen.add_argument("file")
+    keygen.set_defaults(run=cmd_keygen)
 
     compact = sub.add_parser("compact", help="cluster small files by stream")
     compact.add_argument("lake")

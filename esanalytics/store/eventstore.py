@@ -679,6 +679,12 @@ class EventStore:
         tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
         return LakeSnapshot(view.position, paths, tail, list(view.entries))
 
+    def unsealed(self) -> pa.Table:
+        """The committed events that live only in the commit log so far (not yet sealed into
+        Parquet), as an EVENT_SCHEMA table."""
+        view = self._pin(None, None)
+        return _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
+
     def known_version(self, stream_id: str) -> int | None:
         """The stream's current version if this handle knows it without reading files (a
         handle that has appended keeps every stream's version current), else None."""

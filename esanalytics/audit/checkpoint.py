@@ -1,0 +1,128 @@
+"""Signed checkpoints: a log position and its chain digest, signed with a key you hold.
+
+The chain proves that nothing *inside* the log changed, but not that the log was not cut
+short or replaced wholesale: an attacker who rewrites everything can recompute every hash.
+A checkpoint exported now and kept elsewhere closes that gap: later, ``verify --against``
+proves the log still holds the checkpointed event with the same hash, so it extends it.
+
+Keys: ``esa keygen FILE`` writes 32 random bytes (hex) to FILE with owner-only permissions.
+Keep it outside the lake, e.g. in your secrets manager; anyone with the key can both sign
+and check checkpoints (HMAC-SHA256 from Python's standard library). Rotate by exporting a
+new checkpoint with the new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from esanalytics.audit.verify import Finding
+from esanalytics.exceptions import ValidationError
+from esanalytics.store import EventStore
+
+__all__ = ["check_checkpoint", "make_checkpoint", "make_key", "read_key"]
+
+ALGORITHM = "HMAC-SHA256"
+
+
+def make_key(path: str | os.PathLike[str]) -> Path:
+    """Write a new random key to ``path`` (refusing to overwrite one)."""
+    target = Path(path)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return target
+
+
+def read_key(path: str | os.PathLike[str]) -> bytes:
+    try:
+        text = Path(path).read_text().strip()
+        key = bytes.fromhex(text)
+    except (OSError, ValueError):
+        raise ValidationError(
+            f"{path} is not a key file.", hint="make one with `esa keygen FILE` and keep it safe."
+        ) from None
+    if len(key) < 16:
+        raise ValidationError(
+            f"The key in {path} is too short.", hint="use `esa keygen` (32 bytes)."
+        )
+    return key
+
+
+def _signed_fields(checkpoint: dict[str, Any]) -> bytes:
+    fields = {k: checkpoint[k] for k in ("position", "digest", "created_at", "algorithm")}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def make_checkpoint(
+    store: EventStore, key: bytes, *, position: int | None = None
+) -> dict[str, Any]:
+    """A checkpoint of the log at ``position`` (default: the head), signed with ``key``."""
+    position = store.head if position is None else position
+    if position == 0:
+        raise ValidationError(
+            "The log is empty: there is nothing to checkpoint.", hint="append first."
+        )
+    event = store.read_all(from_position=position - 1, position=position).to_arrow()
+    digest = event["hash"][0].as_py()
+    checkpoint = {
+        "position": position,
+        "digest": digest,
+        "created_at": datetime.now(UTC).isoformat(),
+        "algorithm": ALGORITHM,
+    }
+    checkpoint["signature"] = hmac.new(key, _signed_fields(checkpoint), hashlib.sha256).hexdigest()
+    return checkpoint
+
+
+def check_checkpoint(
+    store: EventStore, checkpoint: dict[str, Any], key: bytes | None
+) -> list[Finding]:
+    """Findings if the checkpoint's signature fails or the log no longer extends it."""
+    if key is None:
+        return [
+            Finding(
+                "checkpoint", None, None, "no key was given to check the checkpoint's signature"
+            )
+        ]
+    try:
+        expected = hmac.new(key, _signed_fields(checkpoint), hashlib.sha256).hexdigest()
+        position = int(checkpoint["position"])
+    except (KeyError, TypeError, ValueError):
+        return [Finding("checkpoint", None, None, "the checkpoint file is incomplete")]
+    if not hmac.compare_digest(expected, str(checkpoint.get("signature", ""))):
+        return [
+            Finding(
+                "checkpoint",
+                position,
+                None,
+                "the signature does not match: the checkpoint was altered, or the key is not the one that signed it",
+            )
+        ]
+    if store.head < position:
+        return [
+            Finding(
+                "truncated",
+                store.head + 1,
+                None,
+                f"the log ends at {store.head}, before the checkpoint at {position}",
+            )
+        ]
+    events = store.read_all(from_position=position - 1, position=position).to_arrow()
+    if events.num_rows != 1 or events["hash"][0].as_py() != checkpoint["digest"]:
+        found = events["hash"][0].as_py() if events.num_rows else "nothing"
+        return [
+            Finding(
+                "checkpoint",
+                position,
+                None,
+                f"the event at the checkpoint has hash {str(found)[:16]}..., the checkpoint says {checkpoint['digest'][:16]}...: the log was replaced",
+            )
+        ]
+    return []

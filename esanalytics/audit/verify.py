@@ -1,0 +1,347 @@
+"""Integrity: recompute the hash chain and say exactly what was altered, and where.
+
+Every event's ``hash`` covers its predecessor's hash and its canonical encoding (see
+:mod:`esanalytics.events`). ``verify`` checks, in one pass over the log in position order:
+
+* every committed file is there, readable, and holds the rows the commit log says;
+* positions run 1, 2, 3 ... with no gap (a deleted event), repeat (an inserted one) or
+  disorder (a moved one);
+* each row's hash matches its content (else the event was *modified*);
+* each row's ``prev_hash`` is the previous row's hash (else the chain is *broken*: something
+  was removed, inserted or reordered there);
+* each stream's versions run 1, 2, 3 ...;
+* the log reaches the head the commit log records (else its tail was *truncated*), and, given
+  a signed checkpoint, still contains and extends it.
+
+The per-row hashing runs in worker processes, one per core, on independent slices: each row
+is checked against its own stored ``prev_hash``, so no slice waits for another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, canonical_rows
+from esanalytics.exceptions import CorruptLakeError
+from esanalytics.store import EventStore
+
+__all__ = ["Finding", "VerifyResult", "verify"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One fault. ``kind`` is one of: ``missing_file``, ``unreadable_file``, ``file_rows``,
+    ``modified``, ``chain_break``, ``deleted``, ``inserted``, ``moved``, ``version_gap``,
+    ``truncated``, ``checkpoint``."""
+
+    kind: str
+    position: int | None
+    stream_id: str | None
+    detail: str
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome: ``ok`` when nothing was found. ``digest`` is the hash of the last event
+    verified (the chain head), ``position`` its position."""
+
+    ok: bool
+    position: int
+    events: int
+    digest: str
+    findings: tuple[Finding, ...]
+    seconds: float
+    checkpoint: dict[str, Any] | None = field(default=None)
+
+    @property
+    def first(self) -> Finding | None:
+        """The first fault in log order (file faults first)."""
+        return self.findings[0] if self.findings else None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.events:,} events, chain intact up to position {self.position} (head {self.digest[:16]}...)"
+        lines = [f"FAILED: {len(self.findings)} finding(s); first:"]
+        for finding in self.findings[:20]:
+            where = (
+                f"position {finding.position}"
+                if finding.position is not None
+                else finding.path or ""
+            )
+            stream = f" in {finding.stream_id!r}" if finding.stream_id else ""
+            lines.append(f"  {finding.kind:16} {where}{stream}: {finding.detail}")
+        if len(self.findings) > 20:
+            lines.append(f"  ... and {len(self.findings) - 20} more")
+        return "\n".join(lines)
+
+
+def _rehash(table: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """For each row: does ``hash`` equal sha256(prev_hash || canonical(row))? (worker side)"""
+    import hashlib
+
+    canonical = canonical_rows(table)
+    n = len(canonical)
+    buffers = canonical.buffers()
+    offsets = np.frombuffer(
+        buffers[1], dtype=np.int64, count=n + 1, offset=canonical.offset * 8
+    ).tolist()
+    data = memoryview(buffers[2])
+    prev = table["prev_hash"].to_pylist()
+    stored = table["hash"].to_pylist()
+    ok = np.empty(n, dtype=bool)
+    sha = hashlib.sha256
+    for i in range(n):
+        try:
+            ok[i] = (
+                sha(bytes.fromhex(prev[i]) + data[offsets[i] : offsets[i + 1]]).hexdigest()
+                == stored[i]
+            )
+        except (TypeError, ValueError):  # a prev_hash that is not hex: altered
+            ok[i] = False
+    return ok
+
+
+def verify(
+    store: EventStore,
+    *,
+    against: dict[str, Any] | None = None,
+    key: bytes | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyResult:
+    """Check the whole log (see the module docstring); with ``against`` (a checkpoint from
+    :func:`~esanalytics.audit.make_checkpoint`) and its ``key``, also prove the log still
+    holds and extends that checkpoint. Never raises for a damaged lake: every fault becomes a
+    :class:`Finding`.
+
+    >>> import tempfile, esanalytics as esa
+    >>> store = esa.open(tempfile.mkdtemp() + "/lake", create=True)
+    >>> _ = store.append("account-1", [esa.NewEvent("AccountOpened", {})])
+    >>> verify(store, workers=1).ok
+    True
+    """
+    started = time.perf_counter()
+    findings: list[Finding] = []
+    head = store.refresh()
+    entries = store.files()
+    readable = []
+    for entry in entries:
+        problem = _check_file(store, entry)
+        if problem is not None:
+            findings.append(problem)
+        if problem is None or problem.kind == "file_rows":  # still read what it holds
+            readable.append(entry)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    expected_position = 1
+    last_hash = GENESIS_HASH
+    last_seen = 0
+    versions: dict[str, int] = {}
+    all_positions: list[Any] = []
+    events = 0
+    pending: list[tuple[pa.Table, Any]] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for batch in _batches(store, readable):
+            table = pa.Table.from_batches([batch])
+            positions = table["global_position"].to_numpy()
+            streams = table["stream_id"].to_pylist()
+            all_positions.append(positions)
+            if len(positions):
+                last_seen = max(last_seen, int(positions.max()))
+            # Links: each prev_hash is the previous row's hash.
+            prevs = table["prev_hash"].to_pylist()
+            hashes = table["hash"].to_pylist()
+            linked = [last_hash, *hashes[:-1]]
+            for index, (prev, expect) in enumerate(zip(prevs, linked, strict=True)):
+                if prev != expect:
+                    findings.append(Finding("chain_break", int(positions[index]), streams[index],
+                                            "prev_hash is not the hash of the event before it"))  # fmt: skip
+            if hashes:
+                last_hash = hashes[-1]
+            # Versions per stream.
+            for stream, version, pos in zip(
+                streams, table["version"].to_pylist(), positions.tolist(), strict=True
+            ):
+                expected = versions.get(stream, 0) + 1
+                if version != expected:
+                    findings.append(
+                        Finding(
+                            "version_gap", pos, stream, f"version {version} follows {expected - 1}"
+                        )
+                    )
+                versions[stream] = max(version, versions.get(stream, 0))
+            # Content: hand the rows to a worker, collect results in order.
+            future = pool.submit(_rehash, table) if pool else None
+            pending.append((table, future))
+            while len(pending) > workers * 2:
+                findings += _collect(*pending.pop(0))
+            events += table.num_rows
+            expected_position = last_seen + 1 if last_seen <= head else head + 1
+            if progress is not None:
+                progress(table.num_rows)
+        for item in pending:
+            findings += _collect(*item)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    findings += _position_findings(all_positions, head)
+    if expected_position - 1 < head:
+        findings.append(Finding("truncated", expected_position, None,
+                                f"the commit log's head is {head}, the events stop at {expected_position - 1}"))  # fmt: skip
+    findings = _explain_moves(store, readable, findings)
+    if against is not None:
+        from esanalytics.audit.checkpoint import check_checkpoint
+
+        findings += check_checkpoint(store, against, key)
+    findings.sort(key=_order)
+    return VerifyResult(
+        not findings,
+        last_seen,
+        events,
+        last_hash,
+        tuple(findings),
+        time.perf_counter() - started,
+        against,
+    )
+
+
+def _position_findings(chunks: list[Any], head: int) -> list[Finding]:
+    """Positions must be exactly 1..n: missing ones were deleted, repeated ones inserted."""
+    positions = np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+    findings = []
+    if len(positions) and positions[0] > 1:
+        findings.append(
+            Finding("deleted", 1, None, f"positions 1..{int(positions[0]) - 1} are missing")
+        )
+    steps = np.diff(positions)
+    for index in np.flatnonzero(steps == 0)[:1_000].tolist():
+        findings.append(
+            Finding("inserted", int(positions[index]), None, "a second event holds this position")
+        )
+    for index in np.flatnonzero(steps > 1)[:1_000].tolist():
+        low, high = int(positions[index]) + 1, int(positions[index + 1]) - 1
+        if low <= head:
+            findings.append(
+                Finding("deleted", low, None, f"positions {low}..{min(high, head)} are missing")
+            )
+    return findings
+
+
+def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding]) -> list[Finding]:
+    """A row that fails its hash but would pass at another position was *moved*: its
+    prev_hash names the event it followed. Looked up only for the (few) modified rows."""
+    modified = [f for f in findings if f.kind == "modified"][:1_000]
+    if not modified:
+        return findings
+    positions = [f.position for f in modified]
+    rows = store._scan(entries, pc.field("global_position").isin(positions), tail=[]).to_pylist()
+    tail = store.unsealed()
+    rows += tail.filter(
+        pc.is_in(tail["global_position"], pa.array(positions, pa.int64()))
+    ).to_pylist()
+    by_position = {row["global_position"]: row for row in rows}
+    wanted = list({row["prev_hash"] for row in rows})
+    found = store._scan(
+        entries, pc.field("hash").isin(wanted), columns=["global_position", "hash"]
+    ).to_pylist()
+    predecessor = {row["hash"]: row["global_position"] for row in found}
+    explained = {}
+    for finding in modified:
+        row = by_position.get(finding.position)
+        if row is None or row["prev_hash"] not in predecessor:
+            continue
+        origin = predecessor[row["prev_hash"]] + 1
+        if origin == finding.position:
+            continue
+        original = pa.Table.from_pylist([{**row, "global_position": origin}], schema=EVENT_SCHEMA)
+        if _rehash(original)[0]:
+            explained[finding.position] = Finding(
+                "moved",
+                finding.position,
+                finding.stream_id,
+                f"this event was at position {origin}; it was given position {finding.position}",
+            )
+    return [explained.get(f.position, f) if f.kind == "modified" else f for f in findings]
+
+
+def _collect(table: pa.Table, future: Any) -> list[Finding]:
+    ok = future.result() if future is not None else _rehash(table)
+    bad = np.flatnonzero(~ok)
+    return [
+        Finding("modified", int(table["global_position"][i].as_py()), table["stream_id"][i].as_py(),
+                "the event's content does not match its hash (data, metadata or another field was altered)")
+        for i in bad
+    ]  # fmt: skip
+
+
+def _order(finding: Finding) -> tuple[int, int]:
+    return (0 if finding.position is None else 1, finding.position or 0)
+
+
+def _check_file(store: EventStore, entry: Any) -> Finding | None:
+    import pyarrow.parquet as pq
+
+    path = store.path / "events" / entry.path
+    try:
+        resolved = store._resolve(entry.path)
+    except CorruptLakeError:
+        return Finding(
+            "missing_file",
+            None,
+            None,
+            f"committed file {entry.path} is missing (positions {entry.min_position}..{entry.max_position})",
+            str(path),
+        )
+    try:
+        handle = pq.ParquetFile(resolved)
+        rows = handle.metadata.num_rows
+        schema = handle.schema_arrow
+    except Exception as error:
+        return Finding(
+            "unreadable_file", None, None, f"{entry.path} cannot be read: {error}", resolved
+        )
+    if schema.names != FILE_SCHEMA.names or any(
+        not schema.field(f.name).type.equals(f.type) for f in FILE_SCHEMA
+    ):
+        detail = (
+            f"{entry.path} does not have the event record's columns (replaced by another file?)"
+        )
+        return Finding("unreadable_file", None, None, detail, resolved)
+    if rows != entry.rows:
+        return Finding(
+            "file_rows",
+            None,
+            None,
+            f"{entry.path} holds {rows} rows; the commit log says {entry.rows} (swapped or altered)",
+            resolved,
+        )
+    return None
+
+
+def _batches(store: EventStore, entries: list[Any]) -> Any:
+    """The rows of these files (and the unsealed tail) in position order, month by month."""
+    by_month: dict[str, list[Any]] = {}
+    for entry in entries:
+        by_month.setdefault(entry.month, []).append(entry)
+    tail = store.unsealed()
+    tail_months = (
+        pc.strftime(tail["recorded_at"], format="%Y-%m").to_pylist() if tail.num_rows else []
+    )
+    months = sorted(set(by_month) | set(tail_months))
+    for month in months:
+        part = store._scan(by_month.get(month, []), None)
+        if tail.num_rows:
+            mask = pa.array([m == month for m in tail_months])
+            part = pa.concat_tables([part, tail.filter(mask)])
+        part = part.sort_by("global_position")
+        yield from part.to_batches(max_chunksize=250_000)
