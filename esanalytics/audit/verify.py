@@ -142,62 +142,59 @@ def verify(
         if problem is None or problem.kind == "file_rows":  # still read what it holds
             readable.append(entry)
     workers = workers or min(os.cpu_count() or 1, 4)
-    expected_position = 1
-    last_hash = GENESIS_HASH
-    last_seen = 0
-    versions: dict[str, int] = {}
-    all_positions: list[Any] = []
-    events = 0
-    pending: list[tuple[pa.Table, Any]] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        for batch in _batches(store, readable):
-            table = pa.Table.from_batches([batch])
-            positions = table["global_position"].to_numpy()
-            streams = table["stream_id"].to_pylist()
-            all_positions.append(positions)
-            if len(positions):
-                last_seen = max(last_seen, int(positions.max()))
-            # Links: each prev_hash is the previous row's hash.
-            prevs = table["prev_hash"].to_pylist()
-            hashes = table["hash"].to_pylist()
-            linked = [last_hash, *hashes[:-1]]
-            for index, (prev, expect) in enumerate(zip(prevs, linked, strict=True)):
-                if prev != expect:
-                    findings.append(Finding("chain_break", int(positions[index]), streams[index],
-                                            "prev_hash is not the hash of the event before it"))  # fmt: skip
-            if hashes:
-                last_hash = hashes[-1]
-            # Versions per stream.
-            for stream, version, pos in zip(
-                streams, table["version"].to_pylist(), positions.tolist(), strict=True
-            ):
-                expected = versions.get(stream, 0) + 1
-                if version != expected:
-                    findings.append(
-                        Finding(
-                            "version_gap", pos, stream, f"version {version} follows {expected - 1}"
-                        )
-                    )
-                versions[stream] = max(version, versions.get(stream, 0))
-            # Content: hand the rows to a worker, collect results in order.
-            future = pool.submit(_rehash, table) if pool else None
-            pending.append((table, future))
-            while len(pending) > workers * 2:
-                findings += _collect(*pending.pop(0))
-            events += table.num_rows
-            expected_position = last_seen + 1 if last_seen <= head else head + 1
+    # Each worker reads its own files and sends back only compact facts: the rows whose hash
+    # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
+    # links, checked here in position order), and per-stream version sums.
+    tasks = [(store._resolve(e.path), e.category) for e in readable]
+    parts: list[_FileFacts] = []
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for facts in pool.map(_file_facts, tasks, chunksize=1):
+                parts.append(facts)
+                if progress is not None:
+                    progress(len(facts.positions))
+    else:
+        for task in tasks:
+            parts.append(_file_facts(task))
             if progress is not None:
-                progress(table.num_rows)
-        for item in pending:
-            findings += _collect(*item)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    findings += _position_findings(all_positions, head)
-    if expected_position - 1 < head:
-        findings.append(Finding("truncated", expected_position, None,
-                                f"the commit log's head is {head}, the events stop at {expected_position - 1}"))  # fmt: skip
+                progress(len(parts[-1].positions))
+    tail = store.unsealed()
+    if tail.num_rows:
+        parts.append(_facts(tail))
+    findings += [bad for facts in parts for bad in facts.bad]
+    positions = np.concatenate([f.positions for f in parts]) if parts else np.empty(0, np.int64)
+    prev8 = np.concatenate([f.prev8 for f in parts]) if parts else np.empty(0, np.uint64)
+    hash8 = np.concatenate([f.hash8 for f in parts]) if parts else np.empty(0, np.uint64)
+    order = np.argsort(positions, kind="stable")
+    positions, prev8, hash8 = positions[order], prev8[order], hash8[order]
+    events = len(positions)
+    last_seen = int(positions[-1]) if events else 0
+    genesis = np.uint64(0)
+    expected_prev = np.r_[genesis, hash8[:-1]] if events else hash8
+    for index in np.flatnonzero(prev8 != expected_prev)[:1_000].tolist():
+        findings.append(
+            Finding(
+                "chain_break",
+                int(positions[index]),
+                None,
+                "prev_hash is not the hash of the event before it",
+            )
+        )
+    findings += _version_findings(store, readable, parts)
+    findings += _position_findings([positions], head)
+    if last_seen < head:
+        findings.append(
+            Finding(
+                "truncated",
+                last_seen + 1,
+                None,
+                f"the commit log's head is {head}, the events stop at {last_seen}",
+            )
+        )
+    last_hash = GENESIS_HASH
+    if events:
+        last = _rows(store, readable, pc.field("global_position") == last_seen)
+        last_hash = last["hash"][0].as_py() if last.num_rows else GENESIS_HASH
     findings = _explain_moves(store, readable, findings)
     if against is not None:
         from esanalytics.audit.checkpoint import check_checkpoint
@@ -213,6 +210,127 @@ def verify(
         time.perf_counter() - started,
         against,
     )
+
+
+@dataclass(frozen=True)
+class _FileFacts:
+    bad: list[Finding]
+    positions: Any
+    prev8: Any
+    hash8: Any
+    versions: pa.Table  # stream_id, n, low, high, total, squares
+
+
+def _file_facts(task: tuple[str, str]) -> _FileFacts:
+    """Worker: the facts of one file (see verify)."""
+    import pyarrow.parquet as pq
+
+    path, category = task
+    table = pq.read_table(path)
+    table = table.add_column(2, "category", pa.array([category] * table.num_rows, pa.string()))
+    return _facts(table)
+
+
+def _prefix(column: Any) -> Any:
+    """The first 16 hex digits of each hash as a uint64 (0 for anything that is not hex)."""
+    text = pc.utf8_slice_codeunits(column, 0, 16)
+    values = text.to_pylist()
+    out = np.zeros(len(values), dtype=np.uint64)
+    for i, value in enumerate(values):
+        try:
+            out[i] = int(value, 16)
+        except (TypeError, ValueError):
+            out[i] = 0
+    return out
+
+
+def _facts(table: pa.Table) -> _FileFacts:
+    ok = _rehash(table)
+    bad_rows = np.flatnonzero(~ok)
+    bad = [
+        Finding("modified", int(table["global_position"][i].as_py()), table["stream_id"][i].as_py(),
+                "the event's content does not match its hash (data, metadata or another field was altered)")
+        for i in bad_rows.tolist()
+    ]  # fmt: skip
+    version = table["version"]
+    squares = pc.multiply(version, version)
+    grouped = (
+        table.select(["stream_id"])
+        .append_column("version", version)
+        .append_column("squares", squares)
+        .group_by("stream_id")
+        .aggregate(
+            [
+                ("version", "count"),
+                ("version", "min"),
+                ("version", "max"),
+                ("version", "sum"),
+                ("squares", "sum"),
+            ]
+        )
+    )
+    return _FileFacts(
+        bad,
+        table["global_position"].to_numpy(),
+        _prefix(table["prev_hash"]),
+        _prefix(table["hash"]),
+        grouped,
+    )
+
+
+def _rows(store: EventStore, readable: list[Any], predicate: Any) -> pa.Table:
+    """Rows of the readable files and the unsealed tail that match, by position."""
+    tail = store.unsealed()
+    table = pa.concat_tables([store._scan(readable, predicate), tail.filter(predicate)])
+    return table.sort_by("global_position")
+
+
+def _version_findings(
+    store: EventStore, readable: list[Any], parts: list[_FileFacts]
+) -> list[Finding]:
+    """Each stream's versions are exactly 1..n: count, min, max, sum and sum of squares
+    agree with that (checked for all streams at once), and a failing stream is read to name
+    the version that breaks the run."""
+    if not parts:
+        return []
+    merged = (
+        pa.concat_tables([p.versions for p in parts])
+        .group_by("stream_id")
+        .aggregate(
+            [
+                ("version_count", "sum"),
+                ("version_min", "min"),
+                ("version_max", "max"),
+                ("version_sum", "sum"),
+                ("squares_sum", "sum"),
+            ]
+        )
+    )
+    n = merged["version_count_sum"].to_numpy().astype(np.float64)
+    checks = (
+        (merged["version_min_min"].to_numpy() == 1)
+        & (merged["version_max_max"].to_numpy() == n)
+        & (merged["version_sum_sum"].to_numpy() == n * (n + 1) / 2)
+        & (merged["squares_sum_sum"].to_numpy() == n * (n + 1) * (2 * n + 1) / 6)
+    )
+    findings = []
+    for stream in merged["stream_id"].take(pa.array(np.flatnonzero(~checks)[:100])).to_pylist():
+        versions = _rows(store, readable, pc.field("stream_id") == stream)
+        expected = 1
+        for version, position in zip(
+            versions["version"].to_pylist(), versions["global_position"].to_pylist(), strict=True
+        ):
+            if version != expected:
+                findings.append(
+                    Finding(
+                        "version_gap", position, stream, f"version {version} follows {expected - 1}"
+                    )
+                )
+                break
+            expected += 1
+        else:
+            findings.append(Finding("version_gap", None, stream, "the stream's versions repeat"))
+    return findings
 
 
 def _position_findings(chunks: list[Any], head: int) -> list[Finding]:
@@ -274,16 +392,6 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
     return [explained.get(f.position, f) if f.kind == "modified" else f for f in findings]
 
 
-def _collect(table: pa.Table, future: Any) -> list[Finding]:
-    ok = future.result() if future is not None else _rehash(table)
-    bad = np.flatnonzero(~ok)
-    return [
-        Finding("modified", int(table["global_position"][i].as_py()), table["stream_id"][i].as_py(),
-                "the event's content does not match its hash (data, metadata or another field was altered)")
-        for i in bad
-    ]  # fmt: skip
-
-
 def _order(finding: Finding) -> tuple[int, int]:
     return (0 if finding.position is None else 1, finding.position or 0)
 
@@ -326,22 +434,3 @@ def _check_file(store: EventStore, entry: Any) -> Finding | None:
             resolved,
         )
     return None
-
-
-def _batches(store: EventStore, entries: list[Any]) -> Any:
-    """The rows of these files (and the unsealed tail) in position order, month by month."""
-    by_month: dict[str, list[Any]] = {}
-    for entry in entries:
-        by_month.setdefault(entry.month, []).append(entry)
-    tail = store.unsealed()
-    tail_months = (
-        pc.strftime(tail["recorded_at"], format="%Y-%m").to_pylist() if tail.num_rows else []
-    )
-    months = sorted(set(by_month) | set(tail_months))
-    for month in months:
-        part = store._scan(by_month.get(month, []), None)
-        if tail.num_rows:
-            mask = pa.array([m == month for m in tail_months])
-            part = pa.concat_tables([part, tail.filter(mask)])
-        part = part.sort_by("global_position")
-        yield from part.to_batches(max_chunksize=250_000)
