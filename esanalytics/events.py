@@ -454,7 +454,39 @@ def chain_hashes(canonical: pa.Array, prev_hash: str) -> tuple[pa.Array, pa.Arra
 _HEX_VALUE: Final = np.zeros(256, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX_LOWER: Final = np.zeros(256, dtype=bool)
+_HEX_LOWER[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
 _UUID_HEX_COLUMNS: Final = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def hex_digests(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """Hex SHA-256 strings as an ``(n, 32)`` byte array (by numpy); a value that is not 64 hex
+    digits decodes to zeros, so it can never match a real digest."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, 32), dtype=np.uint8)
+    lengths = pc.utf8_length(column).to_numpy(zero_copy_only=False)
+    valid = (lengths == 64) & ~np.asarray(
+        column.is_null().to_numpy(zero_copy_only=False), dtype=bool
+    )
+    text = column if valid.all() else pc.if_else(pa.array(valid), column, pa.scalar("0" * 64))
+    buffers = text.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=n + 1, offset=text.offset * 4)
+    flat = memoryview(buffers[2])[offsets[0] : offsets[-1]]
+    try:  # the common case, all valid hex: one C call
+        return np.frombuffer(bytes.fromhex(bytes(flat).decode("ascii")), dtype=np.uint8).reshape(
+            n, 32
+        )
+    except ValueError:
+        pass
+    chars = np.frombuffer(flat, dtype=np.uint8).reshape(n, 64)
+    ok = np.all(_HEX_LOWER[chars], axis=1)
+    nibbles = _HEX_VALUE[chars]
+    raw = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).astype(np.uint8)
+    raw[~ok] = 0
+    return raw
 
 
 def uuid_keys(event_ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint64]]:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, canonical_rows
+from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, canonical_rows, hex_digests
 from esanalytics.exceptions import CorruptLakeError
 from esanalytics.store import EventStore
 
@@ -85,30 +85,34 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def _rehash(table: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """For each row: does ``hash`` equal sha256(prev_hash || canonical(row))? (worker side)"""
+def _rehash(
+    table: pa.Table, prev_raw: Any = None, hash_raw: Any = None
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """For each row: does ``hash`` equal sha256(prev_hash || canonical(row))? One tight loop
+    of SHA-256 calls; decoding and comparing are done by numpy."""
     import hashlib
 
     canonical = canonical_rows(table)
     n = len(canonical)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
     buffers = canonical.buffers()
-    offsets = np.frombuffer(
+    bounds = np.frombuffer(
         buffers[1], dtype=np.int64, count=n + 1, offset=canonical.offset * 8
     ).tolist()
     data = memoryview(buffers[2])
-    prev = table["prev_hash"].to_pylist()
-    stored = table["hash"].to_pylist()
-    ok = np.empty(n, dtype=bool)
+    prev = (hex_digests(table["prev_hash"]) if prev_raw is None else prev_raw).tobytes()
     sha = hashlib.sha256
-    for i in range(n):
-        try:
-            ok[i] = (
-                sha(bytes.fromhex(prev[i]) + data[offsets[i] : offsets[i + 1]]).hexdigest()
-                == stored[i]
-            )
-        except (TypeError, ValueError):  # a prev_hash that is not hex: altered
-            ok[i] = False
-    return ok
+    digests: list[bytes] = []
+    append = digests.append
+    start = bounds[0]
+    for i, end in enumerate(bounds[1:]):
+        append(sha(prev[32 * i : 32 * i + 32] + data[start:end]).digest())
+        start = end
+    computed = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 32)
+    stored = hex_digests(table["hash"]) if hash_raw is None else hash_raw
+    matches: np.ndarray[Any, np.dtype[np.bool_]] = np.all(computed == stored, axis=1)
+    return matches
 
 
 def verify(
@@ -231,21 +235,14 @@ def _file_facts(task: tuple[str, str]) -> _FileFacts:
     return _facts(table)
 
 
-def _prefix(column: Any) -> Any:
-    """The first 16 hex digits of each hash as a uint64 (0 for anything that is not hex)."""
-    text = pc.utf8_slice_codeunits(column, 0, 16)
-    values = text.to_pylist()
-    out = np.zeros(len(values), dtype=np.uint64)
-    for i, value in enumerate(values):
-        try:
-            out[i] = int(value, 16)
-        except (TypeError, ValueError):
-            out[i] = 0
-    return out
+def _prefix(raw: Any) -> Any:
+    """The first 8 bytes of each decoded hash as a uint64."""
+    return np.ascontiguousarray(raw[:, :8]).view(">u8").reshape(-1).astype(np.uint64)
 
 
 def _facts(table: pa.Table) -> _FileFacts:
-    ok = _rehash(table)
+    prev_raw, hash_raw = hex_digests(table["prev_hash"]), hex_digests(table["hash"])
+    ok = _rehash(table, prev_raw, hash_raw)
     bad_rows = np.flatnonzero(~ok)
     bad = [
         Finding("modified", int(table["global_position"][i].as_py()), table["stream_id"][i].as_py(),
@@ -272,8 +269,8 @@ def _facts(table: pa.Table) -> _FileFacts:
     return _FileFacts(
         bad,
         table["global_position"].to_numpy(),
-        _prefix(table["prev_hash"]),
-        _prefix(table["hash"]),
+        _prefix(prev_raw),
+        _prefix(hash_raw),
         grouped,
     )
 
