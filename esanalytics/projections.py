@@ -95,31 +95,37 @@ def _types(on: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Last:
-    """The value from the latest event of the given types."""
+class _OnTypes:
+    """A reducer over the value of events of some types: ``_aggregate`` and ``_window`` name
+    the DuckDB functions that compute it over a group and over a running window."""
 
     value: str
     on: Sequence[str]
+    _aggregate = ""
+    _window = ""
+    _ordered = False  # the aggregate takes the fold order as its second argument
 
     def aggregate(self, order: str) -> str:
-        return f"arg_max({self.value}, {order}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+        args = f"{self.value}, {order}" if self._ordered else self.value
+        return f"{self._aggregate}({args}) FILTER (WHERE event_type IN ({_types(self.on)}))"
 
     def window(self, over: str) -> str:
-        return f"last_value(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END IGNORE NULLS) OVER {over}"
+        ignore = " IGNORE NULLS" if self._ordered else ""
+        return f"{self._window}(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END{ignore}) OVER {over}"
 
 
 @dataclass(frozen=True)
-class First:
+class Last(_OnTypes):
+    """The value from the latest event of the given types."""
+
+    _aggregate, _window, _ordered = "arg_max", "last_value", True
+
+
+@dataclass(frozen=True)
+class First(_OnTypes):
     """The value from the earliest event of the given types."""
 
-    value: str
-    on: Sequence[str]
-
-    def aggregate(self, order: str) -> str:
-        return f"arg_min({self.value}, {order}) FILTER (WHERE event_type IN ({_types(self.on)}))"
-
-    def window(self, over: str) -> str:
-        return f"first_value(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END IGNORE NULLS) OVER {over}"
+    _aggregate, _window, _ordered = "arg_min", "first_value", True
 
 
 @dataclass(frozen=True)
@@ -157,31 +163,17 @@ class Count:
 
 
 @dataclass(frozen=True)
-class Min:
+class Min(_OnTypes):
     """The smallest value among events of the given types."""
 
-    value: str
-    on: Sequence[str]
-
-    def aggregate(self, order: str) -> str:
-        return f"min({self.value}) FILTER (WHERE event_type IN ({_types(self.on)}))"
-
-    def window(self, over: str) -> str:
-        return f"min(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END) OVER {over}"
+    _aggregate, _window = "min", "min"
 
 
 @dataclass(frozen=True)
-class Max:
+class Max(_OnTypes):
     """The largest value among events of the given types."""
 
-    value: str
-    on: Sequence[str]
-
-    def aggregate(self, order: str) -> str:
-        return f"max({self.value}) FILTER (WHERE event_type IN ({_types(self.on)}))"
-
-    def window(self, over: str) -> str:
-        return f"max(CASE WHEN event_type IN ({_types(self.on)}) THEN {self.value} END) OVER {over}"
+    _aggregate, _window = "max", "max"
 
 
 Reducer = Last | First | Sum | Count | Min | Max

@@ -629,12 +629,14 @@ class EventStore:
         """Every event after ``from_position`` up to ``position`` (or system time ``as_of``),
         optionally only some categories and event types, by global position. For large logs,
         :meth:`iter_batches` keeps memory bounded."""
+        head = self.refresh()
+        pinned = head if position is None else min(position, head)
         table = pa.concat_tables(
             [
                 pa.Table.from_batches([b], EVENT_SCHEMA)
                 for b in self.iter_batches(
                     from_position=from_position,
-                    position=position,
+                    position=pinned,
                     as_of=as_of,
                     categories=categories,
                     event_types=event_types,
@@ -642,7 +644,7 @@ class EventStore:
             ]
             or [EVENT_SCHEMA.empty_table()]
         )
-        return Events(table, self.head if position is None else min(position, self.head))
+        return Events(table, pinned)
 
     def iter_batches(
         self,
