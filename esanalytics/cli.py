@@ -71,12 +71,6 @@ def build_sample(path: Path, *, events: int, seed: int, quiet: bool = False) -> 
     return store
 
 
-def _fold_account(events: Sequence[esa.RecordedEvent]) -> dict[str, Any]:
-    from esanalytics.sample import fold_account
-
-    return fold_account(events)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     path = Path(args.lake)
     if not (path / "_esa" / "lake.json").exists():
@@ -100,16 +94,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]{stream} has no events in this lake.")
         return EXIT_ERROR
     console.rule(f"[bold]point in time: {stream}")
+    from esanalytics.catalog import account_balances
+    from esanalytics.domain import CommandHandler, accounts
+    from esanalytics.engine import Session
+
     first = events.table["recorded_at"][0].as_py()
     last = events.table["recorded_at"][-1].as_py()
-    middle = first + (last - first) / 2
-    cut = middle.replace(microsecond=0).isoformat()
-    then = store.read_stream(stream, as_of=cut)
-    console.print(f"as recorded at {cut}: version {len(then)}, state {_fold_account(list(then))}")
+    cut = (first + (last - first) / 2).replace(microsecond=0).isoformat()
+    bank = CommandHandler(store, accounts.decider)
+    then = bank.load(stream, as_of=cut)
     console.print(
-        f"now (position {events.position}): version {len(events)}, state {_fold_account(list(events))}"
+        f"as recorded at {cut}: version {then.version}, balance {then.state.balance:.2f}, "
+        f"status {then.state.status} (write-side fold)"
     )
-    console.print(f"\nTry: esa read {path} {stream} --as-of {cut[:10]}   |   esa info {path}")
+    session = Session(store)
+    sql = account_balances.state(session, as_of=cut).filter(f"key = '{stream}'").fetchall()
+    if sql:
+        row = dict(zip(account_balances.state(session, as_of=cut).columns, sql[0], strict=True))
+        console.print(
+            f"as recorded at {cut}: balance {row['balance'] - row['paid_out']:.2f}, "
+            f"status {row['status']} (SQL projection account_balances)"
+        )
+    valid = bank.load(stream, valid_at=cut)
+    console.print(
+        f"as true at {cut} (valid time, back-dated corrections included): "
+        f"balance {valid.state.balance:.2f}"
+    )
+    now = bank.load(stream)
+    console.print(
+        f"now (position {events.position}): version {now.version}, balance {now.state.balance:.2f}, "
+        f"status {now.state.status}"
+    )
+    console.print(
+        f'\nTry: esa sql {path} "SELECT event_type, count(*) FROM events GROUP BY ALL" '
+        f"--as-of {cut[:10]}\n     esa history {path} account_balances --key {stream} --trail"
+        f"\n     esa verify {path}"
+    )
     return EXIT_OK
 
 

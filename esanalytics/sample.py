@@ -39,7 +39,6 @@ __all__ = [
     "ACCOUNT_EVENTS",
     "ORDER_EVENTS",
     "SampleSpec",
-    "fold_account",
     "generate",
     "generate_chunks",
 ]
@@ -459,31 +458,3 @@ def generate(spec: SampleSpec | None = None, **options: Any) -> pa.Table:
     spec = spec or SampleSpec(**options)
     total, chunk = generate_chunks(spec)
     return chunk(0, total)
-
-
-def fold_account(events: Any) -> dict[str, Any]:
-    """The state of one sample account from its events, by a plain fold (in the order given).
-
-    >>> from types import SimpleNamespace as E
-    >>> fold_account([E(event_type="AccountOpened", data={"overdraft_limit": 0}),
-    ...               E(event_type="MoneyDeposited", data={"amount": 12.5})])
-    {'status': 'open', 'balance': 12.5, 'overdraft_limit': 0}
-    """
-    state: dict[str, Any] = {"status": "none", "balance": 0, "overdraft_limit": 0}
-    for event in events:
-        kind, data = event.event_type, event.data
-        if kind == "AccountOpened":
-            state.update(status="open", overdraft_limit=data["overdraft_limit"])
-        elif kind == "MoneyDeposited":
-            state["balance"] = round(state["balance"] + data["amount"], 2)
-        elif kind == "MoneyWithdrawn":
-            state["balance"] = round(state["balance"] - data["amount"], 2)
-        elif kind == "OverdraftLimitChanged":
-            state["overdraft_limit"] = data["overdraft_limit"]
-        elif kind == "AccountFrozen":
-            state["status"] = "frozen"
-        elif kind == "AccountUnfrozen":
-            state["status"] = "open"
-        elif kind == "AccountClosed":
-            state.update(status="closed", balance=round(state["balance"] - data["payout"], 2))
-    return state
