@@ -127,6 +127,23 @@ class Session:
         self._macros()
         return self.position
 
+    def register_codec(self, codec: Any, *, name: str = "events_upcast") -> str:
+        """Create the view ``name``: ``events`` with every payload lifted to its type's
+        current schema version by the codec's ``sql_upcasters`` (the SQL twin of the
+        upcasting the write side does in Python)."""
+        current = {t: v for t, v in codec.schema_versions.items()}
+        versions = " ".join(
+            f"WHEN '{t.replace(chr(39), chr(39) * 2)}' THEN {v}" for t, v in current.items()
+        )
+        schema = (
+            f"CASE event_type {versions} ELSE schema_version END" if current else "schema_version"
+        )
+        self.con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * REPLACE ({codec.upcast_sql()} AS data, "
+            f"CAST({schema} AS INTEGER) AS schema_version) FROM events"
+        )
+        return name
+
     def stream_events(self, stream_id: str) -> str:
         """A SQL subquery of one stream's events at the session's cut, read through the
         store's one-stream path (only the row groups that can hold it), which beats a scan

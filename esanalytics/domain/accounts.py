@@ -285,6 +285,10 @@ codec = EventCodec(
      AccountUnfrozen, AccountClosed],
     schema_versions={"MoneyDeposited": 2, "MoneyWithdrawn": 2},
     upcasters={("MoneyDeposited", 1): _add_channel, ("MoneyWithdrawn", 1): _add_channel},
+    sql_upcasters={
+        ("MoneyDeposited", 1): """json_merge_patch('{"channel": "unknown"}', data)""",
+        ("MoneyWithdrawn", 1): """json_merge_patch('{"channel": "unknown"}', data)""",
+    },
 )  # fmt: skip
 
 decider: Decider[AccountState] = Decider(

@@ -67,6 +67,9 @@ class EventCodec:
     schema_versions: Mapping[str, int] = field(default_factory=dict)
     upcasters: Mapping[tuple[str, int], Upcaster] = field(default_factory=dict)
     unknown: Literal["error", "skip"] = "error"
+    #: The same lifts for SQL users: a DuckDB expression over ``data`` (JSON text) per
+    #: ``(type, version)``, used by :meth:`esanalytics.engine.Session.register_codec`.
+    sql_upcasters: Mapping[tuple[str, int], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_name = {self.type_name(cls): cls for cls in self.event_classes}
@@ -77,6 +80,30 @@ class EventCodec:
                     f"An upcaster lifts {name} v{version}, but its current schema version is {current}.",
                     hint="set schema_versions[name] to the newest version; upcasters lift v1..v(n-1).",
                 )
+
+    def upcast_sql(self) -> str:
+        """A SQL expression giving each event's data lifted to its type's current schema
+        (the chain of ``sql_upcasters``), for a relation with ``event_type``,
+        ``schema_version`` and ``data`` columns."""
+        cases = []
+        for name, current in sorted(self.schema_versions.items()):
+            for stored in range(1, current):
+                expression = "data"
+                for version in range(stored, current):
+                    lift = self.sql_upcasters.get((name, version))
+                    if lift is None:
+                        raise UnknownEventTypeError(
+                            f"No SQL upcaster lifts {name} v{version} to v{version + 1}.",
+                            hint=f"register sql_upcasters[({name!r}, {version})] beside the Python one.",
+                            event_type=name,
+                        )
+                    expression = lift.replace("data", f"({expression})")
+                quoted = name.replace("'", "''")
+                cases.append(
+                    f"WHEN event_type = '{quoted}' AND schema_version = {stored} "
+                    f"THEN CAST({expression} AS VARCHAR)"
+                )
+        return f"CASE {' '.join(cases)} ELSE data END" if cases else "data"
 
     def type_name(self, cls: type) -> str:
         return self.names.get(cls, cls.__name__)

@@ -127,3 +127,29 @@ def test_cli_temporal_commands(sample_lake: Path, tmp_path: Path) -> None:
     assert "account_balances" in bad.stderr
     naive = esa_cli("sql", lake, "SELECT 1", "--as-of", "2024-01-01 10:00")
     assert "no time zone" in naive.stderr
+
+
+def test_sql_upcasting_equals_the_python_codec(sample_lake: Path) -> None:
+    from dataclasses import asdict
+
+    from esanalytics.domain import accounts
+
+    store = esa.open(sample_lake)
+    session = Session(store)
+    view = session.register_codec(accounts.codec)
+    rows = session.sql(
+        f"SELECT global_position, event_type, schema_version, data FROM {view} "
+        "WHERE category = 'account' ORDER BY global_position LIMIT 3000"
+    ).fetchall()
+    originals = {e.global_position: e for e in store.read_all(position=rows[-1][0])}
+    lifted = 0
+    for position, event_type, schema_version, text in rows:
+        record = originals[position]
+        by_python = asdict(accounts.codec.decode_record(record))
+        by_sql = json.loads(text)
+        added = set(by_python) - set(record.data) - {"currency"}  # what upcasting added
+        for key in set(record.data) | added:
+            assert by_sql[key] == by_python[key], (position, key)
+        assert schema_version == accounts.codec.schema_versions.get(event_type, 1)
+        lifted += bool(added)
+    assert lifted > 1_000
