@@ -34,6 +34,16 @@ def sample_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def copy(sample_lake: Path, tmp_path: Path) -> Path:
+    """A private copy of the sample lake, free to damage."""
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(sample_lake, target)
+    return target
+
+
 def log_bytes(path: Path) -> bytes:
     """The whole state of a lake on disk, for 'nothing was written' checks."""
     parts = []

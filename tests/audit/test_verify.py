@@ -13,13 +13,6 @@ import esanalytics as esa
 from esanalytics.audit import make_checkpoint, make_key, read_key, verify
 
 
-@pytest.fixture
-def copy(sample_lake: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(sample_lake, target)
-    return target
-
-
 def victim(lake: Path) -> Path:
     return sorted((lake / "events" / "category=account").rglob("*.parquet"))[2]
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 import esanalytics as esa
-
-
-@pytest.fixture
-def copy(sample_lake: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(sample_lake, target)
-    return target
 
 
 def a_file(lake: Path) -> Path:
