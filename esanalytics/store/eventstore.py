@@ -855,7 +855,7 @@ class EventStore:
                 event_id=next(i for i in all_ids if all_ids.count(i) > 1),
             )
         if len(all_ids) > _INLINE_LIMIT:
-            return self.ingest(_prepared_table(prepared), expected=prepared)
+            return self.ingest(_prepared_table(prepared), _expected=prepared)
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
@@ -975,7 +975,7 @@ class EventStore:
         *,
         chunk_rows: int = 250_000,
         progress: Callable[[int], None] | None = None,
-        expected: Sequence[_Prepared] = (),
+        _expected: Sequence[_Prepared] = (),  # the expected versions of append_many
     ) -> Commit:
         """Append a large batch of events from an Arrow table in one atomic commit.
 
@@ -992,7 +992,7 @@ class EventStore:
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
-            for p in expected:
+            for p in _expected:
                 self._check_version(p, heads.get(p.stream_id, 0))
             keys = np.sort(uuid_keys(batch["event_id"]))
             known = self._load_ids().knows(keys)
