@@ -1,14 +1,17 @@
 """Audit: integrity checks of the hash chain, signed checkpoints, findings as plain data."""
 
 from esanalytics.audit.checkpoint import check_checkpoint, make_checkpoint, make_key, read_key
+from esanalytics.audit.trail import Scope, trail
 from esanalytics.audit.verify import Finding, VerifyResult, verify
 
 __all__ = [
     "Finding",
+    "Scope",
     "VerifyResult",
     "check_checkpoint",
     "make_checkpoint",
     "make_key",
     "read_key",
+    "trail",
     "verify",
 ]

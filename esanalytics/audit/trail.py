@@ -1,0 +1,69 @@
+"""Audit-trail queries: who did what, when (on both axes) and why, for one entity, one actor,
+one correlation id, or a period. Findings and rows are plain data (Arrow tables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+from esanalytics._typing import TimeLike
+from esanalytics.engine import Session
+from esanalytics.exceptions import ValidationError
+from esanalytics.temporal import Period
+
+__all__ = ["Scope", "trail"]
+
+TRAIL_COLUMNS = (
+    "global_position", "stream_id", "version", "event_type", "recorded_at", "occurred_at",
+    "actor", "reason", "approved_by", "correlation_id", "causation_id", "data",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a trail covers: ``kind`` is ``entity`` (a stream id), ``actor``, ``correlation``
+    (a correlation id) or ``period`` (``start``..``end`` on system time, ``FROM..TO``)."""
+
+    kind: Literal["entity", "actor", "correlation", "period"]
+    value: str | None = None
+    start: TimeLike | None = None
+    end: TimeLike | None = None
+
+    def where(self) -> str:
+        def quoted(text: str | None) -> str:
+            if not text:
+                raise ValidationError(f"A {self.kind} trail needs a value.", hint="say which one.")
+            return "'" + text.replace("'", "''") + "'"
+
+        if self.kind == "entity":
+            return f"stream_id = {quoted(self.value)}"
+        if self.kind == "actor":
+            return f"metadata->>'$.actor' = {quoted(self.value)}"
+        if self.kind == "correlation":
+            return f"metadata->>'$.correlation_id' = {quoted(self.value)}"
+        if self.kind == "period":
+            if self.start is None or self.end is None:
+                raise ValidationError(
+                    "A period trail needs a start and an end.", hint="pass start= and end=."
+                )
+            return Period.from_to(self.start, self.end).events_sql("recorded_at")
+        raise ValidationError(
+            f"Unknown trail scope {self.kind!r}.", hint="use entity, actor, correlation or period."
+        )
+
+
+def trail(session: Session, scope: Scope) -> pa.Table:
+    """The events in scope, in log order, with the audit fields pulled out of the metadata."""
+    return session.sql(
+        f"""
+        SELECT global_position, stream_id, version, event_type, recorded_at, occurred_at,
+               metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason,
+               metadata->>'$.approved_by' AS approved_by,
+               metadata->>'$.correlation_id' AS correlation_id,
+               metadata->>'$.causation_id' AS causation_id, data
+        FROM events WHERE {scope.where()}
+        ORDER BY global_position
+        """
+    ).to_arrow_table()
