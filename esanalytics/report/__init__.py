@@ -1,5 +1,6 @@
 """Audit reports and extracts (no queries of their own: they format what audit returns)."""
 
 from esanalytics.report.extracts import checksum, safe_for_spreadsheets, write_extract
+from esanalytics.report.html import render_html
 
-__all__ = ["checksum", "safe_for_spreadsheets", "write_extract"]
+__all__ = ["checksum", "render_html", "safe_for_spreadsheets", "write_extract"]
