@@ -30,7 +30,7 @@ def audit_exceptions(
     start, end = office_hours
     return session.sql(
         f"""
-        WITH scoped AS (SELECT * FROM events WHERE {scope.where()})
+        WITH scoped AS (SELECT * FROM {scope.source(session)} WHERE {scope.where()})
         SELECT * FROM (
             SELECT 'back_dated' AS kind, global_position, stream_id, event_type,
                    metadata->>'$.actor' AS actor,

@@ -65,13 +65,17 @@ def collect(
             f"position {full['global_position'][i].as_py()}: content does not match its hash"
             for i in bad
         ]
-        wanted = [p - 1 for p in full["global_position"].to_pylist() if p > 1]
+        in_scope = dict(
+            zip(full["global_position"].to_pylist(), full["hash"].to_pylist(), strict=True)
+        )
+        wanted = [p - 1 for p in in_scope if p > 1 and p - 1 not in in_scope]
         listed = ", ".join(str(p) for p in wanted) or "NULL"
         before = dict(
             session.sql(
                 f"SELECT global_position, hash FROM events_all WHERE global_position IN ({listed})"
             ).fetchall()
         )
+        before.update(in_scope)
         for pos, prev in zip(
             full["global_position"].to_pylist(), full["prev_hash"].to_pylist(), strict=True
         ):

@@ -31,6 +31,13 @@ class Scope:
     start: TimeLike | None = None
     end: TimeLike | None = None
 
+    def source(self, session: Session) -> str:
+        """The relation to read: one entity through the store's one-stream path, anything
+        else from ``events``."""
+        if self.kind == "entity" and self.value:
+            return session.stream_events(self.value)
+        return "events"
+
     def where(self) -> str:
         def quoted(text: str | None) -> str:
             if not text:
@@ -63,7 +70,7 @@ def trail(session: Session, scope: Scope) -> pa.Table:
                metadata->>'$.approved_by' AS approved_by,
                metadata->>'$.correlation_id' AS correlation_id,
                metadata->>'$.causation_id' AS causation_id, data
-        FROM events WHERE {scope.where()}
+        FROM {scope.source(session)} WHERE {scope.where()}
         ORDER BY global_position
         """
     ).to_arrow_table()
