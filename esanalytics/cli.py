@@ -342,6 +342,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         Path(args.output).write_text(render_html(package))
         written = [args.output]
+    elif args.format == "pdf":
+        from esanalytics.report import render_pdf
+
+        Path(args.output).write_bytes(render_pdf(package))
+        written = [args.output]
     else:
         from esanalytics.report import write_extract
 
@@ -551,7 +556,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--correlation", help="one correlation id")
     report.add_argument("--period", nargs=2, metavar=("FROM", "TO"), help="system time [FROM, TO)")
     report.add_argument("--position", type=int, help="pin to this log position (default: the head)")
-    report.add_argument("--format", choices=["html", "csv", "parquet"], default="html")
+    report.add_argument("--format", choices=["html", "pdf", "csv", "parquet"], default="html")
     report.add_argument("--output", required=True, help="the report file (extracts: the base name)")
     report.add_argument("--against", help="a checkpoint to include and check")
     report.add_argument("--key", help="the checkpoint's key file")

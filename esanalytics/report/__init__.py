@@ -2,5 +2,6 @@
 
 from esanalytics.report.extracts import checksum, safe_for_spreadsheets, write_extract
 from esanalytics.report.html import render_html
+from esanalytics.report.pdf import render_pdf
 
-__all__ = ["checksum", "render_html", "safe_for_spreadsheets", "write_extract"]
+__all__ = ["checksum", "render_html", "render_pdf", "safe_for_spreadsheets", "write_extract"]
