@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import duckdb
 
-from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
 from esanalytics.temporal import Period
@@ -526,14 +525,3 @@ class FoldProjection(_Base):
 
     def state(self, session: Session, **cut: Any) -> duckdb.DuckDBPyRelation:
         return session.sql(self.state_sql(session, **cut) + " ORDER BY key")
-
-
-def state_at(projection: _Base, store_session: Session, *, as_of: TimeLike | None = None,
-             valid_at: TimeLike | None = None, position: int | None = None) -> duckdb.DuckDBPyRelation:  # fmt: skip
-    """``projection.state`` with the cut spelled out (for the CLI)."""
-    cut = {
-        k: v
-        for k, v in {"as_of": as_of, "valid_at": valid_at, "position": position}.items()
-        if v is not None
-    }
-    return projection.state(store_session, **cut)

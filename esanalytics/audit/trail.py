@@ -15,11 +15,6 @@ from esanalytics.temporal import Period
 
 __all__ = ["Scope", "trail"]
 
-TRAIL_COLUMNS = (
-    "global_position", "stream_id", "version", "event_type", "recorded_at", "occurred_at",
-    "actor", "reason", "approved_by", "correlation_id", "causation_id", "data",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Scope:

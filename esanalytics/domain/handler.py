@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from esanalytics._typing import TimeLike
 from esanalytics.domain.decider import Decider
-from esanalytics.events import NewEvent, RecordedEvent, to_epoch_us, to_utc
+from esanalytics.events import NewEvent, to_epoch_us, to_utc
 from esanalytics.exceptions import ConcurrencyError, StreamNotFoundError
 from esanalytics.store import EventStore
 
@@ -320,13 +320,3 @@ class CommandHandler(Generic[S]):
                 "state": self.decider.snapshot_of(state),
             },
         )
-
-
-def recorded_events(handler: CommandHandler[Any], result: CommandResult) -> list[RecordedEvent]:
-    """The recorded events a result wrote (for tests and tools)."""
-    if result.first_position is None:
-        return []
-    events = handler.store.read_stream(
-        result.stream_id, from_version=result.version - len(result.events) + 1
-    )
-    return events.to_list()
