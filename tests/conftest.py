@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,19 @@ def copy(sample_lake: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(sample_lake, target)
     return target
+
+
+def run_esa(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the esa command in a real process, as a user would; ``check`` asserts success."""
+    done = subprocess.run(
+        [sys.executable, "-m", "esanalytics.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
 
 
 def log_bytes(path: Path) -> bytes:

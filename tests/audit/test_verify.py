@@ -11,6 +11,7 @@ import pytest
 
 import esanalytics as esa
 from esanalytics.audit import make_checkpoint, make_key, read_key, verify
+from tests.conftest import run_esa
 
 
 def victim(lake: Path) -> Path:
@@ -160,31 +161,23 @@ def test_wholesale_replacement_is_caught_by_the_checkpoint(
 
 
 def test_cli_verify_checkpoint_keygen(copy: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "esanalytics.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
 
     key, saved = tmp_path / "key", tmp_path / "checkpoint.json"
-    assert cli("keygen", str(key)).returncode == 0
+    assert run_esa("keygen", str(key)).returncode == 0
     assert (key.stat().st_mode & 0o777) == 0o600
-    again = cli("keygen", str(key))
+    again = run_esa("keygen", str(key))
     assert again.returncode == 1
     assert "never overwritten" in again.stderr
-    assert cli("checkpoint", str(copy), "--key", str(key), "--output", str(saved)).returncode == 0
-    clean = cli("verify", str(copy), "--against", str(saved), "--key", str(key))
+    assert (
+        run_esa("checkpoint", str(copy), "--key", str(key), "--output", str(saved)).returncode == 0
+    )
+    clean = run_esa("verify", str(copy), "--against", str(saved), "--key", str(key))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.startswith("OK: 30,000 events")
     rewrite(
         victim(copy), lambda t: t.set_column(8, "data", pa.array(['{"amount":1}'] * t.num_rows))
     )
-    bad = cli("verify", str(copy), "--format", "json")
+    bad = run_esa("verify", str(copy), "--format", "json")
     assert bad.returncode == 1
     report = __import__("json").loads(bad.stdout)
     assert report["ok"] is False

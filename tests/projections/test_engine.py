@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +12,7 @@ import pandas as pd
 import esanalytics as esa
 from esanalytics.catalog import account_balances
 from esanalytics.engine import Session
+from tests.conftest import run_esa
 
 
 def test_events_view_equals_the_store(sample_lake: Path, tmp_path: Path) -> None:
@@ -90,42 +89,33 @@ def test_balances_match_the_write_side(sample_lake: Path) -> None:
         assert state.loc[key, "status"] == folded.status
 
 
-def esa_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "esanalytics.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_temporal_commands(sample_lake: Path, tmp_path: Path) -> None:
     lake = str(sample_lake)
-    count = esa_cli(
+    count = run_esa(
         "sql", lake, "SELECT count(*) AS n FROM events", "--as-of", "2024-03-01", "--format", "json"
     )
     assert count.returncode == 0, count.stderr
     assert json.loads(count.stdout)["n"] == len(esa.open(sample_lake).read_all(as_of="2024-03-01"))
-    state = esa_cli("state", lake, "account_balances", "--key", "account-3", "--format", "json")
+    state = run_esa("state", lake, "account_balances", "--key", "account-3", "--format", "json")
     assert json.loads(state.stdout)["key"] == "account-3"
-    trail = esa_cli(
+    trail = run_esa(
         "history", lake, "account_balances", "--key", "account-3", "--trail", "--format", "json"
     )
     rows = [json.loads(x) for x in trail.stdout.splitlines()]
     assert [r["version"] for r in rows] == list(range(1, len(rows) + 1))
     assert all(r["actor"] for r in rows)
-    diff = esa_cli("diff", lake, "account_balances", "2024-02-01", "2024-03-01", "--format", "csv")
+    diff = run_esa("diff", lake, "account_balances", "2024-02-01", "2024-03-01", "--format", "csv")
     assert diff.stdout.startswith('"key","change"')
-    since = esa_cli("since", lake, "account_balances", "29990", "--format", "json")
+    since = run_esa("since", lake, "account_balances", "29990", "--format", "json")
     assert since.returncode == 0
     out = tmp_path / "state.parquet"
-    saved = esa_cli("state", lake, "order_status", "--format", "parquet", "--output", str(out))
+    saved = run_esa("state", lake, "order_status", "--format", "parquet", "--output", str(out))
     assert json.loads(saved.stdout)["rows"] > 0
     assert out.stat().st_size > 0
-    bad = esa_cli("state", lake, "nope")
+    bad = run_esa("state", lake, "nope")
     assert bad.returncode == 1
     assert "account_balances" in bad.stderr
-    naive = esa_cli("sql", lake, "SELECT 1", "--as-of", "2024-01-01 10:00")
+    naive = run_esa("sql", lake, "SELECT 1", "--as-of", "2024-01-01 10:00")
     assert "no time zone" in naive.stderr
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import esanalytics as esa
 from esanalytics.audit import Scope, collect
 from esanalytics.report import render_html
+from tests.conftest import run_esa
 
 PAYLOAD = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
@@ -74,21 +74,13 @@ def test_report_shows_tampering(copy: Path) -> None:
 
 
 def test_cli_report_html_and_extracts(sample_lake: Path, tmp_path: Path) -> None:
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "esanalytics.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
     out = tmp_path / "report.html"
-    done = cli("report", str(sample_lake), "--entity", "account-3", "--output", str(out))
+    done = run_esa("report", str(sample_lake), "--entity", "account-3", "--output", str(out))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["events"] == len(esa.open(sample_lake).read_stream("account-3"))
     assert "account-3" in out.read_text()
-    csv = cli(
+    csv = run_esa(
         "report",
         str(sample_lake),
         "--period",
@@ -105,7 +97,7 @@ def test_cli_report_html_and_extracts(sample_lake: Path, tmp_path: Path) -> None
         ["sha256sum", "-c", "feb-trail.csv.sha256"], cwd=tmp_path, capture_output=True
     )
     assert check.returncode == 0
-    none = cli("report", str(sample_lake), "--output", str(out))
+    none = run_esa("report", str(sample_lake), "--output", str(out))
     assert none.returncode == 1
     assert "exactly one scope" in none.stderr
 
