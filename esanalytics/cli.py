@@ -49,18 +49,29 @@ def _err_console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
-def build_sample(path: Path, *, events: int, seed: int, quiet: bool = False) -> esa.EventStore:
-    """Generate the sample lake at ``path`` (in chunks, with progress) and compact it."""
-    from esanalytics.sample import SampleSpec, generate_chunks
+def build_sample(
+    path: Path, *, events: int, seed: int, fast: bool = False, quiet: bool = False
+) -> esa.EventStore:
+    """Generate the sample lake at ``path`` (in chunks, with progress) and compact it.
+
+    By default every event is decided by the domain's deciders from the sample's commands
+    (the real write path, in batch mode); ``fast`` ingests the vectorized events directly,
+    which a test holds equal to what the deciders decide."""
+    from esanalytics.domain import handle_batch
+    from esanalytics.sample import DECIDERS, SampleSpec, commands, generate_chunks
 
     store = esa.open(path, create=True)
     total, chunk = generate_chunks(SampleSpec(events=events, seed=seed))
     step = 1_000_000
     started = time.perf_counter()
-    with _progress(f"generating {total:,} events", total) as advance:
+    how = "ingesting" if fast else "deciding"
+    with _progress(f"{how} {total:,} events", total) as advance:
         for start in range(0, total, step):
             table = chunk(start, min(start + step, total))
-            store.ingest(table, progress=advance)
+            if fast:
+                store.ingest(table, progress=advance)
+            else:
+                handle_batch(store, DECIDERS, commands(table), progress=advance)
     with _progress("compacting", total) as advance:
         store.compact(progress=advance)
     if not quiet:
@@ -74,7 +85,7 @@ def build_sample(path: Path, *, events: int, seed: int, quiet: bool = False) -> 
 def cmd_demo(args: argparse.Namespace) -> int:
     path = Path(args.lake)
     if not (path / "_esa" / "lake.json").exists():
-        build_sample(path, events=args.events, seed=args.seed)
+        build_sample(path, events=args.events, seed=args.seed, fast=args.fast)
     store = esa.open(path)
     console = _console()
     inventory = store.inventory()
@@ -140,7 +151,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"[red]{path} is not empty.[/red]\nHint: pick a new folder, or delete this one first."
         )
         return EXIT_ERROR
-    build_sample(path, events=args.events, seed=args.seed)
+    build_sample(path, events=args.events, seed=args.seed, fast=args.fast)
     return EXIT_OK
 
 
@@ -451,12 +462,24 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=DEFAULT_EVENTS)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--stream", default="account-42")
+    demo.add_argument(
+        "--fast",
+        action="store_true",
+        help="ingest the vectorized sample directly instead of deciding each command "
+        "(same events, about 20x faster; for lakes of millions of events)",
+    )
     demo.set_defaults(run=cmd_demo)
 
     generate = sub.add_parser("generate", help="generate a sample lake")
     generate.add_argument("lake")
     generate.add_argument("--events", type=int, default=1_000_000)
     generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument(
+        "--fast",
+        action="store_true",
+        help="ingest the vectorized sample directly instead of deciding each command "
+        "(same events, about 20x faster; for lakes of millions of events)",
+    )
     generate.set_defaults(run=cmd_generate)
 
     info = sub.add_parser("info", help="what is in a lake")

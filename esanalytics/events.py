@@ -237,6 +237,11 @@ def normalize_event_id(event_id: object) -> str:
 # JSON
 
 
+_ENCODER: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def dump_json(value: JSONObject | str, *, what: str) -> str:
     """The JSON text of a payload: compact, keys sorted, as it will be stored and hashed.
 
@@ -262,9 +267,7 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
             hint=f"pass the {what} as a dict of JSON-serializable values.",
         )
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as error:
         raise InvalidEventDataError(
             f"The event {what} cannot be written as JSON: {error}.",

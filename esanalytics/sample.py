@@ -23,7 +23,8 @@ What is in it:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,13 +33,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from esanalytics.domain import BatchCommand, CommandContext, accounts, orders
 from esanalytics.events import TIMESTAMP, uuid4_array
 from esanalytics.exceptions import ValidationError
 
 __all__ = [
     "ACCOUNT_EVENTS",
+    "DECIDERS",
     "ORDER_EVENTS",
     "SampleSpec",
+    "commands",
     "generate",
     "generate_chunks",
 ]
@@ -63,6 +67,11 @@ ORDER_EVENTS = (
 (OPENED, DEPOSITED, WITHDRAWN, LIMIT, FROZEN, UNFROZEN, CLOSED) = range(7)
 (PLACED, PAID, SHIPPED, DELIVERED, CANCELLED, REFUNDED) = range(10, 16)
 
+_COMMANDS = (
+    "OpenAccount", "DepositMoney", "WithdrawMoney", "ChangeOverdraftLimit", "FreezeAccount",
+    "UnfreezeAccount", "CloseAccount", "", "", "",
+    "PlaceOrder", "PayOrder", "ShipOrder", "DeliverOrder", "CancelOrder", "RefundOrder",
+)  # fmt: skip
 STAFF = (
     "alice", "bob", "chen", "dana", "emeka", "farah", "gus", "hana", "ivan", "jo",
     "kofi", "lena", "mateo", "nora", "omar", "priya",
@@ -361,7 +370,7 @@ class _Sample:
         )
         metadata = _join(
             '{"actor":"', who, '"', approved, ',"causation_id":"', causation,
-            '","command_id":"', command, '","correlation_id":"', correlation, '"',
+            '","command":"', _pick(_COMMANDS, kind), '","command_id":"', command, '","correlation_id":"', correlation, '"',
             reason_part, ',"source":"', source, '"}',
         )  # fmt: skip
         recorded = self.recorded[idx]
@@ -438,6 +447,58 @@ class _Sample:
         n_acc = self.acc["n"]
         safe = np.minimum(idx, n_acc - 1)
         return np.where(idx < n_acc, self.acc["balance"][safe], 0)
+
+
+_TO_COMMAND: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "AccountOpened": lambda d: accounts.OpenAccount(
+        d["owner"], d["overdraft_limit"], d["currency"]
+    ),
+    "MoneyDeposited": lambda d: accounts.DepositMoney(d["amount"], d.get("channel", "unknown")),
+    "MoneyWithdrawn": lambda d: accounts.WithdrawMoney(d["amount"], d.get("channel", "unknown")),
+    "OverdraftLimitChanged": lambda d: accounts.ChangeOverdraftLimit(d["overdraft_limit"]),
+    "AccountFrozen": lambda d: accounts.FreezeAccount(d["until"]),
+    "AccountUnfrozen": lambda d: accounts.UnfreezeAccount(),
+    "AccountClosed": lambda d: accounts.CloseAccount(),
+    "OrderPlaced": lambda d: orders.PlaceOrder(
+        d["customer"], d["items"], d["total"], d["currency"]
+    ),
+    "OrderPaid": lambda d: orders.PayOrder(d["amount"], d["method"]),
+    "OrderShipped": lambda d: orders.ShipOrder(d["carrier"], d["tracking"]),
+    "OrderDelivered": lambda d: orders.DeliverOrder(),
+    "OrderCancelled": lambda d: orders.CancelOrder(d["by"]),
+    "OrderRefunded": lambda d: orders.RefundOrder(d["amount"]),
+}
+_CONTEXT_KEYS = {"actor", "reason", "correlation_id", "causation_id", "source"}
+#: The deciders that write the sample, by stream category.
+DECIDERS = {"account": accounts.decider, "order": orders.decider}
+
+
+def commands(plan: pa.Table) -> Iterator[BatchCommand]:
+    """The commands behind a chunk of the sample (from :func:`generate_chunks`): who sent
+    what to which stream, when, and with which ids. :func:`esanalytics.domain.handle_batch`
+    with :data:`DECIDERS` decides them into the sample's events; the vectorized chunk is the
+    fast path that writes the same events without deciding (a test holds the two equal)."""
+    columns = {
+        name: plan[name].to_pylist()
+        for name in ("stream_id", "event_id", "event_type", "occurred_at", "recorded_at")
+    }
+    data = plan["data"].to_pylist()
+    metadata = plan["metadata"].to_pylist()
+    for i, stream_id in enumerate(columns["stream_id"]):
+        meta = json.loads(metadata[i])
+        context = CommandContext(
+            **{key: meta.pop(key) for key in _CONTEXT_KEYS if key in meta},
+            extra={k: v for k, v in meta.items() if k not in ("command", "command_id")},
+        )
+        yield BatchCommand(
+            stream_id,
+            _TO_COMMAND[columns["event_type"][i]](json.loads(data[i])),
+            context,
+            occurred_at=columns["occurred_at"][i],
+            recorded_at=columns["recorded_at"][i],
+            command_id=meta["command_id"],
+            event_ids=(columns["event_id"][i],),
+        )
 
 
 def generate_chunks(

@@ -1,5 +1,6 @@
 """The write side: deciders, the command handler, snapshots, and two example domains."""
 
+from esanalytics.domain.batch import BatchCommand, BatchReport, Rejection, handle_batch
 from esanalytics.domain.decider import CommandRejected, Decider, EventCodec, Upcaster
 from esanalytics.domain.handler import (
     CommandContext,
@@ -10,6 +11,8 @@ from esanalytics.domain.handler import (
 )
 
 __all__ = [
+    "BatchCommand",
+    "BatchReport",
     "CommandContext",
     "CommandHandler",
     "CommandRejected",
@@ -17,6 +20,8 @@ __all__ = [
     "Decider",
     "EventCodec",
     "Loaded",
+    "Rejection",
     "SnapshotStore",
     "Upcaster",
+    "handle_batch",
 ]

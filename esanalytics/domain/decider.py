@@ -39,6 +39,8 @@ __all__ = ["CommandRejected", "Decider", "EventCodec", "Upcaster"]
 
 S = TypeVar("S")
 
+_FLAT = (str, int, float, bool, type(None))
+
 #: Lifts one event type's payload from schema version ``n`` to ``n + 1``.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -73,6 +75,7 @@ class EventCodec:
 
     def __post_init__(self) -> None:
         self._by_name = {self.type_name(cls): cls for cls in self.event_classes}
+        self._fields: dict[type, tuple[str, ...]] = {}
         for (name, version), _ in self.upcasters.items():
             current = self.schema_versions.get(name, 1)
             if not 1 <= version < current:
@@ -117,7 +120,13 @@ class EventCodec:
                 hint="add its class to EventCodec(event_classes=[...]).",
                 event_type=name,
             )
-        return name, self.schema_versions.get(name, 1), dataclasses.asdict(event)
+        fields = self._fields.get(type(event))
+        if fields is None:
+            fields = self._fields[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+        data = {name: getattr(event, name) for name in fields}
+        if not all(isinstance(v, _FLAT) for v in data.values()):
+            data = dataclasses.asdict(event)  # nested dataclasses, lists or dicts: copy deep
+        return name, self.schema_versions.get(name, 1), data
 
     def decode(self, event_type: str, schema_version: int, data: dict[str, Any]) -> Any | None:
         """The typed event of a stored one, upcast to the current schema (None if skipped)."""

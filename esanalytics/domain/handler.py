@@ -100,6 +100,26 @@ class SnapshotStore:
         os.replace(tmp, target)
 
 
+def command_metadata(context: CommandContext, command_id: str, command: Any) -> dict[str, Any]:
+    """The metadata of every event a command decides: who and why (from the context), the
+    correlation id (the command's own id when the context has none), the causation id (the
+    command itself when absent), the command's id and name, and the context's extra keys."""
+    return {
+        key: value
+        for key, value in {
+            "actor": context.actor,
+            "reason": context.reason,
+            "correlation_id": context.correlation_id or command_id,
+            "causation_id": context.causation_id or command_id,
+            "command_id": command_id,
+            "command": type(command).__name__,
+            "source": context.source,
+            **context.extra,
+        }.items()
+        if value is not None
+    }
+
+
 class CommandHandler(Generic[S]):
     """Handles commands for one decider over a store.
 
@@ -210,20 +230,7 @@ class CommandHandler(Generic[S]):
         context = context or CommandContext()
         command_id = str(uuid.uuid4())
         correlation_id = context.correlation_id or command_id
-        metadata = {
-            key: value
-            for key, value in {
-                "actor": context.actor,
-                "reason": context.reason,
-                "correlation_id": correlation_id,
-                "causation_id": context.causation_id or command_id,
-                "command_id": command_id,
-                "command": type(command).__name__,
-                "source": context.source,
-                **context.extra,
-            }.items()
-            if value is not None
-        }
+        metadata = command_metadata(context, command_id, command)
         for attempt in range(self.max_retries + 1):
             loaded = self._current(stream_id)
             decided = tuple(self.decider.decide(command, loaded.state))

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -855,7 +855,10 @@ class EventStore:
                 event_id=next(i for i in all_ids if all_ids.count(i) > 1),
             )
         if len(all_ids) > _INLINE_LIMIT:
-            return self.ingest(_prepared_table(prepared), _expected=prepared)
+            return self.ingest(
+                _prepared_table(prepared),
+                expected_versions={p.stream_id: p.expected for p in prepared},
+            )
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
@@ -864,7 +867,7 @@ class EventStore:
             if known.any():
                 return self._replay(prepared, [i for i, k in zip(all_ids, known, strict=True) if k])
             for p in prepared:
-                self._check_version(p, heads.get(p.stream_id, 0))
+                self._check_version(p.stream_id, p.expected, heads.get(p.stream_id, 0))
             rows, stream_map = self._build(prepared, heads)
             commit = self._commit_rows(rows, stream_map)
             self._writer.remember(keys)
@@ -872,8 +875,7 @@ class EventStore:
                 self._seal()
             return commit
 
-    def _check_version(self, p: _Prepared, actual: int) -> None:
-        expected = p.expected
+    def _check_version(self, stream_id: str, expected: ExpectedVersion | int, actual: int) -> None:
         ok = (
             expected is ANY
             or (expected is NO_STREAM and actual == 0)
@@ -882,11 +884,11 @@ class EventStore:
         )
         if not ok:
             raise ConcurrencyError(
-                f"The stream {p.stream_id!r} is at version {actual}, but the append expected "
+                f"The stream {stream_id!r} is at version {actual}, but the append expected "
                 f"{expected!r}.",
                 hint="another writer appended first: reload the stream, decide again on its "
                 "current state, and retry with expected_version set to its version.",
-                stream_id=p.stream_id,
+                stream_id=stream_id,
                 expected=expected,
                 actual=actual,
             )
@@ -975,7 +977,7 @@ class EventStore:
         *,
         chunk_rows: int = 250_000,
         progress: Callable[[int], None] | None = None,
-        _expected: Sequence[_Prepared] = (),  # the expected versions of append_many
+        expected_versions: Mapping[str, ExpectedVersion | int] | None = None,
     ) -> Commit:
         """Append a large batch of events from an Arrow table in one atomic commit.
 
@@ -985,15 +987,18 @@ class EventStore:
         optional. Versions continue each stream's current version in table order. Validation
         is vectorized; a bad row is named by its index and nothing is written.
         ``progress`` is called with the number of rows of each chunk written.
+        ``expected_versions`` maps stream ids to the version each must be at (or ``NO_STREAM``
+        and the like), checked under the writer lock as a single append would.
         """
+        expected = {s: _check_expected(v) for s, v in (expected_versions or {}).items()}
         batch = _ingest.validate(table)
         if batch.num_rows == 0:
             raise EmptyAppendError("ingest got an empty table.", hint="pass at least one row.")
         with self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
-            for p in _expected:
-                self._check_version(p, heads.get(p.stream_id, 0))
+            for stream_id, version in expected.items():
+                self._check_version(stream_id, version, heads.get(stream_id, 0))
             keys = np.sort(uuid_keys(batch["event_id"]))
             known = self._load_ids().knows(keys)
             if (keys[1:] == keys[:-1]).any() or known.any():
