@@ -106,7 +106,7 @@ def main() -> None:
         from esanalytics.cli import build_sample
 
         lake = Path(tempfile.mkdtemp(prefix="esa-temporal-")) / "lake"
-        build_sample(lake, events=args.events, seed=1)
+        build_sample(lake, events=args.events, seed=1, fast=True)
     store = esa.open(lake)
     store.flush()  # so that pandas, a plain Parquet reader, sees every event too
     inventory = store.inventory()
