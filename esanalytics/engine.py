@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from esanalytics._html import card as _card
+from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_utc
 from esanalytics.exceptions import ValidationError
@@ -91,6 +93,28 @@ class Session:
         self._streams: list[str] = []
         self.position = 0
         self.refresh()
+
+    def _repr_html_(self) -> str:
+        cut = [
+            ("position", self.position),
+            ("as of (system time)", self.as_of or "now"),
+            ("valid at", self.valid_at or "any time"),
+        ]
+        counted = self.con.sql(
+            "SELECT count(*), min(recorded_at), max(recorded_at), count(DISTINCT stream_id) "
+            "FROM events"
+        ).fetchall()[0]
+        cats = dict(self.con.sql("SELECT category, count(*) FROM events GROUP BY ALL").fetchall())
+        return _card(
+            f"Session on {self.store.path}",
+            [
+                *cut,
+                ("events at this cut", counted[0]),
+                ("streams", counted[3]),
+                ("recorded", f"{counted[1]} .. {counted[2]}"),
+                ("categories", _counts(cats)),
+            ],
+        )
 
     # -- the views -------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import duckdb
 
+from esanalytics._html import card as _card
+from esanalytics._html import table as _table
 from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
 from esanalytics.temporal import Period
@@ -265,6 +267,20 @@ class Projection(_Base):
     @property
     def fields(self) -> Sequence[str]:  # type: ignore[override]
         return list(self.reducers)
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for name, reducer in self.reducers.items():
+            on = getattr(reducer, "on", None)
+            events = ", ".join(on) if isinstance(on, (list, tuple, dict)) else "every event"
+            value = getattr(reducer, "value", "")
+            rows.append([name, type(reducer).__name__, value, events])
+        return _card(
+            f"Projection {self.name}",
+            [("category", self.category or "every category"), ("version", self.version),
+             ("key", "stream_id"), ("fields", len(self.reducers))],
+            _table(["field", "reducer", "value (SQL)", "on events"], rows),
+        )  # fmt: skip
 
     @property
     def key_sql(self) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from esanalytics.domain import BatchCommand, CommandContext, accounts, orders
+from esanalytics.domain import BatchCommand, CommandContext, Decider, accounts, orders
 from esanalytics.events import TIMESTAMP, uuid4_array
 from esanalytics.exceptions import ValidationError
 
@@ -470,7 +470,7 @@ _TO_COMMAND: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 _CONTEXT_KEYS = {"actor", "reason", "correlation_id", "causation_id", "source"}
 #: The deciders that write the sample, by stream category.
-DECIDERS = {"account": accounts.decider, "order": orders.decider}
+DECIDERS: dict[str, Decider[Any]] = {"account": accounts.decider, "order": orders.decider}
 
 
 def commands(plan: pa.Table) -> Iterator[BatchCommand]:

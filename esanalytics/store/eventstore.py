@@ -242,6 +242,10 @@ class EventStore:
     1
     """
 
+    def _repr_html_(self) -> str:
+        """The lake at a glance in a notebook: counts, time range, categories."""
+        return self.inventory()._repr_html_()
+
     def __init__(self, root: Path) -> None:
         self.path = root
         self._meta = root / LAKE_DIR

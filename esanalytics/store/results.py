@@ -9,7 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from esanalytics._html import card as _card
+from esanalytics._html import counts as _counts
+from esanalytics._html import table as _table
 from esanalytics.events import RecordedEvent
 
 if TYPE_CHECKING:
@@ -108,6 +112,21 @@ class Events:
     def __repr__(self) -> str:
         return f"<Events: {len(self)} events as of position {self.position}>"
 
+    def _repr_html_(self) -> str:
+        t = self.table
+        rows: list[tuple[str, Any]] = [("events", len(self)), ("as of position", self.position)]
+        if len(self):
+            recorded = t["recorded_at"]
+            rows.append(("recorded", f"{pc.min(recorded).as_py()} .. {pc.max(recorded).as_py()}"))
+            types = t["event_type"].value_counts().to_pylist()
+            rows.append(("event types", _counts({d["values"]: d["counts"] for d in types})))
+        columns = ["global_position", "stream_id", "version", "event_type", "recorded_at", "data"]
+        head = t.select(columns).slice(0, 10).to_pylist()
+        more = f"<i>… {len(self) - 10:,} more</i>" if len(self) > 10 else ""
+        return _card(
+            "Events", rows, _table(columns, [[r[c] for c in columns] for r in head]) + more
+        )
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -140,3 +159,18 @@ class Inventory:
             "categories  " + ", ".join(f"{k} ({v:,})" for k, v in self.categories.items()),
         ]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return _card(
+            f"Lake {self.path}",
+            [
+                ("position", f"{self.position:,} ({self.commits:,} commits, {self.files:,} files, "
+                 f"{self.bytes / 1e6:.1f} MB)"),
+                ("events", self.events),
+                ("streams", self.streams),
+                ("recorded", f"{self.first_recorded_at} .. {self.last_recorded_at}"),
+                ("occurred", f"{self.first_occurred_at} .. {self.last_occurred_at}"),
+                ("categories", _counts(self.categories)),
+                ("event types", _counts(self.event_types)),
+            ],
+        )  # fmt: skip

@@ -1,0 +1,678 @@
+"""Charts of the log, built on Altair, that work with no network.
+
+Every builder takes a :class:`~esanalytics.engine.Session` (the lake at a cut) or a frame
+(pandas or a DuckDB relation) of the documented shape, aggregates in DuckDB first, and returns
+an Altair chart of at most :data:`MAX_ROWS` rows, so Altair's 5,000-row limit is never hit
+however large the lake. Tooltips carry the audit fields; time charts have a brush, and
+legends select.
+
+Rendering offline: Altair's default renderer loads Vega from a CDN and JupyterLab's own
+renderer knows only Vega-Lite 5, so :func:`enable` installs the ``esanalytics`` renderer,
+which puts each chart in a frame with Vega, Vega-Lite and Vega-Embed inlined (from
+vl-convert, which ships them). :func:`save` writes a chart as self-contained HTML, SVG or PNG.
+
+>>> import pandas as pd
+>>> frame = pd.DataFrame({"key": ["a", "a"], "valid_from": pd.to_datetime(
+...     ["2024-01-01", "2024-02-01"], utc=True), "balance": [1.0, 3.0]})
+>>> state_evolution(frame, "balance").to_dict()["vconcat"][0]["mark"]["interpolate"]
+'step-after'
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import altair as alt
+import duckdb
+import pandas as pd
+
+from esanalytics.engine import Session
+from esanalytics.exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from esanalytics.projections import Projection
+
+__all__ = [
+    "MAX_ROWS",
+    "activity_heatmap",
+    "as_of_view",
+    "bitemporal_scatter",
+    "causation_tree",
+    "enable",
+    "entity_timeline",
+    "population",
+    "save",
+    "state_evolution",
+    "state_intervals",
+    "to_html",
+    "to_png",
+    "to_svg",
+]
+
+#: The most rows a chart carries; builders aggregate (or refuse, with a hint) beyond it.
+MAX_ROWS = 5_000
+
+Source = Session | pd.DataFrame | duckdb.DuckDBPyRelation
+Axis = Literal["system", "valid"]
+
+_EMBED = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}  # fmt: skip
+_AXIS_TIME = {"system": "recorded_at", "valid": "occurred_at"}
+_AXIS_TITLE = {"system": "system time (recorded)", "valid": "valid time (occurred)"}
+
+
+class ChartDataError(ValidationError):
+    """A chart's data is missing a column or is too large to draw as is."""
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _spec(chart: alt.TopLevelMixin | dict[str, Any]) -> dict[str, Any]:
+    return chart if isinstance(chart, dict) else chart.to_dict()
+
+
+def to_html(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
+    """A self-contained HTML page of ``chart``: Vega, Vega-Lite and Vega-Embed inlined, so
+    it opens with no network; the chart stays interactive (tooltips, brush, legend)."""
+    import vl_convert
+
+    page: str = vl_convert.vegalite_to_html(_spec(chart), bundle=True, renderer="svg")
+    # The menu's "open in the Vega editor" would leave the machine: keep only export.
+    return page.replace("const opt = {", f"const opt = {{...{json.dumps(_EMBED)}, ", 1)
+
+
+def to_svg(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
+    """The chart drawn as SVG text (no browser needed)."""
+    import vl_convert
+
+    svg: str = vl_convert.vegalite_to_svg(_spec(chart))
+    return svg
+
+
+def to_png(chart: alt.TopLevelMixin | dict[str, Any], *, scale: float = 2.0) -> bytes:
+    """The chart drawn as PNG bytes (``scale`` 2 for sharp text on print and HiDPI)."""
+    import vl_convert
+
+    png: bytes = vl_convert.vegalite_to_png(_spec(chart), scale=scale)
+    return png
+
+
+def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | Path) -> Path:
+    """Write ``chart`` by the file's suffix: ``.html`` (self-contained, interactive),
+    ``.svg`` or ``.png``."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix == ".html":
+        target.write_text(to_html(chart), encoding="utf-8")
+    elif suffix == ".svg":
+        target.write_text(to_svg(chart), encoding="utf-8")
+    elif suffix == ".png":
+        target.write_bytes(to_png(chart))
+    else:
+        raise ValidationError(
+            f"Cannot save a chart as {suffix or 'a file without a suffix'}.",
+            hint="name the file .html, .svg or .png.",
+        )
+    return target
+
+
+def _frame_html(spec: dict[str, Any], **_: Any) -> dict[str, str]:
+    page = to_html(spec)
+    # The page sizes its own frame once the chart is drawn (same origin: srcdoc).
+    resize = (
+        "<script>new ResizeObserver(() => { if (window.frameElement) "
+        "window.frameElement.style.height = (document.documentElement.scrollHeight + 8) + 'px'; })"
+        ".observe(document.body);</script></body>"
+    )
+    page = page.replace("</body>", resize, 1)
+    frame = (
+        f'<iframe srcdoc="{html.escape(page, quote=True)}" '
+        'style="width:100%;height:420px;border:none" title="esanalytics chart"></iframe>'
+    )
+    return {"text/html": frame}
+
+
+def enable() -> None:
+    """Render Altair charts offline in JupyterLab, Jupyter Notebook and VS Code: each chart's
+    output carries Vega itself (about 1 MB), asks no server for anything, and stays
+    interactive. Our notebooks call it first; ``alt.renderers.enable("default")`` undoes it."""
+    if "esanalytics" not in alt.renderers.names():
+        alt.renderers.register("esanalytics", _frame_html)
+    alt.renderers.enable("esanalytics")
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def _df(
+    data: pd.DataFrame | duckdb.DuckDBPyRelation, needed: tuple[str, ...], what: str
+) -> pd.DataFrame:
+    frame = data if isinstance(data, pd.DataFrame) else data.df()
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ChartDataError(
+            f"The {what} chart needs the column(s) {', '.join(missing)}; the data has "
+            f"{', '.join(map(str, frame.columns))}.",
+            hint="pass a Session instead, or a frame of the shape this builder documents.",
+        )
+    if len(frame) > MAX_ROWS:
+        raise ChartDataError(
+            f"The {what} chart would carry {len(frame):,} rows, over the {MAX_ROWS:,} a chart "
+            "can hold.",
+            hint="pass fewer keys or a shorter period, or pass a Session so the builder "
+            "aggregates in DuckDB.",
+        )
+    return frame
+
+
+def _query(source: Source, sql: str, what: str, needed: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Run ``sql`` (which reads ``events``) on a session, or on a frame of events."""
+    if isinstance(source, Session):
+        return _df(source.df(sql), needed, what)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("events", source if isinstance(source, pd.DataFrame) else source.df())
+    return _df(con.sql(sql).df(), needed, what)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _need_projection(projection: Projection | None, what: str) -> Projection:
+    if projection is None:
+        raise ValidationError(
+            f"The {what} chart of a Session needs a projection.",
+            hint="pass projection=account_balances (esanalytics.catalog) or your own.",
+        )
+    return projection
+
+
+def _history(
+    source: Source,
+    projection: Projection | None,
+    field: str,
+    keys: list[str] | None,
+    axis: Axis,
+    what: str,
+) -> pd.DataFrame:
+    if not isinstance(source, Session):
+        return _df(source, ("key", "valid_from", field), what)
+    proj = _need_projection(projection, what)
+    if field not in proj.fields:
+        raise ValidationError(
+            f"The projection {proj.name} has no field {field!r}.",
+            hint=f"choose one of {', '.join(proj.fields)}.",
+        )
+    if not keys:
+        raise ValidationError(
+            f"The {what} chart needs the keys (entities) to draw.",
+            hint="pass keys=['account-42', ...]; for every entity at once, use population().",
+        )
+    parts = [proj.history(source, axis=axis, key=k).df() for k in keys]
+    return _df(pd.concat(parts, ignore_index=True), ("key", "valid_from", field), what)
+
+
+# -- builders --------------------------------------------------------------------------------
+
+
+def state_evolution(
+    source: Source,
+    field: str,
+    *,
+    projection: Projection | None = None,
+    keys: list[str] | None = None,
+    axis: Axis = "system",
+) -> alt.VConcatChart:
+    """A step chart of ``field`` over time for one or many entities, on system time (when we
+    recorded it) or valid time (when it happened). Data: a Session with ``projection`` and
+    ``keys``, or a frame with ``key``, ``valid_from`` and ``field`` (a projection's
+    :meth:`~esanalytics.projections.Projection.history`). Click a legend entry to pick one."""
+    frame = _history(source, projection, field, keys, axis, "state evolution")
+    frame = frame[["key", "valid_from", field]]
+    pick = alt.selection_point(fields=["key"], bind="legend")
+    numeric = pd.api.types.is_numeric_dtype(frame[field]) or (
+        frame[field].dtype == object
+        and all(hasattr(v, "as_tuple") for v in frame[field].dropna().head(5))
+    )
+    if numeric:
+        frame = frame.assign(**{field: frame[field].astype(float)})
+    base = (
+        alt.Chart(frame, title=f"{field} over {_AXIS_TITLE[axis]}")
+        .mark_line(interpolate="step-after", point=True)
+        .encode(
+            y=alt.Y(field, type="quantitative" if numeric else "nominal"),
+            color=alt.Color("key:N", title="entity"),
+            opacity=alt.condition(pick, alt.value(1), alt.value(0.15)),
+            tooltip=["key:N", alt.Tooltip("valid_from:T", format="%Y-%m-%d %H:%M"), field],
+        )
+        .properties(width=640, height=260)
+        .add_params(pick)
+    )
+    brush = alt.selection_interval(encodings=["x"])
+    upper = base.encode(alt.X("valid_from:T", title=None).scale(domain=brush))
+    lower = (
+        alt.Chart(frame)
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X("valid_from:T", title="drag to zoom"),
+            y=alt.Y(field, type="quantitative" if numeric else "nominal", title=None),
+            color=alt.Color("key:N", legend=None),
+        )
+        .properties(width=640, height=60)
+        .add_params(brush)
+    )
+    return alt.vconcat(upper, lower)
+
+
+def entity_timeline(
+    source: Source,
+    *,
+    projection: Projection | None = None,
+    key: str | None = None,
+    axis: Axis = "system",
+) -> alt.VConcatChart:
+    """Each event of one entity as a mark on the time axis, coloured by actor, with type,
+    actor, reason, both times and every field's value before and after it in the tooltip.
+    Data: a Session with ``projection`` and ``key``, or a frame like
+    :meth:`~esanalytics.projections.Projection.trail` returns."""
+    needed = ("event_type", "recorded_at", "occurred_at", "actor")
+    if isinstance(source, Session):
+        proj = _need_projection(projection, "entity timeline")
+        if not key:
+            raise ValidationError("The entity timeline needs a key.", hint="pass key='account-42'.")
+        frame = _df(proj.trail(source, key), needed, "entity timeline")
+    else:
+        frame = _df(source, needed, "entity timeline")
+    frame = frame.drop(columns=[c for c in ("data",) if c in frame.columns])
+    for column in frame.columns:  # decimals as numbers
+        if (
+            frame[column].dtype == object
+            and frame[column].map(lambda v: hasattr(v, "as_tuple")).any()
+        ):
+            frame[column] = frame[column].astype(float)
+    changes = [c for c in frame.columns if c.endswith(("_before", "_after"))]
+    time = _AXIS_TIME[axis]
+    pick = alt.selection_point(fields=["actor"], bind="legend")
+    tooltip = [
+        "event_type:N", "actor:N", "reason:N",
+        alt.Tooltip("recorded_at:T", format="%Y-%m-%d %H:%M:%S", title="recorded"),
+        alt.Tooltip("occurred_at:T", format="%Y-%m-%d %H:%M:%S", title="occurred"),
+        *[c for c in ("version", "global_position") if c in frame.columns],
+        *changes,
+    ]  # fmt: skip
+    base = (
+        alt.Chart(frame, title=f"{key or 'entity'}: events on {_AXIS_TITLE[axis]}")
+        .mark_point(filled=True, size=80)
+        .encode(
+            y=alt.Y("event_type:N", title=None),
+            color=alt.Color("actor:N"),
+            shape=alt.Shape("actor:N"),
+            opacity=alt.condition(pick, alt.value(1), alt.value(0.15)),
+            tooltip=tooltip,
+        )
+        .properties(width=640)
+        .add_params(pick)
+    )
+    brush = alt.selection_interval(encodings=["x"])
+    upper = base.encode(x=alt.X(f"{time}:T", title=None).scale(domain=brush))
+    lower = (
+        alt.Chart(frame)
+        .mark_tick()
+        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.Color("actor:N", legend=None))
+        .properties(width=640, height=40)
+        .add_params(brush)
+    )
+    return alt.vconcat(upper, lower)
+
+
+def state_intervals(
+    source: Source,
+    field: str = "status",
+    *,
+    projection: Projection | None = None,
+    keys: list[str] | None = None,
+    axis: Axis = "system",
+) -> alt.Chart:
+    """How long each entity stayed in each state: one bar per state interval (a Gantt-like
+    chart), ``valid_from`` to ``valid_to`` (the last interval runs to the newest event).
+    Data: a Session with ``projection`` and ``keys``, or a history frame with ``key``,
+    ``valid_from``, ``valid_to`` and ``field``."""
+    frame = _history(source, projection, field, keys, axis, "state intervals")
+    if "valid_to" not in frame.columns:
+        raise ChartDataError(
+            "The state intervals chart needs a valid_to column.",
+            hint="pass a projection's history(), which has valid_from and valid_to.",
+        )
+    frame = frame[["key", "valid_from", "valid_to", field]].copy()
+    # Merge consecutive rows with the same state: an interval is a stay in one state.
+    frame = frame.sort_values(["key", "valid_from"])
+    change = (frame[field] != frame.groupby("key")[field].shift()) | frame["key"].ne(
+        frame["key"].shift()
+    )
+    frame["stay"] = change.cumsum()
+    end = frame["valid_from"].max()
+    stays = frame.groupby("stay").agg(
+        key=("key", "first"),
+        state=(field, "first"),
+        start=("valid_from", "first"),
+        end=("valid_to", "last"),
+    )
+    stays["open"] = stays["end"].isna()
+    stays["end"] = stays["end"].fillna(end)
+    stays["days"] = ((stays["end"] - stays["start"]).dt.total_seconds() / 86_400).round(1)
+    pick = alt.selection_point(fields=["state"], bind="legend")
+    chart: alt.Chart = (
+        alt.Chart(stays, title=f"time in each {field} ({_AXIS_TITLE[axis]})")
+        .mark_bar(height={"band": 0.7})
+        .encode(
+            x=alt.X("start:T", title=None),
+            x2="end:T",
+            y=alt.Y("key:N", title=None),
+            color=alt.Color("state:N", title=field),
+            opacity=alt.condition(pick, alt.value(1), alt.value(0.2)),
+            tooltip=[
+                "key:N",
+                alt.Tooltip("state:N", title=field),
+                alt.Tooltip("start:T", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("end:T", format="%Y-%m-%d %H:%M"),
+                "days:Q",
+                "open:N",
+            ],
+        )
+        .properties(width=640)
+        .add_params(pick)
+    )
+    return chart
+
+
+def activity_heatmap(
+    source: Source,
+    *,
+    by: Literal["hour", "week"] = "hour",
+    where: str = "TRUE",
+    axis: Axis = "system",
+) -> alt.Chart:
+    """Events counted by weekday and hour of day (``by="hour"``: after-hours work stands
+    out) or by week and weekday (``by="week"``: spikes stand out), in UTC. ``where`` is a
+    SQL filter on the events (e.g. ``"metadata->>'$.actor' = 'alice'"``). Data: a Session, or
+    a frame of events with ``recorded_at``/``occurred_at`` (and whatever ``where`` reads)."""
+    time = _AXIS_TIME[axis]
+    if by == "hour":
+        rows = f"hour({time}) AS hour, isodow({time}) AS weekday"
+        x = alt.X("hour:O", title="hour of day (UTC)")
+    elif by == "week":
+        rows = f"CAST(date_trunc('week', {time}) AS DATE) AS week, isodow({time}) AS weekday"
+        x = alt.X("week:T", title="week", timeUnit="yearweek")
+    else:
+        raise ValidationError(
+            f"Unknown heatmap grouping {by!r}.", hint="use by='hour' or by='week'."
+        )
+    frame = _query(
+        source,
+        f"""
+        SELECT {rows}, count(*) AS events,
+               count(DISTINCT metadata->>'$.actor') AS actors,
+               round(100 * avg(CASE WHEN hour({time}) < 7 OR hour({time}) >= 19 THEN 1 ELSE 0 END), 1)
+                   AS after_hours_pct
+        FROM events WHERE {where} GROUP BY ALL ORDER BY ALL
+        """,
+        "activity heatmap",
+    )
+    names = {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
+    frame["day"] = frame["weekday"].map(names)
+    chart: alt.Chart = (
+        alt.Chart(frame, title=f"activity by {'hour and weekday' if by == 'hour' else 'week'}")
+        .mark_rect()
+        .encode(
+            x=x,
+            y=alt.Y("day:O", sort=list(names.values()), title=None),
+            color=alt.Color("events:Q", scale=alt.Scale(scheme="blues")),
+            tooltip=[c for c in frame.columns if c not in ("weekday",)],
+        )
+        .properties(width=640 if by == "week" else 480, height=180)
+    )
+    return chart
+
+
+def bitemporal_scatter(source: Source, *, where: str = "TRUE") -> alt.Chart:
+    """Valid time against system time, binned (by day, or by week or month when a day
+    grid would pass :data:`MAX_ROWS`): events on the diagonal were recorded when they
+    happened; back-dated ones sit below it, coloured by how late they were booked."""
+    for unit in ("day", "week", "month"):
+        sql = f"""
+            SELECT date_trunc('{unit}', recorded_at) AS recorded,
+                   date_trunc('{unit}', occurred_at) AS occurred,
+                   count(*) AS events,
+                   round(max(epoch(recorded_at - occurred_at)) / 86400, 1) AS max_days_late,
+                   any_value(metadata->>'$.actor') AS an_actor,
+                   any_value(event_type) AS an_event_type
+            FROM events WHERE {where} GROUP BY ALL ORDER BY ALL
+        """
+        try:
+            frame = _query(source, sql, "bitemporal scatter")
+            break
+        except ChartDataError:
+            continue
+    else:
+        raise ChartDataError(
+            "Even by month the bitemporal grid is too large to draw.",
+            hint="narrow it with where=, e.g. one category or one year.",
+        )
+    frame["late"] = frame["recorded"] > frame["occurred"]
+    chart: alt.Chart = (
+        alt.Chart(frame, title=f"valid time against system time (by {unit})")
+        .mark_circle(opacity=0.7)
+        .encode(
+            x=alt.X("recorded:T", title="recorded (system time)"),
+            y=alt.Y("occurred:T", title="occurred (valid time)"),
+            size=alt.Size("events:Q", scale=alt.Scale(type="sqrt")),
+            color=alt.Color(
+                "max_days_late:Q", scale=alt.Scale(scheme="orangered"), title="days late"
+            ),
+            tooltip=[
+                alt.Tooltip("recorded:T", format="%Y-%m-%d"),
+                alt.Tooltip("occurred:T", format="%Y-%m-%d"),
+                "events:Q",
+                "max_days_late:Q",
+                "an_actor:N",
+                "an_event_type:N",
+            ],
+        )
+        .properties(width=480, height=480)
+        .interactive()
+    )
+    return chart
+
+
+def as_of_view(
+    source: Source, *, key: str | None = None, cut: Any = None, where: str = "TRUE"
+) -> alt.Chart:
+    """Events on system time; those recorded after the cut fade out. A slider moves the cut
+    where the renderer is interactive (JupyterLab, the HTML file); PNG and SVG show ``cut``
+    (default: the middle of the range). Data: a Session (``key`` picks one entity), or a
+    frame of events."""
+    if isinstance(source, Session) and key:
+        source = source.sql(f"SELECT * FROM {source.stream_events(key)}")
+    frame = _query(
+        source,
+        f"""SELECT global_position, stream_id, version, event_type, recorded_at, occurred_at,
+                   metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason
+            FROM events WHERE {where} ORDER BY global_position""",
+        "as-of view",
+    )
+    if frame.empty:
+        raise ChartDataError("There are no events to show.", hint="check the key or the filter.")
+    frame["ms"] = (
+        frame["recorded_at"].astype("int64") // 10**6
+        if frame["recorded_at"].dtype.kind == "M"
+        else 0
+    )
+    lo, hi = int(frame["ms"].min()), int(frame["ms"].max())
+    start = (lo + hi) // 2 if cut is None else int(pd.Timestamp(cut).value // 10**6)
+    slider = alt.param(
+        name="cut", value=start,
+        bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="as of (ms since 1970) "),
+    )  # fmt: skip
+    chart: alt.Chart = (
+        alt.Chart(frame, title=f"{key or 'events'} as of the cut")
+        .mark_point(filled=True, size=70)
+        .encode(
+            x=alt.X("recorded_at:T", title="recorded (system time)"),
+            y=alt.Y("event_type:N", title=None),
+            color=alt.Color("actor:N"),
+            opacity=alt.condition("datum.ms <= cut", alt.value(1.0), alt.value(0.12)),
+            tooltip=[
+                "global_position:Q",
+                "stream_id:N",
+                "version:Q",
+                "event_type:N",
+                "actor:N",
+                "reason:N",
+                alt.Tooltip("recorded_at:T", format="%Y-%m-%d %H:%M:%S"),
+                alt.Tooltip("occurred_at:T", format="%Y-%m-%d %H:%M:%S"),
+            ],
+        )
+        .properties(width=640)
+        .add_params(slider)
+    )
+    return chart
+
+
+def causation_tree(source: Source, correlation_id: str | None = None) -> alt.LayerChart:
+    """The events of one correlation id as a tree: each event sits one level right of the
+    event (or command) that caused it, in recorded order top to bottom, with a line to its
+    cause. Data: a Session and ``correlation_id``, or a frame of those events."""
+    if isinstance(source, Session):
+        if not correlation_id:
+            raise ValidationError(
+                "The causation tree needs a correlation id.", hint="pass correlation_id='...'."
+            )
+        where = f"metadata->>'$.correlation_id' = {_quote(correlation_id)}"
+    else:
+        where = "TRUE"
+    frame = _query(
+        source,
+        f"""SELECT event_id, stream_id, event_type, recorded_at, occurred_at,
+                   metadata->>'$.actor' AS actor, metadata->>'$.reason' AS reason,
+                   metadata->>'$.causation_id' AS causation_id,
+                   metadata->>'$.command' AS command
+            FROM events WHERE {where} ORDER BY global_position""",
+        "causation tree",
+    )
+    if frame.empty:
+        raise ChartDataError(
+            f"No events carry the correlation id {correlation_id!r}.",
+            hint="copy it from an event's metadata (correlation_id).",
+        )
+    depth: dict[str, int] = {}
+    row_of: dict[str, int] = {}
+    parents = []
+    for row, (event_id, cause) in enumerate(
+        zip(frame["event_id"], frame["causation_id"], strict=True)
+    ):
+        parent = cause if cause in depth else None
+        depth[event_id] = depth[parent] + 1 if parent else 0
+        row_of[event_id] = row
+        parents.append(parent)
+    frame["depth"] = [depth[e] for e in frame["event_id"]]
+    frame["row"] = range(len(frame))
+    frame["parent_depth"] = [depth[p] if p else None for p in parents]
+    frame["parent_row"] = [row_of[p] if p else None for p in parents]
+    frame["label"] = frame["event_type"] + " · " + frame["stream_id"]
+    tooltip = ["event_type:N", "stream_id:N", "actor:N", "reason:N", "command:N",
+               alt.Tooltip("recorded_at:T", format="%Y-%m-%d %H:%M:%S"), "event_id:N", "causation_id:N"]  # fmt: skip
+    base = alt.Chart(frame)
+    y = alt.Y("row:O", axis=None)
+    links = base.mark_rule(color="#999").encode(
+        x="parent_depth:Q", y=alt.Y("parent_row:O", axis=None), x2="depth:Q", y2="row:O"
+    ).transform_filter("datum.parent_row != null")  # fmt: skip
+    nodes = base.mark_circle(size=140).encode(
+        x=alt.X("depth:Q", title="causation depth", axis=alt.Axis(tickMinStep=1)),
+        y=y, color=alt.Color("stream_id:N", title="stream"), tooltip=tooltip,
+    )  # fmt: skip
+    labels = base.mark_text(align="left", dx=10, fontSize=11).encode(
+        x="depth:Q", y=y, text="label:N"
+    )
+    return alt.LayerChart(
+        layer=[links, nodes, labels],
+        title=f"causation tree of {correlation_id or 'the events'}",
+        width=520,
+        height=max(22 * len(frame), 60),
+    )
+
+
+def population(
+    source: Source,
+    field: str = "status",
+    *,
+    projection: Projection | None = None,
+    every: Literal["day", "week", "month"] = "week",
+    axis: Axis = "system",
+) -> alt.Chart:
+    """How many entities were in each state over time: each entity counts, at the end of
+    every ``every``, in the state it was then in. Computed in DuckDB from state changes
+    (+1 on entering a state, -1 on leaving it), so it stays small for any lake. Data: a
+    Session with ``projection``, or a history frame with ``key``, ``valid_from``,
+    ``valid_to`` and ``field``."""
+    if isinstance(source, Session):
+        proj = _need_projection(projection, "population")
+        history: Any = proj.history(source, axis=axis)
+        con = source.con
+    else:
+        history = source
+        con = duckdb.connect()
+    con.register("_esa_history", history)
+    try:
+        frame = _df(
+            con.sql(
+                f"""
+                WITH marked AS (
+                    SELECT key, CAST({field} AS VARCHAR) AS state, valid_from,
+                           {field} IS DISTINCT FROM lag({field}) OVER
+                               (PARTITION BY key ORDER BY valid_from) AS changed
+                    FROM _esa_history
+                ), stays AS (
+                    SELECT state, valid_from,
+                           lead(valid_from) OVER (PARTITION BY key ORDER BY valid_from) AS left_at
+                    FROM marked WHERE changed
+                ), moves AS (
+                    SELECT date_trunc('{every}', valid_from) AS bucket, state, 1 AS delta FROM stays
+                    UNION ALL
+                    SELECT date_trunc('{every}', left_at), state, -1 FROM stays
+                    WHERE left_at IS NOT NULL
+                ), grid AS (
+                    SELECT bucket, state
+                    FROM (SELECT DISTINCT bucket FROM moves), (SELECT DISTINCT state FROM moves)
+                ), per AS (
+                    SELECT g.bucket, g.state, coalesce(sum(m.delta), 0) AS delta
+                    FROM grid g LEFT JOIN moves m USING (bucket, state) GROUP BY ALL
+                )
+                SELECT bucket, state,
+                       CAST(sum(delta) OVER (PARTITION BY state ORDER BY bucket) AS BIGINT) AS entities
+                FROM per WHERE state IS NOT NULL ORDER BY bucket, state
+                """
+            ),
+            ("bucket", "state", "entities"),
+            "population",
+        )
+    finally:
+        con.unregister("_esa_history")
+    pick = alt.selection_point(fields=["state"], bind="legend")
+    chart: alt.Chart = (
+        alt.Chart(frame, title=f"entities per {field}, by {every} ({_AXIS_TITLE[axis]})")
+        .mark_area(interpolate="step-after")
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y("entities:Q", stack=True),
+            color=alt.Color("state:N", title=field),
+            opacity=alt.condition(pick, alt.value(0.9), alt.value(0.2)),
+            tooltip=[alt.Tooltip("bucket:T", format="%Y-%m-%d"), "state:N", "entities:Q"],
+        )
+        .properties(width=640, height=260)
+        .add_params(pick)
+    )
+    return chart
