@@ -26,7 +26,8 @@ def test_committed_without_outputs(path: Path) -> None:
     book = nbformat.read(path, as_version=4)
     for cell in book.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, path.name
+            assert cell.outputs == [], path.name
+            assert cell.execution_count is None, path.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
