@@ -226,11 +226,13 @@ def state_evolution(
     projection: Projection | None = None,
     keys: list[str] | None = None,
     axis: Axis = "system",
-) -> alt.VConcatChart:
+    brush: bool = True,
+) -> alt.VConcatChart | alt.Chart:
     """A step chart of ``field`` over time for one or many entities, on system time (when we
     recorded it) or valid time (when it happened). Data: a Session with ``projection`` and
     ``keys``, or a frame with ``key``, ``valid_from`` and ``field`` (a projection's
-    :meth:`~esanalytics.projections.Projection.history`). Click a legend entry to pick one."""
+    :meth:`~esanalytics.projections.Projection.history`). Click a legend entry to pick one;
+    drag on the strip below to zoom (``brush=False`` leaves the strip out)."""
     frame = _history(source, projection, field, keys, axis, "state evolution")
     frame = frame[["key", "valid_from", field]]
     pick = alt.selection_point(fields=["key"], bind="legend")
@@ -252,8 +254,11 @@ def state_evolution(
         .properties(width=640, height=260)
         .add_params(pick)
     )
-    brush = alt.selection_interval(encodings=["x"])
-    upper = base.encode(alt.X("valid_from:T", title=None).scale(domain=brush))
+    if not brush:  # a static chart (reports, images): no overview strip
+        plain: alt.Chart = base.encode(alt.X("valid_from:T", title=None))
+        return plain
+    zoom = alt.selection_interval(encodings=["x"])
+    upper = base.encode(alt.X("valid_from:T", title=None).scale(domain=zoom))
     lower = (
         alt.Chart(frame)
         .mark_line(interpolate="step-after")
@@ -263,7 +268,7 @@ def state_evolution(
             color=alt.Color("key:N", legend=None),
         )
         .properties(width=640, height=60)
-        .add_params(brush)
+        .add_params(zoom)
     )
     return alt.vconcat(upper, lower)
 
@@ -274,7 +279,8 @@ def entity_timeline(
     projection: Projection | None = None,
     key: str | None = None,
     axis: Axis = "system",
-) -> alt.VConcatChart:
+    brush: bool = True,
+) -> alt.VConcatChart | alt.Chart:
     """Each event of one entity as a mark on the time axis, coloured by actor, with type,
     actor, reason, both times and every field's value before and after it in the tooltip.
     Data: a Session with ``projection`` and ``key``, or a frame like
@@ -317,14 +323,17 @@ def entity_timeline(
         .properties(width=640)
         .add_params(pick)
     )
-    brush = alt.selection_interval(encodings=["x"])
-    upper = base.encode(x=alt.X(f"{time}:T", title=None).scale(domain=brush))
+    if not brush:
+        plain: alt.Chart = base.encode(x=alt.X(f"{time}:T", title=None))
+        return plain
+    zoom = alt.selection_interval(encodings=["x"])
+    upper = base.encode(x=alt.X(f"{time}:T", title=None).scale(domain=zoom))
     lower = (
         alt.Chart(frame)
         .mark_tick()
         .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.Color("actor:N", legend=None))
         .properties(width=640, height=40)
-        .add_params(brush)
+        .add_params(zoom)
     )
     return alt.vconcat(upper, lower)
 

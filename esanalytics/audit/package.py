@@ -33,6 +33,10 @@ class AuditPackage:
     completeness_text: str
     command: str
     checkpoint: dict[str, Any] | None = None
+    #: For an entity with a projection in the catalog: that projection's name and the
+    #: entity's state history (key, valid_from, valid_to, fields...), for charts.
+    projection: str | None = None
+    history: pa.Table | None = None
 
 
 def _scope_args(scope: Scope) -> list[str]:
@@ -100,6 +104,16 @@ def collect(
     command = shlex.join(
         ["esa", "report", str(store.path), *_scope_args(scope), "--position", str(pinned)]
     )
+    projection, history = None, None
+    if scope.kind == "entity" and full.num_rows:
+        from esanalytics.catalog import PROJECTIONS
+
+        category = full["category"][0].as_py()
+        for candidate in PROJECTIONS.values():
+            if candidate.category == category:
+                projection = candidate.name
+                history = candidate.history(session, key=scope.value).to_arrow_table()
+                break
     return AuditPackage(
         title=f"Audit report: {scope.kind} {scope.value or f'{scope.start} .. {scope.end}'}",
         scope=f"{scope.kind}: {scope.value or ''}{f'{scope.start} .. {scope.end}' if scope.kind == 'period' else ''}",
@@ -117,4 +131,6 @@ def collect(
         + ".",
         command=command,
         checkpoint=checkpoint,
+        projection=projection,
+        history=history,
     )

@@ -1,8 +1,9 @@
 """A self-contained HTML audit report: no script, no external resource, every value escaped.
 
 Sections, in order: scope on both time axes; the log position and chain digest it is pinned
-to (and the checkpoint, when given); completeness; integrity; exceptions; the event-by-event
-trail; the command that regenerates it. Regenerating gives the same bytes except the
+to (and the checkpoint, when given); completeness; integrity; exceptions; charts (state
+evolution, time in each state, the timeline, as inline SVG); the event-by-event trail; the
+command that regenerates it. Regenerating gives the same bytes except the
 generation time.
 """
 
@@ -55,6 +56,18 @@ def _table(table: pa.Table, limit: int = 10_000) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
+def _charts(data: AuditPackage) -> str:
+    """The report's charts as inline SVG: drawn here, so the page runs no script."""
+    from esanalytics.report.charts import report_charts
+    from esanalytics.viz import to_svg
+
+    parts = [
+        f"<figure><figcaption>{_cell(title)}</figcaption>{to_svg(chart)}</figure>"
+        for title, chart in report_charts(data)
+    ]
+    return "<h2>Charts</h2>" + "".join(parts) if parts else ""
+
+
 def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> str:
     """The report as one HTML document."""
     moment = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -89,6 +102,7 @@ def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> 
 <pre>{_cell(data.integrity_text)}</pre>
 <h2>Exceptions ({data.exceptions.num_rows:,})</h2>
 {_table(data.exceptions)}
+{_charts(data)}
 <h2>Trail</h2>
 {_table(trail)}
 <h2>Regenerate</h2>

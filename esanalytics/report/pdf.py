@@ -6,6 +6,7 @@ report and the extracts keep every character).
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +71,13 @@ def render_pdf(
     pdf.set_font("Helvetica", "", 7)
     if data.exceptions.num_rows:
         _table(pdf, data.exceptions.column_names, data.exceptions.slice(0, limit).to_pylist())
+    from esanalytics.report.charts import report_charts
+    from esanalytics.viz import to_png
+
+    for title, chart in report_charts(data):
+        section(title, "")
+        # 1.5x: sharp enough on paper, small enough to keep the file light.
+        pdf.image(io.BytesIO(to_png(chart, scale=1.5)), w=min(pdf.epw, 250))
     section("Trail", "" if data.trail.num_rows else "No events.")
     pdf.set_font("Helvetica", "", 7)
     if data.trail.num_rows:

@@ -122,3 +122,38 @@ def test_pdf_report_holds_the_same_facts(lake: Path) -> None:
     assert render_pdf(package, generated_at=when) == render_pdf(package, generated_at=when)
     page = render_pdf(collect(store, Scope("entity", f"account-{PAYLOAD}")), compress=False)
     assert b"%PDF-" in page  # hostile text is only text in a PDF; it must not break rendering
+
+
+def test_reports_carry_charts_of_the_scope(sample_lake: Path) -> None:
+    from esanalytics.report import render_pdf
+    from esanalytics.report.charts import report_charts
+
+    store = esa.open(sample_lake)
+    package = collect(store, Scope("entity", "account-3"))
+    assert package.projection == "account_balances"
+    charts = report_charts(package)
+    titles = [title for title, _ in charts]
+    assert titles == [
+        "balance over time (account_balances)",
+        "Time in each status",
+        "Timeline of the events",
+    ]
+    drawn = charts[0][1].to_dict()
+    rows = next(iter(drawn["datasets"].values()))
+    assert [r["balance"] for r in rows] == [
+        float(v) for v in package.history["balance"].to_pylist()
+    ]
+    timeline = next(iter(charts[2][1].to_dict()["datasets"].values()))
+    assert len(timeline) == package.trail.num_rows
+    page = render_html(package)
+    assert page.count("<figure>") == 3
+    assert page.count("<svg") >= 3
+    pdf = render_pdf(package, compress=False)
+    assert pdf.count(b"/Subtype /Image") == 3
+    # A large scope is charted as counts per week and type, never event by event.
+    period = collect(store, Scope("period", start="2024-01-01", end="2025-01-01"))
+    assert period.trail.num_rows > 1_000
+    (title, chart), *_ = report_charts(period)
+    assert title == "Events per week, by type"
+    counted = next(iter(chart.to_dict()["datasets"].values()))
+    assert sum(r["events"] for r in counted) == period.trail.num_rows
