@@ -1,5 +1,6 @@
 """Integrity benchmark: `verify` over a lake (target, issue 6: 10 million events in < 5 s on
-2 cores), beside a plain Python loop that recomputes the same chain row by row.
+2 cores), beside a plain Python loop that recomputes the same chain row by row; then the time
+to build an entity report and a period report (HTML with charts).
 
     python3 -m uv run python benchmarks/audit_bench.py --lake LAKE
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
+from datetime import timedelta
 
 import esanalytics as esa
-from esanalytics.audit import verify
+from esanalytics.audit import Scope, collect, verify
 from esanalytics.events import canonical_row
+from esanalytics.report import render_html
 
 
 def main() -> None:
@@ -21,6 +24,8 @@ def main() -> None:
     )
     parser.add_argument("--lake", required=True)
     parser.add_argument("--peer-events", type=int, default=200_000)
+    parser.add_argument("--entity", default="account-42")
+    parser.add_argument("--period-days", type=int, default=7, help="the period report's length")
     args = parser.parse_args()
     store = esa.open(args.lake)
     result = verify(store)
@@ -39,6 +44,26 @@ def main() -> None:
     print(
         f"plain Python loop: {loop_rate:,.0f} events/s; verify is {result.events / result.seconds / loop_rate:.1f}x"
     )
+    reports(store, args.entity, args.period_days)
+
+
+def reports(store: esa.EventStore, entity: str, days: int) -> None:
+    """Report timings (targets, issue 6: one entity < 3 s; a period of ~100k events < 15 s),
+    each from collecting the facts to the finished HTML with its charts."""
+    inventory = store.inventory()
+    end = inventory.last_recorded_at
+    assert end is not None
+    start = end - timedelta(days=days)
+    for label, scope in (
+        (f"entity {entity}", Scope("entity", entity)),
+        (f"period of {days} days", Scope("period", start=start, end=end)),
+    ):
+        started = time.perf_counter()
+        package = collect(store, scope)
+        page = render_html(package)
+        took = time.perf_counter() - started
+        print(f"report, {label}: {package.trail.num_rows:,} events, {len(page) / 1e6:.1f} MB "
+              f"HTML with {page.count('<figure>')} charts in {took:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
