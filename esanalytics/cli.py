@@ -604,6 +604,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Altair imports jsonschema, which imports rfc3987_syntax when it is installed (Jupyter
+    # brings it) and builds a grammar for about a second on every start. The CLI checks no
+    # IRIs, so its own process goes without (jsonschema skips that one format check).
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)

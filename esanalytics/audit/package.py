@@ -60,7 +60,8 @@ def collect(
     pinned = session.position
     events = trail(session, scope)
     full = session.sql(
-        f"SELECT {COLUMNS} FROM events WHERE {scope.where()} ORDER BY global_position"
+        f"SELECT {COLUMNS} FROM {scope.source(session)} WHERE {scope.where()} "
+        "ORDER BY global_position"
     ).to_arrow_table()
     problems = []
     if full.num_rows:
