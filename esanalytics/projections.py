@@ -384,16 +384,18 @@ class Projection(_Base):
         axis: Axis = "system",
         key: str | None = None,
         period: Period | None = None,
+        relation: str | None = None,
     ) -> duckdb.DuckDBPyRelation:
         """Each key's state over time: ``(key, valid_from, valid_to, fields...)`` on system
         time (when we recorded it) or valid time (when it happened); ``valid_to`` is null for
         the current state; states that lasted no time are left out. ``period`` keeps the
-        states that meet it (see :class:`~esanalytics.temporal.Period`)."""
+        states that meet it (see :class:`~esanalytics.temporal.Period`). ``relation`` reads
+        another relation of the session than ``events`` (a filtered view of it, say)."""
         over = f"(PARTITION BY stream_id ORDER BY {_order(axis)} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
         columns = self._bind(
             ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
         )
-        events = "events" if key is None else session.stream_events(key)
+        events = relation or ("events" if key is None else session.stream_events(key))
         time = _axis_time(axis)
         return session.sql(
             f"""
