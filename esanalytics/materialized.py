@@ -89,31 +89,36 @@ class MaterializedProjection:
             delta = self.projection.aggregate_sql(session.events_after(since))
             query = self.projection.merge_sql(old, delta)
             new_events = session.position - since
-        table = session.sql(f"SELECT * FROM ({query}) ORDER BY key").to_arrow_table()
-        self._publish(table, session.position, previous=current)
-        return Refresh(
-            mode, session.position, new_events, table.num_rows, time.perf_counter() - started
-        )
+        rows = self._publish(session, query, previous=current)
+        return Refresh(mode, session.position, new_events, rows, time.perf_counter() - started)
 
-    def _publish(self, table: pa.Table, position: int, *, previous: dict[str, Any] | None) -> None:
-        import pyarrow.parquet as pq
-
+    def _publish(self, session: Session, query: str, *, previous: dict[str, Any] | None) -> int:
+        """DuckDB writes the new state file itself (in parallel, no copy through Python);
+        it is renamed into place, then the pointer swaps to it atomically."""
+        position = session.position
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"state-v{self.projection.version}-{position:012d}.parquet"
         tmp = self.folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
+        target = str(tmp).replace("'", "''")
+        written = session.con.execute(
+            f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{target}' (FORMAT parquet)"
+        ).fetchall()
+        rows = int(written[0][0])
+        with open(tmp, "rb") as file:
+            os.fsync(file.fileno())
         os.replace(tmp, self.folder / name)
         pointer = {
             "file": name,
             "position": position,
             "version": self.projection.version,
-            "rows": table.num_rows,
+            "rows": rows,
         }
         tmp_pointer = self.folder / ".current.json.tmp"
         tmp_pointer.write_text(json.dumps(pointer))
         os.replace(tmp_pointer, self.folder / "current.json")
         if previous is not None and previous["file"] != name:
             (self.folder / previous["file"]).unlink(missing_ok=True)
+        return rows
 
     def state(self) -> pa.Table:
         """The stored state (refresh first for the newest), without the hidden columns."""

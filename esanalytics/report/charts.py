@@ -12,8 +12,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from esanalytics import viz
 from esanalytics.audit.package import AuditPackage
+from esanalytics.viz import entity_timeline, state_evolution, state_intervals
 
 __all__ = ["report_charts"]
 
@@ -36,15 +36,15 @@ def report_charts(data: AuditPackage) -> list[tuple[str, Any]]:
         frame = history.to_pandas()
         field = _numeric(history, ("valid_from", "valid_to", "global_position"))
         if field is not None:
-            chart = viz.state_evolution(frame, field, brush=False)
+            chart = state_evolution(frame, field, brush=False)
             charts.append((f"{field} over time ({data.projection})", chart))
         if "status" in frame.columns:
-            charts.append(("Time in each status", viz.state_intervals(frame, "status")))
+            charts.append(("Time in each status", state_intervals(frame, "status")))
     trail = data.trail
     if trail.num_rows == 0:
         return charts
     if trail.num_rows <= EACH_EVENT:
-        timeline = viz.entity_timeline(trail.drop_columns(["data"]).to_pandas(), brush=False)
+        timeline = entity_timeline(trail.drop_columns(["data"]).to_pandas(), brush=False)
         charts.append(("Timeline of the events", timeline))
     else:
         con = duckdb.connect()
