@@ -75,14 +75,30 @@ def _spec(chart: alt.TopLevelMixin | dict[str, Any]) -> dict[str, Any]:
     return chart if isinstance(chart, dict) else chart.to_dict()
 
 
-def to_html(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
-    """A self-contained HTML page of ``chart``: Vega, Vega-Lite and Vega-Embed inlined, so
-    it opens with no network; the chart stays interactive (tooltips, brush, legend)."""
+def _page(chart: alt.TopLevelMixin | dict[str, Any], extra: str = "") -> str:
     import vl_convert
 
-    page: str = vl_convert.vegalite_to_html(_spec(chart), bundle=True, renderer="svg")
-    # The menu's "open in the Vega editor" would leave the machine: keep only export.
-    return page.replace("const opt = {", f"const opt = {{...{json.dumps(_EMBED)}, ", 1)
+    # Vega, Vega-Lite and Vega-Embed as globals (None: the default snippet; the stub says str).
+    bundle: str = vl_convert.javascript_bundle(None)  # type: ignore[arg-type]
+    spec = _spec(chart)
+    title = spec.get("title") if isinstance(spec.get("title"), str) else "chart"
+    # JSON inside a script: escape "<" so no value can close the script or open a comment.
+    data = json.dumps(spec).replace("<", "\\u003c")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(str(title))}</title>"
+        "<style>body{margin:0;font-family:sans-serif}#vis.vega-embed{display:flex}</style>"
+        f'<script type="text/javascript">{bundle}</script></head>\n<body><div id="vis"></div>'
+        f"<script>vegaEmbed('#vis', {data}, {json.dumps(_EMBED)}).catch(console.error);</script>"
+        f"{extra}</body></html>\n"
+    )
+
+
+def to_html(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
+    """A self-contained HTML page of ``chart``: Vega, Vega-Lite and Vega-Embed inlined, so
+    it opens with no network; the chart stays interactive (tooltips, brush, legend). The
+    menu offers export only (no link to the online Vega editor)."""
+    return _page(chart)
 
 
 def to_svg(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
@@ -121,16 +137,14 @@ def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | Path) -> Path:
 
 
 def _frame_html(spec: dict[str, Any], **_: Any) -> dict[str, str]:
-    page = to_html(spec)
-    # The page sizes its own frame once the chart is drawn (same origin: srcdoc).
+    # The page sizes its own frame once the chart is drawn (srcdoc: same origin).
     resize = (
         "<script>new ResizeObserver(() => { if (window.frameElement) "
         "window.frameElement.style.height = (document.documentElement.scrollHeight + 8) + 'px'; })"
-        ".observe(document.body);</script></body>"
+        ".observe(document.body);</script>"
     )
-    page = page.replace("</body>", resize, 1)
     frame = (
-        f'<iframe srcdoc="{html.escape(page, quote=True)}" '
+        f'<iframe srcdoc="{html.escape(_page(spec, resize), quote=True)}" '
         'style="width:100%;height:420px;border:none" title="esanalytics chart"></iframe>'
     )
     return {"text/html": frame}
@@ -271,7 +285,7 @@ def state_evolution(
         .encode(
             x=alt.X("valid_from:T", title="drag to zoom"),
             y=alt.Y(field, type="quantitative" if numeric else "nominal", title=None),
-            color=alt.Color("key:N", legend=None),
+            color=alt.Color("key:N", title="entity"),
         )
         .properties(width=640, height=60)
         .add_params(zoom)
@@ -337,7 +351,7 @@ def entity_timeline(
     lower = (
         alt.Chart(frame)
         .mark_tick()
-        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.Color("actor:N", legend=None))
+        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.Color("actor:N"))
         .properties(width=640, height=40)
         .add_params(zoom)
     )

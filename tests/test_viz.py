@@ -4,6 +4,7 @@ real PNG/SVG/HTML, drawn by a real browser with no network; HTML reprs and %%esq
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import altair as alt
@@ -163,6 +164,37 @@ def test_html_chart_is_drawn_offline_and_requests_nothing(session: Session, tmp_
     assert dom.count("<path") > 10
 
 
+@needs_chromium
+def test_notebook_output_draws_the_chart_in_its_frame(session: Session, tmp_path: Path) -> None:
+    """The renderer's output placed in a page as JupyterLab would: the chart is drawn inside
+    the frame (read through the same-origin frame by the host page), with its legend, the
+    frame grows to fit, and nothing is requested."""
+    viz.enable()
+    try:
+        chart = viz.state_evolution(
+            session, "balance", projection=account_balances, keys=["account-3"]
+        )
+        bundle = alt.renderers.get()(chart.to_dict())
+    finally:
+        alt.renderers.enable("default")
+    out = bundle[0] if isinstance(bundle, tuple) else bundle
+    probe = (
+        "<script>setTimeout(() => { const f = document.querySelector('iframe');"
+        " const d = f.contentDocument;"
+        " document.body.dataset.marks = d.querySelectorAll('svg .marks path, svg path').length;"
+        " document.body.dataset.legend = d.querySelectorAll('.role-legend').length;"
+        " document.body.dataset.height = f.getBoundingClientRect().height; }, 4000);</script>"
+    )
+    page = tmp_path / "cell.html"
+    page.write_text(f"<html><body>{out['text/html']}{probe}</body></html>")
+    dom, requested = open_offline(page, tmp_path, wait_ms=10_000)
+    assert requested == set()
+    found = dict(re.findall(r'data-(marks|legend|height)="([0-9.]+)"', dom))
+    assert int(found["marks"]) > 10, dom[-500:]
+    assert int(found["legend"]) >= 1
+    assert float(found["height"]) > 420  # resized to the drawn chart (two panels)
+
+
 def test_the_notebook_renderer_is_offline(session: Session) -> None:
     viz.enable()
     try:
@@ -207,3 +239,14 @@ def test_esql_magic_runs_sql_at_a_cut(sample_lake: Path) -> None:
     with pytest.raises(ValidationError, match=r"naive|time zone|ISO"):
         esql(f"--lake {sample_lake} --as-of yesterday", query)
     json.dumps(frame.to_dict())  # plain data
+
+
+def test_hostile_values_cannot_escape_the_chart_script() -> None:
+    evil = "</script><script>alert(1)</script><!--"
+    frame = pd.DataFrame(
+        {"key": [evil], "valid_from": pd.to_datetime(["2024-01-01"], utc=True), "balance": [1.0]}
+    )
+    page = viz.to_html(viz.state_evolution(frame, "balance"))
+    assert "alert(1)" in page  # the value is there, as data
+    assert "<script>alert(1)" not in page
+    assert "<!--" not in page.split("<body>")[1]
