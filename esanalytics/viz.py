@@ -351,7 +351,7 @@ def entity_timeline(
     lower = (
         alt.Chart(frame)
         .mark_tick()
-        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.Color("actor:N"))
+        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.value("#888"))
         .properties(width=640, height=40)
         .add_params(zoom)
     )
