@@ -292,6 +292,59 @@ def cmd_since(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+CHARTS = (
+    "evolution", "timeline", "intervals", "heatmap", "bitemporal", "as-of", "tree", "population",
+)  # fmt: skip
+
+
+def cmd_chart(args: argparse.Namespace) -> int:
+    from esanalytics import viz
+    from esanalytics.catalog import projection
+
+    session = _session(args)
+    proj = projection(args.projection)
+    keys = args.key or []
+
+    def need_key() -> str:
+        if not keys:
+            raise esa.ValidationError(
+                f"The {args.kind} chart needs --key.", hint="name a stream, e.g. --key account-42."
+            )
+        return str(keys[0])
+
+    field = args.field or ("status" if args.kind in ("intervals", "population") else "balance")
+    kind = args.kind
+    chart: Any
+    if kind == "evolution":
+        chart = viz.state_evolution(
+            session, field, projection=proj, keys=[need_key(), *keys[1:]], axis=args.axis
+        )
+    elif kind == "timeline":
+        chart = viz.entity_timeline(session, projection=proj, key=need_key(), axis=args.axis)
+    elif kind == "intervals":
+        chart = viz.state_intervals(
+            session, field, projection=proj, keys=[need_key(), *keys[1:]], axis=args.axis
+        )
+    elif kind == "heatmap":
+        chart = viz.activity_heatmap(session, by=args.by, axis=args.axis)
+    elif kind == "bitemporal":
+        chart = viz.bitemporal_scatter(session)
+    elif kind == "as-of":
+        chart = viz.as_of_view(session, key=need_key(), cut=args.cut)
+    elif kind == "tree":
+        if not args.correlation:
+            raise esa.ValidationError(
+                "The tree chart needs --correlation.",
+                hint="copy a correlation_id from an event's metadata (esa read ... shows them).",
+            )
+        chart = viz.causation_tree(session, args.correlation)
+    else:
+        chart = viz.population(session, field, projection=proj, every=args.every, axis=args.axis)
+    written = viz.save(chart, args.output)
+    _err_console().print(f"wrote {written}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -548,6 +601,24 @@ def parser() -> argparse.ArgumentParser:
         help="each event: who, why, both times, before and after (needs --key)",
     )
     history.set_defaults(run=cmd_history)
+
+    chart = sub.add_parser(
+        "chart", help="draw a chart of the lake to .html (offline, interactive), .svg or .png"
+    )
+    chart.add_argument("lake")
+    chart.add_argument("kind", choices=CHARTS)
+    chart.add_argument("--output", required=True, help="the file to write: .html, .svg or .png")
+    chart.add_argument("--projection", default="account_balances")
+    chart.add_argument("--field", help="the projection field (default: balance, or status)")
+    chart.add_argument("--key", action="append", help="an entity (repeat for several)")
+    chart.add_argument("--axis", choices=["system", "valid"], default="system")
+    chart.add_argument("--by", choices=["hour", "week"], default="hour", help="heatmap grouping")
+    chart.add_argument("--every", choices=["day", "week", "month"], default="week")
+    chart.add_argument("--correlation", help="the correlation id of a causation tree")
+    chart.add_argument("--cut", help="the as-of view's starting cut (a time)")
+    chart.add_argument("--as-of", help="system time: draw what had been recorded then")
+    chart.add_argument("--valid-at", help="valid time: draw what had happened by then")
+    chart.set_defaults(run=cmd_chart)
 
     diff = sub.add_parser("diff", help="what changed in a projection between two times")
     timed(diff, position=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,55 @@ def test_append_and_errors(tmp_path: Path) -> None:
     generate_over = run_esa("generate", lake)
     assert generate_over.returncode == 1
     assert "not empty" in generate_over.stderr
+
+
+def test_chart_writes_svg_png_and_offline_html(sample_lake: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "a3.svg"
+    run_esa(
+        "chart",
+        str(sample_lake),
+        "evolution",
+        "--key",
+        "account-3",
+        "--output",
+        str(svg),
+        check=True,
+    )
+    assert svg.read_text().startswith("<svg")
+    assert "balance over system time" in svg.read_text()
+    png = tmp_path / "pop.png"
+    run_esa(
+        "chart",
+        str(sample_lake),
+        "population",
+        "--every",
+        "month",
+        "--output",
+        str(png),
+        check=True,
+    )
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    page = tmp_path / "heat.html"
+    run_esa(
+        "chart",
+        str(sample_lake),
+        "heatmap",
+        "--as-of",
+        "2024-06-01",
+        "--output",
+        str(page),
+        check=True,
+    )
+    text = page.read_text()
+    assert "vegaEmbed" in text
+    assert 'src="http' not in text
+    from esanalytics.engine import Session
+
+    drawn = sum(int(n) for n in re.findall(r'"events": ?(\d+)', text))
+    cut = Session(esa.open(sample_lake), as_of="2024-06-01").sql("SELECT count(*) FROM events")
+    assert drawn == cut.fetchall()[0][0] > 0  # the chart counts only what was recorded by then
+    missing = run_esa("chart", str(sample_lake), "timeline", "--output", str(tmp_path / "t.svg"))
+    assert missing.returncode == 1
+    assert "needs --key" in missing.stderr
+    assert "Hint:" in missing.stderr
+    assert not (tmp_path / "t.svg").exists()
