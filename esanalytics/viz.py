@@ -31,6 +31,7 @@ import duckdb
 import pandas as pd
 
 from esanalytics.engine import Session
+from esanalytics.events import to_utc
 from esanalytics.exceptions import ValidationError
 
 if TYPE_CHECKING:
@@ -542,13 +543,15 @@ def as_of_view(
     )
     if frame.empty:
         raise ChartDataError("There are no events to show.", hint="check the key or the filter.")
-    frame["ms"] = (
-        frame["recorded_at"].astype("int64") // 10**6
-        if frame["recorded_at"].dtype.kind == "M"
-        else 0
-    )
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    since = pd.to_datetime(frame["recorded_at"], utc=True) - epoch
+    frame["ms"] = since // pd.Timedelta(milliseconds=1)
     lo, hi = int(frame["ms"].min()), int(frame["ms"].max())
-    start = (lo + hi) // 2 if cut is None else int(pd.Timestamp(cut).value // 10**6)
+    if cut is None:
+        start = (lo + hi) // 2
+    else:
+        moment = to_utc(cut, what="cut") if not isinstance(cut, pd.Timestamp) else cut
+        start = (pd.Timestamp(moment) - epoch) // pd.Timedelta(milliseconds=1)
     slider = alt.param(
         name="cut", value=start,
         bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="as of (ms since 1970) "),

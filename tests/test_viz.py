@@ -250,3 +250,16 @@ def test_hostile_values_cannot_escape_the_chart_script() -> None:
     assert "alert(1)" in page  # the value is there, as data
     assert "<script>alert(1)" not in page
     assert "<!--" not in page.split("<body>")[1]
+
+
+def test_as_of_view_fades_exactly_the_events_after_the_cut(session: Session) -> None:
+    events = account_balances.trail(session, "account-3").df()
+    cut = events["recorded_at"].iloc[len(events) // 2]
+    spec = viz.as_of_view(session, key="account-3", cut=cut.isoformat()).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    value = next(p["value"] for p in spec["params"] if p["name"] == "cut")
+    shown = [r for r in rows if r["ms"] <= value]  # what the chart's opacity test keeps bright
+    assert len(shown) == int((events["recorded_at"] <= cut).sum())
+    assert 0 < len(shown) < len(rows)
+    with pytest.raises(ValidationError, match="time zone"):
+        viz.as_of_view(session, key="account-3", cut="2024-06-01T10:00:00")
