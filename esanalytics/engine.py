@@ -20,7 +20,7 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -180,13 +180,15 @@ class Session:
         self.con.register(name, table)
         return f"(SELECT * FROM {name} WHERE {cut_predicate(valid_at=self.valid_at)})"
 
-    def events_after(self, position: int) -> str:
-        """A SQL subquery of the events after ``position`` (up to the session's position)
-        that opens only the files which can hold them: how incremental work stays small."""
+    def events_after(self, position: int, until: int | None = None) -> str:
+        """A SQL subquery of the events after ``position`` (up to ``until``, or the session's
+        position) that opens only the files which can hold them: how incremental work and
+        answers from checkpoints stay small."""
+        top = self.position if until is None else min(int(until), self.position)
         files = [
             path
             for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True)
-            if entry.max_position > position
+            if entry.max_position > position and entry.min_position <= top
         ]
         sources = [f"SELECT {COLUMNS}, month FROM esa_tail"]
         if files:
@@ -199,8 +201,31 @@ class Session:
         union = " UNION ALL ".join(sources)
         return (
             f"(SELECT * FROM ({union}) WHERE global_position > {int(position)} "
-            f"AND global_position <= {self.position})"
+            f"AND global_position <= {top})"
         )
+
+    def position_at(self, as_of: TimeLike) -> int:
+        """The last log position recorded at or before ``as_of`` (0 if none), within this
+        session's position. Recorded times never decrease along the log, so a system-time cut
+        is a position cut; only the files whose time range straddles ``as_of`` are opened."""
+        cut = to_utc(as_of, what="as_of")
+        us = (cut - datetime(1970, 1, 1, tzinfo=cut.tzinfo)) // timedelta(microseconds=1)
+        best = 0
+        straddling = []
+        for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):
+            if entry.max_recorded_us <= us:
+                best = max(best, entry.max_position)
+            elif entry.min_recorded_us <= us:
+                straddling.append(path)
+        sources = ["SELECT global_position, recorded_at FROM esa_tail"]
+        if straddling:
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in straddling)
+            sources.append(f"SELECT global_position, recorded_at FROM read_parquet([{listed}])")
+        found = self.con.sql(
+            f"SELECT max(global_position) FROM ({' UNION ALL '.join(sources)}) "
+            f"WHERE recorded_at <= {sql_time(cut)}"
+        ).fetchall()[0][0]
+        return min(max(best, int(found or 0)), self.position)
 
     def _macros(self) -> None:
         self.con.execute(

@@ -190,6 +190,22 @@ def _axis_time(axis: Axis) -> str:
     return "recorded_at" if axis == "system" else "occurred_at"
 
 
+def diff_sql(left: str, right: str, fields: Sequence[str]) -> str:
+    """SQL comparing two states (queries with ``key`` and ``fields``): the keys added,
+    removed or changed from ``left`` to ``right``, with ``<field>_before``/``_after``."""
+    differs = " OR ".join(f"a.{f} IS DISTINCT FROM b.{f}" for f in fields) or "FALSE"
+    values = ", ".join(f"a.{f} AS {f}_before, b.{f} AS {f}_after" for f in fields)
+    return f"""
+        SELECT coalesce(a.key, b.key) AS key,
+               CASE WHEN a.key IS NULL THEN 'added' WHEN b.key IS NULL THEN 'removed'
+                    ELSE 'changed' END AS change,
+               {values}
+        FROM ({left}) a FULL OUTER JOIN ({right}) b ON a.key = b.key
+        WHERE a.key IS NULL OR b.key IS NULL OR {differs}
+        ORDER BY key
+    """
+
+
 class _Base:
     name: str
     fields: Sequence[str]
@@ -211,19 +227,7 @@ class _Base:
         ``<field>_before`` and ``<field>_after`` for every field."""
         left = self.state_sql(session, **before)
         right = self.state_sql(session, **(after or {}))
-        differs = " OR ".join(f"a.{f} IS DISTINCT FROM b.{f}" for f in self.fields) or "FALSE"
-        values = ", ".join(f"a.{f} AS {f}_before, b.{f} AS {f}_after" for f in self.fields)
-        return session.sql(
-            f"""
-            SELECT coalesce(a.key, b.key) AS key,
-                   CASE WHEN a.key IS NULL THEN 'added' WHEN b.key IS NULL THEN 'removed'
-                        ELSE 'changed' END AS change,
-                   {values}
-            FROM ({left}) a FULL OUTER JOIN ({right}) b ON a.key = b.key
-            WHERE a.key IS NULL OR b.key IS NULL OR {differs}
-            ORDER BY key
-            """
-        )
+        return session.sql(diff_sql(left, right, self.fields))
 
     def since(self, session: Session, position: int) -> duckdb.DuckDBPyRelation:
         """The keys with events after ``position``: their state then and now, and how many
