@@ -277,7 +277,7 @@ class Projection(_Base):
         for name, reducer in self.reducers.items():
             on = getattr(reducer, "on", None)
             events = ", ".join(on) if isinstance(on, (list, tuple, dict)) else "every event"
-            value = getattr(reducer, "value", "")
+            value = self._bind(getattr(reducer, "value", ""))  # data fields as real SQL
             rows.append([name, type(reducer).__name__, value, events])
         return _card(
             f"Projection {self.name}",

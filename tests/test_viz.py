@@ -221,7 +221,10 @@ def test_html_reprs_show_the_lake_at_a_glance(sample_lake: Path, store: esa.Even
     assert "&lt;script&gt;" in shown
     assert "<script>" not in shown
     assert "events at this cut" in Session(lake)._repr_html_()
-    assert "balance" in account_balances._repr_html_()
+    shown = account_balances._repr_html_()
+    assert "balance" in shown
+    assert 'd."amount"' in shown.replace("&quot;", '"')  # the SQL a field reads, not markers
+    assert "\x01" not in shown
 
 
 def test_esql_magic_runs_sql_at_a_cut(sample_lake: Path) -> None:
