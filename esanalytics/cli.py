@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -11,6 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 import esanalytics as esa
 
@@ -224,7 +228,7 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
-    table = relation.to_arrow_table()
+    table = relation if isinstance(relation, pa.Table) else relation.to_arrow_table()
     if args.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -252,13 +256,46 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _materialized(args: argparse.Namespace) -> Any:
+    """The lake's materialized view of the projection, when there is a current one and the
+    question is on system time (its checkpoints answer those); else None."""
+    from esanalytics.catalog import projection
+    from esanalytics.materialized import MaterializedProjection
+
+    if getattr(args, "valid_at", None) is not None:
+        return None
+    view = MaterializedProjection(esa.open(args.lake), projection(args.projection))
+    current = view.current()
+    return view if current and current["version"] == view.projection.version else None
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     from esanalytics.catalog import projection
 
+    view = _materialized(args)
+    if view is not None:  # the same answer, from the nearest checkpoint
+        table = view.state(as_of=args.as_of, position=args.position)
+        _err_console().print(f"answered from the materialized projection in {view.folder}")
+        if args.key:
+            table = table.filter(pc.field("key") == args.key)
+        _emit_relation(table, args)
+        return EXIT_OK
     relation = projection(args.projection).state(_session(args))
     if args.key:
         relation = relation.filter(f"key = '{args.key.replace(chr(39), chr(39) * 2)}'")
     _emit_relation(relation, args)
+    return EXIT_OK
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import projection
+    from esanalytics.materialized import MaterializedProjection
+
+    view = MaterializedProjection(
+        esa.open(args.lake), projection(args.projection), checkpoint_every=args.checkpoint_every
+    )
+    done = view.refresh(rebuild=args.rebuild)
+    print(json.dumps({**dataclasses.asdict(done), "checkpoints_kept": len(view.checkpoints())}))
     return EXIT_OK
 
 
@@ -601,6 +638,17 @@ def parser() -> argparse.ArgumentParser:
         help="each event: who, why, both times, before and after (needs --key)",
     )
     history.set_defaults(run=cmd_history)
+
+    materialize = sub.add_parser(
+        "materialize",
+        help="keep a projection's state in the lake (refreshed incrementally, with checkpoints "
+        "that esa state --as-of then answers from)",
+    )
+    materialize.add_argument("lake")
+    materialize.add_argument("projection")
+    materialize.add_argument("--rebuild", action="store_true", help="recompute from the whole log")
+    materialize.add_argument("--checkpoint-every", type=int, default=1_000_000, metavar="EVENTS")
+    materialize.set_defaults(run=cmd_materialize)
 
     chart = sub.add_parser(
         "chart", help="draw a chart of the lake to .html (offline, interactive), .svg or .png"

@@ -151,3 +151,31 @@ def test_chart_writes_svg_png_and_offline_html(sample_lake: Path, tmp_path: Path
     assert "needs --key" in missing.stderr
     assert "Hint:" in missing.stderr
     assert not (tmp_path / "t.svg").exists()
+
+
+def test_materialize_then_state_answers_the_same_from_checkpoints(
+    sample_lake: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(sample_lake, lake)
+    questions = [["--as-of", "2024-09-01"], ["--position", "12345"], []]
+    from_log = [
+        run_esa("state", str(lake), "account_balances", *q, "--format", "csv", check=True).stdout
+        for q in questions
+    ]
+    done = run_esa("materialize", str(lake), "account_balances", "--checkpoint-every", "5000")
+    assert done.returncode == 0, done.stderr
+    refresh = json.loads(done.stdout)
+    assert refresh["mode"] == "rebuild"
+    assert refresh["checkpoints"] == 30_000 // 5_000
+    answers = [
+        run_esa("state", str(lake), "account_balances", *q, "--format", "csv", check=True)
+        for q in questions
+    ]
+    assert all("materialized projection" in a.stderr for a in answers)
+    assert [a.stdout for a in answers] == from_log
+    valid = run_esa("state", str(lake), "account_balances", "--valid-at", "2024-09-01", check=True)
+    assert "materialized" not in valid.stderr  # valid time is answered from the log
+    assert len(from_log[0].splitlines()) > 10
