@@ -315,6 +315,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from esanalytics.catalog import projection
 
     axis = "valid_at" if args.axis == "valid" else "as_of"
+    plain = args.axis == "system" and args.as_of is None and args.valid_at is None
+    view = _materialized(args) if plain else None
+    if view is not None:  # both sides from the nearest checkpoints
+        table = view.diff({"as_of": args.since_time}, {"as_of": args.until_time})
+        _err_console().print(f"answered from the materialized projection in {view.folder}")
+        _emit_relation(table, args)
+        return EXIT_OK
     relation = projection(args.projection).diff(
         _session(args), {axis: args.since_time}, {axis: args.until_time}
     )

@@ -165,6 +165,8 @@ def test_materialize_then_state_answers_the_same_from_checkpoints(
         run_esa("state", str(lake), "account_balances", *q, "--format", "csv", check=True).stdout
         for q in questions
     ]
+    diff = ["diff", str(lake), "account_balances", "2024-06-01", "2024-09-01", "--format", "csv"]
+    diff_from_log = run_esa(*diff, check=True).stdout
     done = run_esa("materialize", str(lake), "account_balances", "--checkpoint-every", "5000")
     assert done.returncode == 0, done.stderr
     refresh = json.loads(done.stdout)
@@ -176,6 +178,10 @@ def test_materialize_then_state_answers_the_same_from_checkpoints(
     ]
     assert all("materialized projection" in a.stderr for a in answers)
     assert [a.stdout for a in answers] == from_log
+    diffed = run_esa(*diff, check=True)
+    assert "materialized projection" in diffed.stderr
+    assert diffed.stdout == diff_from_log
+    assert len(diff_from_log.splitlines()) > 10
     valid = run_esa("state", str(lake), "account_balances", "--valid-at", "2024-09-01", check=True)
     assert "materialized" not in valid.stderr  # valid time is answered from the log
     assert len(from_log[0].splitlines()) > 10
