@@ -554,29 +554,25 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"esa {esa.__version__}")
     sub = root.add_subparsers(dest="command", required=True)
 
+    def sample_options(command: argparse.ArgumentParser, events: int) -> None:
+        command.add_argument("--events", type=int, default=events)
+        command.add_argument("--seed", type=int, default=42)
+        command.add_argument(
+            "--fast",
+            action="store_true",
+            help="ingest the vectorized sample directly instead of deciding each command "
+            "(same events, about 20x faster; for lakes of millions of events)",
+        )
+
     demo = sub.add_parser("demo", help="build (once) and show the sample lake")
     demo.add_argument("--lake", default=str(DEFAULT_LAKE))
-    demo.add_argument("--events", type=int, default=DEFAULT_EVENTS)
-    demo.add_argument("--seed", type=int, default=42)
+    sample_options(demo, DEFAULT_EVENTS)
     demo.add_argument("--stream", default="account-42")
-    demo.add_argument(
-        "--fast",
-        action="store_true",
-        help="ingest the vectorized sample directly instead of deciding each command "
-        "(same events, about 20x faster; for lakes of millions of events)",
-    )
     demo.set_defaults(run=cmd_demo)
 
     generate = sub.add_parser("generate", help="generate a sample lake")
     generate.add_argument("lake")
-    generate.add_argument("--events", type=int, default=1_000_000)
-    generate.add_argument("--seed", type=int, default=42)
-    generate.add_argument(
-        "--fast",
-        action="store_true",
-        help="ingest the vectorized sample directly instead of deciding each command "
-        "(same events, about 20x faster; for lakes of millions of events)",
-    )
+    sample_options(generate, 1_000_000)
     generate.set_defaults(run=cmd_generate)
 
     info = sub.add_parser("info", help="what is in a lake")

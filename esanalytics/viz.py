@@ -203,11 +203,19 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _need_projection(projection: Projection | None, what: str) -> Projection:
+def _need_projection(
+    projection: Projection | None, what: str, field: str | None = None
+) -> Projection:
+    """The projection a Session-based chart reads (and, when given, one of its fields)."""
     if projection is None:
         raise ValidationError(
             f"The {what} chart of a Session needs a projection.",
             hint="pass projection=account_balances (esanalytics.catalog) or your own.",
+        )
+    if field is not None and field not in projection.fields:
+        raise ValidationError(
+            f"The projection {projection.name} has no field {field!r}.",
+            hint=f"choose one of {', '.join(projection.fields)}.",
         )
     return projection
 
@@ -222,12 +230,7 @@ def _history(
 ) -> pd.DataFrame:
     if not isinstance(source, Session):
         return _df(source, ("key", "valid_from", field), what)
-    proj = _need_projection(projection, what)
-    if field not in proj.fields:
-        raise ValidationError(
-            f"The projection {proj.name} has no field {field!r}.",
-            hint=f"choose one of {', '.join(proj.fields)}.",
-        )
+    proj = _need_projection(projection, what, field)
     if not keys:
         raise ValidationError(
             f"The {what} chart needs the keys (entities) to draw.",
@@ -662,12 +665,7 @@ def population(
     Session with ``projection``, or a history frame with ``key``, ``valid_from``,
     ``valid_to`` and ``field``."""
     if isinstance(source, Session):
-        proj = _need_projection(projection, "population")
-        if field not in proj.fields:
-            raise ValidationError(
-                f"The projection {proj.name} has no field {field!r}.",
-                hint=f"choose one of {', '.join(proj.fields)}.",
-            )
+        proj = _need_projection(projection, "population", field)
         # The history of this one field only, from the events that can change it: other
         # fields' JSON is never parsed, and most events are never sorted.
         reducer = proj.reducers[field]
