@@ -69,13 +69,14 @@ def build_sample(
     step = 1_000_000
     started = time.perf_counter()
     how = "ingesting" if fast else "deciding"
+    chunks = (chunk(start, min(start + step, total)) for start in range(0, total, step))
     with _progress(f"{how} {total:,} events", total) as advance:
-        for start in range(0, total, step):
-            table = chunk(start, min(start + step, total))
-            if fast:
+        if fast:
+            for table in chunks:
                 store.ingest(table, progress=advance)
-            else:
-                handle_batch(store, DECIDERS, commands(table), progress=advance)
+        else:  # one batch, so every stream's state stays in memory from chunk to chunk
+            script = (command for table in chunks for command in commands(table))
+            handle_batch(store, DECIDERS, script, progress=advance)
     with _progress("compacting", total) as advance:
         store.compact(progress=advance)
     if not quiet:
