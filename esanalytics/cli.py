@@ -267,7 +267,10 @@ def _materialized(args: argparse.Namespace) -> Any:
         return None
     view = MaterializedProjection(esa.open(args.lake), projection(args.projection))
     current = view.current()
-    return view if current and current["version"] == view.projection.version else None
+    if not current or current["version"] != view.projection.version:
+        return None
+    _err_console().print(f"answered from the materialized projection in {view.folder}")
+    return view
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -276,7 +279,6 @@ def cmd_state(args: argparse.Namespace) -> int:
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
         table = view.state(as_of=args.as_of, position=args.position)
-        _err_console().print(f"answered from the materialized projection in {view.folder}")
         if args.key:
             table = table.filter(pc.field("key") == args.key)
         _emit_relation(table, args)
@@ -320,7 +322,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     view = _materialized(args) if plain else None
     if view is not None:  # both sides from the nearest checkpoints
         table = view.diff({"as_of": args.since_time}, {"as_of": args.until_time})
-        _err_console().print(f"answered from the materialized projection in {view.folder}")
         _emit_relation(table, args)
         return EXIT_OK
     relation = projection(args.projection).diff(

@@ -20,7 +20,7 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -28,7 +28,7 @@ import duckdb
 from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
-from esanalytics.events import EVENT_SCHEMA, to_utc
+from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import EventStore
 
@@ -209,7 +209,7 @@ class Session:
         session's position. Recorded times never decrease along the log, so a system-time cut
         is a position cut; only the files whose time range straddles ``as_of`` are opened."""
         cut = to_utc(as_of, what="as_of")
-        us = (cut - datetime(1970, 1, 1, tzinfo=cut.tzinfo)) // timedelta(microseconds=1)
+        us = to_epoch_us(cut)
         best = 0
         straddling = []
         for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +32,7 @@ import duckdb
 import pandas as pd
 
 from esanalytics.engine import Session
-from esanalytics.events import to_utc
+from esanalytics.events import to_epoch_us
 from esanalytics.exceptions import ValidationError
 
 if TYPE_CHECKING:
@@ -199,6 +200,18 @@ def _query(source: Source, sql: str, what: str, needed: tuple[str, ...] = ()) ->
     return _df(_connection(source).sql(sql).df(), needed, what)
 
 
+def _decimals_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns of DuckDB DECIMALs (Python ``Decimal`` objects) as floats, which Vega plots."""
+    decimal = [
+        c
+        for c in frame.columns
+        if frame[c].dtype == object
+        and frame[c].notna().any()
+        and all(isinstance(v, Decimal) for v in frame[c].dropna())
+    ]
+    return frame.assign(**{c: frame[c].astype(float) for c in decimal}) if decimal else frame
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -260,12 +273,8 @@ def state_evolution(
     frame = _history(source, projection, field, keys, axis, "state evolution")
     frame = frame[["key", "valid_from", field]]
     pick = alt.selection_point(fields=["key"], bind="legend")
-    numeric = pd.api.types.is_numeric_dtype(frame[field]) or (
-        frame[field].dtype == object
-        and all(hasattr(v, "as_tuple") for v in frame[field].dropna().head(5))
-    )
-    if numeric:
-        frame = frame.assign(**{field: frame[field].astype(float)})
+    frame = _decimals_as_floats(frame)
+    numeric = pd.api.types.is_numeric_dtype(frame[field])
     base = (
         alt.Chart(frame, title=f"{field} over {_AXIS_TITLE[axis]}")
         .mark_line(interpolate="step-after", point=True)
@@ -318,12 +327,7 @@ def entity_timeline(
     else:
         frame = _df(source, needed, "entity timeline")
     frame = frame.drop(columns=[c for c in ("data",) if c in frame.columns])
-    for column in frame.columns:  # decimals as numbers
-        if (
-            frame[column].dtype == object
-            and frame[column].map(lambda v: hasattr(v, "as_tuple")).any()
-        ):
-            frame[column] = frame[column].astype(float)
+    frame = _decimals_as_floats(frame)
     changes = [c for c in frame.columns if c.endswith(("_before", "_after"))]
     time = _AXIS_TIME[axis]
     pick = alt.selection_point(fields=["actor"], bind="legend")
@@ -550,11 +554,7 @@ def as_of_view(
     since = pd.to_datetime(frame["recorded_at"], utc=True) - epoch
     frame["ms"] = since // pd.Timedelta(milliseconds=1)
     lo, hi = int(frame["ms"].min()), int(frame["ms"].max())
-    if cut is None:
-        start = (lo + hi) // 2
-    else:
-        moment = to_utc(cut, what="cut") if not isinstance(cut, pd.Timestamp) else cut
-        start = (pd.Timestamp(moment) - epoch) // pd.Timedelta(milliseconds=1)
+    start = (lo + hi) // 2 if cut is None else to_epoch_us(cut, what="cut") // 1000
     slider = alt.param(
         name="cut", value=start,
         bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="as of (ms since 1970) "),
