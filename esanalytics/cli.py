@@ -413,7 +413,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.key:
         key = read_key(args.key)
     with _progress("verifying", store.head) as advance:
-        result = verify(store, against=against, key=key, progress=advance)
+        result = verify(store, against=against, key=key, deep=args.deep, progress=advance)
     if args.format == "json":
         print(
             json.dumps(
@@ -688,9 +688,16 @@ def parser() -> argparse.ArgumentParser:
     since.set_defaults(run=cmd_since)
 
     verify = sub.add_parser(
-        "verify", help="recompute the hash chain; say what was altered and where"
+        "verify",
+        help="prove nothing was altered (each file against its committed SHA-256, or every "
+        "event's hash when anything differs); say what was altered and where",
     )
     verify.add_argument("lake")
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="recompute every event's hash even when every file matches its digest",
+    )
     verify.add_argument("--against", help="a checkpoint file the log must still extend")
     verify.add_argument("--key", help="the key file that signed the checkpoint")
     verify.add_argument("--format", choices=["table", "json"], default="table")

@@ -47,6 +47,7 @@ __all__ = [
     "canonical_row",
     "category_of",
     "chain_hashes",
+    "hashes_match",
     "row_hash",
     "to_utc",
     "uuid4_array",
@@ -452,6 +453,36 @@ def chain_hashes(canonical: pa.Array, prev_hash: str) -> tuple[pa.Array, pa.Arra
         pa.string(), n + 1, [None, pa.py_buffer(width_offsets), pa.py_buffer(text)]
     )
     return all_hashes.slice(0, n), all_hashes.slice(1, n)
+
+
+def hashes_match(
+    table: pa.Table, prev_raw: Any = None, hash_raw: Any = None
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """For each row of ``table`` (an :data:`EVENT_SCHEMA` table): does its ``hash`` equal
+    SHA-256 of its own ``prev_hash`` and canonical encoding? One tight loop of SHA-256 calls;
+    decoding and comparing are done by numpy. ``prev_raw``/``hash_raw`` are the two columns
+    already decoded by :func:`hex_digests`, when the caller has them."""
+    canonical = canonical_rows(table)
+    n = len(canonical)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    buffers = canonical.buffers()
+    bounds = np.frombuffer(
+        buffers[1], dtype=np.int64, count=n + 1, offset=canonical.offset * 8
+    ).tolist()
+    data = memoryview(buffers[2])
+    prev = (hex_digests(table["prev_hash"]) if prev_raw is None else prev_raw).tobytes()
+    sha = hashlib.sha256
+    digests: list[bytes] = []
+    append = digests.append
+    start = bounds[0]
+    for i, end in enumerate(bounds[1:]):
+        append(sha(prev[32 * i : 32 * i + 32] + data[start:end]).digest())
+        start = end
+    computed = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 32)
+    stored = hex_digests(table["hash"]) if hash_raw is None else hash_raw
+    matches: np.ndarray[Any, np.dtype[np.bool_]] = np.all(computed == stored, axis=1)
+    return matches
 
 
 _HEX_VALUE: Final = np.zeros(256, dtype=np.uint8)

@@ -5,6 +5,13 @@ short or replaced wholesale: an attacker who rewrites everything can recompute e
 A checkpoint exported now and kept elsewhere closes that gap: later, ``verify --against``
 proves the log still holds the checkpointed event with the same hash, so it extends it.
 
+A checkpoint also signs the newest commit line and its digest (``commit``, ``log_digest``).
+The commit lines are linked by hashes and name each file's SHA-256, so the signature vouches
+for every file committed up to then, and ``verify --against`` can prove the log by hashing
+those files whole. Files that compaction wrote after the checkpoint are not vouched for by it;
+while they hold events from before the checkpoint, ``verify`` recomputes every event's hash
+instead (correct, only slower): export a new checkpoint after compacting.
+
 Keys: ``esa keygen FILE`` writes 32 random bytes (hex) to FILE with owner-only permissions.
 Keep it outside the lake, e.g. in your secrets manager; anyone with the key can both sign
 and check checkpoints (HMAC-SHA256 from Python's standard library). Rotate by exporting a
@@ -55,15 +62,24 @@ def read_key(path: str | os.PathLike[str]) -> bytes:
     return key
 
 
+_SIGNED = ("position", "digest", "created_at", "algorithm", "commit", "log_digest")
+
+
 def _signed_fields(checkpoint: dict[str, Any]) -> bytes:
-    fields = {k: checkpoint[k] for k in ("position", "digest", "created_at", "algorithm")}
+    """The signed text: every signed field the checkpoint has (checkpoints made before
+    ``commit`` and ``log_digest`` existed have only the first four)."""
+    fields = {k: checkpoint[k] for k in _SIGNED if k in checkpoint}
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def make_checkpoint(
     store: EventStore, key: bytes, *, position: int | None = None
 ) -> dict[str, Any]:
-    """A checkpoint of the log at ``position`` (default: the head), signed with ``key``."""
+    """A checkpoint of the log at ``position`` (default: the head), signed with ``key``.
+    Events of small appends still held only in the commit log are sealed into Parquet first,
+    so that every event up to the checkpoint sits in a file the signature covers."""
+    if store.unsealed().num_rows:
+        store.flush()
     position = store.head if position is None else position
     if position == 0:
         raise ValidationError(
@@ -71,11 +87,14 @@ def make_checkpoint(
         )
     event = store.read_all(from_position=position - 1, position=position).to_arrow()
     digest = event["hash"][0].as_py()
+    line = store.commit_lines()[-1]  # read after the position: it covers it
     checkpoint = {
         "position": position,
         "digest": digest,
         "created_at": datetime.now(UTC).isoformat(),
         "algorithm": ALGORITHM,
+        "commit": line.record["n"],
+        "log_digest": line.digest,
     }
     checkpoint["signature"] = hmac.new(key, _signed_fields(checkpoint), hashlib.sha256).hexdigest()
     return checkpoint

@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from esanalytics.audit.exceptions import audit_exceptions
 from esanalytics.audit.trail import Scope, trail
-from esanalytics.audit.verify import _rehash
 from esanalytics.engine import COLUMNS, Session
+from esanalytics.events import hashes_match
 from esanalytics.store import EventStore
 
 __all__ = ["AuditPackage", "collect"]
@@ -65,7 +65,7 @@ def collect(
     ).to_arrow_table()
     problems = []
     if full.num_rows:
-        bad = np.flatnonzero(~_rehash(full)).tolist()
+        bad = np.flatnonzero(~hashes_match(full)).tolist()
         problems += [
             f"position {full['global_position'][i].as_py()}: content does not match its hash"
             for i in bad

@@ -15,6 +15,18 @@ Every event's ``hash`` covers its predecessor's hash and its canonical encoding 
 
 The per-row hashing runs in worker processes, one per core, on independent slices: each row
 is checked against its own stored ``prev_hash``, so no slice waits for another.
+
+**Two ways to a clean result.** Every line of the commit log carries the SHA-256 of the line
+before it, and every file it adds carries the SHA-256 of the file's bytes (DESIGN.md §2). So
+by default ``verify`` first checks that chain of lines and hashes each committed file whole
+(OpenSSL, on every core): if every link holds and every file is byte for byte what its commit
+recorded, every event is as it was written, and the result says ``method="files"``. Anything
+else (a broken link, a changed or missing file, a lake written before digests, a checkpoint
+that does not vouch for every file up to its position) sends ``verify`` down the event-by-event
+path above, which names the first bad position, the stream and the kind of fault.
+``deep=True`` (``esa verify --deep``) always takes that path; it also reports a file whose bytes
+changed although every event in it still matches its hash (``rewritten``), and a commit line
+whose link does not hold (``commit_log``).
 """
 
 from __future__ import annotations
@@ -30,9 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, canonical_rows, hex_digests
+from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, hashes_match, hex_digests
 from esanalytics.exceptions import CorruptLakeError
-from esanalytics.store import EventStore
+from esanalytics.store import GENESIS_LINK, CommitLine, EventStore, FileEntry, file_digest
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -41,7 +53,7 @@ __all__ = ["Finding", "VerifyResult", "verify"]
 class Finding:
     """One fault. ``kind`` is one of: ``missing_file``, ``unreadable_file``, ``file_rows``,
     ``modified``, ``chain_break``, ``deleted``, ``inserted``, ``moved``, ``version_gap``,
-    ``truncated``, ``checkpoint``."""
+    ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``."""
 
     kind: str
     position: int | None
@@ -53,7 +65,9 @@ class Finding:
 @dataclass(frozen=True)
 class VerifyResult:
     """The outcome: ``ok`` when nothing was found. ``digest`` is the hash of the last event
-    verified (the chain head), ``position`` its position."""
+    verified (the chain head), ``position`` its position. ``method`` says how the result was
+    reached: ``"files"`` (every committed file hashed whole against the linked commit log) or
+    ``"events"`` (every event's hash recomputed)."""
 
     ok: bool
     position: int
@@ -62,15 +76,26 @@ class VerifyResult:
     findings: tuple[Finding, ...]
     seconds: float
     checkpoint: dict[str, Any] | None = field(default=None)
+    method: str = "events"
 
     @property
     def first(self) -> Finding | None:
-        """The first fault in log order (file faults first)."""
+        """The first fault in log order (missing or unreadable files first; the commit
+        log's own faults last)."""
         return self.findings[0] if self.findings else None
 
     def __str__(self) -> str:
         if self.ok:
-            return f"OK: {self.events:,} events, chain intact up to position {self.position} (head {self.digest[:16]}...)"
+            how = (
+                "every file matches its committed SHA-256"
+                if self.method == "files"
+                else "every event's hash recomputed"
+            )
+            against = ", extends the signed checkpoint" if self.checkpoint is not None else ""
+            return (
+                f"OK: {self.events:,} events, chain intact up to position {self.position} "
+                f"(head {self.digest[:16]}...; {how}{against})"
+            )
         lines = [f"FAILED: {len(self.findings)} finding(s); first:"]
         for finding in self.findings[:20]:
             where = (
@@ -85,48 +110,21 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def _rehash(
-    table: pa.Table, prev_raw: Any = None, hash_raw: Any = None
-) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """For each row: does ``hash`` equal sha256(prev_hash || canonical(row))? One tight loop
-    of SHA-256 calls; decoding and comparing are done by numpy."""
-    import hashlib
-
-    canonical = canonical_rows(table)
-    n = len(canonical)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    buffers = canonical.buffers()
-    bounds = np.frombuffer(
-        buffers[1], dtype=np.int64, count=n + 1, offset=canonical.offset * 8
-    ).tolist()
-    data = memoryview(buffers[2])
-    prev = (hex_digests(table["prev_hash"]) if prev_raw is None else prev_raw).tobytes()
-    sha = hashlib.sha256
-    digests: list[bytes] = []
-    append = digests.append
-    start = bounds[0]
-    for i, end in enumerate(bounds[1:]):
-        append(sha(prev[32 * i : 32 * i + 32] + data[start:end]).digest())
-        start = end
-    computed = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 32)
-    stored = hex_digests(table["hash"]) if hash_raw is None else hash_raw
-    matches: np.ndarray[Any, np.dtype[np.bool_]] = np.all(computed == stored, axis=1)
-    return matches
-
-
 def verify(
     store: EventStore,
     *,
     against: dict[str, Any] | None = None,
     key: bytes | None = None,
+    deep: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyResult:
     """Check the whole log (see the module docstring); with ``against`` (a checkpoint from
     :func:`~esanalytics.audit.make_checkpoint`) and its ``key``, also prove the log still
-    holds and extends that checkpoint. Never raises for a damaged lake: every fault becomes a
-    :class:`Finding`.
+    holds and extends that checkpoint; with ``deep``, recompute every event's hash even when
+    every file matches its digest. Never raises for a damaged lake: every fault becomes a
+    :class:`Finding`. ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
+    takes back what the quick pass counted before it turned to the event-by-event one).
 
     >>> import tempfile, esanalytics as esa
     >>> store = esa.open(tempfile.mkdtemp() + "/lake", create=True)
@@ -135,6 +133,12 @@ def verify(
     True
     """
     started = time.perf_counter()
+    workers = workers or min(os.cpu_count() or 1, 4)
+    lines = store.commit_lines()
+    if not deep:
+        quick = _verify_files(store, lines, against, key, workers, progress, started)
+        if quick is not None:
+            return quick
     findings: list[Finding] = []
     head = store.refresh()
     entries = store.files()
@@ -145,11 +149,11 @@ def verify(
             findings.append(problem)
         if problem is None or problem.kind == "file_rows":  # still read what it holds
             readable.append(entry)
-    workers = workers or min(os.cpu_count() or 1, 4)
     # Each worker reads its own files and sends back only compact facts: the rows whose hash
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
-    tasks = [(store._resolve(e.path), e.category) for e in readable]
+    committed = {path: entry.sha256 for path, (entry, _) in _live_files(lines).items()}
+    tasks = [(store._resolve(e.path), e.category, committed.get(e.path)) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -200,10 +204,27 @@ def verify(
         last = _rows(store, readable, pc.field("global_position") == last_seen)
         last_hash = last["hash"][0].as_py() if last.num_rows else GENESIS_HASH
     findings = _explain_moves(store, readable, findings)
+    findings += _link_findings(lines)
     if against is not None:
         from esanalytics.audit.checkpoint import check_checkpoint
 
-        findings += check_checkpoint(store, against, key)
+        signed = check_checkpoint(store, against, key)
+        findings += signed or _checkpoint_line_findings(lines, against)
+    if not findings:  # every event holds, yet a file's bytes are not those committed
+        for entry, facts in zip(readable, parts, strict=False):
+            if facts.digest_ok is False:
+                findings.append(
+                    Finding(
+                        "rewritten",
+                        None,
+                        None,
+                        f"{entry.path} is not byte for byte the file that was committed (its "
+                        "SHA-256 is not the one its commit line records), though every event "
+                        "in it still matches its hash: the file was re-encoded or rewritten by "
+                        "another tool, or the digest in the commit log was edited",
+                        store._resolve(entry.path),
+                    )
+                )
     findings.sort(key=_order)
     return VerifyResult(
         not findings,
@@ -216,6 +237,130 @@ def verify(
     )
 
 
+def _verify_files(
+    store: EventStore,
+    lines: list[CommitLine],
+    against: dict[str, Any] | None,
+    key: bytes | None,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    started: float,
+) -> VerifyResult | None:
+    """The clean result by whole-file digests (see the module docstring), or None when it
+    cannot be reached that way and every event must be rehashed."""
+    inline: list[int] = []  # positions of events held in commit lines
+    sealed_upto = 0
+    head, last_hash = 0, GENESIS_HASH
+    for index, line in enumerate(lines):
+        if line.prev != (lines[index - 1].digest if index else GENESIS_LINK):
+            return None  # a broken link, or a line written before links
+        record = line.record
+        if record["kind"] == "seal":
+            sealed_upto = max(sealed_upto, record["upto"])
+        inline += [row[0] for row in record.get("rows", ())]
+        if record["kind"] == "append":
+            head, last_hash = record["last"], record["last_hash"]
+    live = _live_files(lines)
+    if any(entry.sha256 is None for entry, _ in live.values()):
+        return None
+    unsealed = sum(1 for position in inline if position > sealed_upto)
+    events = sum(entry.rows for entry, _ in live.values()) + unsealed
+    if events != head:
+        return None
+    if against is not None:
+        from esanalytics.audit.checkpoint import check_checkpoint
+
+        if "log_digest" not in against or check_checkpoint(store, against, key):
+            return None
+        if _checkpoint_line_findings(lines, against):
+            return None
+        signed, position = int(against["commit"]), int(against["position"])
+        if any(n > signed and e.min_position <= position for e, n in live.values()):
+            return None  # compacted after the checkpoint: its digests are not signed
+    entries = [entry for entry, _ in live.values()]
+
+    def matches(entry: FileEntry) -> bool:
+        try:
+            return file_digest(store._resolve(entry.path)) == entry.sha256
+        except (CorruptLakeError, OSError):
+            return False
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    counted = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esa-verify") as pool:
+        for entry, ok in zip(entries, pool.map(matches, entries), strict=True):
+            if not ok:
+                if progress is not None and counted:
+                    progress(-counted)  # the event-by-event pass counts from zero again
+                return None
+            if progress is not None:
+                progress(entry.rows)
+                counted += entry.rows
+    return VerifyResult(
+        True,
+        head,
+        events,
+        last_hash,
+        (),
+        time.perf_counter() - started,
+        against,
+        method="files",
+    )
+
+
+def _live_files(lines: list[CommitLine]) -> dict[str, tuple[FileEntry, int]]:
+    """The files the commit lines leave in the log, each with the commit that added it."""
+    live: dict[str, tuple[FileEntry, int]] = {}
+    for line in lines:
+        for path in line.record.get("remove", ()):
+            live.pop(path, None)
+        for raw in line.record.get("add", ()):
+            live[raw["path"]] = (FileEntry.from_json(raw), line.record["n"])
+    return live
+
+
+def _link_findings(lines: list[CommitLine]) -> list[Finding]:
+    """Commit lines whose ``prev`` is not the digest of the line before (lines written
+    before links carry none and are not judged)."""
+    findings = []
+    for index, line in enumerate(lines):
+        expected = lines[index - 1].digest if index else GENESIS_LINK
+        if line.prev is not None and line.prev != expected:
+            findings.append(
+                Finding(
+                    "commit_log",
+                    None,
+                    None,
+                    f"commit {line.record.get('n')} does not link to the commit line before it: "
+                    "the commit log was altered there (a line edited, removed or inserted)",
+                )
+            )
+    return findings
+
+
+def _checkpoint_line_findings(lines: list[CommitLine], against: dict[str, Any]) -> list[Finding]:
+    """A checkpoint that signed a commit line: that line must still be in the log, unchanged."""
+    if "log_digest" not in against:
+        return []
+    try:
+        number = int(against["commit"])
+    except (KeyError, TypeError, ValueError):
+        return [Finding("checkpoint", None, None, "the checkpoint file is incomplete")]
+    line = next((ln for ln in lines if ln.record.get("n") == number), None)
+    if line is not None and line.digest == against["log_digest"]:
+        return []
+    found = "is gone" if line is None else "differs"
+    return [
+        Finding(
+            "checkpoint",
+            None,
+            None,
+            f"commit {number}, which the checkpoint signed, {found}: the commit log was rewritten",
+        )
+    ]
+
+
 @dataclass(frozen=True)
 class _FileFacts:
     bad: list[Finding]
@@ -223,16 +368,22 @@ class _FileFacts:
     prev8: Any
     hash8: Any
     versions: pa.Table  # stream_id, n, low, high, total, squares
+    digest_ok: bool | None = None  # the file's bytes against its committed SHA-256
 
 
-def _file_facts(task: tuple[str, str]) -> _FileFacts:
+def _file_facts(task: tuple[str, str, str | None]) -> _FileFacts:
     """Worker: the facts of one file (see verify)."""
+    import dataclasses
+
     import pyarrow.parquet as pq
 
-    path, category = task
+    path, category, sha256 = task
     table = pq.read_table(path)
     table = table.add_column(2, "category", pa.array([category] * table.num_rows, pa.string()))
-    return _facts(table)
+    facts = _facts(table)
+    if sha256 is None:
+        return facts
+    return dataclasses.replace(facts, digest_ok=file_digest(path) == sha256)
 
 
 def _prefix(raw: Any) -> Any:
@@ -242,7 +393,7 @@ def _prefix(raw: Any) -> Any:
 
 def _facts(table: pa.Table) -> _FileFacts:
     prev_raw, hash_raw = hex_digests(table["prev_hash"]), hex_digests(table["hash"])
-    ok = _rehash(table, prev_raw, hash_raw)
+    ok = hashes_match(table, prev_raw, hash_raw)
     bad_rows = np.flatnonzero(~ok)
     bad = [
         Finding("modified", int(table["global_position"][i].as_py()), table["stream_id"][i].as_py(),
@@ -379,7 +530,7 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
         if origin == finding.position:
             continue
         original = pa.Table.from_pylist([{**row, "global_position": origin}], schema=EVENT_SCHEMA)
-        if _rehash(original)[0]:
+        if hashes_match(original)[0]:
             explained[finding.position] = Finding(
                 "moved",
                 finding.position,
@@ -390,6 +541,9 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
 
 
 def _order(finding: Finding) -> tuple[int, int]:
+    """Faults of files first, then events in log order, then the commit log's own."""
+    if finding.kind in ("commit_log", "rewritten"):
+        return (2, 0)
     return (0 if finding.position is None else 1, finding.position or 0)
 
 

@@ -1,5 +1,6 @@
 """The store layer: Parquet layout, commit record, append, read, subscribe, compact."""
 
+from esanalytics.store.commitlog import GENESIS_LINK, CommitLine, FileEntry, file_digest
 from esanalytics.store.eventstore import (
     AppendRequest,
     EventStore,
@@ -20,16 +21,20 @@ from esanalytics.store.results import (
 
 __all__ = [
     "ANY",
+    "GENESIS_LINK",
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendRequest",
     "Commit",
+    "CommitLine",
     "EventStore",
     "Events",
     "ExpectedVersion",
+    "FileEntry",
     "Inventory",
     "LakeSnapshot",
     "StreamAppend",
     "Subscription",
+    "file_digest",
     "open_store",
 ]

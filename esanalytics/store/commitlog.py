@@ -4,10 +4,18 @@ Each line is ``<json>\\t<crc32 as 8 hex digits>\\n``. A commit is the moment its
 complete in ``_esa/commits.log``; the writer syncs the file before it acknowledges. A line cut
 short by a crash (no newline, or a checksum that does not match) is not a commit: readers stop
 before it and the next writer truncates it away, under the writer lock.
+
+The lines form a hash chain of their own (DESIGN.md §2): each body carries ``prev``, the hex
+SHA-256 of the previous line's body bytes (64 zeros on the first line), and every file it adds
+carries ``sha256``, the digest of the file's bytes. So the digest of the last line covers every
+file of the log and every event held inline, and ``verify`` can prove a clean lake by hashing
+whole files instead of every event. Lakes written before this have lines without ``prev``;
+they are read as before and verified event by event.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
@@ -17,7 +25,15 @@ from typing import Any
 
 from esanalytics.exceptions import CorruptLakeError
 
-__all__ = ["CommitLog", "FileEntry"]
+__all__ = ["GENESIS_LINK", "CommitLine", "CommitLog", "FileEntry", "file_digest"]
+
+GENESIS_LINK = "0" * 64
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (OpenSSL, streamed, off the GIL)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +51,7 @@ class FileEntry:
     min_stream: str
     max_stream: str
     bytes: int
+    sha256: str | None = None  # of the file's bytes; None in lakes written before digests
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,7 +63,7 @@ class FileEntry:
             "rec": [self.min_recorded_us, self.max_recorded_us],
             "streams": [self.min_stream, self.max_stream],
             "bytes": self.bytes,
-        }
+        } | ({} if self.sha256 is None else {"sha256": self.sha256})
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:
@@ -62,6 +79,7 @@ class FileEntry:
             min_stream=raw["streams"][0],
             max_stream=raw["streams"][1],
             bytes=raw["bytes"],
+            sha256=raw.get("sha256"),
         )
 
 
@@ -70,12 +88,24 @@ def encode_line(record: dict[str, Any]) -> bytes:
     return body + b"\t" + f"{zlib.crc32(body):08x}".encode() + b"\n"
 
 
+@dataclass(frozen=True, slots=True)
+class CommitLine:
+    """One complete commit line: its record, where it ends, the digest of its body and the
+    ``prev`` link it carries (None in lines written before links)."""
+
+    record: dict[str, Any]
+    end: int
+    digest: str
+    prev: str | None
+
+
 class CommitLog:
     """Reads and appends commit lines. Not thread-safe by itself: the store holds the writer
     lock around :meth:`append` and serializes its own reads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._tip: tuple[int, str] = (0, GENESIS_LINK)  # (end offset, digest of the line before)
 
     def size(self) -> int:
         try:
@@ -90,15 +120,21 @@ class CommitLog:
 
     def read_from(self, offset: int) -> tuple[list[dict[str, Any]], int, bool]:
         """Complete commits after byte ``offset``: ``(records, new_offset, torn_tail)``."""
+        lines, end, torn = self.lines(offset)
+        return [line.record for line in lines], end, torn
+
+    def lines(self, offset: int = 0) -> tuple[list[CommitLine], int, bool]:
+        """Complete lines after byte ``offset`` with their digests and links:
+        ``(lines, new_offset, torn_tail)``."""
         with open(self.path, "rb") as handle:
             handle.seek(offset)
             chunk = handle.read()
-        records: list[dict[str, Any]] = []
+        lines: list[CommitLine] = []
         position = 0
         while position < len(chunk):
             end = chunk.find(b"\n", position)
             if end < 0:
-                return records, offset + position, True
+                return lines, offset + position, True
             line = chunk[position:end]
             body, tab, crc = line.rpartition(b"\t")
             if not tab or f"{zlib.crc32(body):08x}".encode() != crc:
@@ -111,14 +147,44 @@ class CommitLog:
                         "which events are affected.",
                         path=str(self.path),
                     )
-                return records, offset + position, True
-            records.append(json.loads(body))
+                return lines, offset + position, True
+            record = json.loads(body)
+            digest = hashlib.sha256(body).hexdigest()
+            lines.append(CommitLine(record, offset + end + 1, digest, record.get("prev")))
             position = end + 1
-        return records, offset + position, False
+        if lines:
+            self._tip = (lines[-1].end, lines[-1].digest)
+        return lines, offset + position, False
+
+    def _digest_before(self, valid_end: int) -> str:
+        """The digest of the complete line that ends at ``valid_end`` (the link the next line
+        carries); read backwards from there when it is not the line last seen."""
+        if valid_end == 0:
+            return GENESIS_LINK
+        if self._tip[0] == valid_end:
+            return self._tip[1]
+        with open(self.path, "rb") as handle:
+            start = valid_end - 1  # the newline that ends the line
+            step = 1 << 16
+            while True:
+                low = max(0, start - step)
+                handle.seek(low)
+                window = handle.read(start - low)
+                cut = window.rfind(b"\n")
+                if cut >= 0 or low == 0:
+                    line_start = low + cut + 1
+                    break
+                step *= 4
+            handle.seek(line_start)
+            line = handle.read(valid_end - 1 - line_start)
+        body = line.rpartition(b"\t")[0]
+        return hashlib.sha256(body).hexdigest()
 
     def append(self, record: dict[str, Any], *, valid_end: int) -> int:
         """Durably append one commit line after byte ``valid_end`` (dropping any torn tail
-        beyond it). Returns the new end offset. The caller holds the writer lock."""
+        beyond it), linked to the line before it (``record["prev"]`` is set here). Returns
+        the new end offset. The caller holds the writer lock."""
+        record["prev"] = self._digest_before(valid_end)
         line = encode_line(record)
         fd = os.open(self.path, os.O_WRONLY)
         try:
@@ -128,4 +194,6 @@ class CommitLog:
             os.fdatasync(fd)
         finally:
             os.close(fd)
+        body = line.rpartition(b"\t")[0]
+        self._tip = (valid_end + len(line), hashlib.sha256(body).hexdigest())
         return valid_end + len(line)

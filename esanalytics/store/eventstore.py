@@ -33,6 +33,7 @@ from esanalytics.events import (
     chain_hashes,
     dump_json,
     from_epoch_us,
+    hashes_match,
     normalize_event_id,
     row_hash,
     to_epoch_us,
@@ -52,7 +53,7 @@ from esanalytics.exceptions import (
     ValidationError,
 )
 from esanalytics.store import ingest as _ingest
-from esanalytics.store.commitlog import CommitLog, FileEntry
+from esanalytics.store.commitlog import CommitLine, CommitLog, FileEntry, file_digest
 from esanalytics.store.layout import (
     CHECKPOINT,
     COMMIT_LOG,
@@ -387,6 +388,12 @@ class EventStore:
         with self._state_lock:
             self.refresh()
             return list(self._files.values())
+
+    def commit_lines(self) -> list[CommitLine]:
+        """Every complete line of the commit log, with the digest of its body and the link
+        it carries (what ``verify`` and signed checkpoints build on)."""
+        lines, _, _ = self._log.lines(0)
+        return lines
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -1176,7 +1183,11 @@ class EventStore:
                 write_page_index=False,
             )
             fsync_file(target)
-            entries.append(_describe(relpath, category, month, body, target.stat().st_size))
+            entries.append(
+                _describe(
+                    relpath, category, month, body, target.stat().st_size, file_digest(target)
+                )
+            )
         for folder in folders:
             fsync_dir(self._events / folder)
         return entries
@@ -1346,13 +1357,18 @@ class EventStore:
                 groups: dict[tuple[str, str], list[FileEntry]] = {}
                 for entry in self._files.values():
                     groups.setdefault((entry.category, entry.month), []).append(entry)
+            chosen = []
             for _partition, entries in sorted(groups.items()):
                 clustered = len(entries) == 1 and entries[0].path.rpartition("/")[2].startswith("c")
-                if clustered or len(entries) < min_files:
-                    continue
-                table = self._scan(entries, None).sort_by(
-                    [("stream_id", "ascending"), ("version", "ascending")]
-                )
+                if not (clustered or len(entries) < min_files):
+                    chosen.append(entries)
+            # Every input file is checked against its digest before anything is rewritten
+            # (files of lakes written before digests: event by event, as each is read).
+            self._check_intact([e for entries in chosen for e in entries if e.sha256], None)
+            for entries in chosen:
+                table = self._scan(entries, None)
+                self._check_intact([e for e in entries if e.sha256 is None], table)
+                table = table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
                 stem = f"c{uuid.uuid4().hex[:12]}"
                 new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
                 with self._writer_lock.hold(), self._state_lock:
@@ -1384,6 +1400,30 @@ class EventStore:
                     self._recover()
                     self._save_writer_index()
         return done
+
+    def _check_intact(self, entries: list[FileEntry], table: pa.Table | None) -> None:
+        """Refuse to rewrite altered events: compaction seals what it writes with new digests,
+        so it must never take in a file that no longer holds what was committed. Files with a
+        digest are checked by it (on every core); older ones event by event in ``table``."""
+        with_digest = [e for e in entries if e.sha256 is not None]
+        digests = self._readers().map(lambda e: file_digest(self._resolve(e.path)), with_digest)
+        altered = [e.path for e, d in zip(with_digest, digests, strict=True) if d != e.sha256]
+        if not altered and table is not None and any(e.sha256 is None for e in entries):
+            bad = np.flatnonzero(~hashes_match(table))
+            if len(bad):
+                position = table["global_position"][int(bad[0])].as_py()
+                altered = [f"the file holding position {position}"]
+        if altered:
+            raise CorruptLakeError(
+                f"Compaction stopped: {altered[0]} no longer holds what was committed, and "
+                "compaction would seal the altered events under a new digest.",
+                hint=f"run `esa verify {self.path}` to see what was altered and where; "
+                "restore the file from a backup, then compact again. Nothing was rewritten "
+                "from it.",
+                path=str(
+                    self._events / altered[0] if altered[0].endswith(".parquet") else self.path
+                ),
+            )
 
     def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
         """Delete files that compaction replaced more than ``older_than`` ago (readers pinned
@@ -1583,7 +1623,9 @@ def _split_partitions(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
     return parts
 
 
-def _describe(relpath: str, category: str, month: str, body: pa.Table, size: int) -> FileEntry:
+def _describe(
+    relpath: str, category: str, month: str, body: pa.Table, size: int, sha256: str
+) -> FileEntry:
     pos = pc.min_max(body["global_position"])
     rec = pc.min_max(body["recorded_at"].cast(pa.int64()))
     streams = pc.min_max(body["stream_id"])
@@ -1599,6 +1641,7 @@ def _describe(relpath: str, category: str, month: str, body: pa.Table, size: int
         min_stream=streams["min"].as_py(),
         max_stream=streams["max"].as_py(),
         bytes=size,
+        sha256=sha256,
     )
 
 

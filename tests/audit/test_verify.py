@@ -32,9 +32,142 @@ def row_at(table: pa.Table, i: int) -> dict:  # type: ignore[type-arg]
 def test_untouched_lake_verifies_clean(copy: Path) -> None:
     result = verify(esa.open(copy))
     assert result.ok, str(result)
+    assert result.method == "files"  # every file hashed whole against the linked commit log
     assert result.events == result.position == 30_000
     assert result.digest == esa.open(copy).read_all().to_arrow()["hash"][-1].as_py()
     assert verify(esa.open(copy), workers=1).digest == result.digest
+    deep = verify(esa.open(copy), deep=True)
+    assert deep.ok, str(deep)
+    assert (deep.method, deep.events, deep.digest) == ("events", 30_000, result.digest)
+
+
+def rewrite_commit_log(lake: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """Edit the commit lines' JSON as a careful forger would: checksums recomputed."""
+    import json
+
+    from esanalytics.store.commitlog import encode_line
+
+    log = lake / "_esa" / "commits.log"
+    records = [json.loads(line.rpartition("\t")[0]) for line in log.read_text().splitlines()]
+    log.write_bytes(b"".join(encode_line(r) for r in change(records)))
+    (lake / "_esa" / "checkpoint.json").unlink()  # the store's own state: rebuilt from the log
+
+
+def test_a_re_encoded_file_with_intact_events_is_named_only_by_its_digest(copy: Path) -> None:
+    path = victim(copy)
+    pq.write_table(pq.read_table(path), path, compression="gzip")  # same events, other bytes
+    result = verify(esa.open(copy))
+    assert result.method == "events"  # the quick pass saw the change and stepped down
+    assert [(f.kind, f.path) for f in result.findings] == [("rewritten", str(path))]
+
+
+def test_an_edited_commit_line_breaks_the_link_of_the_next(copy: Path) -> None:
+    lines = esa.open(copy).commit_lines()
+    victim_n = lines[1].record["n"]
+
+    def edit(records):  # type: ignore[no-untyped-def]
+        records[1]["note"] = "checked"  # a harmless-looking change, checksum made good
+        return records
+
+    rewrite_commit_log(copy, edit)
+    result = verify(esa.open(copy))
+    assert result.method == "events"
+    assert [f.kind for f in result.findings] == ["commit_log"]
+    assert f"commit {victim_n + 1} " in result.findings[0].detail
+
+
+def test_a_commit_log_digest_edited_to_match_an_altered_file_is_caught(copy: Path) -> None:
+    """A forger who alters a file and writes its new digest into the commit log: the events
+    themselves still fail their hashes, and the edited line breaks the next one's link."""
+    from esanalytics.store import file_digest
+
+    path = victim(copy)
+    original = rewrite(
+        path, lambda t: t.set_column(8, "data", pa.array(['{"amount":1}'] * t.num_rows))
+    )
+    relpath = str(path.relative_to(copy / "events"))
+
+    def edit(records):  # type: ignore[no-untyped-def]
+        for record in records:
+            for raw in record.get("add", ()):
+                if raw["path"] == relpath:
+                    raw["sha256"] = file_digest(path)
+        return records
+
+    rewrite_commit_log(copy, edit)
+    result = verify(esa.open(copy))
+    assert result.method == "events"
+    assert result.first is not None
+    assert (result.first.kind, result.first.position) == (
+        "modified",
+        min(original["global_position"].to_pylist()),
+    )
+    assert result.findings[-1].kind == "commit_log"
+
+
+def test_lakes_written_before_digests_verify_event_by_event(copy: Path) -> None:
+    """Commit lines without links and files without digests (the earlier format): verify
+    recomputes every hash, and appends and compaction still work and seal what they write."""
+
+    def strip(records):  # type: ignore[no-untyped-def]
+        for record in records:
+            record.pop("prev", None)
+            for raw in record.get("add", ()):
+                raw.pop("sha256", None)
+        return records
+
+    rewrite_commit_log(copy, strip)
+    store = esa.open(copy)
+    result = verify(store)
+    assert (result.ok, result.method, result.events) == (True, "events", 30_000)
+    store.ingest(
+        store.read_all(from_position=0, position=2_000)
+        .to_arrow()
+        .select(["stream_id", "event_type", "occurred_at", "data", "metadata"])
+        .set_column(0, "stream_id", pa.array([f"account-new{i}" for i in range(2_000)]))
+    )
+    store.compact()
+    after = verify(esa.open(copy))
+    assert (after.ok, after.method, after.events) == (True, "events", 32_000), str(after)
+    assert all(e.sha256 for e in esa.open(copy).files() if e.max_position > 30_000)
+
+
+def test_appends_from_many_handles_keep_the_commit_lines_linked(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    first = esa.open(lake, create=True)
+    second = esa.open(lake)
+    for i in range(6):
+        handle = first if i % 2 else second
+        handle.append(f"account-{i}", [esa.NewEvent("AccountOpened", {"owner": str(i)})])
+    log = lake / "_esa" / "commits.log"
+    with open(log, "ab") as torn:  # a writer killed in the middle of its line
+        torn.write(b'{"n":99,"kind":"append","fir')
+    esa.open(lake).append("account-9", [esa.NewEvent("AccountOpened", {})])
+    esa.open(lake).flush()
+    lines = esa.open(lake).commit_lines()
+    assert [ln.prev for ln in lines[1:]] == [ln.digest for ln in lines[:-1]]
+    result = verify(esa.open(lake))
+    assert (result.ok, result.method, result.events) == (True, "files", 7), str(result)
+
+
+def test_compaction_refuses_to_seal_an_altered_file(tmp_path: Path) -> None:
+    from esanalytics.sample import SampleSpec, generate
+
+    lake = tmp_path / "lake"
+    store = esa.open(lake, create=True)
+    events = generate(SampleSpec(events=4_000, seed=3))
+    store.ingest(events.slice(0, 2_000))
+    store.ingest(events.slice(2_000))
+    path = victim(lake)
+    rewrite(path, lambda t: t.set_column(8, "data", pa.array(['{"amount":1}'] * t.num_rows)))
+    before = {p: p.read_bytes() for p in (lake / "events").rglob("*.parquet")}
+    log = (lake / "_esa" / "commits.log").read_bytes()
+    with pytest.raises(esa.CorruptLakeError) as caught:
+        esa.open(lake).compact()
+    assert "no longer holds what was committed" in str(caught.value)
+    assert "Hint: run `esa verify" in str(caught.value)
+    assert (lake / "_esa" / "commits.log").read_bytes() == log
+    assert {p: p.read_bytes() for p in (lake / "events").rglob("*.parquet")} == before
 
 
 @pytest.mark.parametrize("column", ["data", "metadata"])
@@ -144,6 +277,48 @@ def test_truncation_needs_and_is_caught_by_a_checkpoint(sample_lake: Path, tmp_p
     assert [
         f.kind for f in verify(esa.open(sample_lake), against=checkpoint, key=other).findings
     ] == ["checkpoint"]
+
+
+def test_a_checkpoint_vouches_for_files_until_compaction_rewrites_them(
+    copy: Path, tmp_path: Path
+) -> None:
+    key = read_key(make_key(tmp_path / "key"))
+    checkpoint = make_checkpoint(esa.open(copy), key)
+    assert {"commit", "log_digest"} <= checkpoint.keys()
+    fast = verify(esa.open(copy), against=checkpoint, key=key)
+    assert (fast.ok, fast.method) == (True, "files"), str(fast)
+    store = esa.open(copy)  # new events recorded in the month of the checkpointed last ones
+    last = store.read_all(from_position=29_000).to_arrow()
+    late = pa.array([last["recorded_at"][-1].as_py()] * last.num_rows, last["recorded_at"].type)
+    store.ingest(last.select(["stream_id", "event_type", "data", "metadata"])
+                 .set_column(0, "stream_id", pa.array([f"order-x{i}" for i in range(last.num_rows)]))
+                 .append_column("recorded_at", late))  # fmt: skip
+    assert store.compact()["partitions"] >= 1
+    slow = verify(esa.open(copy), against=checkpoint, key=key)
+    assert (slow.ok, slow.method, slow.events) == (True, "events", 31_000), str(slow)
+    again = make_checkpoint(esa.open(copy), key)
+    assert verify(esa.open(copy), against=again, key=key).method == "files"
+    # The signed commit line itself cannot be edited, even by a forger who relinks the rest.
+
+    def edit(records):  # type: ignore[no-untyped-def]
+        import hashlib
+        import json
+
+        signed = next(r for r in records if r["n"] == again["commit"])
+        signed["note"] = "checked"
+        previous = "0" * 64
+        for record in records:
+            record["prev"] = previous
+            previous = hashlib.sha256(
+                json.dumps(record, separators=(",", ":")).encode()
+            ).hexdigest()
+        return records
+
+    rewrite_commit_log(copy, edit)
+    assert verify(esa.open(copy)).ok  # from inside, a relinked log looks whole
+    forged = verify(esa.open(copy), against=again, key=key)
+    assert [f.kind for f in forged.findings] == ["checkpoint"]
+    assert "the commit log was rewritten" in forged.findings[0].detail
 
 
 def test_wholesale_replacement_is_caught_by_the_checkpoint(
