@@ -349,6 +349,10 @@ def test_cli_verify_checkpoint_keygen(copy: Path, tmp_path: Path) -> None:
     clean = run_esa("verify", str(copy), "--against", str(saved), "--key", str(key))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.startswith("OK: 30,000 events")
+    assert "every file matches its committed SHA-256" in " ".join(clean.stdout.split())
+    deep = run_esa("verify", str(copy), "--deep", "--format", "json")
+    assert deep.returncode == 0, deep.stdout + deep.stderr
+    assert __import__("json").loads(deep.stdout)["method"] == "events"
     rewrite(
         victim(copy), lambda t: t.set_column(8, "data", pa.array(['{"amount":1}'] * t.num_rows))
     )

@@ -58,6 +58,11 @@ def test_processes_append_to_shared_and_own_streams(lake: Path, start: str) -> N
         assert store.stream_version(f"order-{w}") == ROUNDS
     assert sum(store.stream_version(f"account-{k}") for k in range(3)) == WRITERS * ROUNDS
     assert sum(queue.get() for _ in range(WRITERS)) >= 0
+    from esanalytics.audit import verify
+
+    store.flush()  # every event into a file, so the quick proof covers every one
+    result = verify(esa.open(lake))
+    assert (result.ok, result.method, result.events) == (True, "files", table.num_rows)
 
 
 def test_conflict_between_two_handles_carries_the_facts(lake: Path) -> None:
