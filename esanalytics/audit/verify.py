@@ -77,6 +77,7 @@ class VerifyResult:
     seconds: float
     checkpoint: dict[str, Any] | None = field(default=None)
     method: str = "events"
+    why: str | None = None  # why every event was rehashed instead of the files
 
     @property
     def first(self) -> Finding | None:
@@ -92,9 +93,10 @@ class VerifyResult:
                 else "every event's hash recomputed"
             )
             against = ", extends the signed checkpoint" if self.checkpoint is not None else ""
+            because = f"\n  (event by event because {self.why})" if self.why else ""
             return (
                 f"OK: {self.events:,} events, chain intact up to position {self.position} "
-                f"(head {self.digest[:16]}...; {how}{against})"
+                f"(head {self.digest[:16]}...; {how}{against}){because}"
             )
         lines = [f"FAILED: {len(self.findings)} finding(s); first:"]
         for finding in self.findings[:20]:
@@ -135,10 +137,12 @@ def verify(
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
     lines = store.commit_lines()
+    why = "asked for (deep)"
     if not deep:
         quick = _verify_files(store, lines, against, key, workers, progress, started)
-        if quick is not None:
+        if isinstance(quick, VerifyResult):
             return quick
+        why = quick
     findings: list[Finding] = []
     head = store.refresh()
     entries = store.files()
@@ -234,6 +238,7 @@ def verify(
         tuple(findings),
         time.perf_counter() - started,
         against,
+        why=why,
     )
 
 
@@ -245,15 +250,17 @@ def _verify_files(
     workers: int,
     progress: Callable[[int], None] | None,
     started: float,
-) -> VerifyResult | None:
-    """The clean result by whole-file digests (see the module docstring), or None when it
-    cannot be reached that way and every event must be rehashed."""
+) -> VerifyResult | str:
+    """The clean result by whole-file digests (see the module docstring), or why it cannot
+    be reached that way and every event must be rehashed."""
     inline: list[int] = []  # positions of events held in commit lines
     sealed_upto = 0
     head, last_hash = 0, GENESIS_HASH
     for index, line in enumerate(lines):
         if line.prev != (lines[index - 1].digest if index else GENESIS_LINK):
-            return None  # a broken link, or a line written before links
+            if line.prev is None:
+                return "the commit log was written before its lines were linked"
+            return f"commit {line.record.get('n')} does not link to the line before it"
         record = line.record
         if record["kind"] == "seal":
             sealed_upto = max(sealed_upto, record["upto"])
@@ -262,21 +269,25 @@ def _verify_files(
             head, last_hash = record["last"], record["last_hash"]
     live = _live_files(lines)
     if any(entry.sha256 is None for entry, _ in live.values()):
-        return None
+        return "some files were written before file digests"
     unsealed = sum(1 for position in inline if position > sealed_upto)
     events = sum(entry.rows for entry, _ in live.values()) + unsealed
     if events != head:
-        return None
+        return f"the committed files hold {events:,} events, the log's head is {head:,}"
     if against is not None:
         from esanalytics.audit.checkpoint import check_checkpoint
 
-        if "log_digest" not in against or check_checkpoint(store, against, key):
-            return None
-        if _checkpoint_line_findings(lines, against):
-            return None
+        if "log_digest" not in against:
+            return "the checkpoint was made before checkpoints signed the commit log"
+        if check_checkpoint(store, against, key) or _checkpoint_line_findings(lines, against):
+            return "the checkpoint does not check out"
         signed, position = int(against["commit"]), int(against["position"])
         if any(n > signed and e.min_position <= position for e, n in live.values()):
-            return None  # compacted after the checkpoint: its digests are not signed
+            return (
+                "files compacted after the checkpoint hold events from before it, and their "
+                "digests are not signed (export a new checkpoint after compacting to keep "
+                "verify quick)"
+            )
     entries = [entry for entry, _ in live.values()]
 
     def matches(entry: FileEntry) -> bool:
@@ -293,7 +304,7 @@ def _verify_files(
             if not ok:
                 if progress is not None and counted:
                     progress(-counted)  # the event-by-event pass counts from zero again
-                return None
+                return f"{entry.path} is missing or differs from its committed digest"
             if progress is not None:
                 progress(entry.rows)
                 counted += entry.rows

@@ -120,6 +120,7 @@ def test_lakes_written_before_digests_verify_event_by_event(copy: Path) -> None:
     store = esa.open(copy)
     result = verify(store)
     assert (result.ok, result.method, result.events) == (True, "events", 30_000)
+    assert result.why == "the commit log was written before its lines were linked"
     store.ingest(
         store.read_all(from_position=0, position=2_000)
         .to_arrow()
@@ -296,6 +297,7 @@ def test_a_checkpoint_vouches_for_files_until_compaction_rewrites_them(
     assert store.compact()["partitions"] >= 1
     slow = verify(esa.open(copy), against=checkpoint, key=key)
     assert (slow.ok, slow.method, slow.events) == (True, "events", 31_000), str(slow)
+    assert "export a new checkpoint after compacting" in str(slow)
     again = make_checkpoint(esa.open(copy), key)
     assert verify(esa.open(copy), against=again, key=key).method == "files"
     # The signed commit line itself cannot be edited, even by a forger who relinks the rest.
