@@ -8,12 +8,13 @@ an extract never executes anything an event's author wrote.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from esanalytics.store import file_digest
 
 __all__ = ["checksum", "safe_for_spreadsheets", "write_extract"]
 
@@ -35,12 +36,7 @@ def safe_for_spreadsheets(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=table.column_names)
 
 
-def checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+checksum = file_digest  # the hex SHA-256 of a file, as the store seals its own files
 
 
 def write_extract(table: pa.Table, path: str | os.PathLike[str], *, fmt: str = "csv") -> Path:
