@@ -137,9 +137,10 @@ def verify(
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
     lines = store.commit_lines()
+    live = _live_files(lines)
     why = "asked for (deep)"
     if not deep:
-        quick = _verify_files(store, lines, against, key, workers, progress, started)
+        quick = _verify_files(store, lines, live, against, key, workers, progress, started)
         if isinstance(quick, VerifyResult):
             return quick
         why = quick
@@ -156,7 +157,7 @@ def verify(
     # Each worker reads its own files and sends back only compact facts: the rows whose hash
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
-    committed = {path: entry.sha256 for path, (entry, _) in _live_files(lines).items()}
+    committed = {path: entry.sha256 for path, (entry, _) in live.items()}
     tasks = [(store._resolve(e.path), e.category, committed.get(e.path)) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
@@ -245,6 +246,7 @@ def verify(
 def _verify_files(
     store: EventStore,
     lines: list[CommitLine],
+    live: dict[str, tuple[FileEntry, int]],
     against: dict[str, Any] | None,
     key: bytes | None,
     workers: int,
@@ -253,21 +255,21 @@ def _verify_files(
 ) -> VerifyResult | str:
     """The clean result by whole-file digests (see the module docstring), or why it cannot
     be reached that way and every event must be rehashed."""
+    if any(line.prev is None for line in lines):
+        return "the commit log was written before its lines were linked"
+    broken = _link_findings(lines)
+    if broken:
+        return broken[0].detail
     inline: list[int] = []  # positions of events held in commit lines
     sealed_upto = 0
     head, last_hash = 0, GENESIS_HASH
-    for index, line in enumerate(lines):
-        if line.prev != (lines[index - 1].digest if index else GENESIS_LINK):
-            if line.prev is None:
-                return "the commit log was written before its lines were linked"
-            return f"commit {line.record.get('n')} does not link to the line before it"
+    for line in lines:
         record = line.record
         if record["kind"] == "seal":
             sealed_upto = max(sealed_upto, record["upto"])
         inline += [row[0] for row in record.get("rows", ())]
         if record["kind"] == "append":
             head, last_hash = record["last"], record["last_hash"]
-    live = _live_files(lines)
     if any(entry.sha256 is None for entry, _ in live.values()):
         return "some files were written before file digests"
     unsealed = sum(1 for position in inline if position > sealed_upto)
