@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -1364,10 +1364,11 @@ class EventStore:
                     chosen.append(entries)
             # Every input file is checked against its digest before anything is rewritten
             # (files of lakes written before digests: event by event, as each is read).
-            self._check_intact([e for entries in chosen for e in entries if e.sha256], None)
+            self._check_digests([e for entries in chosen for e in entries])
             for entries in chosen:
                 table = self._scan(entries, None)
-                self._check_intact([e for e in entries if e.sha256 is None], table)
+                if any(e.sha256 is None for e in entries):
+                    self._check_hashes(table)
                 table = table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
                 stem = f"c{uuid.uuid4().hex[:12]}"
                 new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
@@ -1401,29 +1402,31 @@ class EventStore:
                     self._save_writer_index()
         return done
 
-    def _check_intact(self, entries: list[FileEntry], table: pa.Table | None) -> None:
-        """Refuse to rewrite altered events: compaction seals what it writes with new digests,
-        so it must never take in a file that no longer holds what was committed. Files with a
-        digest are checked by it (on every core); older ones event by event in ``table``."""
+    # Compaction seals what it writes with new digests, so it must never take in a file that
+    # no longer holds what was committed: files with a digest are checked by it (on every
+    # core), files of lakes written before digests event by event as they are read.
+
+    def _check_digests(self, entries: list[FileEntry]) -> None:
         with_digest = [e for e in entries if e.sha256 is not None]
         digests = self._readers().map(lambda e: file_digest(self._resolve(e.path)), with_digest)
-        altered = [e.path for e, d in zip(with_digest, digests, strict=True) if d != e.sha256]
-        if not altered and table is not None and any(e.sha256 is None for e in entries):
-            bad = np.flatnonzero(~hashes_match(table))
-            if len(bad):
-                position = table["global_position"][int(bad[0])].as_py()
-                altered = [f"the file holding position {position}"]
-        if altered:
-            raise CorruptLakeError(
-                f"Compaction stopped: {altered[0]} no longer holds what was committed, and "
-                "compaction would seal the altered events under a new digest.",
-                hint=f"run `esa verify {self.path}` to see what was altered and where; "
-                "restore the file from a backup, then compact again. Nothing was rewritten "
-                "from it.",
-                path=str(
-                    self._events / altered[0] if altered[0].endswith(".parquet") else self.path
-                ),
-            )
+        for entry, digest in zip(with_digest, digests, strict=True):
+            if digest != entry.sha256:
+                self._refuse_altered(entry.path, str(self._events / entry.path))
+
+    def _check_hashes(self, table: pa.Table) -> None:
+        bad = np.flatnonzero(~hashes_match(table))
+        if len(bad):
+            position = table["global_position"][int(bad[0])].as_py()
+            self._refuse_altered(f"the file holding position {position}", str(self.path))
+
+    def _refuse_altered(self, what: str, path: str) -> NoReturn:
+        raise CorruptLakeError(
+            f"Compaction stopped: {what} no longer holds what was committed, and compaction "
+            "would seal the altered events under a new digest.",
+            hint=f"run `esa verify {self.path}` to see what was altered and where; restore "
+            "the file from a backup, then compact again. Nothing was rewritten from it.",
+            path=path,
+        )
 
     def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
         """Delete files that compaction replaced more than ``older_than`` ago (readers pinned
