@@ -307,3 +307,18 @@ def test_a_read_only_lake_reads_and_refuses_writes_with_a_hint(disk: Disk, tmp_p
             _assert_cli_hint(done)
     with contextlib.suppress(Exception):
         subprocess.run(["mount", "-o", "remount,rw", str(disk.path)], check=True)
+
+
+def test_a_command_whose_snapshot_hits_a_full_disk_still_succeeds(disk: Disk) -> None:
+    from esanalytics.domain import CommandHandler, accounts
+
+    lake = disk.path / "lake"
+    bank = CommandHandler(esa.open(lake, create=True), accounts.decider, snapshot_every=1)
+    bank.handle("account-1", accounts.OpenAccount(owner="Ada", overdraft_limit=0.0))
+    disk.fill(leave=0)  # the next commit line fits in the log's last page; no snapshot does
+    result = bank.handle("account-1", accounts.DepositMoney(amount=5.0))
+    assert result.version == 2
+    assert esa.open(lake).stream_version("account-1") == 2
+    assert _strays(lake) == []
+    disk.free()
+    assert bank.state("account-1").balance == 5.0
