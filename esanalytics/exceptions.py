@@ -138,3 +138,9 @@ class StorageError(EsaError, OSError):
     """
 
     path: str
+
+    def __init__(
+        self, problem: str, *, hint: str | None = None, errno: int | None = None, **fields: Any
+    ) -> None:
+        super().__init__(problem, hint=hint, **fields)
+        self.errno = errno  # set after OSError's own __init__, which clears it

@@ -8,6 +8,7 @@ fills with ``posix_fallocate`` to leave an exact number of bytes free.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -322,3 +323,29 @@ def test_a_command_whose_snapshot_hits_a_full_disk_still_succeeds(disk: Disk) ->
     assert _strays(lake) == []
     disk.free()
     assert bank.state("account-1").balance == 5.0
+
+
+@pytest.mark.parametrize(
+    ("error", "problem", "hint"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), "read-only", "permissions"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "full", "quota"),
+        (
+            OSError('IO Error: {"exception_message":"No space left on device","errno":"28"}'),
+            "full",
+            "free",
+        ),
+    ],
+)
+def test_permission_and_quota_errors_map_to_the_hinted_error(
+    error: OSError, problem: str, hint: str, tmp_path: Path
+) -> None:
+    """What the tmpfs cannot show as root: permission denied, a quota, DuckDB's own report."""
+    from esanalytics.store.layout import storage_error
+
+    mapped = storage_error(error, tmp_path, "the append")
+    assert isinstance(mapped, esa.StorageError)
+    assert isinstance(mapped, OSError)
+    _assert_hinted(mapped, tmp_path, problem, hint)
+    assert mapped.errno in {errno.EACCES, errno.EDQUOT, errno.ENOSPC}
+    assert storage_error(FileNotFoundError(errno.ENOENT, "gone"), tmp_path, "x") is None
