@@ -1789,24 +1789,25 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
                 hint="pick a new or empty folder for the lake.",
                 path=str(root),
             )
-        meta = make_dirs_durably(root, LAKE_DIR)
-        make_dirs_durably(root, EVENTS_DIR)
-        log = meta / COMMIT_LOG
-        log.touch()
-        fsync_file(log)
-        tmp = meta / f".{MARKER}.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "format": LAKE_FORMAT,
-                    "version": LAKE_FORMAT_VERSION,
-                    "created_at": datetime.now(UTC).isoformat(),
-                }
+        with writing(root, "the new lake"):  # a retry with create=True finishes it
+            meta = make_dirs_durably(root, LAKE_DIR)
+            make_dirs_durably(root, EVENTS_DIR)
+            log = meta / COMMIT_LOG
+            log.touch()
+            fsync_file(log)
+            tmp = meta / f".{MARKER}.tmp"
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "format": LAKE_FORMAT,
+                        "version": LAKE_FORMAT_VERSION,
+                        "created_at": datetime.now(UTC).isoformat(),
+                    }
+                )
             )
-        )
-        fsync_file(tmp)
-        os.replace(tmp, marker)
-        fsync_dir(meta)
+            fsync_file(tmp)
+            os.replace(tmp, marker)
+            fsync_dir(meta)
     else:
         info = json.loads(marker.read_text())
         if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:

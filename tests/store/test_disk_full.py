@@ -307,6 +307,9 @@ def test_a_read_only_lake_reads_and_refuses_writes_with_a_hint(disk: Disk, tmp_p
             assert "53" in done.stdout
         else:
             _assert_cli_hint(done)
+    with pytest.raises(esa.StorageError) as caught:
+        esa.open(disk.path / "another", create=True)
+    _assert_hinted(caught.value, disk.path / "another", "read-only", "permissions")
     with contextlib.suppress(Exception):
         subprocess.run(["mount", "-o", "remount,rw", str(disk.path)], check=True)
 
