@@ -5,13 +5,15 @@ process SIGKILL itself the ``n``-th time (default: the first) it reaches the nam
 test can stop a writer at an exact step (after a commit line is synced, before its files are
 renamed...) instead of at a random moment. Unarmed, a point costs one global lookup.
 
-The points, by operation (``<kind>`` is ``append``, ``seal`` or ``compact``)::
+The points, by operation (``<kind>`` is ``append`` for a small append held inline,
+``ingest`` for an ingest or a large append written as files, ``seal`` or ``compact``)::
 
     commitlog.after_write        the line is written, not yet synced (any commit)
     <kind>.before_commit         files written and synced, the commit line not yet written
     <kind>.after_commit          the commit line is synced, nothing published yet
     compact.after_retire         the replaced files are renamed away, the new one not yet in place
     <kind>.after_publish         files renamed into place, the store's checkpoint not yet saved
+                                 (ingest, seal and compact)
     writer_index.before_pointer  a writer index is written, its pointer not yet swapped
     vacuum.after_delete          vacuum deleted one retired file and goes on
     refresh.after_state          a materialized state file is in place, its pointer not swapped
