@@ -201,8 +201,11 @@ class CommitLog:
                     written += os.pwrite(fd, view[written:], valid_end + written)
                 kill_point("commitlog.after_write")
                 os.fdatasync(fd)
-            except BaseException:
-                with contextlib.suppress(OSError):  # leave the log as it was: no torn tail
+            except OSError:
+                # Leave the log as it was. (An interrupt instead leaves the line torn, which
+                # readers skip and the next writer truncates, or whole: committed, and taken
+                # in by the next recovery, like a writer killed before its acknowledgement.)
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, valid_end)
                     os.fdatasync(fd)
                 raise
