@@ -18,6 +18,7 @@ from esanalytics.exceptions import (
     DuplicateEventError,
     EsaError,
     LakeNotFoundError,
+    StorageError,
     StreamNotFoundError,
     ValidationError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "LakeNotFoundError",
     "NewEvent",
     "RecordedEvent",
+    "StorageError",
     "StreamNotFoundError",
     "Subscription",
     "ValidationError",

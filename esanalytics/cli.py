@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +24,7 @@ DEFAULT_LAKE = Path("data") / "sample-lake"
 DEFAULT_EVENTS = 200_000
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _console() -> Any:
@@ -203,7 +206,7 @@ def cmd_append(args: argparse.Namespace) -> int:
         occurred_at=args.occurred_at,
     )
     commit = store.append(args.stream, [event], expected_version=expected)
-    store.flush()
+    store.close()  # seals; a seal the disk has no room for is left for later, never an error
     print(
         json.dumps(
             {
@@ -478,9 +481,20 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
     text = json.dumps(checkpoint, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        _write_whole(Path(args.output), text + "\n")
     print(text)
     return EXIT_OK
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a full disk leaves no partial file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -753,6 +767,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. piped into head
         return EXIT_OK
+    except OSError as error:  # writing an output file: a full disk, no permission
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        from rich.markup import escape
+
+        console = _err_console()
+        where = escape(str(error.filename or "a file"))
+        console.print(
+            f"[red]error:[/red] could not write {where}: {escape(error.strerror or str(error))}"
+        )
+        console.print(
+            "Hint: free space on that disk, or write where you have permission; "
+            "then run the command again.",
+            markup=False,
+        )
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

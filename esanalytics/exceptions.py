@@ -17,7 +17,8 @@ to do, and the facts are on attributes so callers need not parse messages::
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
     ├── StreamNotFoundError (KeyError)        the stream has no events
     ├── UnknownEventTypeError (LookupError)   a stored event type or schema version the code lacks
-    └── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
+    ├── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
+    └── StorageError (OSError)                the disk is full or the lake read-only; nothing written
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidStreamIdError",
     "InvalidTimestampError",
     "LakeNotFoundError",
+    "StorageError",
     "StreamNotFoundError",
     "UnknownEventTypeError",
     "ValidationError",
@@ -127,3 +129,18 @@ class CorruptLakeError(EsaError, OSError):
     """A file of the lake is truncated, unreadable or does not match the commit log."""
 
     path: str
+
+
+class StorageError(EsaError, OSError):
+    """A write found the disk full (or over quota) or the lake read-only; nothing was written.
+
+    Attributes: ``path`` (the lake) and ``errno`` (``ENOSPC``, ``EDQUOT``, ``EROFS``...).
+    """
+
+    path: str
+
+    def __init__(
+        self, problem: str, *, hint: str | None = None, errno: int | None = None, **fields: Any
+    ) -> None:
+        super().__init__(problem, hint=hint, **fields)
+        self.errno = errno  # set after OSError's own __init__, which clears it

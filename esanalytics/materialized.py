@@ -20,6 +20,7 @@ renamed) and never change; a checkpoint is a pure function of the log up to its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,8 @@ from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
 from esanalytics.projections import Projection, diff_sql
 from esanalytics.store import EventStore
+from esanalytics.store._faults import kill_point
+from esanalytics.store.layout import writing
 
 __all__ = ["MaterializedProjection", "Refresh"]
 
@@ -89,6 +92,13 @@ class MaterializedProjection:
     # -- refreshing ------------------------------------------------------------------------
 
     def refresh(self, *, rebuild: bool = False) -> Refresh:
+        """Bring the stored state up to the log's head. On a full disk or a read-only lake it
+        raises :class:`~esanalytics.exceptions.StorageError` and the stored state is as
+        before."""
+        with writing(self.store.path, "the refresh of " + self.projection.name):
+            return self._refresh(rebuild)
+
+    def _refresh(self, rebuild: bool) -> Refresh:
         started = time.perf_counter()
         session = Session(self.store)
         current = self.current()
@@ -154,12 +164,16 @@ class MaterializedProjection:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         quoted = str(tmp).replace("'", "''")
-        written = session.con.execute(
-            f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{quoted}' (FORMAT parquet)"
-        ).fetchall()
-        with open(tmp, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, target)
+        try:
+            written = session.con.execute(
+                f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{quoted}' (FORMAT parquet)"
+            ).fetchall()
+            with open(tmp, "rb") as file:
+                os.fsync(file.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return int(written[0][0])
 
     def _publish(self, session: Session, query: str, *, previous: dict[str, Any] | None) -> int:
@@ -173,11 +187,20 @@ class MaterializedProjection:
             "version": self.projection.version,
             "rows": rows,
         }
+        kill_point("refresh.after_state")
         tmp_pointer = self.folder / ".current.json.tmp"
-        tmp_pointer.write_text(json.dumps(pointer))
-        os.replace(tmp_pointer, self.folder / "current.json")
+        try:
+            tmp_pointer.write_text(json.dumps(pointer))
+            os.replace(tmp_pointer, self.folder / "current.json")
+        except BaseException:  # the old state stays current: drop the new file
+            tmp_pointer.unlink(missing_ok=True)
+            if previous is None or previous["file"] != name:
+                (self.folder / name).unlink(missing_ok=True)
+            raise
+        kill_point("refresh.after_pointer")
         if previous is not None and previous["file"] != name:
-            (self.folder / previous["file"]).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a leftover file is harmless; the swap stands
+                (self.folder / previous["file"]).unlink(missing_ok=True)
         return rows
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 from esanalytics.audit.verify import Finding
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import EventStore
+from esanalytics.store._faults import kill_point
 
 __all__ = ["check_checkpoint", "make_checkpoint", "make_key", "read_key"]
 
@@ -80,6 +81,7 @@ def make_checkpoint(
     so that every event up to the checkpoint sits in a file the signature covers."""
     if store.unsealed().num_rows:
         store.flush()
+    kill_point("export.after_flush")
     position = store.head if position is None else position
     if position == 0:
         raise ValidationError(

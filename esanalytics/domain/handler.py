@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections import OrderedDict
@@ -93,11 +95,21 @@ class SnapshotStore:
         return raw if isinstance(raw, dict) and raw.get("stream_id") == stream_id else None
 
     def put(self, stream_id: str, record: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Save a snapshot. It is written after its command's events are committed, and it is
+        only a shortcut: a failure (a full disk, a read-only lake) is logged, never raised,
+        or a caller would retry a command that was done."""
         target = self._path(stream_id)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**record, "stream_id": stream_id}))
-        os.replace(tmp, target)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({**record, "stream_id": stream_id}))
+            os.replace(tmp, target)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            logging.getLogger("esanalytics.domain").warning(
+                "snapshot of %s not saved: %s", stream_id, error
+            )
 
 
 def command_metadata(context: CommandContext, command_id: str, command: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ they are read as before and verified event by event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from esanalytics.exceptions import CorruptLakeError
+from esanalytics.store._faults import kill_point
 
 __all__ = ["GENESIS_LINK", "CommitLine", "CommitLog", "FileEntry", "file_digest"]
 
@@ -190,8 +192,23 @@ class CommitLog:
         try:
             if os.fstat(fd).st_size != valid_end:
                 os.ftruncate(fd, valid_end)
-            os.pwrite(fd, line, valid_end)
-            os.fdatasync(fd)
+            try:
+                # A full disk makes pwrite write only part of the line: write the rest, or
+                # fail; a line is acknowledged only once it is whole and synced.
+                view = memoryview(line)
+                written = 0
+                while written < len(line):
+                    written += os.pwrite(fd, view[written:], valid_end + written)
+                kill_point("commitlog.after_write")
+                os.fdatasync(fd)
+            except OSError:
+                # Leave the log as it was. (An interrupt instead leaves the line torn, which
+                # readers skip and the next writer truncates, or whole: committed, and taken
+                # in by the next recovery, like a writer killed before its acknowledgement.)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, valid_end)
+                    os.fdatasync(fd)
+                raise
         finally:
             os.close(fd)
         body = line.rpartition(b"\t")[0]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -53,6 +55,7 @@ from esanalytics.exceptions import (
     ValidationError,
 )
 from esanalytics.store import ingest as _ingest
+from esanalytics.store._faults import kill_point
 from esanalytics.store.commitlog import CommitLine, CommitLog, FileEntry, file_digest
 from esanalytics.store.layout import (
     CHECKPOINT,
@@ -72,6 +75,7 @@ from esanalytics.store.layout import (
     partition_dir,
     retired_name,
     tmp_name,
+    writing,
 )
 from esanalytics.store.results import (
     ANY,
@@ -116,6 +120,9 @@ _DECODED_CACHE_GROUPS = 128
 #: Ingests at least this large, and every compaction, save the writer index.
 _INDEX_AFTER_ROWS = 500_000
 SEAL_AGE_US = 2_000_000
+
+
+_LOG = logging.getLogger("esanalytics.store")
 
 
 def _now_us() -> int:
@@ -263,6 +270,7 @@ class EventStore:
         self._writer = _WriterState()
         self._recovered = False
         self._finished = 0  # commit-log offset up to which _finish has run
+        self._wrote = False  # this handle has committed an append (close() then seals)
         # Rows of small appends that are durable in the commit log but not yet sealed into
         # Parquet, in position order (tuples in EVENT_SCHEMA order, times as epoch µs).
         self._tail: list[tuple[Any, ...]] = []
@@ -287,7 +295,10 @@ class EventStore:
 
     def _write_checkpoint(self) -> None:
         """Save the state as of the last commit, so that opening the lake reads only the
-        commit log after it. Under the writer lock, after _recover."""
+        commit log after it. Under the writer lock, after _recover. Not while a commit's
+        files wait to be published: the next handle would not publish them."""
+        if self._finished != self._offset:
+            return
         state = {
             "n": self._commit_number,
             "offset": self._offset,
@@ -298,9 +309,14 @@ class EventStore:
             "tail": self._tail,
         }
         tmp = self._meta / f".{CHECKPOINT}.tmp"
-        tmp.write_text(json.dumps(state, separators=(",", ":")))
-        fsync_file(tmp)
-        os.replace(tmp, self._meta / CHECKPOINT)
+        try:
+            tmp.write_text(json.dumps(state, separators=(",", ":")))
+            fsync_file(tmp)
+            os.replace(tmp, self._meta / CHECKPOINT)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def __repr__(self) -> str:
         return f"<EventStore {self.path} at position {self._head}>"
@@ -312,11 +328,12 @@ class EventStore:
         self.close()
 
     def close(self) -> None:
-        """Seal the unsealed tail (so plain Parquet readers see everything) and stop the
-        read threads. The handle can still be used afterwards; ``with esa.open(...)`` calls
-        this on exit."""
-        if self._tail:
-            self.flush()
+        """Seal the unsealed tail if this handle appended (so plain Parquet readers see
+        everything) and stop the read threads. A seal that fails here (a full disk, a
+        read-only lake) is left for a later writer: the events are already durable. The
+        handle can still be used afterwards; ``with esa.open(...)`` calls this on exit."""
+        if self._tail and self._wrote:
+            self._deferred("sealing on close", self.flush)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -870,7 +887,7 @@ class EventStore:
                 _prepared_table(prepared),
                 expected_versions={p.stream_id: p.expected for p in prepared},
             )
-        with self._writer_lock.hold(), self._state_lock:
+        with writing(self.path, "the append"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
             keys = uuid_keys(pa.array(all_ids, pa.string()))
@@ -883,7 +900,7 @@ class EventStore:
             commit = self._commit_rows(rows, stream_map)
             self._writer.remember(keys)
             if len(self._tail) >= SEAL_ROWS or self._tail[0][8] < _now_us() - SEAL_AGE_US:
-                self._seal()
+                self._deferred("sealing", self._seal)  # the append stands whatever happens
             return commit
 
     def _check_version(self, stream_id: str, expected: ExpectedVersion | int, actual: int) -> None:
@@ -1005,7 +1022,7 @@ class EventStore:
         batch = _ingest.validate(table)
         if batch.num_rows == 0:
             raise EmptyAppendError("ingest got an empty table.", hint="pass at least one row.")
-        with self._writer_lock.hold(), self._state_lock:
+        with writing(self.path, "the ingest"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
             for stream_id, version in expected.items():
@@ -1038,7 +1055,7 @@ class EventStore:
             )
             self._writer.remember(keys)
             if batch.num_rows >= _INDEX_AFTER_ROWS:
-                self._save_writer_index()
+                self._deferred("saving the writer index", self._save_writer_index)
             return commit
 
     def _commit_rows(self, rows: list[tuple[Any, ...]], stream_map: dict[str, list[int]]) -> Commit:
@@ -1066,29 +1083,42 @@ class EventStore:
         in one durable commit line, then published."""
         number = self._commit_number + 1
         record: dict[str, Any] = {"n": number, "kind": "append"}
-        # Hashing is sequential Python; encoding and syncing Parquet release the GIL, so the
-        # files of one chunk are written on the other core while the next chunk is hashed.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-write") as pool:
-            pending = []
-            for index, chunk in enumerate(chunks):
-                record.setdefault("first", chunk["global_position"][0].as_py())
-                record["last"] = chunk["global_position"][-1].as_py()
-                record["last_hash"] = chunk["hash"][-1].as_py()
-                record["recorded_at"] = chunk["recorded_at"][-1].value
-                pending.append(pool.submit(self._write_files, chunk, f"a{number:012d}-{index:04d}"))
-                if progress is not None:
-                    progress(chunk.num_rows)
-            written = [entry for future in pending for entry in future.result()]
-        record["add"] = [entry.to_json() for entry in written]
-        commit = self._commit(record, stream_map)
-        self._write_checkpoint()
+        start = self._offset
+        try:
+            # Hashing is sequential Python; encoding and syncing Parquet release the GIL, so
+            # the files of one chunk are written on the other core while the next is hashed.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-write") as pool:
+                pending = []
+                for index, chunk in enumerate(chunks):
+                    record.setdefault("first", chunk["global_position"][0].as_py())
+                    record["last"] = chunk["global_position"][-1].as_py()
+                    record["last_hash"] = chunk["hash"][-1].as_py()
+                    record["recorded_at"] = chunk["recorded_at"][-1].value
+                    stem = f"a{number:012d}-{index:04d}"
+                    pending.append(pool.submit(self._write_files, chunk, stem))
+                    if progress is not None:
+                        progress(chunk.num_rows)
+                written = [entry for future in pending for entry in future.result()]
+            record["add"] = [entry.to_json() for entry in written]
+            commit = self._commit(record, stream_map)
+        except BaseException:
+            if self._offset == start:  # not committed: leave nothing behind
+                self._discard(f"a{number:012d}-")
+            raise
+        kill_point("ingest.after_publish")
+        self._deferred("saving the store checkpoint", self._write_checkpoint)
         return commit
 
     def _commit(self, record: dict[str, Any], stream_map: dict[str, list[int]]) -> Commit:
+        kind = "ingest" if "add" in record else "append"
+        kill_point(f"{kind}.before_commit")
+        start = self._offset
         self._offset = self._log.append(record, valid_end=self._offset)
-        self._finish(record)  # publish: from here on plain Parquet readers see the files
-        self._finished = self._offset
+        # Committed: from here on nothing may raise, or a caller would retry a done append.
+        kill_point(f"{kind}.after_commit")
+        self._publish(record, start)
         self._apply(record, foreign=False)
+        self._wrote = True
         heads = self._writer.heads
         if heads is not None:
             for s, (_, hi) in stream_map.items():
@@ -1106,7 +1136,7 @@ class EventStore:
         Parquet now, so that plain Parquet readers see every committed event. Returns how
         many events were sealed. (Appends seal by themselves every SEAL_ROWS events or when
         the oldest unsealed event is SEAL_AGE_US old; the store's readers never need this.)"""
-        with self._writer_lock.hold(), self._state_lock:
+        with writing(self.path, "the seal"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             return self._seal()
 
@@ -1116,18 +1146,26 @@ class EventStore:
             return 0
         rows = self._tail
         number = self._commit_number + 1
-        written = self._write_files(_rows_table(rows), f"a{number:012d}-seal")
-        record = {
-            "n": number,
-            "kind": "seal",
-            "upto": rows[-1][0],
-            "add": [entry.to_json() for entry in written],
-        }
-        self._offset = self._log.append(record, valid_end=self._offset)
-        self._finish(record)
-        self._finished = self._offset
+        start = self._offset
+        try:
+            written = self._write_files(_rows_table(rows), f"a{number:012d}-seal")
+            record = {
+                "n": number,
+                "kind": "seal",
+                "upto": rows[-1][0],
+                "add": [entry.to_json() for entry in written],
+            }
+            kill_point("seal.before_commit")
+            self._offset = self._log.append(record, valid_end=self._offset)
+        except BaseException:
+            if self._offset == start:  # not committed: leave nothing behind
+                self._discard(f"a{number:012d}-seal")
+            raise
+        kill_point("seal.after_commit")
+        self._publish(record, start)
         self._apply(record, foreign=False)
-        self._write_checkpoint()
+        kill_point("seal.after_publish")
+        self._deferred("saving the store checkpoint", self._write_checkpoint)
         return len(rows)
 
     def _hashed_chunks(self, table: pa.Table, chunk_rows: int) -> Iterator[pa.Table]:
@@ -1288,10 +1326,16 @@ class EventStore:
             "heads": f"heads-{stem}.parquet",
             "ids": f"ids-{stem}.npy",
         }
+        kill_point("writer_index.before_pointer")
         tmp = folder / ".current.json.tmp"
-        tmp.write_text(json.dumps(pointer))
-        fsync_file(tmp)
-        os.replace(tmp, folder / "current.json")
+        try:
+            tmp.write_text(json.dumps(pointer))
+            fsync_file(tmp)
+            os.replace(tmp, folder / "current.json")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         for old in folder.glob("*-*.*"):
             if stem not in old.name:
                 old.unlink()
@@ -1313,11 +1357,61 @@ class EventStore:
             self._finished = end
             self._offset = max(self._offset, end)
             if not self._recovered:
-                committed = {tmp_name(path) for path in self._files}
-                for tmp in self._events.glob("category=*/month=*/.a*.parquet.tmp"):
-                    if str(tmp.relative_to(self._events)) not in committed:
-                        tmp.unlink()
+                # Appends and seals write their files under the writer lock: any not named
+                # by a commit is debris of a crash.
+                self._sweep(".a*.parquet.tmp")
                 self._recovered = True
+
+    def _sweep(self, pattern: str) -> None:
+        """Delete temporary files (matching ``pattern``) that no commit names: debris of a
+        write that crashed before committing. A temporary file that a commit names is never
+        deleted: it is published if live, else kept as a retired file. Under the writer lock,
+        after _recover."""
+        live = {tmp_name(path) for path in self._files}
+        strays = [
+            tmp
+            for tmp in self._events.glob(f"category=*/month=*/{pattern}")
+            if str(tmp.relative_to(self._events)) not in live
+        ]
+        if not strays:
+            return
+        named = {
+            tmp_name(raw["path"]): raw["path"]
+            for record in self._all_records()
+            for raw in record.get("add", ())
+        }
+        for tmp in strays:
+            path = named.get(str(tmp.relative_to(self._events)))
+            if path is None:
+                tmp.unlink(missing_ok=True)
+            elif not (self._events / retired_name(path)).exists():
+                os.replace(tmp, self._events / retired_name(path))
+
+    def _discard(self, stem: str) -> None:
+        """Delete the temporary files of a write that failed before its commit."""
+        for tmp in self._events.glob(f"category=*/month=*/.{stem}*.parquet.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _publish(self, record: dict[str, Any], start: int) -> None:
+        """Rename a commit's files into place once its line is durable. A failure is logged,
+        not raised (the commit stands; readers find the files under their temporary names)
+        and the next writer's recovery publishes them."""
+        try:
+            self._finish(record)
+        except OSError as error:
+            _LOG.warning("publishing commit %s of %s deferred: %s", record["n"], self.path, error)
+            return
+        if self._finished == start:
+            self._finished = self._offset
+
+    def _deferred(self, what: str, action: Callable[[], object]) -> None:
+        """Housekeeping after a commit (sealing, saving checkpoints and indexes): a failure
+        is logged and left for a later writer, never raised, since the commit stands."""
+        try:
+            action()
+        except (OSError, pa.ArrowException) as error:
+            _LOG.warning("%s in %s deferred: %s", what, self.path, error)
 
     def _all_records(self) -> list[dict[str, Any]]:
         records, _, _ = self._log.read_from(0)
@@ -1328,6 +1422,8 @@ class EventStore:
             final = self._events / path
             if final.exists():
                 os.replace(final, self._events / retired_name(path))
+        if "remove" in record:
+            kill_point(f"{record['kind']}.after_retire")
         for raw in record.get("add", ()):
             path = raw["path"]
             tmp = self._events / tmp_name(path)
@@ -1349,10 +1445,13 @@ class EventStore:
         older snapshots until :meth:`vacuum`. Returns counts of partitions, files and rows."""
         lock = FileLock(self._meta / COMPACT_LOCK)
         done = {"partitions": 0, "files_in": 0, "files_out": 0, "rows": 0}
-        with lock.hold():
-            for tmp in self._events.glob("category=*/month=*/.c*.parquet.tmp"):
-                tmp.unlink()  # left by a compaction that crashed before committing
+        with writing(self.path, "the compaction"), lock.hold():
             self.flush()
+            with self._writer_lock.hold(), self._state_lock:
+                # A compaction that crashed may have left its new files, committed (and
+                # published by _recover in flush) or not (debris): only the latter go.
+                self._recover()
+                self._sweep(".c*.parquet.tmp")
             with self._state_lock:
                 groups: dict[tuple[str, str], list[FileEntry]] = {}
                 for entry in self._files.values():
@@ -1371,25 +1470,35 @@ class EventStore:
                     self._check_hashes(table)
                 table = table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
                 stem = f"c{uuid.uuid4().hex[:12]}"
-                new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
+                try:
+                    new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
+                except BaseException:
+                    self._discard(stem)
+                    raise
+                kill_point("compact.before_commit")
                 with self._writer_lock.hold(), self._state_lock:
-                    self._recover()
-                    if any(e.path not in self._files for e in entries):
-                        for entry in new:  # someone else compacted: leave the log as it is
-                            (self._events / tmp_name(entry.path)).unlink()
-                        continue
-                    record = {
-                        "n": self._commit_number + 1,
-                        "kind": "compact",
-                        "add": [e.to_json() for e in new],
-                        "remove": [e.path for e in entries],
-                        "at": _now_us(),
-                    }
-                    self._offset = self._log.append(record, valid_end=self._offset)
-                    self._finish(record)
-                    self._finished = self._offset
+                    try:
+                        self._recover()
+                        if any(e.path not in self._files for e in entries):
+                            self._discard(stem)  # someone else compacted: leave the log be
+                            continue
+                        record = {
+                            "n": self._commit_number + 1,
+                            "kind": "compact",
+                            "add": [e.to_json() for e in new],
+                            "remove": [e.path for e in entries],
+                            "at": _now_us(),
+                        }
+                        start = self._offset
+                        self._offset = self._log.append(record, valid_end=self._offset)
+                    except BaseException:
+                        self._discard(stem)  # not committed: leave nothing behind
+                        raise
+                    kill_point("compact.after_commit")
+                    self._publish(record, start)
                     self._apply(record, foreign=False)
-                    self._write_checkpoint()
+                    kill_point("compact.after_publish")
+                    self._deferred("saving the store checkpoint", self._write_checkpoint)
                 done["partitions"] += 1
                 done["files_in"] += len(entries)
                 done["files_out"] += len(new)
@@ -1398,8 +1507,8 @@ class EventStore:
                     progress(table.num_rows)
             if done["partitions"]:
                 with self._writer_lock.hold(), self._state_lock:
-                    self._recover()
-                    self._save_writer_index()
+                    self._deferred("recovering", self._recover)
+                    self._deferred("saving the writer index", self._save_writer_index)
         return done
 
     # Compaction seals what it writes with new digests, so it must never take in a file that
@@ -1433,16 +1542,25 @@ class EventStore:
         to older positions may still read them until then). Returns how many were deleted."""
         cutoff = _now_us() - int(older_than.total_seconds() * 1_000_000)
         removed = 0
-        with self._writer_lock.hold(), self._state_lock:
+        with writing(self.path, "the vacuum"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             for record in self._all_records():
                 if record["kind"] == "compact" and record["at"] <= cutoff:
+                    if not all(self._holds(raw["path"]) for raw in record["add"]):
+                        continue  # the files it replaced still hold the last copies
                     for path in record["remove"]:
                         retired = self._events / retired_name(path)
-                        if retired.exists():
+                        if path not in self._files and retired.exists():
                             retired.unlink()
                             removed += 1
+                            kill_point("vacuum.after_delete")
         return removed
+
+    def _holds(self, path: str) -> bool:
+        """Whether a file a commit added is still there (or was replaced in turn)."""
+        if path not in self._files:
+            return True
+        return any((self._events / name).exists() for name in (path, tmp_name(path)))
 
 
 class Subscription:
@@ -1671,24 +1789,25 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
                 hint="pick a new or empty folder for the lake.",
                 path=str(root),
             )
-        meta = make_dirs_durably(root, LAKE_DIR)
-        make_dirs_durably(root, EVENTS_DIR)
-        log = meta / COMMIT_LOG
-        log.touch()
-        fsync_file(log)
-        tmp = meta / f".{MARKER}.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "format": LAKE_FORMAT,
-                    "version": LAKE_FORMAT_VERSION,
-                    "created_at": datetime.now(UTC).isoformat(),
-                }
+        with writing(root, "the new lake"):  # a retry with create=True finishes it
+            meta = make_dirs_durably(root, LAKE_DIR)
+            make_dirs_durably(root, EVENTS_DIR)
+            log = meta / COMMIT_LOG
+            log.touch()
+            fsync_file(log)
+            tmp = meta / f".{MARKER}.tmp"
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "format": LAKE_FORMAT,
+                        "version": LAKE_FORMAT_VERSION,
+                        "created_at": datetime.now(UTC).isoformat(),
+                    }
+                )
             )
-        )
-        fsync_file(tmp)
-        os.replace(tmp, marker)
-        fsync_dir(meta)
+            fsync_file(tmp)
+            os.replace(tmp, marker)
+            fsync_dir(meta)
     else:
         info = json.loads(marker.read_text())
         if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:

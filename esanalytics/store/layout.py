@@ -21,11 +21,15 @@ category, which :func:`~esanalytics.events.validate_category` restricts to a pla
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
+
+from esanalytics.exceptions import EsaError, StorageError
 
 LAKE_DIR: Final = "_esa"
 EVENTS_DIR: Final = "events"
@@ -107,3 +111,47 @@ class FileLock:
                 yield
             finally:
                 os.close(fd)  # closing releases the flock
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(error: BaseException, lake: Path, doing: str) -> StorageError | None:
+    """The hinted error for a write that found the disk full or the lake read-only (None for
+    any other failure). ``doing`` names the write, e.g. "the append"."""
+    if isinstance(error, EsaError):
+        return None
+    code = getattr(error, "errno", None)
+    if code is None:  # DuckDB reports the errno only in its message
+        found = re.search(r'"errno":"(\d+)"', str(error))
+        code = int(found.group(1)) if found else None
+    if code in _FULL:
+        return StorageError(
+            f"The disk holding the lake {lake} is full: {doing} was not written.",
+            hint="free space on that disk (or raise the quota), then retry; nothing was "
+            "written, so the retry cannot duplicate anything.",
+            path=str(lake),
+            errno=code,
+        )
+    if code in _READ_ONLY:
+        return StorageError(
+            f"The lake {lake} is read-only here ({os.strerror(code)}): {doing} was not written.",
+            hint="open it only to read (reads need no write access), or check the folder's "
+            "permissions and how the disk is mounted, then retry.",
+            path=str(lake),
+            errno=code,
+        )
+    return None
+
+
+@contextlib.contextmanager
+def writing(lake: Path, doing: str) -> Iterator[None]:
+    """Raise a full disk or a read-only lake met inside as a hinted :class:`StorageError`."""
+    try:
+        yield
+    except Exception as error:
+        mapped = storage_error(error, lake, doing)
+        if mapped is None:
+            raise
+        raise mapped from error
