@@ -154,7 +154,7 @@ class MaterializedProjection:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         quoted = str(tmp).replace("'", "''")
-        written = session.con.execute(
+        written = session.sql(  # through the session: it runs again if compaction moves a file
             f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{quoted}' (FORMAT parquet)"
         ).fetchall()
         with open(tmp, "rb") as file:

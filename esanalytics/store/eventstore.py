@@ -723,7 +723,7 @@ class EventStore:
         predicate = view.predicate
         if event_types is not None:
             predicate &= pc.field("event_type").isin(list(event_types))
-        done = ""  # the months before this one have been yielded
+        done = ""  # the months up to this one have been yielded
         attempt = 0
         while True:
             files: dict[str, list[FileEntry]] = {}
@@ -732,26 +732,25 @@ class EventStore:
             tail: dict[str, list[tuple[Any, ...]]] = {}
             for row in view.tail:
                 tail.setdefault(_month_of(row[8]), []).append(row)
-            months = sorted(m for m in files.keys() | tail.keys() if m > done)
-            if not months:
-                return
             try:
-                table = self._scan(
-                    files.get(months[0], []), predicate, tail=tail.get(months[0], ())
-                )
+                for month in sorted(m for m in files.keys() | tail.keys() if m > done):
+                    table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
+                    done, attempt = month, 0
+                    yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
+                return
             except LakeChangedError:
                 attempt += 1
                 if attempt == _READ_ATTEMPTS:
                     raise
                 view = view.again()  # the same position; the months already read stay read
-                continue
-            done, attempt = months[0], 0
-            yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
 
     def snapshot(self, *, position: int | None = None) -> LakeSnapshot:
         """The files (absolute paths) and unsealed rows that hold the log up to ``position``
         (default: now), taken together: what a query engine needs to read one consistent
-        log position. Rows beyond ``position`` must still be filtered out by the reader."""
+        log position. Rows beyond ``position`` must still be filtered out by the reader.
+        The paths are where the files are now: a compaction renames a replaced file (to
+        ``.<name>.retired``, which ``vacuum`` deletes), so a reader that finds one gone takes
+        a new snapshot of the same position (the compacted files hold the same events)."""
         view = self._pin(position, None)
         for attempt in range(_READ_ATTEMPTS):
             try:
