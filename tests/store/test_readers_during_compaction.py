@@ -333,3 +333,18 @@ def test_a_materialized_refresh_survives_a_compaction_in_the_middle(tmp_path: Pa
     state = pq.read_table(view.folder / current["file"]).to_pylist()
     ours = {r["key"]: (int(r["balance"]), r["deposits"]) for r in state}
     assert ours == _balances(store.read_all(position=result.position).to_arrow())
+
+
+def test_charts_of_a_long_lived_session_survive_a_compaction(tmp_path: Path) -> None:
+    """A notebook's session draws charts after another process compacted and vacuumed."""
+    from esanalytics import viz
+
+    lake = tmp_path / "lake"
+    store, _ = _sealed_lake(lake)
+    session = Session(esa.open(lake), threads=1)
+    before = [viz.activity_heatmap(session).to_dict(), viz.bitemporal_scatter(session).to_dict()]
+    _fill(store, 30, start=50)
+    store.compact()
+    store.vacuum(older_than=timedelta(0))
+    after = [viz.activity_heatmap(session).to_dict(), viz.bitemporal_scatter(session).to_dict()]
+    assert after == before
