@@ -4,6 +4,7 @@ looks for it is found, and only a file that is gone under every name is called m
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
@@ -25,8 +26,8 @@ from esanalytics.materialized import MaterializedProjection
 from esanalytics.projections import Projection
 from esanalytics.store.layout import retired_name, tmp_name
 
-#: Long enough to meet each race many times on a 2-core machine; ESA_STRESS_SECONDS=60 measures
-#: rates (run with -s to see them).
+#: Long enough for the DuckDB readers to meet the races several times on a 2-core machine;
+#: ESA_STRESS_SECONDS=30 measures failure rates (run with -s to see them).
 STRESS_SECONDS = float(os.environ.get("ESA_STRESS_SECONDS", "3"))
 #: Readers cheap enough to try several times per round.
 FAST = {"read_all", "read_stream", "iter_batches"}
@@ -64,8 +65,6 @@ def _balances(table: pa.Table) -> dict[str, tuple[int, int]]:
     state: dict[str, tuple[int, int]] = {}
     for row in table.to_pylist():
         if row["category"] == "account" and row["event_type"] == "MoneyDeposited":
-            import json
-
             balance, deposits = state.get(row["stream_id"], (0, 0))
             state[row["stream_id"]] = (balance + json.loads(row["data"])["amount"], deposits + 1)
     return state
