@@ -20,8 +20,9 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["Session", "sql_time"]
 
 COLUMNS = ", ".join(EVENT_SCHEMA.names)
+#: Times a query runs again, on the files the log names now, when compaction moved a file of
+#: the session's view under it.
+_QUERY_ATTEMPTS = 5
+_T = TypeVar("_T")
 
 
 def sql_time(moment: datetime) -> str:
@@ -91,6 +96,7 @@ class Session:
         self.con.execute("SET parquet_metadata_cache = true")
         self._requested_position = position
         self._streams: list[str] = []
+        self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
         self.position = 0
         self.refresh()
 
@@ -120,7 +126,21 @@ class Session:
 
     def refresh(self) -> int:
         """Re-pin to the store's newest position (or the requested one); returns it."""
-        snapshot = self.store.snapshot(position=self._requested_position)
+        return self._pin(self._requested_position)
+
+    def _pin(self, position: int | None) -> int:
+        """Point every view at the files that hold the log up to ``position`` now (DuckDB
+        opens them to create the views: again if compaction moved one meanwhile)."""
+        for attempt in range(_QUERY_ATTEMPTS):
+            try:
+                return self._point(position)
+            except duckdb.IOException:
+                if attempt == _QUERY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _point(self, position: int | None) -> int:
+        snapshot = self.store.snapshot(position=position)
         self._snapshot = snapshot
         self.position = snapshot.position
         tail = snapshot.tail
@@ -149,7 +169,22 @@ class Session:
         where = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
         self.con.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM events_all WHERE {where}")
         self._macros()
+        for name, (after, upto) in self._after.items():
+            self._after_view(name, after, upto)
         return self.position
+
+    def _settled(self, run: Callable[[], _T]) -> _T:
+        """``run()``; when compaction moved a file of the session's view meanwhile, the views
+        are pointed at the files that hold the same events now (the same position, so the
+        same answer) and it runs again."""
+        for attempt in range(_QUERY_ATTEMPTS):
+            try:
+                return run()
+            except duckdb.IOException:
+                if attempt == _QUERY_ATTEMPTS - 1:
+                    raise
+                self._pin(self.position)
+        raise AssertionError("unreachable")
 
     def register_codec(self, codec: Any, *, name: str = "events_upcast") -> str:
         """Create the view ``name``: ``events`` with every payload lifted to its type's
@@ -185,6 +220,13 @@ class Session:
         position) that opens only the files which can hold them: how incremental work and
         answers from checkpoints stay small."""
         top = self.position if until is None else min(int(until), self.position)
+        name = f"esa_after_{int(position)}_{top}"
+        if name not in self._after:
+            self._settled(lambda: self._after_view(name, int(position), top))
+            self._after[name] = (int(position), top)
+        return f"(SELECT * FROM {name})"
+
+    def _after_view(self, name: str, position: int, top: int) -> None:
         files = [
             path
             for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True)
@@ -199,9 +241,9 @@ class Session:
                 "hive_types = {'category': VARCHAR, 'month': VARCHAR})",
             )
         union = " UNION ALL ".join(sources)
-        return (
-            f"(SELECT * FROM ({union}) WHERE global_position > {int(position)} "
-            f"AND global_position <= {top})"
+        self.con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM ({union}) "
+            f"WHERE global_position > {position} AND global_position <= {top}"
         )
 
     def position_at(self, as_of: TimeLike) -> int:
@@ -209,6 +251,9 @@ class Session:
         session's position. Recorded times never decrease along the log, so a system-time cut
         is a position cut; only the files whose time range straddles ``as_of`` are opened."""
         cut = to_utc(as_of, what="as_of")
+        return self._settled(lambda: self._position_at(cut))
+
+    def _position_at(self, cut: datetime) -> int:
         us = to_epoch_us(cut)
         best = 0
         straddling = []
@@ -248,14 +293,18 @@ class Session:
     # -- queries ---------------------------------------------------------------------------
 
     def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
-        """Run SQL over the session's views; returns a DuckDB relation (``.df()``,
-        ``.arrow()``, ``.fetchall()``). Refreshes once and retries if compaction moved a
-        file under the session."""
-        try:
-            return self.con.sql(query, params=params)
-        except duckdb.IOException:
-            self.refresh()
-            return self.con.sql(query, params=params)
+        """Run SQL over the session's views now; returns a DuckDB relation over the result
+        (``.df()``, ``.arrow()``, ``.fetchall()``). If compaction moves a file while the
+        query runs, the query runs again on the files that hold the same events now: the
+        session stays at its position (:meth:`refresh` moves it)."""
+
+        def run() -> duckdb.DuckDBPyRelation:
+            relation = cast("duckdb.DuckDBPyRelation | None", self.con.sql(query, params=params))
+            if relation is None:  # a statement without rows (CREATE VIEW ...): nothing to hold
+                return cast("duckdb.DuckDBPyRelation", relation)
+            return self.con.from_arrow(relation.to_arrow_table())
+
+        return self._settled(run)
 
     def df(self, query: str, params: Any = None) -> pd.DataFrame:
         frame: pd.DataFrame = self.sql(query, params).df()

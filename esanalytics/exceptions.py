@@ -13,6 +13,7 @@ to do, and the facts are on attributes so callers need not parse messages::
     │   ├── EmptyAppendError
     │   └── InvalidExpectedVersionError
     ├── ConcurrencyError (RuntimeError)       expected version did not match
+    ├── LakeChangedError (RuntimeError)       files a read needed were compacted and vacuumed away
     ├── DuplicateEventError (ValueError)      an event id is already in the log, elsewhere
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
     ├── StreamNotFoundError (KeyError)        the stream has no events
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidExpectedVersionError",
     "InvalidStreamIdError",
     "InvalidTimestampError",
+    "LakeChangedError",
     "LakeNotFoundError",
     "StorageError",
     "StreamNotFoundError",
@@ -96,6 +98,17 @@ class ConcurrencyError(EsaError, RuntimeError):
     stream_id: str
     expected: object
     actual: int
+
+
+class LakeChangedError(EsaError, RuntimeError):
+    """A read kept finding that the files of its view had been compacted and then deleted
+    by ``vacuum`` before it could open them. Nothing is damaged: read again, or vacuum with a
+    longer ``older_than`` while readers run.
+
+    Attribute: ``path`` (the last file that was gone).
+    """
+
+    path: str
 
 
 class DuplicateEventError(EsaError, ValueError):

@@ -197,7 +197,9 @@ def _connection(source: Source) -> duckdb.DuckDBPyConnection:
 
 def _query(source: Source, sql: str, what: str, needed: tuple[str, ...] = ()) -> pd.DataFrame:
     """Run ``sql`` (which reads ``events``) on a session, or on a frame of events."""
-    return _df(_connection(source).sql(sql).df(), needed, what)
+    # A session runs the query again if compaction moves one of its files meanwhile.
+    relation = source.sql(sql) if isinstance(source, Session) else _connection(source).sql(sql)
+    return _df(relation.df(), needed, what)
 
 
 def _decimals_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
@@ -480,12 +482,11 @@ def bitemporal_scatter(source: Source, *, where: str = "TRUE") -> alt.Chart:
     happened; back-dated ones sit below it, coloured by how late they were booked."""
     con = _connection(source)
     # One pass over the events, by day; coarser grids roll that small table up.
-    days = con.sql(
-        f"""SELECT date_trunc('day', recorded_at) AS recorded, date_trunc('day', occurred_at) AS occurred,
+    by_day = f"""SELECT date_trunc('day', recorded_at) AS recorded, date_trunc('day', occurred_at) AS occurred,
                    count(*) AS events, max(epoch(recorded_at) - epoch(occurred_at)) AS late_s,
                    any_value(event_type) AS an_event_type
             FROM events WHERE {where} GROUP BY ALL"""
-    ).to_arrow_table()
+    days = (source.sql(by_day) if isinstance(source, Session) else con.sql(by_day)).to_arrow_table()
     con.register("_esa_days", days)
     try:
         for unit in ("day", "week", "month"):

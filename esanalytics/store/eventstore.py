@@ -49,7 +49,9 @@ from esanalytics.exceptions import (
     CorruptLakeError,
     DuplicateEventError,
     EmptyAppendError,
+    EsaError,
     InvalidExpectedVersionError,
+    LakeChangedError,
     LakeNotFoundError,
     StreamNotFoundError,
     ValidationError,
@@ -120,6 +122,9 @@ _DECODED_CACHE_GROUPS = 128
 #: Ingests at least this large, and every compaction, save the writer index.
 _INDEX_AFTER_ROWS = 500_000
 SEAL_AGE_US = 2_000_000
+#: Times a read takes a fresh view of its position when a file of its view was compacted and
+#: vacuumed before it could open it, or moved while it opened it, before it gives up.
+_READ_ATTEMPTS = 10
 
 
 _LOG = logging.getLogger("esanalytics.store")
@@ -382,7 +387,11 @@ class EventStore:
                     uuid_keys(pa.array([row[4] for row in record["rows"]], pa.string()))
                 )
             return
-        table = self._scan(added, None, columns=["stream_id", "version", "event_id"])
+        try:
+            table = self._scan(added, None, columns=["stream_id", "version", "event_id"])
+        except LakeChangedError:  # compacted and vacuumed since: reload the caches when needed
+            self._writer = _WriterState()
+            return
         if writer.heads is not None:
             grouped = table.group_by("stream_id").aggregate([("version", "max")])
             writer.heads.update(
@@ -415,24 +424,49 @@ class EventStore:
     # -- paths ---------------------------------------------------------------------------
 
     def _resolve(self, relpath: str) -> str:
-        for candidate in (relpath, retired_name(relpath), tmp_name(relpath)):
+        """Where a committed file is now. A file only moves forward (temporary name, final
+        name, retired name, then deleted by vacuum), so looking in that order finds it even
+        while a writer renames it between two looks. A file under no name was either
+        replaced by a compaction and vacuumed after the reader pinned its view
+        (LakeChangedError: the reader takes a fresh view) or lost (CorruptLakeError); a
+        re-read of the commit log tells which."""
+        final = self._events / relpath
+        if final.exists():  # the common case: one look
+            return str(final)
+        for candidate in (tmp_name(relpath), relpath, retired_name(relpath)):
             full = self._events / candidate
             if full.exists():
                 return str(full)
+        records, _, _ = self._log.read_from(0)
+        if any(relpath in record.get("remove", ()) for record in records):
+            raise LakeChangedError(
+                f"The file {final} was compacted and then deleted by vacuum while a read that "
+                "needed it was in progress.",
+                hint="read again; to keep files for long readers, vacuum with a longer "
+                "older_than (the default keeps them an hour).",
+                path=str(final),
+            )
         raise CorruptLakeError(
-            f"The committed file {self._events / relpath} is missing.",
+            f"The committed file {final} is missing.",
             hint="a file of the log was deleted or moved; restore it from a backup "
             "(`esa verify` lists what is affected).",
-            path=str(self._events / relpath),
+            path=str(final),
         )
 
-    def _diagnose(self, entries: Iterable[FileEntry], error: Exception) -> CorruptLakeError:
-        for entry in entries:
-            path = self._resolve(entry.path)
-            try:
-                import pyarrow.parquet as pq
+    def _diagnose(self, entries: Iterable[FileEntry]) -> CorruptLakeError | None:
+        """The damaged file among ``entries`` after a read failed, or None when each is whole
+        (the read met a file that a writer was moving: read again)."""
+        import pyarrow.parquet as pq
 
+        for entry in entries:
+            try:
+                path = self._resolve(entry.path)
+            except LakeChangedError:
+                continue
+            try:
                 rows = pq.ParquetFile(path).metadata.num_rows
+            except FileNotFoundError:
+                continue  # moved on since we looked
             except Exception as problem:
                 return CorruptLakeError(
                     f"The Parquet file {path} is unreadable: {problem}.",
@@ -446,6 +480,9 @@ class EventStore:
                     hint="the file was replaced or altered; restore it from a backup.",
                     path=path,
                 )
+        return None
+
+    def _unreadable(self, error: Exception) -> CorruptLakeError:
         return CorruptLakeError(
             f"Reading the lake failed: {error}.",
             hint="run `esa verify` to locate the damage.",
@@ -481,7 +518,9 @@ class EventStore:
     def _scan_files(
         self, entries: Sequence[FileEntry], predicate: Expression | None, names: list[str]
     ) -> pa.Table:
-        for attempt in range(3):
+        """Rows of these files. A file a writer moved while it was opened is looked up again;
+        one that was compacted and vacuumed raises LakeChangedError (take a fresh view)."""
+        for attempt in range(_READ_ATTEMPTS):
             try:
                 paths = [self._resolve(entry.path) for entry in entries]
                 import pyarrow.dataset as ds
@@ -495,13 +534,14 @@ class EventStore:
                 )
                 table = dataset.to_table(filter=predicate, columns=names, use_threads=True)
                 return table.cast(pa.schema([EVENT_SCHEMA.field(c) for c in names]))
-            except CorruptLakeError:
+            except EsaError:
                 raise
-            except FileNotFoundError as error:
-                if attempt == 2:
-                    raise self._diagnose(entries, error) from error
             except (pa.ArrowException, OSError) as error:
-                raise self._diagnose(entries, error) from error
+                damaged = self._diagnose(entries)
+                if damaged is not None:
+                    raise damaged from error
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise self._unreadable(error) from error
         raise AssertionError("unreachable")
 
     def _pin(
@@ -546,7 +586,13 @@ class EventStore:
             predicate &= pc.field("global_position") > from_position
         if as_of_us is not None:
             predicate &= pc.field("recorded_at") <= pa.scalar(as_of_us, TIMESTAMP)
-        return _View(pinned, entries, tail, predicate)
+
+        def again() -> _View:  # the same position, from the files the log names now
+            return self._pin(
+                pinned, as_of, from_position=from_position, categories=wanted, stream_id=stream_id
+            )
+
+        return _View(pinned, entries, tail, predicate, again)
 
     def read_stream(
         self,
@@ -569,14 +615,14 @@ class EventStore:
         )
         as_of_us = None if as_of is None else to_epoch_us(as_of, what="as_of")
         low, high = from_version or 1, to_version if to_version is not None else 2**62
-        tail = [
-            row
-            for row in view.tail
-            if low <= row[3] <= high and (as_of_us is None or row[8] <= as_of_us)
-        ]
-        parts = [_rows_table(tail)] if tail else []
         cut = _StreamCut(stream_id, view.position, as_of_us, low, high)
-        for attempt in range(3):
+        for attempt in range(_READ_ATTEMPTS):
+            tail = [
+                row
+                for row in view.tail
+                if low <= row[3] <= high and (as_of_us is None or row[8] <= as_of_us)
+            ]
+            parts = [_rows_table(tail)] if tail else []
             try:
                 if len(view.entries) > 2:  # decoding releases the GIL: use every core
                     parts += list(
@@ -585,14 +631,18 @@ class EventStore:
                 else:
                     parts += [cut.read_from(entry, self) for entry in view.entries]
                 break
-            except CorruptLakeError:
+            except LakeChangedError:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+            except EsaError:
                 raise
-            except FileNotFoundError as error:  # moved by a concurrent compaction: look again
-                parts = parts[:1] if tail else []
-                if attempt == 2:
-                    raise self._diagnose(view.entries, error) from error
-            except (pa.ArrowException, OSError) as error:
-                raise self._diagnose(view.entries, error) from error
+            except (pa.ArrowException, OSError) as error:  # a file moved while it was opened?
+                damaged = self._diagnose(view.entries)
+                if damaged is not None:
+                    raise damaged from error
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise self._unreadable(error) from error
+            view = view.again()
         table = pa.concat_tables(parts) if parts else EVENT_SCHEMA.empty_table()
         return Events(table.sort_by("version") if len(parts) > 1 else table, view.position)
 
@@ -690,22 +740,43 @@ class EventStore:
         predicate = view.predicate
         if event_types is not None:
             predicate &= pc.field("event_type").isin(list(event_types))
-        files: dict[str, list[FileEntry]] = {}
-        for entry in view.entries:
-            files.setdefault(entry.month, []).append(entry)
-        tail: dict[str, list[tuple[Any, ...]]] = {}
-        for row in view.tail:
-            tail.setdefault(_month_of(row[8]), []).append(row)
-        for month in sorted(files.keys() | tail.keys()):
-            table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
-            yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
+        done = ""  # the months up to this one have been yielded
+        attempt = 0
+        while True:
+            files: dict[str, list[FileEntry]] = {}
+            for entry in view.entries:
+                files.setdefault(entry.month, []).append(entry)
+            tail: dict[str, list[tuple[Any, ...]]] = {}
+            for row in view.tail:
+                tail.setdefault(_month_of(row[8]), []).append(row)
+            try:
+                for month in sorted(m for m in files.keys() | tail.keys() if m > done):
+                    table = self._scan(files.get(month, []), predicate, tail=tail.get(month, ()))
+                    done, attempt = month, 0
+                    yield from table.sort_by("global_position").to_batches(max_chunksize=batch_size)
+                return
+            except LakeChangedError:
+                attempt += 1
+                if attempt == _READ_ATTEMPTS:
+                    raise
+                view = view.again()  # the same position; the months already read stay read
 
     def snapshot(self, *, position: int | None = None) -> LakeSnapshot:
         """The files (absolute paths) and unsealed rows that hold the log up to ``position``
         (default: now), taken together: what a query engine needs to read one consistent
-        log position. Rows beyond ``position`` must still be filtered out by the reader."""
+        log position. Rows beyond ``position`` must still be filtered out by the reader.
+        The paths are where the files are now: a compaction renames a replaced file (to
+        ``.<name>.retired``, which ``vacuum`` deletes), so a reader that finds one gone takes
+        a new snapshot of the same position (the compacted files hold the same events)."""
         view = self._pin(position, None)
-        paths = [self._resolve(entry.path) for entry in view.entries]
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                paths = [self._resolve(entry.path) for entry in view.entries]
+                break
+            except LakeChangedError:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                view = view.again()
         tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
         return LakeSnapshot(view.position, paths, tail, list(view.entries))
 
@@ -1639,6 +1710,8 @@ class _View:
     entries: list[FileEntry]
     tail: list[tuple[Any, ...]]
     predicate: Expression
+    #: A fresh view of the same read: what a read takes when compaction replaced its files.
+    again: Callable[[], _View]
 
 
 def _rows_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
