@@ -40,6 +40,7 @@ from esanalytics.events import (
     uuid_keys,
     validate_category,
     validate_event_type,
+    validate_schema_version,
     validate_stream_id,
 )
 from esanalytics.exceptions import (
@@ -181,12 +182,9 @@ def _prepare(request: AppendRequest) -> _Prepared:
         prepared.event_ids.append(
             str(uuid.uuid4()) if event.event_id is None else normalize_event_id(event.event_id)
         )
-        if not isinstance(event.schema_version, int) or event.schema_version < 1:
-            raise ValidationError(
-                f"schema_version={event.schema_version!r} of a {event.event_type} is invalid.",
-                hint="schema versions are ints from 1.",
-            )
-        prepared.schema_versions.append(event.schema_version)
+        prepared.schema_versions.append(
+            validate_schema_version(event.schema_version, event_type=event.event_type)
+        )
         prepared.occurred_us.append(
             None
             if event.occurred_at is None
