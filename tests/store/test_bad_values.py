@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -324,6 +325,118 @@ def test_the_cli_refuses_a_bad_stream_id_and_type(store: esa.EventStore, lake: P
         assert "Traceback" not in done.stderr
         assert "Hint:" in done.stderr
     assert_lake_whole(store, lake, before, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# event ids
+
+
+def test_a_retried_append_of_over_1000_events_is_replayed(
+    store: esa.EventStore, lake: Path
+) -> None:
+    store.append("account-1", [E("AccountOpened", {})])
+    events = [E("MoneyDeposited", {"amount": i}, event_id=uuid.uuid4()) for i in range(1_500)]
+    first = store.append("account-2", events, expected_version=esa.NO_STREAM)
+    assert not first.replayed
+    before = log_bytes(lake)
+    again = store.append("account-2", events, expected_version=esa.NO_STREAM)
+    assert again.replayed
+    assert (again.first_position, again.last_position) == (
+        first.first_position,
+        first.last_position,
+    )
+    assert again.streams == first.streams
+    assert log_bytes(lake) == before
+    # from another handle too (its writer caches come from the log, not from this append)
+    other = esa.open(lake).append("account-2", events, expected_version=esa.NO_STREAM)
+    assert other.replayed
+    assert other.last_position == first.last_position
+    # a multi-stream append over 1,000 events, retried
+    split = [
+        esa.AppendRequest("account-3", [E("X", {}, event_id=uuid.uuid4()) for _ in range(700)]),
+        esa.AppendRequest("account-4", [E("Y", {}, event_id=uuid.uuid4()) for _ in range(700)]),
+    ]
+    made = store.append_many(split)
+    retried = store.append_many(split)
+    assert retried.replayed
+    assert (retried.first_position, retried.last_position) == (
+        made.first_position,
+        made.last_position,
+    )
+    # not a retry: the same ids in another stream, one id more, or in another order
+    with pytest.raises(esa.DuplicateEventError):
+        store.append("account-5", events)
+    with pytest.raises(esa.DuplicateEventError):
+        store.append("account-2", [*events, E("MoneyDeposited", {})])
+    with pytest.raises(esa.DuplicateEventError):
+        store.append("account-2", events[::-1])
+    assert store.head == 1 + 1_500 + 1_400
+    assert verify(store, deep=True, workers=1).ok
+
+
+def test_an_id_with_swapped_halves_is_a_different_id(store: esa.EventStore, lake: Path) -> None:
+    original = uuid.UUID("00000000-0000-4001-8000-000000000002")
+    twin = _swapped(original)
+    assert twin != original
+    store.append("account-1", [E("AccountOpened", {}, event_id=original)])
+    store.append("account-1", [E("MoneyDeposited", {}, event_id=twin)])  # small append
+    ids = [uuid.uuid4() for _ in range(20)]
+    store.append("account-2", [E("X", {}, event_id=_swapped(ids[0])), E("Y", {})])
+    table = pa.table(
+        {
+            "stream_id": ["account-3"] * 20,
+            "event_type": ["X"] * 20,
+            "data": ["{}"] * 20,
+            "metadata": ["{}"] * 20,
+            "event_id": [str(u) for u in ids[:10]]
+            + [str(_swapped(u)) for u in ids[1:10]]
+            + [str(uuid.uuid4())],
+        }
+    )
+    store.ingest(table)  # ids and their twins in one batch, and the twin of a stored id
+    assert store.head == 2 + 2 + 20
+    fresh = esa.open(lake)  # the writer's keys from the log, or from its saved index
+    fresh.append("account-4", [E("X", {}, event_id=_swapped(ids[15]))])
+    fresh.compact()  # saves the writer index
+    again = esa.open(lake)
+    again.append("account-4", [E("X", {}, event_id=ids[15])])
+    with pytest.raises(esa.DuplicateEventError):
+        again.append("account-5", [E("X", {}, event_id=ids[15])])
+    assert verify(again, deep=True, workers=1).ok
+
+
+def test_a_repeated_id_of_an_ingest_names_its_row(store: esa.EventStore) -> None:
+    known = str(uuid.uuid4())
+    store.append("account-1", [E("AccountOpened", {}, event_id=known)])
+    ids = [str(uuid.uuid4()) for _ in range(40)]
+    ids[31] = known
+    table = pa.table(
+        {
+            "stream_id": ["account-2"] * 40,
+            "event_type": ["X"] * 40,
+            "data": ["{}"] * 40,
+            "metadata": ["{}"] * 40,
+            "event_id": ids,
+        }
+    )
+    with pytest.raises(esa.DuplicateEventError, match="row 31") as caught:
+        store.ingest(table)
+    assert caught.value.event_id == known  # type: ignore[attr-defined]
+    ids[31] = ids[5]
+    with pytest.raises(esa.DuplicateEventError, match="row 31") as caught:
+        store.ingest(table.set_column(4, "event_id", pa.array(ids)))
+    assert caught.value.event_id == ids[5]  # type: ignore[attr-defined]
+
+
+def test_a_repeated_id_among_20000_is_found_quickly(store: esa.EventStore) -> None:
+    events = [E("X", {}, event_id=uuid.uuid4()) for _ in range(20_000)]
+    events[-1] = E("X", {}, event_id=events[-2].event_id)
+    started = time.perf_counter()
+    with pytest.raises(esa.DuplicateEventError) as caught:
+        store.append("account-1", events)
+    assert time.perf_counter() - started < 4.0
+    assert caught.value.event_id == str(events[-2].event_id)  # type: ignore[attr-defined]
+    assert store.head == 0
 
 
 # ---------------------------------------------------------------------------------------------
