@@ -336,8 +336,10 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
                 f"The event {what} is JSON, but a {type(parsed).__name__}, not an object.",
                 hint="wrap the value in an object, e.g. {'value': ...}.",
             )
-        if _SURROGATE.search(value) or (
-            _ESCAPED_SURROGATE.search(value) and _SURROGATE.search(_ENCODER.encode(parsed))
+        if _has_surrogate(value) or (
+            "\\u" in value
+            and _ESCAPED_SURROGATE.search(value)
+            and _has_surrogate(_ENCODER.encode(parsed))
         ):
             raise _lone_surrogate(what)
         if too_deep(value):
@@ -358,7 +360,7 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
             hint="convert values to str, int, float, bool, None, lists or dicts first "
             "(dates as ISO strings, Decimals as strings); NaN and infinity are not JSON.",
         ) from None
-    if _SURROGATE.search(text):
+    if _has_surrogate(text):
         raise _lone_surrogate(what)
     if too_deep(text):
         raise _too_deep(what)
@@ -428,6 +430,10 @@ def too_deep(text: str) -> bool:
         elif mark in "]}":
             depth -= 1
     return False
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _too_deep(what: str) -> InvalidEventDataError:

@@ -235,6 +235,7 @@ BAD_INGESTS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("duplicate key", {"data": ["{}", '{"a": 1, "a": 2}']}, InvalidEventDataError, "row 1"),
     ("nested duplicate key", {"metadata": ["{}", '{"x": {"a": 1, "a": 2}}']}, InvalidEventDataError, "row 1"),
     ("100,000-deep", {"data": ["{}", _deep_text(100_000)]}, InvalidEventDataError, "row 1"),
+    ("integer of 5,000 digits", {"data": ["{}", '{"a": 1' + "0" * 5_000 + "}"]}, InvalidEventDataError, "row 1"),
     ("200-deep", {"data": ["{}", _deep_text(200)]}, InvalidEventDataError, "row 1"),
     ("escaped lone surrogate", {"data": ["{}", '{"a": "\\udc00"}']}, InvalidEventDataError, "row 1"),
     ("event id with a newline", {"event_id": [UUID_1, str(uuid.uuid4()) + "\n"]}, InvalidEventDataError, "row 1"),
