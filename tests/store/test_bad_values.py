@@ -559,3 +559,52 @@ def test_a_projection_name_or_path_with_a_final_newline_is_refused(make: Any) ->
     with pytest.raises(ValidationError) as caught:
         make()
     assert "\nHint: " in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest judges JSON exactly as append does
+
+
+def _object_text(draw: Any, depth: int = 0) -> str:
+    """JSON object text with keys that may repeat, spaces anywhere, escapes sometimes."""
+    keys = st.sampled_from(["a", "b", "k" * 20, "k" * 9 + "x" + "k" * 10, "é", "\\u0061", 'q\\"'])
+    space = st.sampled_from(["", " ", "\n", "\t "])
+    members = []
+    for _ in range(draw(st.integers(0, 4))):
+        key = draw(keys)
+        if depth < 2 and draw(st.booleans()):
+            value = _object_text(draw, depth + 1)
+        else:
+            value = draw(
+                st.sampled_from(["1", "-0.5", '"x:y"', '"NaN"', "NaN", "[]", "null", '":"'])
+            )
+        members.append(f'{draw(space)}"{key}"{draw(space)}:{draw(space)}{value}')
+    return "{" + ",".join(members) + draw(space) + "}"
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_ingest_refuses_exactly_the_json_append_refuses(data: st.DataObject) -> None:
+    from esanalytics.store import ingest
+
+    texts = [_object_text(data.draw) for _ in range(data.draw(st.integers(1, 12)))]
+    bad_rows = []
+    for row, text in enumerate(texts):
+        try:
+            esa.events.dump_json(text, what="data")
+        except InvalidEventDataError:
+            bad_rows.append(row)
+    table = pa.table(
+        {
+            "stream_id": ["account-1"] * len(texts),
+            "event_type": ["X"] * len(texts),
+            "data": texts,
+            "metadata": ["{}"] * len(texts),
+        }
+    )
+    event_note("some row refused" if bad_rows else "every row accepted")
+    if bad_rows:
+        with pytest.raises(InvalidEventDataError, match=f"at row {bad_rows[0]}:"):
+            ingest.validate(table)
+    else:
+        ingest.validate(table)
