@@ -13,12 +13,18 @@ The canonical encoding that the hash chain covers is fixed here and documented o
 
 None of the text fields can hold U+001F: stream ids and event types refuse control
 characters, event ids are UUIDs, and JSON text escapes control characters inside strings.
+
+Every value is checked against the column it lands in before anything is written: ints fit
+their Arrow type, times fit a Python ``datetime`` (years 1 to 9999 in UTC), text is Unicode
+without lone surrogates, a category fits a folder name, and JSON is what Python and DuckDB read
+alike (no NaN or infinity, no key twice in one object, at most ``MAX_JSON_DEPTH`` levels).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -36,6 +42,7 @@ from esanalytics.exceptions import (
     InvalidEventTypeError,
     InvalidStreamIdError,
     InvalidTimestampError,
+    ValidationError,
 )
 
 __all__ = [
@@ -80,11 +87,23 @@ FILE_SCHEMA: Final = pa.schema([f for f in EVENT_SCHEMA if f.name != "category"]
 
 GENESIS_HASH: Final = "0" * 64
 MAX_STREAM_ID_LENGTH: Final = 256
+#: schema_version is an int32 column.
+MAX_SCHEMA_VERSION: Final = 2**31 - 1
+#: JSON nesting allowed in data and metadata (serde_json's default; Python's own parser gives
+#: up near 1,000 levels, fewer when called deep in a stack).
+MAX_JSON_DEPTH: Final = 128
+#: A file name's limit on common file systems (ext4, XFS, APFS, NTFS), in bytes.
+MAX_NAME_BYTES: Final = 255
 _UNIT_SEPARATOR: Final = "\x1f"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:]{0,127}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_UUID_PATTERN: Final = _UUID.pattern
+# Python patterns are used with fullmatch (``$`` would also match before a final newline);
+# the ``*_PATTERN`` twins are for Arrow's RE2, where ``$`` is the end of the text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_CONTROL_PATTERN: Final = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_EVENT_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]{0,127}")
+_EVENT_TYPE_PATTERN: Final = f"^{_EVENT_TYPE.pattern}$"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_PATTERN: Final = f"^{_UUID.pattern}$"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +128,16 @@ def to_utc(value: TimeLike, *, what: str = "timestamp") -> datetime:
                 "or a string with an offset such as '2024-03-01T09:30:00Z'.",
                 value=value,
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidTimestampError(
+                f"The {what} {value.isoformat()} is out of range: in UTC it falls before the "
+                "year 1 or after 9999.",
+                hint="times are kept in UTC between 0001-01-01 and 9999-12-31; check the value "
+                "and its offset.",
+                value=value,
+            ) from None
     if isinstance(value, date):
         return datetime.combine(value, time(0), tzinfo=UTC)
     if isinstance(value, str):
@@ -141,6 +169,9 @@ def to_epoch_us(value: TimeLike, *, what: str = "timestamp") -> int:
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: The times a Python ``datetime`` can hold, as epoch microseconds (what readers convert to).
+MIN_EPOCH_US: Final = to_epoch_us(datetime.min.replace(tzinfo=UTC))
+MAX_EPOCH_US: Final = to_epoch_us(datetime.max.replace(tzinfo=UTC))
 
 
 def from_epoch_us(us: int) -> datetime:
@@ -173,7 +204,20 @@ def validate_stream_id(stream_id: object) -> str:
             hint="remove tabs, newlines and other control characters from the id.",
             stream_id=stream_id,
         )
+    if _SURROGATE.search(stream_id):
+        raise InvalidStreamIdError(
+            f"The stream id {stream_id!r} contains a lone surrogate, which is not Unicode text.",
+            hint=_SURROGATE_HINT,
+            stream_id=stream_id,
+        )
     return stream_id
+
+
+_SURROGATE_HINT: Final = (
+    "the text was likely decoded from bytes with errors='surrogateescape' (file names, "
+    "command-line arguments) or holds half of a UTF-16 pair; decode it with its real encoding "
+    "or remove the character."
+)
 
 
 def category_of(stream_id: str) -> str:
@@ -187,16 +231,24 @@ def category_of(stream_id: str) -> str:
 
 def validate_category(category: str) -> str:
     """A category names a folder (``category=...``): it must be a plain, safe name."""
-    if (
-        not category
-        or len(category) > 128
-        or _CONTROL.search(category)
-        or any(ch in category for ch in '/\\=:*?"<>|%')
+    why = None
+    if not isinstance(category, str) or not category or len(category) > 128:
+        why = "it is empty or longer than 128 characters"
+    elif _CONTROL.search(category):
+        why = "it has a control character"
+    elif _SURROGATE.search(category):
+        why = "it has a lone surrogate, which is not Unicode text"
+    elif len(f"category={category}".encode()) > MAX_NAME_BYTES:
+        why = f"the folder name 'category=...' would be over {MAX_NAME_BYTES} bytes in UTF-8"
+    elif (
+        any(ch in category for ch in '/\\=:*?"<>|%')
         or category in {".", ".."}
         or category.startswith(".")
     ):
+        why = "it has a character that is not safe in a folder name"
+    if why is not None:
         raise InvalidStreamIdError(
-            f"The category {category!r} cannot name a partition folder.",
+            f"The category {category!r} cannot name a partition folder: {why}.",
             hint="categories are the part of the stream id before the first '-'; start stream "
             "ids with a plain word such as 'account-', or pass category='...' explicitly "
             "(letters, digits, '_' and '-' are safe).",
@@ -205,8 +257,23 @@ def validate_category(category: str) -> str:
     return category
 
 
+def validate_schema_version(schema_version: object, *, event_type: object = None) -> int:
+    """Return ``schema_version`` if it is an int from 1 that fits its int32 column."""
+    if (
+        not isinstance(schema_version, int)
+        or isinstance(schema_version, bool)
+        or not 1 <= schema_version <= MAX_SCHEMA_VERSION
+    ):
+        raise ValidationError(
+            f"schema_version={schema_version!r} of a {event_type} is invalid.",
+            hint=f"schema versions are ints from 1 to {MAX_SCHEMA_VERSION:,} (not bools).",
+            schema_version=schema_version,
+        )
+    return schema_version
+
+
 def validate_event_type(event_type: object) -> str:
-    if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
         raise InvalidEventTypeError(
             f"The event type {event_type!r} is not a name.",
             hint="use a past-tense name such as 'MoneyDeposited' (letters, digits, '_', '.', ':').",
@@ -221,7 +288,7 @@ def normalize_event_id(event_id: object) -> str:
         return str(event_id)
     if isinstance(event_id, str):
         text = event_id.lower()
-        if _UUID.match(text):
+        if _UUID.fullmatch(text):
             return text
         try:
             return str(uuid.UUID(event_id))
@@ -247,10 +314,18 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
     """The JSON text of a payload: compact, keys sorted, as it will be stored and hashed.
 
     A string is taken as JSON text already; it must parse to an object and is stored as given.
+    Either way it must read the same in Python and DuckDB: no NaN or infinity, no key twice in
+    one object, no lone surrogate, at most :data:`MAX_JSON_DEPTH` levels deep.
     """
     if isinstance(value, str):
         try:
-            parsed = json.loads(value)
+            parsed = _DECODER.decode(value)
+        except _JSONRefused as refused:
+            raise InvalidEventDataError(
+                f"The event {what} {refused.problem}.", hint=refused.hint
+            ) from None
+        except RecursionError:
+            raise _too_deep(what) from None
         except ValueError as error:
             raise InvalidEventDataError(
                 f"The event {what} is not valid JSON: {error}.",
@@ -261,6 +336,14 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
                 f"The event {what} is JSON, but a {type(parsed).__name__}, not an object.",
                 hint="wrap the value in an object, e.g. {'value': ...}.",
             )
+        if _has_surrogate(value) or (
+            "\\u" in value
+            and _ESCAPED_SURROGATE.search(value)
+            and _has_surrogate(_ENCODER.encode(parsed))
+        ):
+            raise _lone_surrogate(what)
+        if too_deep(value):
+            raise _too_deep(what)
         return value
     if not isinstance(value, Mapping):
         raise InvalidEventDataError(
@@ -268,13 +351,105 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
             hint=f"pass the {what} as a dict of JSON-serializable values.",
         )
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
+    except RecursionError:
+        raise _too_deep(what) from None
     except (TypeError, ValueError) as error:
         raise InvalidEventDataError(
             f"The event {what} cannot be written as JSON: {error}.",
             hint="convert values to str, int, float, bool, None, lists or dicts first "
             "(dates as ISO strings, Decimals as strings); NaN and infinity are not JSON.",
         ) from None
+    if _has_surrogate(text):
+        raise _lone_surrogate(what)
+    if too_deep(text):
+        raise _too_deep(what)
+    return text
+
+
+class _JSONRefused(ValueError):
+    """Raised from inside the JSON parser's hooks: valid JSON that readers would disagree on."""
+
+    def __init__(self, problem: str, hint: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.hint = hint
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        raise _JSONRefused(
+            f"has the key {key!r} twice in one object",
+            "Python reads the last value and DuckDB the first: keep one of them.",
+        )
+    return result
+
+
+def _not_a_number(name: str) -> Any:
+    raise _JSONRefused(
+        f"holds {name}, which is not JSON",
+        "JSON has no NaN or infinity (Python would read a float, DuckDB the text): store null, "
+        'or the value as a string such as "NaN".',
+    )
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _JSONRefused(
+            f"holds the number {text[:40]}, which is not finite as a double",
+            "store it as a string, or scale it into the range of a double (about 1.8e308).",
+        )
+    return number
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys, parse_constant=_not_a_number, parse_float=_finite_float
+)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def too_deep(text: str) -> bool:
+    """Does ``text`` (valid JSON) nest arrays and objects more than MAX_JSON_DEPTH deep?"""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif mark in "]}":
+            depth -= 1
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _too_deep(what: str) -> InvalidEventDataError:
+    return InvalidEventDataError(
+        f"The event {what} is nested more than {MAX_JSON_DEPTH} levels deep.",
+        hint="flatten it (events are facts, not documents), or store the deep part as a JSON "
+        "string inside a field.",
+    )
+
+
+def _lone_surrogate(what: str) -> InvalidEventDataError:
+    return InvalidEventDataError(
+        f"The event {what} holds a lone surrogate (a half of a UTF-16 pair), which is not "
+        "Unicode text and cannot be stored as UTF-8.",
+        hint=_SURROGATE_HINT,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,8 +50,10 @@ __all__ = [
 ]
 
 Axis = Literal["system", "valid"]
-_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Used with fullmatch: `$` would also match before a final newline.
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SQL_TYPE = re.compile(r"[A-Za-z0-9_(), ]+")
 
 
 def data(path: str, sql_type: str = "VARCHAR") -> str:
@@ -72,7 +74,7 @@ def meta(path: str, sql_type: str = "VARCHAR") -> str:
 
 
 def _json(column: str, path: str, sql_type: str) -> str:
-    if not _PATH.match(path) or not re.match(r"^[A-Za-z0-9_(), ]+$", sql_type):
+    if not _PATH.fullmatch(path) or not _SQL_TYPE.fullmatch(sql_type):
         raise ValidationError(
             f"{path!r} ({sql_type}) is not a plain JSON path and SQL type.",
             hint="use dotted names like 'address.city' and types like DOUBLE or DECIMAL(18,2).",
@@ -262,7 +264,7 @@ class Projection(_Base):
 
     def __post_init__(self) -> None:
         for label in (self.name, *self.reducers):
-            if not _NAME.match(label):
+            if not _NAME.fullmatch(label):
                 raise ValidationError(
                     f"{label!r} cannot name a projection or field.",
                     hint="use lower-case letters, digits and '_', starting with a letter.",

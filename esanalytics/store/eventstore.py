@@ -42,6 +42,7 @@ from esanalytics.events import (
     uuid_keys,
     validate_category,
     validate_event_type,
+    validate_schema_version,
     validate_stream_id,
 )
 from esanalytics.exceptions import (
@@ -193,12 +194,9 @@ def _prepare(request: AppendRequest) -> _Prepared:
         prepared.event_ids.append(
             str(uuid.uuid4()) if event.event_id is None else normalize_event_id(event.event_id)
         )
-        if not isinstance(event.schema_version, int) or event.schema_version < 1:
-            raise ValidationError(
-                f"schema_version={event.schema_version!r} of a {event.event_type} is invalid.",
-                hint="schema versions are ints from 1.",
-            )
-        prepared.schema_versions.append(event.schema_version)
+        prepared.schema_versions.append(
+            validate_schema_version(event.schema_version, event_type=event.event_type)
+        )
         prepared.occurred_us.append(
             None
             if event.occurred_at is None
@@ -951,20 +949,23 @@ class EventStore:
             raise DuplicateEventError(
                 "The same event id is used twice in one append.",
                 hint="give each event its own id (or leave event_id out).",
-                event_id=next(i for i in all_ids if all_ids.count(i) > 1),
+                event_id=_first_repeated(all_ids),
             )
         if len(all_ids) > _INLINE_LIMIT:
-            return self.ingest(
+            return self._ingest(
                 _prepared_table(prepared),
                 expected_versions={p.stream_id: p.expected for p in prepared},
+                retry_of=prepared,
             )
         with writing(self.path, "the append"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
             keys = uuid_keys(pa.array(all_ids, pa.string()))
             known = self._load_ids().knows(keys)
-            if known.any():
-                return self._replay(prepared, [i for i, k in zip(all_ids, known, strict=True) if k])
+            if known.any():  # a retry, a duplicate, or only ids whose 64-bit keys collide
+                replayed = self._replay(prepared)
+                if replayed is not None:
+                    return replayed
             for p in prepared:
                 self._check_version(p.stream_id, p.expected, heads.get(p.stream_id, 0))
             rows, stream_map = self._build(prepared, heads)
@@ -1026,15 +1027,19 @@ class EventStore:
                 prev = digest
         return rows, stream_map
 
-    def _replay(self, prepared: list[_Prepared], known_ids: list[str]) -> Commit:
-        """An append whose ids are already in the log: the original commit if it is a retry
-        of the same append, else an error."""
+    def _replay(self, prepared: list[_Prepared]) -> Commit | None:
+        """An append some of whose id keys are known: the original commit if it is a retry
+        of the same append, None if none of its ids is in the log after all (their keys
+        only collide with others), else an error."""
         wanted = [i for p in prepared for i in p.event_ids]
+        wanted_set = set(wanted)
         with self._state_lock:
             entries = list(self._files.values())
-            tail = [row for row in self._tail if row[4] in set(wanted)]
+            tail = [row for row in self._tail if row[4] in wanted_set]
         found = self._scan(entries, pc.field("event_id").isin(wanted), tail=tail)
         by_id = {row["event_id"]: row for row in found.sort_by("global_position").to_pylist()}
+        if not by_id:
+            return None
         rows = [by_id[i] for i in wanted if i in by_id]
         flat = [(p.stream_id, t) for p in prepared for t in p.event_types]
         positions = [row["global_position"] for row in rows]
@@ -1044,13 +1049,9 @@ class EventStore:
             and positions == list(range(positions[0], positions[0] + len(positions)))
         )
         if not same:
-            clash = next((i for i in wanted if i in by_id), known_ids[0])
-            where = by_id.get(clash)
-            place = (
-                f" (at position {where['global_position']} in {where['stream_id']!r})"
-                if where
-                else ""
-            )
+            clash = next(i for i in wanted if i in by_id)
+            where = by_id[clash]
+            place = f" (at position {where['global_position']} in {where['stream_id']!r})"
             raise DuplicateEventError(
                 f"The event id {clash} is already in the log{place}, and this append is not a "
                 "retry of the one that wrote it.",
@@ -1089,25 +1090,39 @@ class EventStore:
         ``expected_versions`` maps stream ids to the version each must be at (or ``NO_STREAM``
         and the like), checked under the writer lock as a single append would.
         """
+        return self._ingest(
+            table, chunk_rows=chunk_rows, progress=progress, expected_versions=expected_versions
+        )
+
+    def _ingest(
+        self,
+        table: pa.Table,
+        *,
+        chunk_rows: int = 250_000,
+        progress: Callable[[int], None] | None = None,
+        expected_versions: Mapping[str, ExpectedVersion | int] | None = None,
+        retry_of: list[_Prepared] | None = None,
+    ) -> Commit:
+        """:meth:`ingest`; with ``retry_of`` (the append this table was made from, whose
+        values are checked already), a retry of that append returns its original commit."""
         expected = {s: _check_expected(v) for s, v in (expected_versions or {}).items()}
-        batch = _ingest.validate(table)
+        batch = _ingest.validate(table, validate_json=retry_of is None)
         if batch.num_rows == 0:
             raise EmptyAppendError("ingest got an empty table.", hint="pass at least one row.")
         with writing(self.path, "the ingest"), self._writer_lock.hold(), self._state_lock:
             self._recover()
             heads = self._load_heads()
+            keys = uuid_keys(batch["event_id"])
+            known = self._load_ids().knows(keys)
+            if retry_of is not None and known.any():
+                replayed = self._replay(retry_of)
+                if replayed is not None:
+                    return replayed
             for stream_id, version in expected.items():
                 self._check_version(stream_id, version, heads.get(stream_id, 0))
-            keys = np.sort(uuid_keys(batch["event_id"]))
-            known = self._load_ids().knows(keys)
-            if (keys[1:] == keys[:-1]).any() or known.any():
-                rows = np.flatnonzero(known)
-                raise DuplicateEventError(
-                    "Some event ids of the ingest are repeated, or already in the log"
-                    + (f" (first at row {int(rows[0])})." if len(rows) else "."),
-                    hint="give each event a fresh id (leave the event_id column out to get them).",
-                    event_id=batch["event_id"][int(rows[0])].as_py() if len(rows) else None,
-                )
+            ordered = np.sort(keys)
+            if (ordered[1:] == ordered[:-1]).any() or known.any():
+                self._refuse_known_ids(batch["event_id"], known, keys)
             placed = _ingest.place(batch, heads, self._head, self._last_recorded_us, _now_us())
             streams = placed.group_by("stream_id").aggregate(
                 [("version", "min"), ("version", "max")]
@@ -1124,10 +1139,74 @@ class EventStore:
             commit = self._commit_files(
                 self._hashed_chunks(placed, chunk_rows), stream_map=stream_map, progress=progress
             )
-            self._writer.remember(keys)
+            self._writer.remember(ordered)
             if batch.num_rows >= _INDEX_AFTER_ROWS:
                 self._deferred("saving the writer index", self._save_writer_index)
             return commit
+
+    def _refuse_known_ids(
+        self,
+        event_ids: pa.Array,
+        known: np.ndarray[Any, np.dtype[np.bool_]],
+        keys: np.ndarray[Any, np.dtype[np.uint64]],
+    ) -> None:
+        """Raise for the first row of an ingest whose event id is repeated in it or already
+        in the log, if there is one: 64-bit keys only point at candidates, whose ids are
+        compared whole (an id whose two halves are another's swapped shares its key)."""
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        twins = np.flatnonzero(ordered[1:] == ordered[:-1])
+        candidates = np.union1d(order[twins], order[twins + 1])
+        first_seen: dict[str, int] = {}
+        repeated: tuple[int, str, str] | None = None
+        for row in candidates.tolist():
+            event_id = event_ids[row].as_py()
+            if event_id in first_seen:
+                repeated = (row, event_id, f"repeated (first at row {first_seen[event_id]})")
+                break
+            first_seen[event_id] = row
+        stored = np.flatnonzero(known)
+        if len(stored):
+            wanted = pc.take(event_ids, pa.array(stored))
+            with self._state_lock:
+                entries = list(self._files.values())
+                wanted_set = set(wanted.to_pylist())
+                tail = [row for row in self._tail if row[4] in wanted_set]
+            found = self._scan(
+                entries,
+                pc.field("event_id").isin(wanted),
+                columns=["event_id", "global_position", "stream_id"],
+                tail=tail,
+            )
+            where = dict(
+                zip(
+                    found["event_id"].to_pylist(),
+                    zip(
+                        found["global_position"].to_pylist(),
+                        found["stream_id"].to_pylist(),
+                        strict=True,
+                    ),
+                    strict=True,
+                )
+            )
+            for row, event_id in zip(stored.tolist(), wanted.to_pylist(), strict=True):
+                if event_id in where and (repeated is None or row < repeated[0]):
+                    position, stream_id = where[event_id]
+                    repeated = (
+                        row,
+                        event_id,
+                        f"already in the log at position {position} in {stream_id!r}",
+                    )
+                    break
+        if repeated is not None:
+            row, event_id, place = repeated
+            raise DuplicateEventError(
+                f"The event id {event_id} at row {row} of the ingest is {place}.",
+                hint="give each event a fresh id (leave the event_id column out to get them); "
+                "to retry an append, send exactly the same events with the same ids.",
+                event_id=event_id,
+                row=row,
+            )
 
     def _commit_rows(self, rows: list[tuple[Any, ...]], stream_map: dict[str, list[int]]) -> Commit:
         """Commit a small append: its rows go durably into the commit line itself, one
@@ -1712,6 +1791,15 @@ class _View:
     predicate: Expression
     #: A fresh view of the same read: what a read takes when compaction replaced its files.
     again: Callable[[], _View]
+
+
+def _first_repeated(values: Sequence[str]) -> str:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    raise AssertionError("no value is repeated")
 
 
 def _rows_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:

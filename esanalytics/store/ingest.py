@@ -7,6 +7,7 @@ Python loop per row. A bad row is reported by its index, and nothing is written.
 from __future__ import annotations
 
 import io
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,11 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from esanalytics.events import (
-    _EVENT_TYPE,
+    _CONTROL_PATTERN,
+    _EVENT_TYPE_PATTERN,
     EVENT_SCHEMA,
+    MAX_EPOCH_US,
+    MAX_JSON_DEPTH,
+    MAX_SCHEMA_VERSION,
     MAX_STREAM_ID_LENGTH,
+    MIN_EPOCH_US,
     TIMESTAMP,
     dump_json,
+    too_deep,
     uuid4_array,
     valid_uuid_mask,
     validate_category,
@@ -59,6 +66,14 @@ def _string(table: pa.Table, name: str) -> pa.Array:
             hint=f"every row needs a {name}.",
             column=name,
         )
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid as error:
+        raise ValidationError(
+            f"The ingest column {name!r} is not valid UTF-8 text: {error}.",
+            hint="decode the source with its real encoding before building the table.",
+            column=name,
+        ) from None
     return column
 
 
@@ -88,6 +103,58 @@ def _check_json(column: pa.Array, name: str) -> None:
     _locate_bad_json(column, name)
 
 
+_ROWS_PER_PARSE = 65_536
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("a key twice in one object")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_CHECKING_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_repeated_keys, parse_constant=_refuse_constant
+)
+
+
+def _check_json_agrees(*columns: Any) -> None:
+    """:func:`_check_json_agree` for each (column, name) pair given, one after the other."""
+    for column, name in zip(columns[::2], columns[1::2], strict=True):
+        _check_json_agree(column, name)
+
+
+def _check_json_agree(column: pa.Array, name: str) -> None:
+    """What Arrow's parser lets through and readers would disagree on or fail at: NaN and
+    infinity, a key twice in one object (Python reads the last, DuckDB the first), nesting
+    deeper than MAX_JSON_DEPTH. Python's own parser over many rows at once (each row is one
+    object, which :func:`_check_json` proves), with numpy counting brackets to find the few
+    rows that may nest too deep. Numbers too large for a double and lone surrogates are
+    refused by Arrow's parser. A bad row is then located by the per-row path."""
+    for start in range(0, len(column), _ROWS_PER_PARSE):
+        chunk = column.slice(start, _ROWS_PER_PARSE)
+        n = len(chunk)
+        framed = pc.binary_join_element_wise(chunk, ",", "")
+        offsets = np.frombuffer(
+            framed.buffers()[1], dtype=np.int32, count=n + 1, offset=framed.offset * 4
+        )
+        raw = np.frombuffer(framed.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        opens = np.append((raw == ord("[")) | (raw == ord("{")), False)
+        counts = np.add.reduceat(opens, offsets[:-1] - offsets[0], dtype=np.int64)
+        try:
+            for row in np.flatnonzero(counts > MAX_JSON_DEPTH):
+                if too_deep(chunk[int(row)].as_py()):
+                    raise ValueError("nested too deep")
+            values = _CHECKING_DECODER.decode("[" + raw[:-1].tobytes().decode() + "]")
+            if len(values) != n:
+                raise ValueError("rows are not one object each")
+        except (ValueError, RecursionError):
+            _locate_bad_json(column, name)
+            return
+
+
 def _locate_bad_json(column: pa.Array, name: str) -> None:
     """Find the first value that is not exactly one JSON object, and say which (the same
     check a single append makes, with the row named)."""
@@ -101,6 +168,27 @@ def _locate_bad_json(column: pa.Array, name: str) -> None:
                 row=row,
                 column=name,
             ) from None
+
+
+def _schema_versions(column: pa.Array) -> pa.Array:
+    if not pa.types.is_integer(column.type):
+        raise ValidationError(
+            f"The ingest column 'schema_version' is {column.type}, not integers.",
+            hint="cast it to int32, e.g. pc.cast(table['schema_version'], pa.int32()) "
+            "(schema versions are ints from 1; bools and fractions are not versions).",
+            column="schema_version",
+        )
+    bad = pc.fill_null(pc.or_(pc.less(column, 1), pc.greater(column, MAX_SCHEMA_VERSION)), True)
+    if pc.any(bad).as_py():
+        row = _first(bad)
+        raise ValidationError(
+            f"The schema_version {column[row].as_py()!r} at row {row} is null or outside 1 to "
+            f"{MAX_SCHEMA_VERSION:,}.",
+            hint=f"schema versions are ints from 1 to {MAX_SCHEMA_VERSION:,} (an int32 column).",
+            row=row,
+            column="schema_version",
+        )
+    return column.cast(pa.int32())
 
 
 def _timestamps(table: pa.Table, name: str) -> pa.Array | None:
@@ -120,7 +208,29 @@ def _timestamps(table: pa.Table, name: str) -> pa.Array | None:
             "(or the zone the source used).",
             column=name,
         )
-    return column.cast(TIMESTAMP)
+    try:
+        column = column.cast(TIMESTAMP)
+    except pa.ArrowInvalid as error:
+        raise InvalidTimestampError(
+            f"The ingest column {name!r} does not fit whole microseconds in the range of years "
+            f"1 to 9999: {error}.",
+            hint="times are kept to the microsecond: round finer ones first, e.g. "
+            f"pc.floor_temporal(table[{name!r}], unit='microsecond'), and check the values "
+            "out of range.",
+            column=name,
+        ) from None
+    us = column.cast(pa.int64())
+    bad = pc.fill_null(pc.or_(pc.less(us, MIN_EPOCH_US), pc.greater(us, MAX_EPOCH_US)), False)
+    if pc.any(bad).as_py():
+        row = _first(bad)
+        raise InvalidTimestampError(
+            f"The {name} at row {row} ({us[row].as_py()} µs from 1970) is out of range.",
+            hint="times are kept in UTC between the years 1 and 9999 (what Python's datetime "
+            "holds); check the source's unit and zone.",
+            row=row,
+            column=name,
+        )
+    return column
 
 
 def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
@@ -139,7 +249,7 @@ def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
     length = pc.utf8_length(stream_id)
     bad = pc.or_(
         pc.or_(pc.equal(length, 0), pc.greater(length, MAX_STREAM_ID_LENGTH)),
-        pc.match_substring_regex(stream_id, r"[\x00-\x1f\x7f]"),
+        pc.match_substring_regex(stream_id, _CONTROL_PATTERN),
     )
     if pc.any(bad).as_py():
         row = _first(bad)
@@ -156,7 +266,7 @@ def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
     for value in pc.unique(category).to_pylist():
         validate_category(value)
     event_type = _string(table, "event_type")
-    bad = pc.invert(pc.match_substring_regex(event_type, _EVENT_TYPE.pattern))
+    bad = pc.invert(pc.match_substring_regex(event_type, _EVENT_TYPE_PATTERN))
     if pc.any(bad).as_py():
         row = _first(bad)
         raise InvalidEventTypeError(
@@ -179,20 +289,17 @@ def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
     data = _string(table, "data")
     metadata = _string(table, "metadata")
     if validate_json:
-        # Arrow's JSON parser releases the GIL: check both columns at once.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="esa-json") as pool:
+        # Arrow's JSON parser releases the GIL: check both columns at once, while Python
+        # checks what Arrow's parser lets through.
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="esa-json") as pool:
             for done in [
                 pool.submit(_check_json, data, "data"),
                 pool.submit(_check_json, metadata, "metadata"),
+                pool.submit(_check_json_agrees, data, "data", metadata, "metadata"),
             ]:
                 done.result()
     if "schema_version" in table.column_names:
-        schema_version = table["schema_version"].combine_chunks().cast(pa.int32())
-        if schema_version.null_count or pc.any(pc.less(schema_version, 1)).as_py():
-            raise ValidationError(
-                "The ingest column 'schema_version' has a null or a value below 1.",
-                hint="schema versions are ints from 1.",
-            )
+        schema_version = _schema_versions(table["schema_version"].combine_chunks())
     else:
         schema_version = pa.array(np.ones(n, dtype=np.int32))
     occurred = _timestamps(table, "occurred_at")
