@@ -396,7 +396,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from esanalytics.audit import read_key, verify
 
-    store = esa.open(args.lake)
+    store: Any = args.lake
+    total = 0
+    try:
+        store = esa.open(args.lake)
+        total = store.head
+    except esa.CorruptLakeError:
+        pass  # a lake no reader will open: verify names why, as findings
     against = key = None
     if args.against:
         try:
@@ -412,7 +418,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
     if args.key:
         key = read_key(args.key)
-    with _progress("verifying", store.head) as advance:
+    with _progress("verifying", total) as advance:
         result = verify(store, against=against, key=key, deep=args.deep, progress=advance)
     if args.format == "json":
         print(
