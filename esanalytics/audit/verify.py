@@ -72,8 +72,8 @@ class Finding:
     ``modified``, ``chain_break``, ``deleted``, ``inserted``, ``moved``, ``version_gap``,
     ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``, ``saved_state`` (the
     store's ``_esa/checkpoint.json`` or writer index disagrees with the commit log),
-    and ``unnamed_file`` (event files no commit names: the log was rolled back or files were
-    added)."""
+    ``unnamed_file`` (event files no commit names: the log was rolled back or files were
+    added) and ``projection`` (a materialized projection's stored state was altered)."""
 
     kind: str
     position: int | None
@@ -441,7 +441,7 @@ def _state_findings(
 ) -> list[Finding]:
     """What readers may see beside what the commit log proves: the store's saved state
     (``_esa/checkpoint.json``) and writer index against the log, event files that no commit
-    names."""
+    names, and materialized projections whose stored state was altered."""
     findings = []
     meta = store.path / "_esa"
     ends = {line.end: index for index, line in enumerate(lines)}
@@ -493,6 +493,11 @@ def _state_findings(
         saved(f"the writer index was saved at byte {index_at:,} of the commit log, which ends "
               f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
     findings += _unnamed_findings(store, live)
+    if (store.path / "projections").exists():  # (importing DuckDB takes a tenth of a second)
+        from esanalytics.materialized import stored_state_problems
+
+        for where, problem in stored_state_problems(store):
+            findings.append(Finding("projection", None, None, problem, where))
     return findings
 
 

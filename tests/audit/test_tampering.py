@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import esanalytics as esa
@@ -196,6 +197,52 @@ def test_a_checksummed_line_that_is_not_a_commit_is_a_finding(lake: Path, body: 
         esa.open(lake).read_all()
     assert "Hint:" in str(caught.value)
     assert_cli_fails(run_esa("verify", str(lake)), "FAILED", "commit_log")
+
+
+# -- 5. materialized projections -------------------------------------------------------------
+
+
+def test_an_edited_materialized_state_is_refused(lake: Path) -> None:
+    from esanalytics.catalog import account_balances
+    from esanalytics.materialized import MaterializedProjection
+
+    small_lake(lake)
+    assert (
+        run_esa(
+            "materialize", str(lake), "account_balances", "--checkpoint-every", "500"
+        ).returncode
+        == 0
+    )
+    view = MaterializedProjection(esa.open(lake), account_balances)
+    current = view.current()
+    assert current is not None
+    path = view.folder / current["file"]
+    table = pq.read_table(path)
+    column = table.column_names.index("balance")
+    forged = table.set_column(
+        column, "balance", pa.array([10**6] * table.num_rows, table["balance"].type)
+    )
+    pq.write_table(forged, path)
+    with pytest.raises(esa.CorruptLakeError) as caught:
+        MaterializedProjection(esa.open(lake), account_balances).state()
+    assert "--rebuild" in str(caught.value)
+    key = table["key"][0].as_py()
+    assert_cli_fails(run_esa("state", str(lake), "account_balances", "--key", key), "--rebuild")
+    result = verify(esa.open(lake))
+    assert [f.kind for f in result.findings] == ["projection"], str(result)
+    # A checkpoint of past states is checked the same way.
+    assert (
+        run_esa(
+            "materialize", str(lake), "account_balances", "--rebuild", "--checkpoint-every", "500"
+        ).returncode
+        == 0
+    )
+    view = MaterializedProjection(esa.open(lake), account_balances, checkpoint_every=500)
+    mark = view.checkpoints()[0]
+    checkpoint = view._checkpoint_path(mark)
+    pq.write_table(pq.read_table(checkpoint).slice(1), checkpoint)
+    with pytest.raises(esa.CorruptLakeError):
+        view.state(position=mark + 1)
 
 
 # -- 6. a rolled-back log, and what readers see beside what verify proves --------------------
