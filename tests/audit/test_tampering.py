@@ -268,6 +268,47 @@ def test_a_rolled_back_log_is_named_by_the_default_verify(lake: Path) -> None:
     assert_cli_fails(run_esa("verify", str(lake)), "no commit names")
 
 
+# -- 8. esa sql cannot corrupt the lake silently ---------------------------------------------
+
+
+def test_sql_refuses_to_write_into_the_lake(lake: Path, tmp_path: Path) -> None:
+    small_lake(lake)
+    before = log_bytes(lake)
+    target = lake / "_esa" / "commits.log"
+    sneaky = tmp_path / "link"
+    sneaky.symlink_to(lake / "_esa")
+    for query in (
+        f"COPY (SELECT 1) TO '{target}' (FORMAT csv)",
+        f"COPY (SELECT 1 AS x) TO '{lake}/../{lake.name}/events/x.parquet'",
+        f"COPY (SELECT 1) TO '{sneaky}/commits.log' (FORMAT csv)",
+        f"EXPORT DATABASE '{lake}/_esa/export'",
+        f"ATTACH '{lake}/_esa/x.db' AS x",
+    ):
+        done = run_esa("sql", str(lake), query)
+        assert_cli_fails(done, "Hint:", "inside the lake")
+    done = run_esa("sql", str(lake), "SELECT 1", "--format", "csv", "--output", str(target))
+    assert_cli_fails(done, "Hint:", "inside the lake")
+    assert log_bytes(lake) == before
+    # The user's own files stay free to write; a query that fails says why, with a hint.
+    assert_cli_fails(run_esa("sql", str(lake), "SELEC 1"), "Hint:")
+    out = tmp_path / "out.csv"
+    done = run_esa("sql", str(lake), f"COPY (SELECT count(*) AS n FROM events) TO '{out}'")
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().splitlines() == ["n", "2003"]
+
+
+def test_sql_that_writes_into_the_lake_by_another_route_is_caught_at_once(lake: Path) -> None:
+    small_lake(lake)
+    query = (
+        f"SET home_directory = concat('{lake.parent}', '/{lake.name}'); "
+        "COPY (SELECT 'garbage' AS x) TO '~/_esa/commits.log' (FORMAT csv, HEADER false)"
+    )
+    done = run_esa("sql", str(lake), query)
+    assert_cli_fails(done, "commits.log", "esa verify")
+    with pytest.raises(esa.CorruptLakeError):  # and the next reader or writer refuses
+        esa.open(lake)
+
+
 # -- 7. the default verify stays quick -------------------------------------------------------
 
 
