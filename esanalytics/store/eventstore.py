@@ -271,6 +271,7 @@ class EventStore:
         self._recovered = False
         self._finished = 0  # commit-log offset up to which _finish has run
         self._tail_checked = 0  # unsealed rows up to this position were rehashed by a writer
+        self._unnamed_checked = False  # a writer found no event file that no commit names
         # Rows of small appends that are durable in the commit log but not yet sealed into
         # Parquet, in position order (tuples in EVENT_SCHEMA order, times as epoch µs).
         self._tail: list[tuple[Any, ...]] = []
@@ -1392,6 +1393,30 @@ class EventStore:
                         tmp.unlink()
                 self._recovered = True
             self._check_tail()
+            self._check_unnamed()
+
+    def _check_unnamed(self) -> None:
+        """Once per writer handle: event files in events/ that no commit names mean the log
+        was rolled back or cut (a writer would reuse their names and build on a log that
+        has lost them). Under the writer lock, after every commit was taken in."""
+        if self._unnamed_checked:
+            return
+        unnamed = [
+            path
+            for path in self._events.glob("category=*/month=*/*.parquet")
+            if str(path.relative_to(self._events)) not in self._files
+        ]
+        if unnamed:
+            raise CorruptLakeError(
+                f"{self._events} holds {len(unnamed)} event file(s) that no commit of "
+                f"{self._log.path} names (e.g. {unnamed[0].relative_to(self._events)}): the "
+                "commit log was rolled back or cut, or files were put there by hand.",
+                hint="restore _esa/commits.log (and _esa/checkpoint.json) from the backup that "
+                f"names them; `esa verify {self.path}` lists them. Stray files that are not "
+                "the lake's must be moved out of it. Nothing was written.",
+                path=str(unnamed[0]),
+            )
+        self._unnamed_checked = True
 
     def _check_tail(self) -> None:
         """Rehash the unsealed rows a writer has not checked yet (each once per handle)

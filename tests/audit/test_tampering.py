@@ -266,6 +266,11 @@ def test_a_rolled_back_log_is_named_by_the_default_verify(lake: Path) -> None:
     assert "unnamed_file" in kinds, str(result)
     assert "1,500" in str(result)  # the events on disk that no commit names
     assert_cli_fails(run_esa("verify", str(lake)), "no commit names")
+    before = log_bytes(lake)  # and no writer builds on the rolled-back log
+    with pytest.raises(esa.CorruptLakeError) as caught:
+        esa.open(lake).append("account-9", events(1))
+    assert "rolled back" in str(caught.value)
+    assert log_bytes(lake) == before
 
 
 # -- 8. esa sql cannot corrupt the lake silently ---------------------------------------------
