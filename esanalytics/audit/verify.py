@@ -27,6 +27,20 @@ path above, which names the first bad position, the stream and the kind of fault
 ``deep=True`` (``esa verify --deep``) always takes that path; it also reports a file whose bytes
 changed although every event in it still matches its hash (``rewritten``), and a commit line
 whose link does not hold (``commit_log``).
+
+**What the quick pass proves.** Every event a reader can see is covered by a link or a
+recomputed hash: files by their digests in linked commit lines; the newest commit line, which
+no later line links to, by rehashing the events of the files it adds (its cost is the size of
+the newest commit; a signed checkpoint that signed that line spares it); events held inline
+in commit lines by their chain (each line's rows follow the previous commit's ``last_hash`` and
+end at their own) and, for the unsealed ones readers take from the log, by their hashes; and
+the files and unsealed rows together hold exactly the log's head. Both passes also compare
+what readers are served with what the log proves: ``_esa/checkpoint.json`` (the state readers
+open from) against the state the log gives at its offset, event files in ``events/`` that no
+commit names (plain Parquet readers count them; a rolled-back or cut log leaves them), a writer
+index saved beyond the log's end, and materialized projections against the digests recorded
+when they were written. What stays out of reach without a signed checkpoint: a log rewritten
+wholesale, or cut together with its saved state and the files of the lost commits.
 """
 
 from __future__ import annotations

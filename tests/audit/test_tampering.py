@@ -324,4 +324,4 @@ def test_the_default_verify_is_quick_and_proves_the_inline_rows(copy: Path) -> N
     started = time.perf_counter()
     result = verify(esa.open(copy))
     assert (result.ok, result.method, result.events) == (True, "files", 30_100), str(result)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0  # about 0.1 s; generous for loaded machines
