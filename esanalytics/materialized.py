@@ -309,12 +309,13 @@ class MaterializedProjection:
         return table.select([c for c in table.column_names if not c.startswith("__n_")])
 
 
-def stored_state_problems(store: EventStore) -> list[tuple[str, str]]:
-    """Every materialized projection's stored files checked against the digests recorded
-    when they were written: ``(path, problem)`` for each altered or missing one (what
-    ``esa verify`` reports)."""
+def stored_state_problems(lake: EventStore | str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every materialized projection's stored files (of the store, or of the lake at that
+    path) checked against the digests recorded when they were written: ``(path, problem)``
+    for each altered or missing one (what ``esa verify`` reports)."""
     problems = []
-    root = store.path / "projections"
+    folder = lake.path if isinstance(lake, EventStore) else Path(lake)
+    root = folder / "projections"
     for pointer in sorted(root.glob("*/current.json")) if root.exists() else []:
         try:
             info = json.loads(pointer.read_text())
@@ -333,7 +334,7 @@ def stored_state_problems(store: EventStore) -> list[tuple[str, str]]:
                         str(path),
                         f"the materialized projection {pointer.parent.name!r}'s stored "
                         f"{name} is missing or altered (its SHA-256 is not the one recorded "
-                        f"when it was written); rebuild it: `esa materialize {store.path} "
+                        f"when it was written); rebuild it: `esa materialize {folder} "
                         f"{pointer.parent.name} --rebuild`",
                     )
                 )

@@ -52,6 +52,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ from esanalytics.store import (
     file_digest,
     open_store,
 )
-from esanalytics.store.commitlog import replay
+from esanalytics.store.commitlog import CommitLog, replay
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -171,15 +172,16 @@ def verify(
     """
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
+    root = store.path if isinstance(store, EventStore) else Path(store)
     try:
         if not isinstance(store, EventStore):
             store = open_store(store)
         lines = store.commit_lines()
         head = store.refresh()
     except CorruptLakeError as error:  # a log no reader or writer will take
-        return _refused(error, against, started)
+        return _refused(error, root, against, started)
     live = _live_files(lines)
-    around = _state_findings(store, lines, live)
+    around = _state_findings(root, lines, live)
     inline = _inline_findings(lines)
     why = "asked for (deep)"
     if not deep:
@@ -394,15 +396,28 @@ def _file_events_match(path: str, category: str) -> bool:
 
 
 def _refused(
-    error: CorruptLakeError, against: dict[str, Any] | None, started: float
+    error: CorruptLakeError, root: Path, against: dict[str, Any] | None, started: float
 ) -> VerifyResult:
-    """The result for a lake whose commit log or saved state no reader will take."""
+    """The result for a lake whose commit log or saved state no reader will take: why,
+    and, when the log's lines can still be read, what readers were offered beside what the
+    log proves (the saved state, files no commit names)."""
     detail = error.problem + (f" ({error.hint})" if error.hint else "")
-    finding = Finding(
-        getattr(error, "finding", "commit_log"), None, None, detail, getattr(error, "path", None)
-    )
+    findings = [
+        Finding(
+            getattr(error, "finding", "commit_log"),
+            None,
+            None,
+            detail,
+            getattr(error, "path", None),
+        )
+    ]
+    try:
+        lines, _, _ = CommitLog(root / "_esa" / "commits.log").lines(0)
+        findings += _state_findings(root, lines, _live_files(lines))
+    except CorruptLakeError:
+        pass  # the log itself cannot be read: the first finding says why
     return VerifyResult(
-        False, 0, 0, GENESIS_HASH, (finding,), time.perf_counter() - started, against
+        False, 0, 0, GENESIS_HASH, tuple(findings), time.perf_counter() - started, against
     )
 
 
@@ -451,13 +466,13 @@ def _inline_findings(lines: list[CommitLine]) -> list[Finding]:
 
 
 def _state_findings(
-    store: EventStore, lines: list[CommitLine], live: dict[str, tuple[FileEntry, int]]
+    root: Path, lines: list[CommitLine], live: dict[str, tuple[FileEntry, int]]
 ) -> list[Finding]:
     """What readers may see beside what the commit log proves: the store's saved state
     (``_esa/checkpoint.json``) and writer index against the log, event files that no commit
     names, and materialized projections whose stored state was altered."""
     findings = []
-    meta = store.path / "_esa"
+    meta = root / "_esa"
     ends = {line.end: index for index, line in enumerate(lines)}
     ends[0] = -1
     log_end = lines[-1].end if lines else 0
@@ -506,21 +521,21 @@ def _state_findings(
     if index_at > log_end:  # (an edited line is named by its broken link instead)
         saved(f"the writer index was saved at byte {index_at:,} of the commit log, which ends "
               f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
-    findings += _unnamed_findings(store, live)
-    if (store.path / "projections").exists():  # (importing DuckDB takes a tenth of a second)
+    findings += _unnamed_findings(root, live)
+    if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
         from esanalytics.materialized import stored_state_problems
 
-        for where, problem in stored_state_problems(store):
+        for where, problem in stored_state_problems(root):
             findings.append(Finding("projection", None, None, problem, where))
     return findings
 
 
-def _unnamed_findings(store: EventStore, live: dict[str, tuple[FileEntry, int]]) -> list[Finding]:
+def _unnamed_findings(lake: Path, live: dict[str, tuple[FileEntry, int]]) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query)."""
     import pyarrow.parquet as pq
 
-    root = store.path / "events"
+    root = lake / "events"
     unnamed = [
         path
         for path in root.glob("category=*/month=*/*.parquet")

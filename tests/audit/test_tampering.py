@@ -164,6 +164,9 @@ def test_a_replaced_or_emptied_commit_log_is_refused_and_never_verified_ok(
         esa.open(lake).read_all()
     assert "commits.log" in str(caught.value)
     assert "Hint:" in str(caught.value)
+    result = verify(lake)  # a path: the lake no reader opens is still verified
+    assert not result.ok
+    assert "unnamed_file" in {f.kind for f in result.findings}, str(result)  # what readers lost
     assert_cli_fails(run_esa("verify", str(lake)), "FAILED", "commit_log")
     appended = run_esa("append", str(lake), "account-9", "MoneyDeposited", "--data", "{}")
     assert_cli_fails(appended, "Hint:")
