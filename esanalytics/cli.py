@@ -250,14 +250,114 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
     _emit(table, args.format, None)
 
 
+def _inside(lake: Path, literal: str) -> bool:
+    """Does a path written in SQL name something inside the lake (after ``~``, ``..`` and
+    symbolic links, resolved as DuckDB would from here)?"""
+    text = literal.removeprefix("file://")
+    if "://" in text:  # another file system (s3://, http://): never the lake's folder
+        return False
+    target = Path(os.path.expanduser(text)).absolute()
+    return target.resolve().is_relative_to(lake.resolve())
+
+
+def _lake_targets(con: Any, query: str, lake: Path) -> list[str]:
+    """The paths inside the lake that a statement other than a plain SELECT names at its
+    top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
+    import duckdb
+
+    found = []
+    for statement in con.extract_statements(query):
+        if statement.type.name == "SELECT":
+            continue  # reads; the paths it names are sources
+        text, depth = statement.query, 0
+        tokens = duckdb.tokenize(text)
+        for index, (start, kind) in enumerate(tokens):
+            end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
+            token = text[start:end].strip().rstrip(";").strip()
+            if kind == duckdb.token_type.operator:
+                depth += token.count("(") - token.count(")")
+            elif kind == duckdb.token_type.string_const and depth == 0:
+                literal = token[1:-1].replace("''", "'")
+                if _inside(lake, literal):
+                    found.append(literal)
+    return found
+
+
+def _fingerprint(lake: Path) -> dict[str, tuple[int, int, int]]:
+    """Size, modification time and inode of every file in the lake."""
+    stamps = {}
+    for folder, _, names in os.walk(lake):
+        for name in names:
+            with contextlib.suppress(OSError):
+                stat = os.stat(os.path.join(folder, name))
+                stamps[os.path.join(folder, name)] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return stamps
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     session = _session(args)
     for name in args.projection or []:
         from esanalytics.catalog import projection
 
         projection(name).register(session)
-    _emit_relation(session.sql(args.query), args)
+    lake = Path(args.lake)
+    import duckdb
+
+    try:
+        targets = _lake_targets(session.con, args.query, lake)
+    except duckdb.Error as error:
+        raise esa.ValidationError(
+            f"The query cannot be read: {error}",
+            hint="fix the SQL; the lake's events are the view `events` (see `esa sql --help`).",
+        ) from None
+    if targets:
+        raise esa.ValidationError(
+            f"The query writes inside the lake ({', '.join(targets)}). Nothing was run.",
+            hint="a lake's files are written only by esa, so that its commit log and "
+            "digests stay true; write query results to a path outside the lake folder "
+            "(any other path is yours), and add events with `esa append`.",
+        )
+    before = _fingerprint(lake)
+    try:
+        _emit_relation(session.sql(args.query), args)
+    except duckdb.Error as error:
+        raise esa.ValidationError(
+            f"The query failed: {error}",
+            hint="fix the SQL; the lake's events are the view `events` (see `esa sql --help`).",
+        ) from None
+    finally:
+        _check_untouched(args.lake, lake, before)
     return EXIT_OK
+
+
+def _check_untouched(name: str, lake: Path, before: dict[str, tuple[int, int, int]]) -> None:
+    """If anything in the lake changed while a query ran, the lake must still verify: a
+    query that wrote inside it by a route the textual check cannot see is named at once."""
+    changed = sorted(
+        path
+        for path in before.keys() | _fingerprint(lake).keys()
+        if before.get(path) != _fingerprint_one(path)
+    )
+    if changed:  # by a route the check above cannot see, or by a writer running meanwhile
+        from esanalytics.audit import verify
+
+        result = verify(name)
+        if not result.ok:
+            raise esa.CorruptLakeError(
+                f"The lake changed while the query ran ({changed[0]} and "
+                f"{len(changed) - 1} more), and `esa verify` now finds:\n{result}",
+                hint=f"the query (or another program) wrote inside the lake. Restore the "
+                f"files named from a backup, then run `esa verify {name}`; write query "
+                "results outside the lake folder.",
+            )
+
+
+def _fingerprint_one(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _materialized(args: argparse.Namespace) -> Any:
@@ -399,7 +499,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from esanalytics.audit import read_key, verify
 
-    store = esa.open(args.lake)
+    store: Any = args.lake
+    total = 0
+    try:
+        store = esa.open(args.lake)
+        total = store.head
+    except esa.CorruptLakeError:
+        pass  # a lake no reader will open: verify names why, as findings
     against = key = None
     if args.against:
         try:
@@ -415,7 +521,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
     if args.key:
         key = read_key(args.key)
-    with _progress("verifying", store.head) as advance:
+    with _progress("verifying", total) as advance:
         result = verify(store, against=against, key=key, deep=args.deep, progress=advance)
     if args.format == "json":
         print(
@@ -755,6 +861,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = parser().parse_args(argv)
     try:
+        lake, output = getattr(args, "lake", None), getattr(args, "output", None)
+        if lake and output and _inside(Path(lake), output):
+            raise esa.ValidationError(
+                f"--output {output} is inside the lake. Nothing was run.",
+                hint="a lake's files are written only by esa, so that its commit log and "
+                "digests stay true; write the output to a path outside the lake folder.",
+            )
         code: int = args.run(args)
         return code
     except esa.EsaError as error:

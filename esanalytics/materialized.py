@@ -1,7 +1,7 @@
 """Materialized projections: a projection's state written as Parquet inside the lake, with
 the log position it is current to, and checkpoints of its past states.
 
-    lake/projections/<name>/current.json                      {"file", "position", "version"}
+    lake/projections/<name>/current.json   {"file", "position", "version", "sha256", "checkpoints"}
     lake/projections/<name>/state-v<version>-<position>.parquet
     lake/projections/<name>/checkpoint-v<version>-<position>.parquet   every N events
 
@@ -16,6 +16,13 @@ nearest checkpoint at or before it with the few events after it merged in, the s
 an incremental refresh does. Recorded times never decrease along the log, so a system-time
 cut is a position cut. Checkpoint files are written once (to a temporary name, then
 renamed) and never change; a checkpoint is a pure function of the log up to its position.
+
+The state is derived, so it is not covered by the log's hash chains: ``current.json``
+records the SHA-256 of the state file and of every checkpoint file, and each read checks the
+file it uses against it. An altered file is refused (rebuild it from the log with
+``refresh(rebuild=True)``, ``esa materialize ... --rebuild``), and ``esa verify`` reports it.
+A state written before digests is rebuilt on first use. The digests catch an edited file,
+not someone who also rewrites ``current.json``: rebuild to be sure.
 """
 
 from __future__ import annotations
@@ -34,13 +41,13 @@ import pyarrow as pa
 
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
-from esanalytics.exceptions import ValidationError
+from esanalytics.exceptions import CorruptLakeError, ValidationError
 from esanalytics.projections import Projection, diff_sql
-from esanalytics.store import EventStore
+from esanalytics.store import EventStore, file_digest
 from esanalytics.store._faults import kill_point
 from esanalytics.store.layout import writing
 
-__all__ = ["MaterializedProjection", "Refresh"]
+__all__ = ["MaterializedProjection", "Refresh", "stored_state_problems"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,24 @@ class MaterializedProjection:
             info: dict[str, Any] = json.loads((self.folder / "current.json").read_text())
         except (OSError, ValueError):
             return None
+        if "sha256" not in info:  # written before digests: rebuilt on first use
+            return None
         return info if (self.folder / info["file"]).exists() else None
+
+    def _checked(self, path: Path, digest: str | None) -> Path:
+        """``path``, after checking its bytes against the digest recorded when it was
+        written; an altered state is never served."""
+        if digest is None or file_digest(path) != digest:
+            raise CorruptLakeError(
+                f"The materialized projection {self.projection.name!r} has an altered stored "
+                f"state: {path} is not the file that was written (its SHA-256 is not the one "
+                "recorded in current.json).",
+                hint=f"rebuild it from the log: `esa materialize {self.store.path} "
+                f"{self.projection.name} --rebuild` (or refresh(rebuild=True)). Nothing was "
+                "answered from it.",
+                path=str(path),
+            )
+        return path
 
     # -- refreshing ------------------------------------------------------------------------
 
@@ -118,8 +142,11 @@ class MaterializedProjection:
             self._drop_checkpoints()
         else:
             mode, since = "incremental", int(current["position"])
-            base = self._read(self.folder / current["file"])
+            base = self._read(self._checked(self.folder / current["file"], current["sha256"]))
             start = since
+        digests: dict[str, str] = {} if current is None or mode == "rebuild" else dict(
+            current.get("checkpoints", {})
+        )  # fmt: skip
         # Walk checkpoint by checkpoint up to the session's position: each step merges the
         # events of one stretch into the state before it.
         written = 0
@@ -128,10 +155,11 @@ class MaterializedProjection:
         for mark in self._marks(position, session.position):
             state_sql = self._merged(session, state_sql, position, mark)
             self._write(session, state_sql, self._checkpoint_path(mark))
+            digests[self._checkpoint_path(mark).name] = file_digest(self._checkpoint_path(mark))
             state_sql = self._read(self._checkpoint_path(mark))
             position, written = mark, written + 1
         query = self._merged(session, state_sql, position, session.position)
-        rows = self._publish(session, query, previous=current)
+        rows = self._publish(session, query, previous=current, checkpoints=digests)
         return Refresh(
             mode,
             session.position,
@@ -176,7 +204,14 @@ class MaterializedProjection:
             raise
         return int(written[0][0])
 
-    def _publish(self, session: Session, query: str, *, previous: dict[str, Any] | None) -> int:
+    def _publish(
+        self,
+        session: Session,
+        query: str,
+        *,
+        previous: dict[str, Any] | None,
+        checkpoints: dict[str, str],
+    ) -> int:
         """Write the new state file beside the old one, then swap the pointer to it."""
         position = session.position
         name = f"state-v{self.projection.version}-{position:012d}.parquet"
@@ -186,6 +221,8 @@ class MaterializedProjection:
             "position": position,
             "version": self.projection.version,
             "rows": rows,
+            "sha256": file_digest(self.folder / name),
+            "checkpoints": checkpoints,
         }
         kill_point("refresh.after_state")
         tmp_pointer = self.folder / ".current.json.tmp"
@@ -216,8 +253,12 @@ class MaterializedProjection:
         found = (pattern.fullmatch(p.name) for p in self.folder.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def _latest_checkpoint(self, position: int) -> int:
-        earlier = [p for p in self.checkpoints() if p <= position]
+    def _latest_checkpoint(self, position: int, recorded: dict[str, str]) -> int:
+        """The newest checkpoint at or before ``position`` that current.json records (a
+        checkpoint file it does not name was not written by this view, and is not used)."""
+        earlier = [
+            p for p in self.checkpoints() if p <= position and self._checkpoint_path(p).name in recorded
+        ]  # fmt: skip
         return earlier[-1] if earlier else 0
 
     def _drop_checkpoints(self) -> None:
@@ -270,18 +311,54 @@ class MaterializedProjection:
         if as_of is not None:
             target = min(target, session.position_at(as_of))
         stored = int(current["position"])
+        if target >= stored:
+            state = self._checked(self.folder / current["file"], current["sha256"])
         if target == stored:
             import pyarrow.parquet as pq
 
-            return pq.read_table(self.folder / current["file"])
+            return pq.read_table(state)
         if target > stored:  # newer than the stored state: merge the events since
-            query = self._merged(session, self._read(self.folder / current["file"]), stored, target)
+            query = self._merged(session, self._read(state), stored, target)
         else:
-            mark = self._latest_checkpoint(target)
-            base = self._read(self._checkpoint_path(mark)) if mark else None
+            recorded = current.get("checkpoints", {})
+            mark = self._latest_checkpoint(target, recorded)
+            path = self._checkpoint_path(mark)
+            base = self._read(self._checked(path, recorded.get(path.name))) if mark else None
             query = self._merged(session, base, mark, target)
         return session.sql(f"SELECT * FROM ({query}) ORDER BY key").to_arrow_table()
 
     @staticmethod
     def _visible(table: pa.Table) -> pa.Table:
         return table.select([c for c in table.column_names if not c.startswith("__n_")])
+
+
+def stored_state_problems(lake: EventStore | str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every materialized projection's stored files (of the store, or of the lake at that
+    path) checked against the digests recorded when they were written: ``(path, problem)``
+    for each altered or missing one (what ``esa verify`` reports)."""
+    problems = []
+    folder = lake.path if isinstance(lake, EventStore) else Path(lake)
+    root = folder / "projections"
+    for pointer in sorted(root.glob("*/current.json")) if root.exists() else []:
+        try:
+            info = json.loads(pointer.read_text())
+            files = {info["file"]: info["sha256"], **info.get("checkpoints", {})}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # written before digests, or no state yet: rebuilt on first use
+        for name, digest in files.items():
+            path = pointer.parent / name
+            try:
+                same = file_digest(path) == digest
+            except OSError:
+                same = False
+            if not same:
+                problems.append(
+                    (
+                        str(path),
+                        f"the materialized projection {pointer.parent.name!r}'s stored "
+                        f"{name} is missing or altered (its SHA-256 is not the one recorded "
+                        f"when it was written); rebuild it: `esa materialize {folder} "
+                        f"{pointer.parent.name} --rebuild`",
+                    )
+                )
+    return problems

@@ -27,24 +27,56 @@ path above, which names the first bad position, the stream and the kind of fault
 ``deep=True`` (``esa verify --deep``) always takes that path; it also reports a file whose bytes
 changed although every event in it still matches its hash (``rewritten``), and a commit line
 whose link does not hold (``commit_log``).
+
+**What the quick pass proves.** Every event a reader can see is covered by a link or a
+recomputed hash: files by their digests in linked commit lines; the newest commit line, which
+no later line links to, by rehashing the events of the files it adds (its cost is the size of
+the newest commit; a signed checkpoint that signed that line spares it); events held inline
+in commit lines by their chain (each line's rows follow the previous commit's ``last_hash`` and
+end at their own) and, for the unsealed ones readers take from the log, by their hashes; and
+the files and unsealed rows together hold exactly the log's head. Both passes also compare
+what readers are served with what the log proves: ``_esa/checkpoint.json`` (the state readers
+open from) against the state the log gives at its offset, event files in ``events/`` that no
+commit names (plain Parquet readers count them; a rolled-back or cut log leaves them), a writer
+index saved beyond the log's end, and materialized projections against the digests recorded
+when they were written. What stays out of reach without a signed checkpoint: a log rewritten
+wholesale, or cut together with its saved state and the files of the lost commits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from esanalytics.events import EVENT_SCHEMA, FILE_SCHEMA, GENESIS_HASH, hashes_match, hex_digests
+from esanalytics.events import (
+    EVENT_SCHEMA,
+    FILE_SCHEMA,
+    GENESIS_HASH,
+    hashes_match,
+    hex_digests,
+    rows_match,
+)
 from esanalytics.exceptions import CorruptLakeError
-from esanalytics.store import GENESIS_LINK, CommitLine, EventStore, FileEntry, file_digest
+from esanalytics.store import (
+    GENESIS_LINK,
+    CommitLine,
+    EventStore,
+    FileEntry,
+    file_digest,
+    open_store,
+)
+from esanalytics.store.commitlog import CommitLog, replay
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -53,7 +85,10 @@ __all__ = ["Finding", "VerifyResult", "verify"]
 class Finding:
     """One fault. ``kind`` is one of: ``missing_file``, ``unreadable_file``, ``file_rows``,
     ``modified``, ``chain_break``, ``deleted``, ``inserted``, ``moved``, ``version_gap``,
-    ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``."""
+    ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``, ``saved_state`` (the
+    store's ``_esa/checkpoint.json`` or writer index disagrees with the commit log),
+    ``unnamed_file`` (event files no commit names: the log was rolled back or files were
+    added) and ``projection`` (a materialized projection's stored state was altered)."""
 
     kind: str
     position: int | None
@@ -113,7 +148,7 @@ class VerifyResult:
 
 
 def verify(
-    store: EventStore,
+    store: EventStore | str | os.PathLike[str],
     *,
     against: dict[str, Any] | None = None,
     key: bytes | None = None,
@@ -125,7 +160,8 @@ def verify(
     :func:`~esanalytics.audit.make_checkpoint`) and its ``key``, also prove the log still
     holds and extends that checkpoint; with ``deep``, recompute every event's hash even when
     every file matches its digest. Never raises for a damaged lake: every fault becomes a
-    :class:`Finding`. ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
+    :class:`Finding` (``store`` may also be a lake's path, so that a lake no reader will
+    open is reported as findings too). ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
     takes back what the quick pass counted before it turned to the event-by-event one).
 
     >>> import tempfile, esanalytics as esa
@@ -136,16 +172,26 @@ def verify(
     """
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
-    lines = store.commit_lines()
+    root = store.path if isinstance(store, EventStore) else Path(store)
+    try:
+        if not isinstance(store, EventStore):
+            store = open_store(store)
+        lines = store.commit_lines()
+        head = store.refresh()
+    except CorruptLakeError as error:  # a log no reader or writer will take
+        return _refused(error, root, against, started)
     live = _live_files(lines)
+    around = _state_findings(root, lines, live)
+    inline = _inline_findings(lines)
     why = "asked for (deep)"
     if not deep:
         quick = _verify_files(store, lines, live, against, key, workers, progress, started)
-        if isinstance(quick, VerifyResult):
-            return quick
-        why = quick
+        if isinstance(quick, VerifyResult) and not inline:
+            if not around:
+                return quick
+            return dataclasses.replace(quick, ok=False, findings=tuple(around))
+        why = quick if isinstance(quick, str) else "events held in commit lines do not match"
     findings: list[Finding] = []
-    head = store.refresh()
     entries = store.files()
     readable = []
     for entry in entries:
@@ -210,12 +256,15 @@ def verify(
         last_hash = last["hash"][0].as_py() if last.num_rows else GENESIS_HASH
     findings = _explain_moves(store, readable, findings)
     findings += _link_findings(lines)
+    seen = {(f.kind, f.position) for f in findings if f.position is not None}
+    findings += [f for f in inline if (f.kind, f.position) not in seen]
+    findings += around
     if against is not None:
         from esanalytics.audit.checkpoint import check_checkpoint
 
         signed = check_checkpoint(store, against, key)
         findings += signed or _checkpoint_line_findings(lines, against)
-    if not findings:  # every event holds, yet a file's bytes are not those committed
+    if not [f for f in findings if f not in around]:  # events hold, a file's bytes do not
         for entry, facts in zip(readable, parts, strict=False):
             if facts.digest_ok is False:
                 findings.append(
@@ -310,6 +359,14 @@ def _verify_files(
             if progress is not None:
                 progress(entry.rows)
                 counted += entry.rows
+    # Nothing links to the newest commit line, so a file digest in it vouches for nothing
+    # but itself (unless a signed checkpoint signed that line): its events are rehashed.
+    newest = lines[-1].record if lines else {}
+    signed = against is not None and int(against.get("commit", 0)) >= newest.get("n", 0)
+    for raw in () if signed else newest.get("add", ()):
+        entry = FileEntry.from_json(raw)
+        if not _file_events_match(store._resolve(entry.path), entry.category):
+            return f"an event of {entry.path}, added by the newest commit, does not match its hash"
     return VerifyResult(
         True,
         head,
@@ -320,6 +377,191 @@ def _verify_files(
         against,
         method="files",
     )
+
+
+def _file_events_match(path: str, category: str) -> bool:
+    """Does every event of one file match its hash? Row by row for a small file (no Arrow
+    compute, no pandas import: the quick pass stays quick), column-wise for a large one."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path).read()
+    if table.num_rows > 20_000:
+        return not _file_facts((path, category, None)).bad
+    columns = [
+        (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+        for column in table.columns
+    ]
+    columns.insert(2, [category] * table.num_rows)
+    return all(rows_match(zip(*columns, strict=True)))
+
+
+def _refused(
+    error: CorruptLakeError, root: Path, against: dict[str, Any] | None, started: float
+) -> VerifyResult:
+    """The result for a lake whose commit log or saved state no reader will take: why,
+    and, when the log's lines can still be read, what readers were offered beside what the
+    log proves (the saved state, files no commit names)."""
+    detail = error.problem + (f" ({error.hint})" if error.hint else "")
+    findings = [
+        Finding(
+            getattr(error, "finding", "commit_log"),
+            None,
+            None,
+            detail,
+            getattr(error, "path", None),
+        )
+    ]
+    try:
+        lines, _, _ = CommitLog(root / "_esa" / "commits.log").lines(0)
+        findings += _state_findings(root, lines, _live_files(lines))
+    except CorruptLakeError:
+        pass  # the log itself cannot be read: the first finding says why
+    return VerifyResult(
+        False, 0, 0, GENESIS_HASH, tuple(findings), time.perf_counter() - started, against
+    )
+
+
+def _inline_findings(lines: list[CommitLine]) -> list[Finding]:
+    """The events held in commit lines: positions run on from commit to commit, each
+    line's rows link to the event before them (the previous commit's ``last_hash``) and to
+    each other and end at its own ``last_hash``, and every row still unsealed (readers see
+    those from the log itself) matches its hash. Unlike a file, the newest line's rows are
+    vouched for by no later link, so they must be rehashed."""
+    findings: list[Finding] = []
+    sealed = max((ln.record["upto"] for ln in lines if ln.record["kind"] == "seal"), default=0)
+    previous, following = GENESIS_HASH, 1
+    unsealed: list[Any] = []
+    for line in lines:
+        record = line.record
+        if record["kind"] != "append":
+            continue
+        n, rows = record["n"], record.get("rows") or []
+        if record["first"] != following:
+            findings.append(Finding("commit_log", record["first"], None,
+                                    f"commit {n} starts at position {record['first']}, the "
+                                    f"commit before it ended at {following - 1}"))  # fmt: skip
+        if rows:
+            if [row[0] for row in rows] != list(range(record["first"], record["last"] + 1)):
+                findings.append(Finding("commit_log", record["first"], None,
+                                        f"commit {n} holds rows of other positions than it "
+                                        "names"))  # fmt: skip
+            for row, before in zip(rows, [previous] + [row[12] for row in rows[:-1]], strict=True):
+                if row[11] != before:
+                    findings.append(Finding("chain_break", row[0], row[1],
+                                            "prev_hash is not the hash of the event before it "
+                                            f"(held in commit {n})"))  # fmt: skip
+            if rows[-1][12] != record["last_hash"]:
+                findings.append(Finding("commit_log", record["last"], None,
+                                        f"commit {n}'s last_hash is not its last event's "
+                                        "hash"))  # fmt: skip
+            unsealed += [row for row in rows if row[0] > sealed]
+        previous, following = record["last_hash"], record["last"] + 1
+    for row, ok in zip(unsealed, rows_match(unsealed), strict=True):
+        if not ok:
+            findings.append(Finding("modified", row[0], row[1],
+                                    "the event's content does not match its hash (data, "
+                                    "metadata or another field was altered in the commit "
+                                    "line that holds it)"))  # fmt: skip
+    return findings
+
+
+def _state_findings(
+    root: Path, lines: list[CommitLine], live: dict[str, tuple[FileEntry, int]]
+) -> list[Finding]:
+    """What readers may see beside what the commit log proves: the store's saved state
+    (``_esa/checkpoint.json``) and writer index against the log, event files that no commit
+    names, and materialized projections whose stored state was altered."""
+    findings = []
+    meta = root / "_esa"
+    ends = {line.end: index for index, line in enumerate(lines)}
+    ends[0] = -1
+    log_end = lines[-1].end if lines else 0
+
+    def saved(detail: str, path: Any) -> None:
+        findings.append(Finding("saved_state", None, None, detail, str(path)))
+
+    path = meta / "checkpoint.json"
+    try:
+        state = json.loads(path.read_text()) if path.exists() else None
+        offset = None if state is None else int(state["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        state, offset = None, None
+        saved("_esa/checkpoint.json cannot be read", path)
+    if state is not None and offset is not None:
+        if offset not in ends:
+            saved(f"_esa/checkpoint.json was taken at byte {offset:,} of the commit log, which "
+                  f"ends at {log_end:,} with no commit line there: the log was cut short, "
+                  f"rolled back or replaced (the saved state holds {state.get('head')} "
+                  "events)", path)  # fmt: skip
+        else:
+            log = replay([line.record for line in lines[: ends[offset] + 1]])
+            named = {raw.get("path"): raw for raw in state.get("files", [])}
+            differ = [
+                what
+                for what, mine, theirs in (
+                    ("files", log.files, named),
+                    ("unsealed events", log.tail, state.get("tail")),
+                    ("head", (log.n, log.head, log.last_hash, log.recorded_at),
+                     (state.get("n"), state.get("head"), state.get("last_hash"),
+                      state.get("recorded_at"))),
+                )
+                if mine != theirs
+            ]  # fmt: skip
+            digest = state.get("log_digest")
+            if digest is not None and offset and digest != lines[ends[offset]].digest:
+                differ.append("the digest of the commit line it was taken at")
+            if differ:
+                saved(f"_esa/checkpoint.json (the state readers open from) differs from the "
+                      f"commit log in: {', '.join(differ)}", path)  # fmt: skip
+    pointer = meta / "writer-index" / "current.json"
+    try:
+        index_at = int(json.loads(pointer.read_text())["offset"]) if pointer.exists() else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        index_at = 0
+    if index_at > log_end:  # (an edited line is named by its broken link instead)
+        saved(f"the writer index was saved at byte {index_at:,} of the commit log, which ends "
+              f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
+    findings += _unnamed_findings(root, live)
+    if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
+        from esanalytics.materialized import stored_state_problems
+
+        for where, problem in stored_state_problems(root):
+            findings.append(Finding("projection", None, None, problem, where))
+    return findings
+
+
+def _unnamed_findings(lake: Path, live: dict[str, tuple[FileEntry, int]]) -> list[Finding]:
+    """Visible event files that no commit names: plain Parquet readers count their events,
+    the commit log does not (a rolled-back log, or files put there by hand or by a query)."""
+    import pyarrow.parquet as pq
+
+    root = lake / "events"
+    unnamed = [
+        path
+        for path in root.glob("category=*/month=*/*.parquet")
+        if str(path.relative_to(root)) not in live
+    ]
+    if not unnamed:
+        return []
+    rows = 0
+    for path in unnamed:
+        try:
+            rows += pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # an unreadable file counts as a file, not as rows
+            continue
+    proven = sum(entry.rows for entry, _ in live.values())
+    return [
+        Finding(
+            "unnamed_file",
+            None,
+            None,
+            f"{len(unnamed):,} file(s) in events/ that no commit names hold {rows:,} events "
+            f"(e.g. {unnamed[0].relative_to(root)}): plain Parquet readers (DuckDB, pyarrow) "
+            f"count them, the commit log proves {proven:,} in files. The log was rolled back "
+            "or cut, or files were put there by hand or by a query",
+            str(unnamed[0]),
+        )
+    ]
 
 
 def _live_files(lines: list[CommitLine]) -> dict[str, tuple[FileEntry, int]]:
@@ -386,17 +628,27 @@ class _FileFacts:
 
 def _file_facts(task: tuple[str, str, str | None]) -> _FileFacts:
     """Worker: the facts of one file (see verify)."""
-    import dataclasses
-
     import pyarrow.parquet as pq
 
     path, category, sha256 = task
-    table = pq.read_table(path)
-    table = table.add_column(2, "category", pa.array([category] * table.num_rows, pa.string()))
+    table = pq.ParquetFile(path).read()  # (read_table would import pandas: a second)
+    table = table.add_column(2, "category", _repeated(category, table.num_rows))
     facts = _facts(table)
     if sha256 is None:
         return facts
     return dataclasses.replace(facts, digest_ok=file_digest(path) == sha256)
+
+
+def _repeated(text: str, n: int) -> pa.Array:
+    """``text`` n times, as a string column (``pa.array`` of a list would import pandas,
+    a second of the quick verify)."""
+    data = text.encode()
+    offsets = np.arange(0, (n + 1) * len(data), len(data) or 1, dtype=np.int32)[: n + 1]
+    if not data:
+        offsets = np.zeros(n + 1, dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]
+    )
 
 
 def _prefix(raw: Any) -> Any:

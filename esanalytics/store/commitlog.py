@@ -20,14 +20,22 @@ import hashlib
 import json
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from esanalytics.exceptions import CorruptLakeError
 from esanalytics.store._faults import kill_point
 
-__all__ = ["GENESIS_LINK", "CommitLine", "CommitLog", "FileEntry", "file_digest"]
+__all__ = [
+    "GENESIS_LINK",
+    "CommitLine",
+    "CommitLog",
+    "FileEntry",
+    "LogState",
+    "file_digest",
+    "replay",
+]
 
 GENESIS_LINK = "0" * 64
 
@@ -90,6 +98,38 @@ def encode_line(record: dict[str, Any]) -> bytes:
     return body + b"\t" + f"{zlib.crc32(body):08x}".encode() + b"\n"
 
 
+_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {  # what each kind of commit carries
+    "append": (("first", int), ("last", int), ("last_hash", str), ("recorded_at", int)),
+    "seal": (("upto", int), ("add", list)),
+    "compact": (("add", list), ("remove", list), ("at", int)),
+}
+
+
+def _commit_record(body: bytes, path: Path, at: int) -> dict[str, Any]:
+    """The record of a checksummed line, which must be a commit: a JSON object with its
+    number and kind (a line whose checksum holds but which is not one was written by hand)."""
+    try:
+        record = json.loads(body)
+    except ValueError:
+        record = None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("n"), int)
+        or record.get("kind") not in _FIELDS
+        or any(not isinstance(record.get(k), t) for k, t in _FIELDS[record["kind"]])
+        or not all(isinstance(r, list) and len(r) == 13 for r in record.get("rows", []))
+        or not all(isinstance(a, dict) for a in record.get("add", []))
+    ):
+        raise CorruptLakeError(
+            f"The commit log {path} has a line at byte {at} whose checksum holds but which is "
+            "not a commit (not JSON, or no commit number and kind).",
+            hint="the commit log was edited by hand or by another tool; restore "
+            "_esa/commits.log from a backup, and run `esa verify` to see what is affected.",
+            path=str(path),
+        )
+    return record
+
+
 @dataclass(frozen=True, slots=True)
 class CommitLine:
     """One complete commit line: its record, where it ends, the digest of its body and the
@@ -99,6 +139,41 @@ class CommitLine:
     end: int
     digest: str
     prev: str | None
+
+
+@dataclass
+class LogState:
+    """What a run of commit records leaves: the newest commit number, the head and its hash,
+    the newest recorded time, the live files and the unsealed rows (the store's own state,
+    and what ``_esa/checkpoint.json`` saves)."""
+
+    n: int = 0
+    head: int = 0
+    last_hash: str = "0" * 64
+    recorded_at: int = 0
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tail: list[list[Any]] = field(default_factory=list)
+
+    def apply(self, record: dict[str, Any]) -> None:
+        for path in record.get("remove", ()):
+            self.files.pop(path, None)
+        for raw in record.get("add", ()):
+            self.files[raw["path"]] = raw
+        self.n = record["n"]
+        if record["kind"] == "seal":
+            self.tail = [row for row in self.tail if row[0] > record["upto"]]
+        self.tail.extend(list(row) for row in record.get("rows", ()))
+        if record["kind"] == "append":
+            self.head, self.last_hash = record["last"], record["last_hash"]
+            self.recorded_at = record["recorded_at"]
+
+
+def replay(records: list[dict[str, Any]]) -> LogState:
+    """The state the records leave, from an empty log."""
+    state = LogState()
+    for record in records:
+        state.apply(record)
+    return state
 
 
 class CommitLog:
@@ -150,13 +225,62 @@ class CommitLog:
                         path=str(self.path),
                     )
                 return lines, offset + position, True
-            record = json.loads(body)
+            record = _commit_record(body, self.path, offset + position)
             digest = hashlib.sha256(body).hexdigest()
             lines.append(CommitLine(record, offset + end + 1, digest, record.get("prev")))
             position = end + 1
         if lines:
             self._tip = (lines[-1].end, lines[-1].digest)
         return lines, offset + position, False
+
+    def lines_before(self, end: int) -> list[CommitLine]:
+        """The complete lines that end at or before byte ``end``, read backwards from there
+        until they hold a seal and an append line (so that they give the unsealed rows and
+        the head as of ``end``), or the whole log before ``end``. Raises CorruptLakeError if
+        ``end`` is not the end of a line of this log."""
+        size = self.size()
+        if end == 0:
+            return []
+        damaged = CorruptLakeError(
+            f"The commit log {self.path} does not hold the commits the lake's saved state "
+            f"(_esa/checkpoint.json) was taken at: it is {size:,} bytes long and has no "
+            f"complete commit line ending at byte {end:,}.",
+            hint="the commit log was cut short, emptied or replaced (by hand, by a restore, "
+            "or by a query that wrote to it). Restore _esa/commits.log from a backup; "
+            "`esa verify` names what is affected. Nothing was written.",
+            path=str(self.path),
+        )
+        if size < end:
+            raise damaged
+        step = 1 << 16
+        with open(self.path, "rb") as handle:
+            while True:
+                low = max(0, end - step)
+                handle.seek(low)
+                chunk = handle.read(end - low)
+                if not chunk.endswith(b"\n"):
+                    raise damaged
+                if low:  # the first piece may be the end of a longer line
+                    cut = chunk.find(b"\n")
+                    chunk, low = chunk[cut + 1 :], low + cut + 1
+                lines = []
+                start = low
+                for raw in chunk.split(b"\n")[:-1]:
+                    body, tab, crc = raw.rpartition(b"\t")
+                    if not tab or f"{zlib.crc32(body):08x}".encode() != crc:
+                        raise damaged
+                    record = _commit_record(body, self.path, start)
+                    start += len(raw) + 1
+                    digest = hashlib.sha256(body).hexdigest()
+                    lines.append(CommitLine(record, start, digest, record.get("prev")))
+                kinds = {line.record["kind"] for line in lines}
+                if low == 0 or {"seal", "append"} <= kinds:
+                    return lines
+                step *= 4
+
+    def digest_at(self, end: int) -> str:
+        """The digest of the line that ends at byte ``end`` (64 zeros for 0)."""
+        return self._digest_before(end)
 
     def _digest_before(self, valid_end: int) -> str:
         """The digest of the complete line that ends at ``valid_end`` (the link the next line

@@ -38,6 +38,7 @@ from esanalytics.events import (
     hashes_match,
     normalize_event_id,
     row_hash,
+    rows_match,
     to_epoch_us,
     uuid_keys,
     validate_category,
@@ -59,7 +60,13 @@ from esanalytics.exceptions import (
 )
 from esanalytics.store import ingest as _ingest
 from esanalytics.store._faults import kill_point
-from esanalytics.store.commitlog import CommitLine, CommitLog, FileEntry, file_digest
+from esanalytics.store.commitlog import (
+    CommitLine,
+    CommitLog,
+    FileEntry,
+    file_digest,
+    replay,
+)
 from esanalytics.store.layout import (
     CHECKPOINT,
     COMMIT_LOG,
@@ -274,6 +281,8 @@ class EventStore:
         self._recovered = False
         self._finished = 0  # commit-log offset up to which _finish has run
         self._wrote = False  # this handle has committed an append (close() then seals)
+        self._tail_checked = 0  # unsealed rows up to this position were rehashed by a writer
+        self._unnamed_checked = False  # a writer found no event file that no commit names
         # Rows of small appends that are durable in the commit log but not yet sealed into
         # Parquet, in position order (tuples in EVENT_SCHEMA order, times as epoch µs).
         self._tail: list[tuple[Any, ...]] = []
@@ -282,19 +291,79 @@ class EventStore:
         self._decoded: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
         self._load_checkpoint()
         self.refresh()
+        self._check_unlogged()
 
     def _load_checkpoint(self) -> None:
+        """Take the saved state, after checking it against the commit log: the log must
+        still hold the line it was taken at (with the digest it recorded), the head, the
+        commit number and the unsealed rows are read from the log's last lines, and the
+        saved files must hold every other event. A log cut short, emptied or replaced, or a
+        saved state that disagrees with it, is refused: readers never serve either."""
         path = self._meta / CHECKPOINT
         if not path.exists():
             return
-        state = json.loads(path.read_text())
-        self._files = {raw["path"]: FileEntry.from_json(raw) for raw in state["files"]}
-        self._offset = self._finished = state["offset"]
-        self._commit_number = state["n"]
-        self._head = state["head"]
-        self._last_hash = state["last_hash"]
-        self._last_recorded_us = state["recorded_at"]
-        self._tail = [tuple(row) for row in state["tail"]]
+        try:
+            state = json.loads(path.read_text())
+            files = {raw["path"]: FileEntry.from_json(raw) for raw in state["files"]}
+            offset = int(state["offset"])
+            saved = (state["n"], state["head"], state["last_hash"], state["recorded_at"])
+            saved_tail = [list(row) for row in state["tail"]]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            raise self._disagrees("cannot be read") from None
+        lines = self._log.lines_before(offset)
+        if lines and state.get("log_digest", lines[-1].digest) != lines[-1].digest:  # old: none
+            raise self._log_replaced(offset)
+        log = replay([line.record for line in lines])
+        if (log.n, log.head, log.last_hash, log.recorded_at) != saved:
+            raise self._disagrees(f"says commit {saved[0]} at position {saved[1]}, the log "
+                                  f"commit {log.n} at position {log.head}")  # fmt: skip
+        if log.tail != saved_tail:
+            raise self._disagrees("holds unsealed events that differ from the commit log's")
+        if sum(entry.rows for entry in files.values()) + len(log.tail) != log.head:
+            raise self._disagrees(f"lists files that do not hold the log's {log.head:,} events")
+        self._files = files
+        self._offset = self._finished = offset
+        self._commit_number = log.n
+        self._head = log.head
+        self._last_hash = log.last_hash
+        self._last_recorded_us = log.recorded_at
+        self._tail = [tuple(row) for row in log.tail]
+
+    def _disagrees(self, what: str) -> CorruptLakeError:
+        path = self._meta / CHECKPOINT
+        return CorruptLakeError(
+            f"The lake's saved state {path} {what}: it disagrees with the commit log.",
+            hint=f"run `esa verify {self.path}` to see what differs. If the commit log is "
+            f"intact, delete {path}: it is only a cache, rebuilt from the log on the next "
+            "write. Nothing was read or written.",
+            path=str(path),
+            finding="saved_state",
+        )
+
+    def _log_replaced(self, offset: int) -> CorruptLakeError:
+        return CorruptLakeError(
+            f"The commit log {self._log.path} was rewritten before byte {offset:,}: its line "
+            "there is not the one the lake's saved state (_esa/checkpoint.json) was taken at.",
+            hint="the commit log was edited, cut short or replaced (by hand, by a restore, or "
+            "by a query that wrote to it). Restore _esa/commits.log from a backup; "
+            "`esa verify` names what is affected. Nothing was written.",
+            path=str(self._log.path),
+        )
+
+    def _check_unlogged(self) -> None:
+        """A log with no commits beside committed-looking files: the log was emptied or
+        replaced, and a writer must not start a new log over the old events."""
+        if self._head or self._files or self._tail:
+            return
+        found = next(self._events.glob("category=*/month=*/*.parquet"), None)
+        if found is not None:
+            raise CorruptLakeError(
+                f"The commit log {self._log.path} holds no commits, but {self._events} holds "
+                f"event files ({found.name} and maybe more): the log was emptied or replaced.",
+                hint="restore _esa/commits.log from a backup (`esa verify` names what is "
+                "affected). A new lake needs a new folder. Nothing was written.",
+                path=str(self._log.path),
+            )
 
     def _write_checkpoint(self) -> None:
         """Save the state as of the last commit, so that opening the lake reads only the
@@ -310,6 +379,7 @@ class EventStore:
             "recorded_at": self._last_recorded_us,
             "files": [entry.to_json() for entry in self._files.values()],
             "tail": self._tail,
+            "log_digest": self._log.digest_at(self._offset),
         }
         tmp = self._meta / f".{CHECKPOINT}.tmp"
         try:
@@ -346,7 +416,10 @@ class EventStore:
     def refresh(self) -> int:
         """Take in commits made since the last look (by any process); return the head."""
         with self._state_lock:
-            if self._log.size() != self._offset:
+            size = self._log.size()
+            if size < self._offset:
+                raise self._log_replaced(self._offset)
+            if size != self._offset:
                 records, self._offset, _ = self._log.read_from(self._offset)
                 for record in records:
                     self._apply(record, foreign=True)
@@ -1498,6 +1571,7 @@ class EventStore:
         delete temporary files that no commit names. Also takes in new commits."""
         with self._state_lock:
             if self._recovered and self._finished == self._offset == self._log.size():
+                self._check_tail()
                 return  # nothing new since our own last commit: the common case
             records, end, _torn = self._log.read_from(self._finished)
             for record in records:
@@ -1511,6 +1585,59 @@ class EventStore:
                 # by a commit is debris of a crash.
                 self._sweep(".a*.parquet.tmp")
                 self._recovered = True
+            self._check_tail()
+            self._check_unnamed()
+
+    def _check_unnamed(self) -> None:
+        """Once per writer handle: event files in events/ that no commit names mean the log
+        was rolled back or cut (a writer would reuse their names and build on a log that
+        has lost them). Under the writer lock, after every commit was taken in."""
+        if self._unnamed_checked:
+            return
+        unnamed = [
+            path
+            for path in self._events.glob("category=*/month=*/*.parquet")
+            if str(path.relative_to(self._events)) not in self._files
+        ]
+        if unnamed:
+            raise CorruptLakeError(
+                f"{self._events} holds {len(unnamed)} event file(s) that no commit of "
+                f"{self._log.path} names (e.g. {unnamed[0].relative_to(self._events)}): the "
+                "commit log was rolled back or cut, or files were put there by hand.",
+                hint="restore _esa/commits.log (and _esa/checkpoint.json) from the backup that "
+                f"names them; `esa verify {self.path}` lists them. Stray files that are not "
+                "the lake's must be moved out of it. Nothing was written.",
+                path=str(unnamed[0]),
+            )
+        self._unnamed_checked = True
+
+    def _check_tail(self) -> None:
+        """Rehash the unsealed rows a writer has not checked yet (each once per handle)
+        before it links a new commit line to them or seals them: a row altered in the commit
+        log is refused, never vouched for by a later link, a seal or a signed checkpoint."""
+        tail = self._tail
+        if not tail or tail[-1][0] <= self._tail_checked:
+            return
+        start = next(i for i, row in enumerate(tail) if row[0] > self._tail_checked)
+        fresh = tail[start:]
+        bad = [i for i, ok in enumerate(rows_match(fresh)) if not ok]
+        bad += [  # (rows are consecutive unless a large append's files came between them)
+            i - start
+            for i in range(max(start, 1), len(tail))
+            if tail[i][0] == tail[i - 1][0] + 1 and tail[i][11] != tail[i - 1][12]
+        ]
+        if fresh[-1][0] == self._head and fresh[-1][12] != self._last_hash:
+            bad.append(len(fresh) - 1)
+        if bad:
+            raise CorruptLakeError(
+                f"The event at position {fresh[min(bad)][0]}, held in the commit log, does not "
+                "match its hash or the chain: the commit log was altered there.",
+                hint=f"run `esa verify {self.path}` to see what was altered; restore "
+                "_esa/commits.log from a backup. Nothing was written, so no new commit vouches "
+                "for the altered event.",
+                path=str(self._log.path),
+            )
+        self._tail_checked = fresh[-1][0]
 
     def _sweep(self, pattern: str) -> None:
         """Delete temporary files (matching ``pattern``) that no commit names: debris of a

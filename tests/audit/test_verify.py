@@ -51,6 +51,7 @@ def rewrite_commit_log(lake: Path, change) -> None:  # type: ignore[no-untyped-d
     records = [json.loads(line.rpartition("\t")[0]) for line in log.read_text().splitlines()]
     log.write_bytes(b"".join(encode_line(r) for r in change(records)))
     (lake / "_esa" / "checkpoint.json").unlink()  # the store's own state: rebuilt from the log
+    shutil.rmtree(lake / "_esa" / "writer-index", ignore_errors=True)  # the writers' own, too
 
 
 def test_a_re_encoded_file_with_intact_events_is_named_only_by_its_digest(copy: Path) -> None:
