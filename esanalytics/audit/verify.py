@@ -521,7 +521,7 @@ def _state_findings(
     if index_at > log_end:  # (an edited line is named by its broken link instead)
         saved(f"the writer index was saved at byte {index_at:,} of the commit log, which ends "
               f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
-    findings += _unnamed_findings(root, live)
+    findings += _unnamed_findings(root, live, lines)
     if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
         from esanalytics.materialized import stored_state_problems
 
@@ -530,16 +530,21 @@ def _state_findings(
     return findings
 
 
-def _unnamed_findings(lake: Path, live: dict[str, tuple[FileEntry, int]]) -> list[Finding]:
+def _unnamed_findings(
+    lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
+) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
-    the commit log does not (a rolled-back log, or files put there by hand or by a query)."""
+    the commit log does not (a rolled-back log, or files put there by hand or by a query).
+    A file that a commit removed but a crashed compaction had not yet retired is named by
+    the log: the next writer retires it."""
     import pyarrow.parquet as pq
 
     root = lake / "events"
+    retiring = {path for line in lines for path in line.record.get("remove", ())}
     unnamed = [
         path
         for path in root.glob("category=*/month=*/*.parquet")
-        if str(path.relative_to(root)) not in live
+        if (name := str(path.relative_to(root))) not in live and name not in retiring
     ]
     if not unnamed:
         return []
