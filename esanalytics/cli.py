@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if sql:
         row = dict(zip(account_balances.state(session, as_of=cut).columns, sql[0], strict=True))
         console.print(
-            f"as recorded at {cut}: balance {row['balance'] - row['paid_out']:.2f}, "
+            f"as recorded at {cut}: balance {row['balance']:.2f}, "
             f"status {row['status']} (SQL projection account_balances)"
         )
     valid = bank.load(stream, valid_at=cut)
