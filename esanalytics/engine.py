@@ -41,6 +41,11 @@ __all__ = ["Session", "sql_time"]
 COLUMNS = ", ".join(EVENT_SCHEMA.names)
 
 
+#: A time of day followed by a zone (``Z``, ``+05:30``, ``-05``): how a cut's text says it
+#: is an instant rather than a wall time.
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?)$"
+
+
 def sql_time(moment: datetime) -> str:
     """A UTC timestamp literal DuckDB reads exactly."""
     return f"TIMESTAMPTZ '{moment.isoformat()}'"
@@ -228,21 +233,30 @@ class Session:
         return min(max(best, int(found or 0)), self.position)
 
     def _macros(self) -> None:
+        # A cut is an instant, whatever the connection's TimeZone: `esa_utc(t)` reads it as a
+        # UTC wall time (a time with an offset is converted, one without is taken as UTC,
+        # as a bare date is everywhere in esanalytics) and the month partition is taken
+        # from that, never from the session's zone.
         self.con.execute(
             """
+            CREATE OR REPLACE MACRO esa_utc(t) AS
+                CASE WHEN regexp_matches(CAST(t AS VARCHAR), '{_ZONED}')
+                     THEN timezone('UTC', CAST(CAST(t AS VARCHAR) AS TIMESTAMPTZ))
+                     ELSE CAST(CAST(t AS VARCHAR) AS TIMESTAMP) END;
             CREATE OR REPLACE MACRO events_as_of(t) AS TABLE
                 SELECT * FROM events_all
-                WHERE recorded_at <= t::TIMESTAMPTZ AND month <= strftime(t::TIMESTAMPTZ, '%Y-%m');
+                WHERE recorded_at <= timezone('UTC', esa_utc(t))
+                  AND month <= strftime(esa_utc(t), '%Y-%m');
             CREATE OR REPLACE MACRO events_valid_at(t) AS TABLE
-                SELECT * FROM events_all WHERE occurred_at <= t::TIMESTAMPTZ;
+                SELECT * FROM events_all WHERE occurred_at <= timezone('UTC', esa_utc(t));
             CREATE OR REPLACE MACRO events_bitemporal(system_t, valid_t) AS TABLE
                 SELECT * FROM events_all
-                WHERE recorded_at <= system_t::TIMESTAMPTZ
-                  AND month <= strftime(system_t::TIMESTAMPTZ, '%Y-%m')
-                  AND occurred_at <= valid_t::TIMESTAMPTZ;
+                WHERE recorded_at <= timezone('UTC', esa_utc(system_t))
+                  AND month <= strftime(esa_utc(system_t), '%Y-%m')
+                  AND occurred_at <= timezone('UTC', esa_utc(valid_t));
             CREATE OR REPLACE MACRO events_at_position(p) AS TABLE
                 SELECT * FROM events_all WHERE global_position <= p;
-            """
+            """.replace("{_ZONED}", _ZONED)
         )
 
     # -- queries ---------------------------------------------------------------------------
