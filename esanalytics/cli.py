@@ -283,11 +283,44 @@ def cmd_state(args: argparse.Namespace) -> int:
             table = table.filter(pc.field("key") == args.key)
         _emit_relation(table, args)
         return EXIT_OK
-    relation = projection(args.projection).state(_session(args))
+    session = _session(args)
+    proj = projection(args.projection)
+    relation = proj.state(session)
     if args.key:
         relation = relation.filter(f"key = '{args.key.replace(chr(39), chr(39) * 2)}'")
+        _require_key(session, proj, args.key, relation)
     _emit_relation(relation, args)
     return EXIT_OK
+
+
+def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
+    """Refuse an answer about a key that has no events at the cut: empty output would read
+    as "nothing there" when the key is misspelt or did not exist yet."""
+    import difflib
+
+    if relation.limit(1).fetchall():
+        return
+    category = getattr(proj, "category", None)
+    where = "TRUE" if category is None else f"category = '{category.replace(chr(39), chr(39) * 2)}'"
+    cut = session.sql(f"SELECT DISTINCT stream_id FROM events WHERE {where}").fetchall()
+    quoted = key.replace("'", "''")
+    later = session.sql(
+        f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}' AND {where}"
+    ).fetchall()[0][0]
+    from esanalytics.exceptions import EmptyScopeError
+
+    problem = f"{proj.name} has no state for the key {key!r} at this cut."
+    names: list[str] = []
+    if later is not None:
+        hint = (
+            f"its first event was recorded at {later.isoformat()}; ask at a later --as-of, "
+            "--valid-at or --position, or leave them out to answer now."
+        )
+    else:
+        names = difflib.get_close_matches(key, [row[0] for row in cut], n=3)
+        maybe = f"did you mean {' or '.join(names)}? " if names else ""
+        hint = maybe + f"esa state LAKE {proj.name} without --key lists every key."
+    raise EmptyScopeError(problem, hint=hint, scope=key, suggestions=names)
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
@@ -310,6 +343,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         relation = projection(args.projection).trail(session, args.key)
     else:
         relation = projection(args.projection).history(session, axis=args.axis, key=args.key)
+    if args.key:
+        _require_key(session, projection(args.projection), args.key, relation)
     _emit_relation(relation, args)
     return EXIT_OK
 

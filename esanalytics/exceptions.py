@@ -16,6 +16,7 @@ to do, and the facts are on attributes so callers need not parse messages::
     ├── DuplicateEventError (ValueError)      an event id is already in the log, elsewhere
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
     ├── StreamNotFoundError (KeyError)        the stream has no events
+    ├── EmptyScopeError (LookupError)         nothing in the asked scope (entity, actor, key...)
     ├── UnknownEventTypeError (LookupError)   a stored event type or schema version the code lacks
     └── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
 """
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptLakeError",
     "DuplicateEventError",
     "EmptyAppendError",
+    "EmptyScopeError",
     "EsaError",
     "InvalidEventDataError",
     "InvalidEventTypeError",
@@ -115,6 +117,19 @@ class StreamNotFoundError(EsaError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of its argument
         return str(self.args[0])
+
+
+class EmptyScopeError(EsaError, LookupError):
+    """Nothing is in the asked scope: no events for the entity, actor, correlation id or
+    period of a report, or no state for a projection's key, at the asked cut. An empty answer
+    would read as a clean one, so it is refused.
+
+    Attributes: ``scope`` (what was asked) and ``suggestions`` (close names that do exist,
+    perhaps the one that was meant; empty when none is close).
+    """
+
+    scope: object
+    suggestions: list[str]
 
 
 class UnknownEventTypeError(EsaError, LookupError):

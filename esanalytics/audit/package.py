@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from esanalytics.audit.exceptions import audit_exceptions
-from esanalytics.audit.trail import Scope, trail
+from esanalytics.audit.trail import Scope, empty_scope_error, trail
 from esanalytics.engine import COLUMNS, Session
 from esanalytics.events import hashes_match
 from esanalytics.store import EventStore
@@ -55,10 +55,15 @@ def collect(
     backdated_after: timedelta = timedelta(days=1),
 ) -> AuditPackage:
     """The trail, exceptions, integrity (of every event in scope: its content against its
-    hash, and its link to the event before it) and completeness, pinned to one position."""
+    hash, and its link to the event before it) and completeness, pinned to one position.
+
+    Raises :class:`~esanalytics.exceptions.EmptyScopeError` when nothing is in scope (a
+    misspelt id, say): a report of no events would read as a clean one."""
     session = Session(store, position=position)
     pinned = session.position
     events = trail(session, scope)
+    if events.num_rows == 0:
+        raise empty_scope_error(session, scope)
     full = session.sql(
         f"SELECT {COLUMNS} FROM {scope.source(session)} WHERE {scope.where()} "
         "ORDER BY global_position"
