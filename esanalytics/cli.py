@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -278,6 +279,8 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
+        if args.as_of is not None:
+            _session(args)  # says so when the cut is in the future
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
             table = table.filter(pc.field("key") == args.key)
@@ -351,11 +354,22 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from esanalytics.catalog import projection
+    from esanalytics.events import to_utc
 
     axis = "valid_at" if args.axis == "valid" else "as_of"
+    if to_utc(args.since_time, what="FROM") > to_utc(args.until_time, what="TO"):
+        raise esa.ValidationError(
+            f"FROM ({args.since_time}) is after TO ({args.until_time}): the diff would show "
+            "every change backwards.",
+            hint="swap them: "
+            f"esa diff {args.lake} {args.projection} {args.until_time} {args.since_time}",
+        )
     plain = args.axis == "system" and args.as_of is None and args.valid_at is None
     view = _materialized(args) if plain else None
     if view is not None:  # both sides from the nearest checkpoints
+        session = _session(args)
+        for moment in (args.since_time, args.until_time):
+            session.warn_if_future(moment)  # as the Session answer would say
         table = view.diff({"as_of": args.since_time}, {"as_of": args.until_time})
         _emit_relation(table, args)
         return EXIT_OK
@@ -769,6 +783,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *rest: Any, **_: Any) -> None:
+    """esanalytics' warnings as the CLI says things (problem, then Hint), not as a Python
+    warning line with a file name."""
+    from rich.markup import escape
+
+    from esanalytics.exceptions import EsaWarning
+
+    console = _err_console()
+    if isinstance(message, EsaWarning):
+        console.print(f"[yellow]warning:[/yellow] {escape(message.problem)}")
+        if message.hint:
+            console.print(f"Hint: {message.hint}", markup=False)
+        return
+    console.print(f"warning: {category.__name__}: {message}", markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Altair imports jsonschema, which imports rfc3987_syntax when it is installed (Jupyter
     # brings it) and builds a grammar for about a second on every start. The CLI checks no
@@ -776,7 +806,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = parser().parse_args(argv)
     try:
-        code: int = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code: int = args.run(args)
         return code
     except esa.EsaError as error:
         from rich.markup import escape

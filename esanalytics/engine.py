@@ -20,7 +20,8 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
-from datetime import datetime
+import warnings
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -29,7 +30,7 @@ from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc
-from esanalytics.exceptions import ValidationError
+from esanalytics.exceptions import FutureCutWarning, ValidationError
 from esanalytics.store import EventStore
 
 if TYPE_CHECKING:
@@ -98,6 +99,29 @@ class Session:
         self._streams: list[str] = []
         self.position = 0
         self.refresh()
+        if self.as_of is not None:
+            self.warn_if_future(self.as_of)
+
+    def warn_if_future(self, as_of: TimeLike) -> None:
+        """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
+        lies after now: it would silently mean "now"."""
+        as_of = to_utc(as_of, what="as_of")
+        if as_of <= datetime.now(UTC):
+            return
+        last = self.con.sql("SELECT max(recorded_at) FROM events_all").fetchall()[0][0]
+        ends = (
+            f"the log ends at {last.astimezone(UTC).isoformat()} (position {self.position:,})"
+            if last is not None
+            else "the log is empty"
+        )
+        warnings.warn(
+            FutureCutWarning(
+                f"The as-of cut {as_of.isoformat()} is in the future: {ends}, so this answers "
+                "as of now.",
+                hint="leave the as-of cut out to ask about now, or choose a time before now.",
+            ),
+            stacklevel=3,
+        )
 
     def _repr_html_(self) -> str:
         cut = [
@@ -297,8 +321,11 @@ class Session:
             raise ValidationError(
                 f"position={position!r} is not a log position.", hint="pass an int from 0."
             )
+        system = None if as_of is None else to_utc(as_of, what="as_of")
+        if system is not None:
+            self.warn_if_future(system)
         where = cut_predicate(
-            as_of=None if as_of is None else to_utc(as_of, what="as_of"),
+            as_of=system,
             valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
             position=position,
         )

@@ -19,6 +19,12 @@ to do, and the facts are on attributes so callers need not parse messages::
     ├── EmptyScopeError (LookupError)         nothing in the asked scope (entity, actor, key...)
     ├── UnknownEventTypeError (LookupError)   a stored event type or schema version the code lacks
     └── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
+
+Warnings (answers that stand, but not as asked) derive from :class:`EsaWarning`
+(``UserWarning``), with the same ``problem`` and ``hint``::
+
+    EsaWarning (UserWarning)
+    └── FutureCutWarning                      an as-of cut in the future: answered as of now
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ __all__ = [
     "EmptyAppendError",
     "EmptyScopeError",
     "EsaError",
+    "EsaWarning",
+    "FutureCutWarning",
     "InvalidEventDataError",
     "InvalidEventTypeError",
     "InvalidExpectedVersionError",
@@ -142,3 +150,17 @@ class CorruptLakeError(EsaError, OSError):
     """A file of the lake is truncated, unreadable or does not match the commit log."""
 
     path: str
+
+
+class EsaWarning(UserWarning):
+    """Base of esanalytics' warnings: ``problem`` says what is off, ``hint`` what to do."""
+
+    def __init__(self, problem: str, *, hint: str | None = None) -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(problem if hint is None else f"{problem}\nHint: {hint}")
+
+
+class FutureCutWarning(EsaWarning):
+    """A system-time cut (``as_of``) after now: nothing is recorded in the future, so the
+    answer is the log as it is now."""
