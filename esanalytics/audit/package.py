@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,9 @@ class AuditPackage:
     #: entity's state history (key, valid_from, valid_to, fields...), for charts.
     projection: str | None = None
     history: pa.Table | None = None
+    #: The system time of the pinned position: the report's cut, until which a current
+    #: state is shown to last.
+    as_of: datetime | None = None
 
 
 def _scope_args(scope: Scope) -> list[str]:
@@ -109,7 +112,9 @@ def collect(
         versions = full["version"].to_pylist()
         if versions != list(range(1, len(versions) + 1)):
             gaps.append("the stream's versions are not 1, 2, 3 ...")
-    digest = session.sql(f"SELECT hash FROM events_all WHERE global_position = {pinned}").fetchall()
+    digest = session.sql(
+        f"SELECT hash, recorded_at FROM events_all WHERE global_position = {pinned}"
+    ).fetchall()
     command = shlex.join(
         ["esa", "report", str(store.path), *_scope_args(scope), "--position", str(pinned)]
     )
@@ -142,4 +147,5 @@ def collect(
         checkpoint=checkpoint,
         projection=projection,
         history=history,
+        as_of=digest[0][1] if digest else None,
     )
