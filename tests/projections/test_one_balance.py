@@ -78,3 +78,19 @@ def test_a_closed_account_reads_zero_everywhere(lake: Path) -> None:
     assert (float(row["balance"]), row["status"]) == (0.0, "closed")
     assert float(row["paid_out"]) == 10209.87
     assert bank.state("account-42").balance == 0.0
+
+
+def test_cli_state_of_a_closed_account_says_what_the_domain_says(sample_lake: Path) -> None:
+    import json
+
+    from tests.conftest import run_esa
+
+    store = esa.open(sample_lake)
+    closed = sorted(
+        k for k, s in folded(store, accounts.decider, None).items() if s.status == "closed"
+    )
+    done = run_esa(
+        "state", str(sample_lake), "account_balances", "--key", closed[0], "--format", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["balance"] in (0, "0", "0.00", 0.0)
