@@ -1,15 +1,19 @@
-"""Projections that ship for the example domains (accounts, orders), by name.
+"""Projections that ship for the example domains (accounts, orders), by name, and the
+segregation-of-duties rules those domains declare.
 
 >>> sorted(PROJECTIONS)
 ['account_balances', 'order_status']
+>>> [rule.name for rule in SEGREGATION_RULES]
+['freeze-and-unfreeze', 'cancel-and-refund']
 """
 
 from __future__ import annotations
 
+from esanalytics.domain import SegregationRule, accounts, orders
 from esanalytics.exceptions import ValidationError
 from esanalytics.projections import Count, First, Last, Max, Projection, Sum, const, data
 
-__all__ = ["PROJECTIONS", "projection"]
+__all__ = ["PROJECTIONS", "SEGREGATION_RULES", "projection"]
 
 _ACCOUNT_STATUS = {
     "AccountOpened": "open",
@@ -66,6 +70,12 @@ order_status = Projection(
 )
 
 PROJECTIONS = {p.name: p for p in (account_balances, order_status)}
+
+#: What audit reports check by default: the rules the example domains declare.
+SEGREGATION_RULES: tuple[SegregationRule, ...] = (
+    *accounts.decider.segregation,
+    *orders.decider.segregation,
+)
 
 
 def projection(name: str) -> Projection:

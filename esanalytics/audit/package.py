@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from esanalytics.audit.exceptions import audit_exceptions
 from esanalytics.audit.trail import Scope, empty_scope_error, trail
+from esanalytics.domain import SegregationRule
 from esanalytics.engine import COLUMNS, Session
 from esanalytics.events import hashes_match
 from esanalytics.store import EventStore
@@ -56,6 +58,7 @@ def collect(
     checkpoint: dict[str, Any] | None = None,
     key: bytes | None = None,
     backdated_after: timedelta = timedelta(days=1),
+    rules: Sequence[SegregationRule] | None = None,
 ) -> AuditPackage:
     """The trail, exceptions, integrity (of every event in scope: its content against its
     hash, and its link to the event before it) and completeness, pinned to one position.
@@ -134,7 +137,7 @@ def collect(
         position=pinned,
         digest=digest[0][0] if digest else "0" * 64,
         trail=events,
-        exceptions=audit_exceptions(session, scope, backdated_after=backdated_after),
+        exceptions=audit_exceptions(session, scope, backdated_after=backdated_after, rules=rules),
         integrity_ok=not problems,
         integrity_text="\n".join(problems)
         or f"All {full.num_rows:,} events in scope match their hashes and links.",
