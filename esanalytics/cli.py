@@ -183,9 +183,15 @@ def _inventory_dict(inventory: esa.Inventory) -> dict[str, Any]:
 
 def cmd_read(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
+    if args.as_of is not None:
+        _session(args)  # says so when the cut is in the future
     events = store.read_stream(
         args.stream, as_of=args.as_of, position=args.position, from_version=args.from_version
     )
+    if not len(events) and not args.from_version:
+        from esanalytics.audit.trail import Scope, empty_scope_error
+
+        raise empty_scope_error(_session(args), Scope("entity", args.stream))
     _emit(events.to_arrow(), args.format, args.columns)
     return EXIT_OK
 

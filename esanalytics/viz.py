@@ -234,6 +234,12 @@ def _need_projection(
     return projection
 
 
+def _no_events(session: Session, key: str) -> Exception:
+    from esanalytics.audit.trail import Scope, empty_scope_error
+
+    return empty_scope_error(session, Scope("entity", key))
+
+
 def _history(
     source: Source,
     projection: Projection | None,
@@ -251,6 +257,9 @@ def _history(
             hint="pass keys=['account-42', ...]; for every entity at once, use population().",
         )
     parts = [proj.history(source, axis=axis, key=k).df() for k in keys]
+    for key, part in zip(keys, parts, strict=True):
+        if part.empty:  # a misspelt key would draw an empty chart
+            raise _no_events(source, key)
     return _df(pd.concat(parts, ignore_index=True), ("key", "valid_from", field), what)
 
 
@@ -325,6 +334,8 @@ def entity_timeline(
         if not key:
             raise ValidationError("The entity timeline needs a key.", hint="pass key='account-42'.")
         frame = _df(proj.trail(source, key), needed, "entity timeline")
+        if frame.empty:
+            raise _no_events(source, key)
     else:
         frame = _df(source, needed, "entity timeline")
     frame = frame.drop(columns=[c for c in ("data",) if c in frame.columns])

@@ -75,20 +75,33 @@ def trail(session: Session, scope: Scope) -> pa.Table:
 def empty_scope_error(session: Session, scope: Scope) -> EmptyScopeError:
     """The error for a scope with no events at the session's cut: what was asked, and the
     close names that exist (a misspelt id or actor), or the period the log does cover."""
-    at = f" at log position {session.position:,}"
+    cuts = [f"log position {session.position:,}"]
+    if session.as_of is not None:
+        cuts.append(f"as of {session.as_of.isoformat()}")
+    if session.valid_at is not None:
+        cuts.append(f"valid at {session.valid_at.isoformat()}")
+    at = " at " + ", ".join(cuts)
     wanted = scope.value or ""
     column = {"entity": "stream_id", "actor": "metadata->>'$.actor'"}.get(scope.kind)
     names: list[str] = []
     if column is not None:
         known = session.sql(f"SELECT DISTINCT {column} FROM events WHERE {column} IS NOT NULL")
         names = difflib.get_close_matches(wanted, [r[0] for r in known.fetchall()], n=3)
-    maybe = f"did you mean {' or '.join(repr(n) for n in names)}? " if names else ""
+    maybe = f"did you mean {' or '.join(repr(n) for n in names)}? Else " if names else ""
     if scope.kind == "entity":
         problem = f"There are no events for the entity {wanted!r}{at}."
-        hint = maybe + "check the stream id (esa info lists the lake's categories and streams)."
+        quoted = wanted.replace("'", "''")
+        begins = session.sql(
+            f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}'"
+        ).fetchall()[0][0]
+        hint = (
+            f"its first event was recorded at {begins.isoformat()}; ask at a later cut."
+            if begins is not None and session.valid_at is None
+            else maybe + "check the stream id."
+        )
     elif scope.kind == "actor":
         problem = f"There are no events by the actor {wanted!r}{at}."
-        hint = maybe + "check the actor's name, as events record it in metadata.actor."
+        hint = maybe + "check the actor's name, as the events' metadata.actor records it."
     elif scope.kind == "correlation":
         problem = f"There are no events with the correlation id {wanted!r}{at}."
         hint = "copy a correlation_id from an event's metadata (esa read LAKE STREAM shows it)."

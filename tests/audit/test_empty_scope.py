@@ -110,3 +110,25 @@ def test_cli_state_of_a_key_not_yet_recorded_at_the_cut_says_when_it_begins(
     )  # fmt: skip
     assert done.returncode == 1, done.stdout
     assert first.date().isoformat() in done.stderr
+
+
+def test_cli_read_and_chart_of_an_unknown_stream_fail_with_close_ids(
+    sample_lake: Path, tmp_path: Path
+) -> None:
+    lake = str(sample_lake)
+    out = tmp_path / "chart.svg"
+    for args in (
+        ["read", lake, "acount-42"],
+        ["chart", lake, "intervals", "--key", "acount-42", "--output", str(out)],
+        ["chart", lake, "timeline", "--key", "acount-42", "--output", str(out)],
+    ):
+        done = run_esa(*args)
+        assert done.returncode == 1, (args, done.stdout)
+        assert "Traceback" not in done.stderr
+        assert "'account-42'" in done.stderr
+        assert "Hint:" in done.stderr
+        assert not out.exists()
+    first = esa.open(sample_lake).read_stream("account-42").to_list()[0].recorded_at
+    early = run_esa("read", lake, "account-42", "--as-of", "2024-01-01")
+    assert early.returncode == 1
+    assert first.isoformat()[:19] in " ".join(early.stderr.split())
