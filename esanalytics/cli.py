@@ -290,6 +290,8 @@ def cmd_state(args: argparse.Namespace) -> int:
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
             table = table.filter(pc.field("key") == args.key)
+            if not table.num_rows:
+                _require_key(_session(args), view.projection, args.key, None)
         _emit_relation(table, args)
         return EXIT_OK
     session = _session(args)
@@ -303,11 +305,12 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
-    """Refuse an answer about a key that has no events at the cut: empty output would read
-    as "nothing there" when the key is misspelt or did not exist yet."""
+    """Refuse an answer about a key that has no events at the cut (``relation`` is the
+    answer, None when known to be empty): empty output would read as "nothing there" when
+    the key is misspelt or did not exist yet."""
     import difflib
 
-    if relation.limit(1).fetchall():
+    if relation is not None and relation.limit(1).fetchall():
         return
     category = getattr(proj, "category", None)
     where = "TRUE" if category is None else f"category = '{category.replace(chr(39), chr(39) * 2)}'"

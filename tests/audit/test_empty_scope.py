@@ -132,3 +132,15 @@ def test_cli_read_and_chart_of_an_unknown_stream_fail_with_close_ids(
     early = run_esa("read", lake, "account-42", "--as-of", "2024-01-01")
     assert early.returncode == 1
     assert first.isoformat()[:19] in " ".join(early.stderr.split())
+
+
+def test_cli_state_from_a_materialized_view_refuses_an_unknown_key_too(copy: Path) -> None:
+    from esanalytics.catalog import account_balances
+    from esanalytics.materialized import MaterializedProjection
+
+    MaterializedProjection(esa.open(copy), account_balances).refresh()
+    done = run_esa("state", str(copy), "account_balances", "--key", "acount-42")
+    assert "materialized" in done.stderr
+    assert done.returncode == 1, done.stdout
+    assert "account-42" in done.stderr
+    assert "Hint:" in done.stderr
