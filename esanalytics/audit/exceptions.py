@@ -28,7 +28,8 @@ def audit_exceptions(
     """Rows ``(kind, global_position, stream_id, event_type, actor, detail)`` in log order.
 
     ``back_dated``: valid time more than ``backdated_after`` before system time;
-    ``after_hours``: recorded outside ``office_hours`` (UTC hours, start inclusive);
+    ``after_hours``: recorded outside ``office_hours`` (UTC hours, start inclusive, whatever
+    the session's TimeZone);
     ``self_approved``: the metadata's ``approved_by`` is the ``actor``;
     ``segregation``: an event in scope of a rule's ``second`` type whose actor also recorded
     an event of its ``first`` type in the same stream (anywhere in the log at the session's
@@ -64,13 +65,15 @@ def audit_exceptions(
         SELECT * FROM (
             SELECT 'back_dated' AS kind, global_position, stream_id, event_type,
                    metadata->>'$.actor' AS actor,
-                   'happened ' || CAST(date_diff('day', occurred_at, recorded_at) AS VARCHAR)
+                   'happened ' || CAST(date_diff('day', timezone('UTC', occurred_at),
+                                                 timezone('UTC', recorded_at)) AS VARCHAR)
                        || ' days before it was recorded' AS detail
             FROM scoped WHERE epoch(recorded_at) - epoch(occurred_at) > {seconds}
             UNION ALL
             SELECT 'after_hours', global_position, stream_id, event_type, metadata->>'$.actor',
-                   'recorded at ' || strftime(recorded_at, '%H:%M') || ' UTC'
-            FROM scoped WHERE hour(recorded_at) < {start} OR hour(recorded_at) >= {end}
+                   'recorded at ' || strftime(timezone('UTC', recorded_at), '%H:%M') || ' UTC'
+            FROM scoped WHERE hour(timezone('UTC', recorded_at)) < {start}
+                           OR hour(timezone('UTC', recorded_at)) >= {end}
             UNION ALL
             SELECT 'self_approved', global_position, stream_id, event_type, metadata->>'$.actor',
                    'approved by the same actor'

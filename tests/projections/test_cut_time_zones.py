@@ -149,3 +149,15 @@ def test_macros_and_session_cuts_ignore_the_session_time_zone(
     pinned = Session(esa.open(lake), as_of=system)
     pinned.con.execute(f"SET TimeZone = '{zone}'")
     assert positions(pinned, "SELECT global_position FROM events") == expected
+
+
+@pytest.mark.parametrize("zone", ZONES[1:])
+def test_audit_exceptions_do_not_move_with_the_session_time_zone(
+    sample_lake: Path, zone: str
+) -> None:
+    from esanalytics.audit import Scope, audit_exceptions
+
+    scope = Scope("period", start="2024-03-01", end="2024-05-01")
+    utc = audit_exceptions(Session(esa.open(sample_lake)), scope).to_pylist()
+    assert {r["kind"] for r in utc} >= {"after_hours", "back_dated"}
+    assert audit_exceptions(zoned(sample_lake, zone), scope).to_pylist() == utc
