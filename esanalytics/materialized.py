@@ -34,7 +34,7 @@ import pyarrow as pa
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
-from esanalytics.projections import Projection, check_diff_order, diff_sql
+from esanalytics.projections import Projection, diff_sql
 from esanalytics.store import EventStore
 
 __all__ = ["MaterializedProjection", "Refresh"]
@@ -215,7 +215,6 @@ class MaterializedProjection:
         ``as_of`` and/or ``position``; ``after`` defaults to now), as
         :meth:`Projection.diff <esanalytics.projections.Projection.diff>` gives them, but
         each side answered from a checkpoint."""
-        check_diff_order(before, after)
         session = Session(self.store)
         for cut in (before, after or {}):
             if set(cut) - {"as_of", "position"}:

@@ -31,7 +31,6 @@ import duckdb
 from esanalytics._html import card as _card
 from esanalytics._html import table as _table
 from esanalytics.engine import Session
-from esanalytics.events import to_utc
 from esanalytics.exceptions import ValidationError
 from esanalytics.temporal import Period
 
@@ -191,21 +190,6 @@ def _axis_time(axis: Axis) -> str:
     return "recorded_at" if axis == "system" else "occurred_at"
 
 
-def check_diff_order(before: Mapping[str, Any], after: Mapping[str, Any] | None) -> None:
-    """Refuse a diff whose ``before`` cut comes after its ``after`` cut on an axis both give:
-    its "added" would be removals and its "after" values the older ones."""
-    for axis in ("as_of", "valid_at", "position"):
-        a, b = before.get(axis), (after or {}).get(axis)
-        if a is None or b is None:
-            continue
-        first, second = (a, b) if axis == "position" else (to_utc(a), to_utc(b))
-        if first > second:
-            raise ValidationError(
-                f"The diff's before cut ({axis}={a}) comes after its after cut ({axis}={b}).",
-                hint="swap the two cuts: before is the earlier one.",
-            )
-
-
 def diff_sql(left: str, right: str, fields: Sequence[str]) -> str:
     """SQL comparing two states (queries with ``key`` and ``fields``): the keys added,
     removed or changed from ``left`` to ``right``, with ``<field>_before``/``_after``."""
@@ -240,9 +224,9 @@ class _Base:
     ) -> duckdb.DuckDBPyRelation:
         """Keys added, removed or changed between two cuts (each a dict of ``as_of``,
         ``valid_at``, ``position``; ``after`` defaults to the session's own cut), with
-        ``<field>_before`` and ``<field>_after`` for every field. A ``before`` later than
-        ``after`` on the same axis is refused (it would show every change backwards)."""
-        check_diff_order(before, after)
+        ``<field>_before`` and ``<field>_after`` for every field. ``before`` and ``after`` are
+        the two sides compared, in that order, whatever their times: a later ``before``
+        gives the changes that lead back to it (``esa diff`` refuses FROM after TO)."""
         left = self.state_sql(session, **before)
         right = self.state_sql(session, **(after or {}))
         return session.sql(diff_sql(left, right, self.fields))
