@@ -310,17 +310,16 @@ def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
     the key is misspelt or did not exist yet."""
     import difflib
 
+    from esanalytics.exceptions import EmptyScopeError
+
     if relation is not None and relation.limit(1).fetchall():
         return
     category = getattr(proj, "category", None)
     where = "TRUE" if category is None else f"category = '{category.replace(chr(39), chr(39) * 2)}'"
-    cut = session.sql(f"SELECT DISTINCT stream_id FROM events WHERE {where}").fetchall()
     quoted = key.replace("'", "''")
     later = session.sql(
         f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}' AND {where}"
     ).fetchall()[0][0]
-    from esanalytics.exceptions import EmptyScopeError
-
     problem = f"{proj.name} has no state for the key {key!r} at this cut."
     names: list[str] = []
     if later is not None:
@@ -329,7 +328,8 @@ def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
             "--valid-at or --position, or leave them out to answer now."
         )
     else:
-        names = difflib.get_close_matches(key, [row[0] for row in cut], n=3)
+        known = session.sql(f"SELECT DISTINCT stream_id FROM events_all WHERE {where}")
+        names = difflib.get_close_matches(key, [row[0] for row in known.fetchall()], n=3)
         maybe = f"did you mean {' or '.join(names)}? " if names else ""
         hint = maybe + f"esa state LAKE {proj.name} without --key lists every key."
     raise EmptyScopeError(problem, hint=hint, scope=key, suggestions=names)
