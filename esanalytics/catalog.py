@@ -1,15 +1,19 @@
-"""Projections that ship for the example domains (accounts, orders), by name.
+"""Projections that ship for the example domains (accounts, orders), by name, and the
+segregation-of-duties rules those domains declare.
 
 >>> sorted(PROJECTIONS)
 ['account_balances', 'order_status']
+>>> [rule.name for rule in SEGREGATION_RULES]
+['freeze-and-unfreeze', 'cancel-and-refund']
 """
 
 from __future__ import annotations
 
+from esanalytics.domain import SegregationRule, accounts, orders
 from esanalytics.exceptions import ValidationError
 from esanalytics.projections import Count, First, Last, Max, Projection, Sum, const, data
 
-__all__ = ["PROJECTIONS", "projection"]
+__all__ = ["PROJECTIONS", "SEGREGATION_RULES", "projection"]
 
 _ACCOUNT_STATUS = {
     "AccountOpened": "open",
@@ -36,8 +40,11 @@ account_balances = Projection(
     {
         "owner": Last(data("owner"), on=["AccountOpened"]),
         "status": Last(_status(_ACCOUNT_STATUS), on=list(_ACCOUNT_STATUS)),
+        # The domain's balance (esanalytics.domain.accounts): closing pays the balance out.
         "balance": Sum(
-            data("amount", "DECIMAL(18,2)"), on={"MoneyDeposited": 1, "MoneyWithdrawn": -1}
+            f"CASE event_type WHEN 'AccountClosed' THEN {data('payout', 'DECIMAL(18,2)')} "
+            f"ELSE {data('amount', 'DECIMAL(18,2)')} END",
+            on={"MoneyDeposited": 1, "MoneyWithdrawn": -1, "AccountClosed": -1},
         ),
         "paid_out": Sum(data("payout", "DECIMAL(18,2)"), on={"AccountClosed": 1}),
         "overdraft_limit": Last(
@@ -47,6 +54,7 @@ account_balances = Projection(
         "largest_deposit": Max(data("amount", "DECIMAL(18,2)"), on=["MoneyDeposited"]),
     },
     category="account",
+    version=2,  # 2: the balance counts the closing payout, as the domain's fold does
 )
 
 order_status = Projection(
@@ -62,6 +70,12 @@ order_status = Projection(
 )
 
 PROJECTIONS = {p.name: p for p in (account_balances, order_status)}
+
+#: What audit reports check by default: the rules the example domains declare.
+SEGREGATION_RULES: tuple[SegregationRule, ...] = (
+    *accounts.decider.segregation,
+    *orders.decider.segregation,
+)
 
 
 def projection(name: str) -> Projection:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if sql:
         row = dict(zip(account_balances.state(session, as_of=cut).columns, sql[0], strict=True))
         console.print(
-            f"as recorded at {cut}: balance {row['balance'] - row['paid_out']:.2f}, "
+            f"as recorded at {cut}: balance {row['balance']:.2f}, "
             f"status {row['status']} (SQL projection account_balances)"
         )
     valid = bank.load(stream, valid_at=cut)
@@ -185,9 +186,15 @@ def _inventory_dict(inventory: esa.Inventory) -> dict[str, Any]:
 
 def cmd_read(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
+    if args.as_of is not None:
+        _session(args)  # says so when the cut is in the future
     events = store.read_stream(
         args.stream, as_of=args.as_of, position=args.position, from_version=args.from_version
     )
+    if not len(events) and not args.from_version:
+        from esanalytics.audit.trail import Scope, empty_scope_error
+
+        raise empty_scope_error(_session(args), Scope("entity", args.stream))
     _emit(events.to_arrow(), args.format, args.columns)
     return EXIT_OK
 
@@ -381,16 +388,54 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
+        if args.as_of is not None:
+            _session(args)  # says so when the cut is in the future
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
             table = table.filter(pc.field("key") == args.key)
+            if not table.num_rows:
+                _require_key(_session(args), view.projection, args.key, None)
         _emit_relation(table, args)
         return EXIT_OK
-    relation = projection(args.projection).state(_session(args))
+    session = _session(args)
+    proj = projection(args.projection)
+    relation = proj.state(session)
     if args.key:
         relation = relation.filter(f"key = '{args.key.replace(chr(39), chr(39) * 2)}'")
+        _require_key(session, proj, args.key, relation)
     _emit_relation(relation, args)
     return EXIT_OK
+
+
+def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
+    """Refuse an answer about a key that has no events at the cut (``relation`` is the
+    answer, None when known to be empty): empty output would read as "nothing there" when
+    the key is misspelt or did not exist yet."""
+    import difflib
+
+    from esanalytics.exceptions import EmptyScopeError
+
+    if relation is not None and relation.limit(1).fetchall():
+        return
+    category = getattr(proj, "category", None)
+    where = "TRUE" if category is None else f"category = '{category.replace(chr(39), chr(39) * 2)}'"
+    quoted = key.replace("'", "''")
+    later = session.sql(
+        f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}' AND {where}"
+    ).fetchall()[0][0]
+    problem = f"{proj.name} has no state for the key {key!r} at this cut."
+    names: list[str] = []
+    if later is not None:
+        hint = (
+            f"its first event was recorded at {later.isoformat()}; ask at a later --as-of, "
+            "--valid-at or --position, or leave them out to answer now."
+        )
+    else:
+        known = session.sql(f"SELECT DISTINCT stream_id FROM events_all WHERE {where}")
+        names = difflib.get_close_matches(key, [row[0] for row in known.fetchall()], n=3)
+        maybe = f"did you mean {' or '.join(names)}? " if names else ""
+        hint = maybe + f"esa state LAKE {proj.name} without --key lists every key."
+    raise EmptyScopeError(problem, hint=hint, scope=key, suggestions=names)
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
@@ -413,17 +458,30 @@ def cmd_history(args: argparse.Namespace) -> int:
         relation = projection(args.projection).trail(session, args.key)
     else:
         relation = projection(args.projection).history(session, axis=args.axis, key=args.key)
+    if args.key:
+        _require_key(session, projection(args.projection), args.key, relation)
     _emit_relation(relation, args)
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from esanalytics.catalog import projection
+    from esanalytics.events import to_utc
 
     axis = "valid_at" if args.axis == "valid" else "as_of"
+    if to_utc(args.since_time, what="FROM") > to_utc(args.until_time, what="TO"):
+        raise esa.ValidationError(
+            f"FROM ({args.since_time}) is after TO ({args.until_time}): the diff would show "
+            "every change backwards.",
+            hint="swap them: "
+            f"esa diff {args.lake} {args.projection} {args.until_time} {args.since_time}",
+        )
     plain = args.axis == "system" and args.as_of is None and args.valid_at is None
     view = _materialized(args) if plain else None
     if view is not None:  # both sides from the nearest checkpoints
+        session = _session(args)
+        for moment in (args.since_time, args.until_time):
+            session.warn_if_future(moment)  # as the Session answer would say
         table = view.diff({"as_of": args.since_time}, {"as_of": args.until_time})
         _emit_relation(table, args)
         return EXIT_OK
@@ -854,6 +912,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *rest: Any, **_: Any) -> None:
+    """esanalytics' warnings as the CLI says things (problem, then Hint), not as a Python
+    warning line with a file name."""
+    from rich.markup import escape
+
+    from esanalytics.exceptions import EsaWarning
+
+    console = _err_console()
+    if isinstance(message, EsaWarning):
+        console.print(f"[yellow]warning:[/yellow] {escape(message.problem)}")
+        if message.hint:
+            console.print(f"Hint: {message.hint}", markup=False)
+        return
+    console.print(f"warning: {category.__name__}: {message}", markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Altair imports jsonschema, which imports rfc3987_syntax when it is installed (Jupyter
     # brings it) and builds a grammar for about a second on every start. The CLI checks no
@@ -868,7 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint="a lake's files are written only by esa, so that its commit log and "
                 "digests stay true; write the output to a path outside the lake folder.",
             )
-        code: int = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code: int = args.run(args)
         return code
     except esa.EsaError as error:
         from rich.markup import escape

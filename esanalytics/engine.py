@@ -20,8 +20,9 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
@@ -30,7 +31,7 @@ from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc
-from esanalytics.exceptions import ValidationError
+from esanalytics.exceptions import FutureCutWarning, ValidationError
 from esanalytics.store import EventStore
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ COLUMNS = ", ".join(EVENT_SCHEMA.names)
 #: the session's view under it.
 _QUERY_ATTEMPTS = 5
 _T = TypeVar("_T")
+
+
+#: A time of day followed by a zone (``Z``, ``+05:30``, ``-05``): how a cut's text says it
+#: is an instant rather than a wall time.
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?)$"
 
 
 def sql_time(moment: datetime) -> str:
@@ -99,6 +105,29 @@ class Session:
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
         self.position = 0
         self.refresh()
+        if self.as_of is not None:
+            self.warn_if_future(self.as_of)
+
+    def warn_if_future(self, as_of: TimeLike) -> None:
+        """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
+        lies after now: it would silently mean "now"."""
+        as_of = to_utc(as_of, what="as_of")
+        if as_of <= datetime.now(UTC):
+            return
+        last = self.con.sql("SELECT max(recorded_at) FROM events_all").fetchall()[0][0]
+        ends = (
+            f"the log ends at {last.astimezone(UTC).isoformat()} (position {self.position:,})"
+            if last is not None
+            else "the log is empty"
+        )
+        warnings.warn(
+            FutureCutWarning(
+                f"The as-of cut {as_of.isoformat()} is in the future: {ends}, so this answers "
+                "as of now.",
+                hint="leave the as-of cut out to ask about now, or choose a time before now.",
+            ),
+            stacklevel=3,
+        )
 
     def _repr_html_(self) -> str:
         cut = [
@@ -273,21 +302,30 @@ class Session:
         return min(max(best, int(found or 0)), self.position)
 
     def _macros(self) -> None:
+        # A cut is an instant, whatever the connection's TimeZone: `esa_utc(t)` reads it as a
+        # UTC wall time (a time with an offset is converted, one without is taken as UTC,
+        # as a bare date is everywhere in esanalytics) and the month partition is taken
+        # from that, never from the session's zone.
         self.con.execute(
             """
+            CREATE OR REPLACE MACRO esa_utc(t) AS
+                CASE WHEN regexp_matches(CAST(t AS VARCHAR), '{_ZONED}')
+                     THEN timezone('UTC', CAST(CAST(t AS VARCHAR) AS TIMESTAMPTZ))
+                     ELSE CAST(CAST(t AS VARCHAR) AS TIMESTAMP) END;
             CREATE OR REPLACE MACRO events_as_of(t) AS TABLE
                 SELECT * FROM events_all
-                WHERE recorded_at <= t::TIMESTAMPTZ AND month <= strftime(t::TIMESTAMPTZ, '%Y-%m');
+                WHERE recorded_at <= timezone('UTC', esa_utc(t))
+                  AND month <= strftime(esa_utc(t), '%Y-%m');
             CREATE OR REPLACE MACRO events_valid_at(t) AS TABLE
-                SELECT * FROM events_all WHERE occurred_at <= t::TIMESTAMPTZ;
+                SELECT * FROM events_all WHERE occurred_at <= timezone('UTC', esa_utc(t));
             CREATE OR REPLACE MACRO events_bitemporal(system_t, valid_t) AS TABLE
                 SELECT * FROM events_all
-                WHERE recorded_at <= system_t::TIMESTAMPTZ
-                  AND month <= strftime(system_t::TIMESTAMPTZ, '%Y-%m')
-                  AND occurred_at <= valid_t::TIMESTAMPTZ;
+                WHERE recorded_at <= timezone('UTC', esa_utc(system_t))
+                  AND month <= strftime(esa_utc(system_t), '%Y-%m')
+                  AND occurred_at <= timezone('UTC', esa_utc(valid_t));
             CREATE OR REPLACE MACRO events_at_position(p) AS TABLE
                 SELECT * FROM events_all WHERE global_position <= p;
-            """
+            """.replace("{_ZONED}", _ZONED)
         )
 
     # -- queries ---------------------------------------------------------------------------
@@ -332,8 +370,11 @@ class Session:
             raise ValidationError(
                 f"position={position!r} is not a log position.", hint="pass an int from 0."
             )
+        system = None if as_of is None else to_utc(as_of, what="as_of")
+        if system is not None:
+            self.warn_if_future(system)
         where = cut_predicate(
-            as_of=None if as_of is None else to_utc(as_of, what="as_of"),
+            as_of=system,
             valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
             position=position,
         )

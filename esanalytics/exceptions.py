@@ -17,9 +17,16 @@ to do, and the facts are on attributes so callers need not parse messages::
     ├── DuplicateEventError (ValueError)      an event id is already in the log, elsewhere
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
     ├── StreamNotFoundError (KeyError)        the stream has no events
+    ├── EmptyScopeError (LookupError)         nothing in the asked scope (entity, actor, key...)
     ├── UnknownEventTypeError (LookupError)   a stored event type or schema version the code lacks
     ├── CorruptLakeError (OSError)            a file of the lake is unreadable or inconsistent
     └── StorageError (OSError)                the disk is full or the lake read-only; nothing written
+
+Warnings (answers that stand, but not as asked) derive from :class:`EsaWarning`
+(``UserWarning``), with the same ``problem`` and ``hint``::
+
+    EsaWarning (UserWarning)
+    └── FutureCutWarning                      an as-of cut in the future: answered as of now
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ __all__ = [
     "CorruptLakeError",
     "DuplicateEventError",
     "EmptyAppendError",
+    "EmptyScopeError",
     "EsaError",
+    "EsaWarning",
+    "FutureCutWarning",
     "InvalidEventDataError",
     "InvalidEventTypeError",
     "InvalidExpectedVersionError",
@@ -132,6 +142,19 @@ class StreamNotFoundError(EsaError, KeyError):
         return str(self.args[0])
 
 
+class EmptyScopeError(EsaError, LookupError):
+    """Nothing is in the asked scope: no events for the entity, actor, correlation id or
+    period of a report, or no state for a projection's key, at the asked cut. An empty answer
+    would read as a clean one, so it is refused.
+
+    Attributes: ``scope`` (what was asked) and ``suggestions`` (close names that do exist,
+    perhaps the one that was meant; empty when none is close).
+    """
+
+    scope: object
+    suggestions: list[str]
+
+
 class UnknownEventTypeError(EsaError, LookupError):
     """An event type (or schema version) that the reading code does not know."""
 
@@ -157,3 +180,17 @@ class StorageError(EsaError, OSError):
     ) -> None:
         super().__init__(problem, hint=hint, **fields)
         self.errno = errno  # set after OSError's own __init__, which clears it
+
+
+class EsaWarning(UserWarning):
+    """Base of esanalytics' warnings: ``problem`` says what is off, ``hint`` what to do."""
+
+    def __init__(self, problem: str, *, hint: str | None = None) -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(problem if hint is None else f"{problem}\nHint: {hint}")
+
+
+class FutureCutWarning(EsaWarning):
+    """A system-time cut (``as_of``) after now: nothing is recorded in the future, so the
+    answer is the log as it is now."""

@@ -226,7 +226,9 @@ class _Base:
     ) -> duckdb.DuckDBPyRelation:
         """Keys added, removed or changed between two cuts (each a dict of ``as_of``,
         ``valid_at``, ``position``; ``after`` defaults to the session's own cut), with
-        ``<field>_before`` and ``<field>_after`` for every field."""
+        ``<field>_before`` and ``<field>_after`` for every field. ``before`` and ``after`` are
+        the two sides compared, in that order, whatever their times: a later ``before``
+        gives the changes that lead back to it (``esa diff`` refuses FROM after TO)."""
         left = self.state_sql(session, **before)
         right = self.state_sql(session, **(after or {}))
         return session.sql(diff_sql(left, right, self.fields))

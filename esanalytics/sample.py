@@ -17,7 +17,9 @@ What is in it:
 * **audit texture**: every event names an ``actor`` (customers, staff, ``system``), staff
   actions carry ``approved_by`` and a ``reason``; about 1% of events are back-dated
   corrections (valid time days before system time); about 6% happen after hours; in a few
-  staff actions the actor approves their own change.
+  staff actions the actor approves their own change; the domains' segregation rules are
+  breached now and then (an account unfrozen by whoever froze it, by chance; half the
+  refunds of cancelled orders made by whoever cancelled them).
 """
 
 from __future__ import annotations
@@ -330,6 +332,19 @@ class _Sample:
         self.items = np.r_[np.zeros(acc["n"], np.int64), ords["items"]]
         self.customer = np.r_[acc["stream"], ords["customer"]]
         self.reason_pick = rng.integers(0, 3, n_all)
+        # Half the refunds of cancelled orders are made by whoever cancelled the order: a
+        # breach of the orders domain's segregation rule. Drawn last, so that every other
+        # value is what it was before this was added.
+        refund_after_cancel = np.r_[
+            False,
+            (self.kind[1:] == REFUNDED)
+            & (self.kind[:-1] == CANCELLED)
+            & (self.stream[1:] == self.stream[:-1]),
+        ]
+        same = refund_after_cancel & (rng.random(n_all) < 0.5)
+        offset = (self.approver - self.staff) % len(STAFF)  # 0 where self-approved
+        self.staff = np.where(same, np.r_[0, self.staff[:-1]], self.staff)
+        self.approver = (self.staff + offset) % len(STAFF)
 
     def chunk(self, start: int, stop: int) -> pa.Table:
         idx = self.order[start:stop]

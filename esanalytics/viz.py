@@ -31,8 +31,9 @@ import altair as alt
 import duckdb
 import pandas as pd
 
+from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
-from esanalytics.events import to_epoch_us
+from esanalytics.events import to_epoch_us, to_utc
 from esanalytics.exceptions import ValidationError
 
 if TYPE_CHECKING:
@@ -235,6 +236,12 @@ def _need_projection(
     return projection
 
 
+def _no_events(session: Session, key: str) -> Exception:
+    from esanalytics.audit.trail import Scope, empty_scope_error
+
+    return empty_scope_error(session, Scope("entity", key))
+
+
 def _history(
     source: Source,
     projection: Projection | None,
@@ -252,6 +259,9 @@ def _history(
             hint="pass keys=['account-42', ...]; for every entity at once, use population().",
         )
     parts = [proj.history(source, axis=axis, key=k).df() for k in keys]
+    for key, part in zip(keys, parts, strict=True):
+        if part.empty:  # a misspelt key would draw an empty chart
+            raise _no_events(source, key)
     return _df(pd.concat(parts, ignore_index=True), ("key", "valid_from", field), what)
 
 
@@ -326,6 +336,8 @@ def entity_timeline(
         if not key:
             raise ValidationError("The entity timeline needs a key.", hint="pass key='account-42'.")
         frame = _df(proj.trail(source, key), needed, "entity timeline")
+        if frame.empty:
+            raise _no_events(source, key)
     else:
         frame = _df(source, needed, "entity timeline")
     frame = frame.drop(columns=[c for c in ("data",) if c in frame.columns])
@@ -375,11 +387,18 @@ def state_intervals(
     projection: Projection | None = None,
     keys: list[str] | None = None,
     axis: Axis = "system",
+    until: TimeLike | None = None,
 ) -> alt.Chart:
     """How long each entity stayed in each state: one bar per state interval (a Gantt-like
-    chart), ``valid_from`` to ``valid_to`` (the last interval runs to the newest event).
-    Data: a Session with ``projection`` and ``keys``, or a history frame with ``key``,
-    ``valid_from``, ``valid_to`` and ``field``."""
+    chart), ``valid_from`` to ``valid_to``. A current state (``valid_to`` null) lasts until
+    the cut: ``until`` when given, else the Session's ``as_of`` (on valid time, its
+    ``valid_at``, else its ``as_of``), else now. Data: a Session with ``projection`` and
+    ``keys``, or a history frame with ``key``, ``valid_from``, ``valid_to`` and ``field``."""
+    if until is None and isinstance(source, Session):
+        until = (source.valid_at if axis == "valid" else None) or source.as_of
+    cut = pd.Timestamp(
+        to_utc(until, what="until") if until is not None else pd.Timestamp.now("UTC")
+    )
     frame = _history(source, projection, field, keys, axis, "state intervals")
     if "valid_to" not in frame.columns:
         raise ChartDataError(
@@ -393,15 +412,21 @@ def state_intervals(
         frame["key"].shift()
     )
     frame["stay"] = change.cumsum()
-    end = frame["valid_from"].max()
+    if getattr(frame["valid_from"].dt, "tz", None) is None:  # a frame of naive (UTC) times
+        cut = cut.tz_convert(None)
+    # A current state (valid_to null) lasts until the cut, never ending before it began. It
+    # is filled before merging, as "last" would otherwise skip the null.
+    frame["open"] = frame["valid_to"].isna()
+    frame["valid_to"] = frame["valid_to"].where(
+        ~frame["open"], frame["valid_from"].where(frame["valid_from"] > cut, cut)
+    )
     stays = frame.groupby("stay").agg(
         key=("key", "first"),
         state=(field, "first"),
         start=("valid_from", "first"),
         end=("valid_to", "last"),
+        open=("open", "last"),
     )
-    stays["open"] = stays["end"].isna()
-    stays["end"] = stays["end"].fillna(end)
     stays["days"] = ((stays["end"] - stays["start"]).dt.total_seconds() / 86_400).round(1)
     pick = alt.selection_point(fields=["state"], bind="legend")
     chart: alt.Chart = (

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from esanalytics.audit.exceptions import audit_exceptions
-from esanalytics.audit.trail import Scope, trail
+from esanalytics.audit.trail import Scope, empty_scope_error, trail
+from esanalytics.domain import SegregationRule
 from esanalytics.engine import COLUMNS, Session
 from esanalytics.events import hashes_match
 from esanalytics.store import EventStore
@@ -37,6 +39,9 @@ class AuditPackage:
     #: entity's state history (key, valid_from, valid_to, fields...), for charts.
     projection: str | None = None
     history: pa.Table | None = None
+    #: The system time of the pinned position: the report's cut, until which a current
+    #: state is shown to last.
+    as_of: datetime | None = None
 
 
 def _scope_args(scope: Scope) -> list[str]:
@@ -53,12 +58,18 @@ def collect(
     checkpoint: dict[str, Any] | None = None,
     key: bytes | None = None,
     backdated_after: timedelta = timedelta(days=1),
+    rules: Sequence[SegregationRule] | None = None,
 ) -> AuditPackage:
     """The trail, exceptions, integrity (of every event in scope: its content against its
-    hash, and its link to the event before it) and completeness, pinned to one position."""
+    hash, and its link to the event before it) and completeness, pinned to one position.
+
+    Raises :class:`~esanalytics.exceptions.EmptyScopeError` when nothing is in scope (a
+    misspelt id, say): a report of no events would read as a clean one."""
     session = Session(store, position=position)
     pinned = session.position
     events = trail(session, scope)
+    if events.num_rows == 0:
+        raise empty_scope_error(session, scope)
     full = session.sql(
         f"SELECT {COLUMNS} FROM {scope.source(session)} WHERE {scope.where()} "
         "ORDER BY global_position"
@@ -104,7 +115,9 @@ def collect(
         versions = full["version"].to_pylist()
         if versions != list(range(1, len(versions) + 1)):
             gaps.append("the stream's versions are not 1, 2, 3 ...")
-    digest = session.sql(f"SELECT hash FROM events_all WHERE global_position = {pinned}").fetchall()
+    digest = session.sql(
+        f"SELECT hash, recorded_at FROM events_all WHERE global_position = {pinned}"
+    ).fetchall()
     command = shlex.join(
         ["esa", "report", str(store.path), *_scope_args(scope), "--position", str(pinned)]
     )
@@ -124,7 +137,7 @@ def collect(
         position=pinned,
         digest=digest[0][0] if digest else "0" * 64,
         trail=events,
-        exceptions=audit_exceptions(session, scope, backdated_after=backdated_after),
+        exceptions=audit_exceptions(session, scope, backdated_after=backdated_after, rules=rules),
         integrity_ok=not problems,
         integrity_text="\n".join(problems)
         or f"All {full.num_rows:,} events in scope match their hashes and links.",
@@ -137,4 +150,5 @@ def collect(
         checkpoint=checkpoint,
         projection=projection,
         history=history,
+        as_of=digest[0][1] if digest else None,
     )

@@ -3,6 +3,7 @@ one correlation id, or a period. Findings and rows are plain data (Arrow tables)
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,10 +11,10 @@ import pyarrow as pa
 
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
-from esanalytics.exceptions import ValidationError
+from esanalytics.exceptions import EmptyScopeError, ValidationError
 from esanalytics.temporal import Period
 
-__all__ = ["Scope", "trail"]
+__all__ = ["Scope", "empty_scope_error", "trail"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,53 @@ def trail(session: Session, scope: Scope) -> pa.Table:
         ORDER BY global_position
         """
     ).to_arrow_table()
+
+
+def empty_scope_error(session: Session, scope: Scope) -> EmptyScopeError:
+    """The error for a scope with no events at the session's cut: what was asked, and the
+    close names that exist (a misspelt id or actor), or the period the log does cover."""
+    cuts = [f"log position {session.position:,}"]
+    if session.as_of is not None:
+        cuts.append(f"as of {session.as_of.isoformat()}")
+    if session.valid_at is not None:
+        cuts.append(f"valid at {session.valid_at.isoformat()}")
+    at = " at " + ", ".join(cuts)
+    wanted = scope.value or ""
+    column = {"entity": "stream_id", "actor": "metadata->>'$.actor'"}.get(scope.kind)
+    names: list[str] = []
+    if column is not None:
+        known = session.sql(f"SELECT DISTINCT {column} FROM events WHERE {column} IS NOT NULL")
+        names = difflib.get_close_matches(wanted, [r[0] for r in known.fetchall()], n=3)
+    maybe = f"did you mean {' or '.join(repr(n) for n in names)}? Else " if names else ""
+    if scope.kind == "entity":
+        problem = f"There are no events for the entity {wanted!r}{at}."
+        quoted = wanted.replace("'", "''")
+        begins = session.sql(
+            f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}'"
+        ).fetchall()[0][0]
+        hint = (
+            f"its first event was recorded at {begins.isoformat()}; ask at a later cut."
+            if begins is not None and session.valid_at is None
+            else maybe + "check the stream id."
+        )
+    elif scope.kind == "actor":
+        problem = f"There are no events by the actor {wanted!r}{at}."
+        hint = maybe + "check the actor's name, as the events' metadata.actor records it."
+    elif scope.kind == "correlation":
+        problem = f"There are no events with the correlation id {wanted!r}{at}."
+        hint = "copy a correlation_id from an event's metadata (esa read LAKE STREAM shows it)."
+    else:
+        first, last = session.sql(
+            "SELECT min(recorded_at), max(recorded_at) FROM events"
+        ).fetchall()[0]
+        problem = (
+            f"No events were recorded in [{scope.start}, {scope.end}){at}, so there is nothing "
+            "to report."
+        )
+        hint = (
+            f"the log's recorded times run from {first.isoformat()} to {last.isoformat()}; "
+            "choose a period that meets them."
+            if first is not None
+            else "the log is empty; append or ingest events first."
+        )
+    return EmptyScopeError(problem, hint=hint, scope=scope, suggestions=names)

@@ -2,6 +2,7 @@
 
 from esanalytics.domain.batch import BatchCommand, BatchReport, Rejection, handle_batch
 from esanalytics.domain.decider import CommandRejected, Decider, EventCodec, Upcaster
+from esanalytics.domain.duties import SegregationRule
 from esanalytics.domain.handler import (
     CommandContext,
     CommandHandler,
@@ -21,6 +22,7 @@ __all__ = [
     "EventCodec",
     "Loaded",
     "Rejection",
+    "SegregationRule",
     "SnapshotStore",
     "Upcaster",
     "handle_batch",

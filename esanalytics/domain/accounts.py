@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from esanalytics.domain.decider import CommandRejected, Decider, EventCodec
+from esanalytics.domain.duties import SegregationRule
 
 __all__ = [
     "AccountClosed", "AccountFrozen", "AccountOpened", "AccountState", "AccountUnfrozen",
@@ -294,4 +295,6 @@ codec = EventCodec(
 decider: Decider[AccountState] = Decider(
     name="account", version=1, initial=AccountState(), evolve=evolve, decide=decide, codec=codec,
     category="account",
+    # Four eyes on a freeze: whoever froze an account does not lift the freeze.
+    segregation=(SegregationRule("AccountFrozen", "AccountUnfrozen", "freeze-and-unfreeze"),),
 )  # fmt: skip

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from esanalytics.domain.duties import SegregationRule
 from esanalytics.events import RecordedEvent
 from esanalytics.exceptions import EsaError, UnknownEventTypeError, ValidationError
 
@@ -178,6 +179,8 @@ class Decider(Generic[S]):
     category: str | None = None
     to_snapshot: Callable[[S], Any] | None = None
     from_snapshot: Callable[[Any], S] | None = None
+    #: Pairs of steps of one entity the same actor must not both do (audited, not enforced).
+    segregation: Sequence[SegregationRule] = ()
 
     def fold(self, events: Iterable[Any], state: S | None = None) -> S:
         """The state after ``events`` (typed), from ``state`` or the initial state."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from esanalytics.domain.decider import CommandRejected, Decider, EventCodec
+from esanalytics.domain.duties import SegregationRule
 
 __all__ = [
     "CancelOrder", "DeliverOrder", "OrderCancelled", "OrderDelivered", "OrderPaid", "OrderPlaced",
@@ -211,4 +212,6 @@ codec = EventCodec(
 decider: Decider[OrderState] = Decider(
     name="order", version=1, initial=OrderState(), evolve=evolve, decide=decide, codec=codec,
     category="order",
+    # Whoever cancelled an order does not also pay the money back.
+    segregation=(SegregationRule("OrderCancelled", "OrderRefunded", "cancel-and-refund"),),
 )  # fmt: skip

@@ -39,7 +39,8 @@ def report_charts(data: AuditPackage) -> list[tuple[str, Any]]:
             chart = state_evolution(frame, field, brush=False)
             charts.append((f"{field} over time ({data.projection})", chart))
         if "status" in frame.columns:
-            charts.append(("Time in each status", state_intervals(frame, "status")))
+            intervals = state_intervals(frame, "status", until=data.as_of)
+            charts.append(("Time in each status", intervals))
     trail = data.trail
     if trail.num_rows == 0:
         return charts
