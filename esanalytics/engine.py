@@ -281,7 +281,10 @@ class Session:
         """A SQL subquery of the events at a cut (combined with the session's own)."""
         if position is not None and (not isinstance(position, int) or position < 0):
             raise ValidationError(
-                f"position={position!r} is not a log position.", hint="pass an int from 0."
+                f"position={position!r} is not a log position.",
+                hint="pass an int from 0.",
+                cli_hint="a position is a number from 0 (nothing) up to the lake's head "
+                "(`esa info LAKE` shows its events).",
             )
         where = cut_predicate(
             as_of=None if as_of is None else to_utc(as_of, what="as_of"),

@@ -107,6 +107,8 @@ def to_utc(value: TimeLike, *, what: str = "timestamp") -> datetime:
                 f"The {what} {value.isoformat()} has no time zone.",
                 hint="pass an aware datetime, e.g. datetime(2024, 3, 1, tzinfo=timezone.utc), "
                 "or a string with an offset such as '2024-03-01T09:30:00Z'.",
+                cli_hint=f"add a zone: {value.strftime('%Y-%m-%dT%H:%M')}Z for UTC, or an offset "
+                f"such as {value.strftime('%Y-%m-%dT%H:%M')}+01:00 (a bare date means midnight UTC).",
                 value=value,
             )
         return value.astimezone(UTC)
@@ -255,11 +257,14 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
             raise InvalidEventDataError(
                 f"The event {what} is not valid JSON: {error}.",
                 hint=f"pass the {what} as a dict, or as JSON text of an object.",
+                cli_hint=f"--{what} takes JSON text of an object, in single quotes for the "
+                "shell, e.g. '{\"amount\": 5}'.",
             ) from None
         if not isinstance(parsed, dict):
             raise InvalidEventDataError(
                 f"The event {what} is JSON, but a {type(parsed).__name__}, not an object.",
                 hint="wrap the value in an object, e.g. {'value': ...}.",
+                cli_hint=f"wrap the value in an object, e.g. --{what} '{{\"value\": ...}}'.",
             )
         return value
     if not isinstance(value, Mapping):
