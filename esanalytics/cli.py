@@ -15,9 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 import esanalytics as esa
 
 DEFAULT_LAKE = Path("data") / "sample-lake"
@@ -269,6 +266,8 @@ def _read_checkpoint(path: str) -> Any:
 
 
 def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
+    import pyarrow as pa
+
     table = relation if isinstance(relation, pa.Table) else relation.to_arrow_table()
     if args.format == "parquet":
         import pyarrow.parquet as pq
@@ -351,6 +350,8 @@ def cmd_state(args: argparse.Namespace) -> int:
     if view is not None:  # the same answer, from the nearest checkpoint
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
+            import pyarrow.compute as pc
+
             table = table.filter(pc.field("key") == args.key)
         _emit_relation(table, args)
         return EXIT_OK
@@ -858,10 +859,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Altair imports jsonschema, which imports rfc3987_syntax when it is installed (Jupyter
-    # brings it) and builds a grammar for about a second on every start. The CLI checks no
-    # IRIs, so its own process goes without (jsonschema skips that one format check).
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
