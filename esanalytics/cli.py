@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -106,8 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stream = args.stream
     events = store.read_stream(stream)
     if not len(events):
-        console.print(f"[red]{stream} has no events in this lake.")
-        return EXIT_ERROR
+        raise esa.ValidationError(
+            f"The stream {stream} has no events in {path}.",
+            hint="pick one with --stream, e.g. --stream account-42 (esa info lists the categories).",
+        )
     console.rule(f"[bold]point in time: {stream}")
     from esanalytics.catalog import account_balances
     from esanalytics.domain import CommandHandler, accounts
@@ -245,6 +246,11 @@ def _session(args: argparse.Namespace) -> Any:
 def _output(path: str) -> Path:
     """The file to write, its folder made if missing (every verb that writes does so)."""
     target = Path(path)
+    if target.is_dir():
+        raise esa.ValidationError(
+            f"{target} is a folder; the output is a file.",
+            hint=f"name a file inside it, e.g. {target / 'NAME'} with the format's suffix.",
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -315,6 +321,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from esanalytics.catalog import PROJECTIONS
     from esanalytics.projections import Projection
 
+    if not args.query.strip():
+        raise esa.ValidationError(
+            "The query is empty.",
+            hint=f'write one in quotes, e.g. esa sql {args.lake} "SELECT count(*) FROM events".',
+        )
     session = _session(args)
     for name in [*PROJECTIONS, *(args.projection or [])]:
         chosen = _projection(name, session)
@@ -605,7 +616,14 @@ def _seconds(value: float) -> Any:
 
 def _emit(table: Any, fmt: str, columns: str | None) -> None:
     if columns:
-        table = table.select([c.strip() for c in columns.split(",")])
+        chosen = [c.strip() for c in columns.split(",")]
+        unknown = [c for c in chosen if c not in table.column_names]
+        if unknown:
+            raise esa.ValidationError(
+                f"There is no column {unknown[0]!r} to show.",
+                hint=f"--columns takes some of {','.join(table.column_names)} ('' for all).",
+            )
+        table = table.select(chosen)
     if fmt == "json":
         for row in table.to_pylist():
             print(json.dumps(row, default=str))
@@ -642,10 +660,20 @@ PROJECTION_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors end with a Hint like every other error."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(
+            f"{self.prog}: error: {message}\nHint: `{self.prog} --help` describes every "
+            "argument and option.\n"
+        )
+        sys.exit(EXIT_USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="esa", description="Inspect event logs kept as Parquet lakes."
-    )
+    root = _Parser(prog="esa", description="Inspect event logs kept as Parquet lakes.")
     root.add_argument("--version", action="version", version=f"esa {esa.__version__}")
     sub = root.add_subparsers(dest="command", required=True)
 
@@ -893,32 +921,11 @@ def _explain(error: Exception, args: argparse.Namespace) -> tuple[str, str]:
     if type(error).__module__.startswith(("duckdb", "_duckdb")):
         lake = getattr(args, "lake", "LAKE")
         kind = type(error).__name__
-        if args.command == "sql" and kind == "ParserException":
-            return (
-                f"The query has a syntax error: {message}",
-                "fix the SQL where DuckDB points; quote the whole query for the shell, e.g. "
-                f'esa sql {lake} "SELECT event_type, count(*) FROM events GROUP BY ALL".',
-            )
-        if args.command == "sql" and kind == "BinderException":
-            field = re.search(r'column "([^"]+)" not found', message)
-            name = field.group(1) if field else "amount"
-            from esanalytics.events import EVENT_SCHEMA
+        from esanalytics.engine import query_error
 
-            columns = ", ".join([*EVENT_SCHEMA.names, "month"])
-            return (
-                f"The query names something `events` does not have: {message}",
-                f"events has the columns {columns}; payload fields live in the JSON "
-                f"columns: data->>'$.{name}' reads one as text, "
-                f"CAST(data->>'$.{name}' AS DOUBLE) as a number, metadata->>'$.actor' the actor.",
-            )
-        if args.command == "sql" and kind == "CatalogException":
-            return (
-                f"The query names a table that is not there: {message}",
-                "the tables are events, events_all, account_balances and order_status (with "
-                "*_as_of(t), *_valid_at(t), *_at_position(p)), and the macros events_as_of(t), "
-                "events_valid_at(t), events_bitemporal(s, v), events_at_position(p); "
-                "--projection FILE adds your own.",
-            )
+        refused = query_error(error)
+        if refused is not None:
+            return refused.problem, str(getattr(refused, "cli_hint", refused.hint))
         if kind in ("IOException", "InvalidInputException", "HTTPException"):
             return (
                 f"A file of the lake could not be read: {message}",
@@ -927,7 +934,8 @@ def _explain(error: Exception, args: argparse.Namespace) -> tuple[str, str]:
             )
         return (f"DuckDB refused: {message}", "check the query and the options given.")
     if isinstance(error, OSError):
-        where = f" {error.filename}" if error.filename else ""
+        named = error.filename or getattr(args, "output", None)
+        where = f" {named}" if named else ""
         return (
             f"Cannot use{where}: {error.strerror or message}.",
             "check the path and its permissions.",

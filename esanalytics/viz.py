@@ -204,6 +204,8 @@ def _df(
             "can hold.",
             hint="pass fewer keys or a shorter period, or pass a Session so the builder "
             "aggregates in DuckDB.",
+            cli_hint="give fewer --key, an earlier --as-of, or (population) a --field with few "
+            "values such as --field status.",
         )
     return frame
 

@@ -167,3 +167,42 @@ def test_ingest_accepts_a_pandas_dataframe(tmp_path: Path) -> None:
     assert store.read_stream("account-2").to_list()[0].data == {"owner": "Bo"}
     with pytest.raises(esa.ValidationError, match="stream_id"):
         store.ingest(frame.drop(columns=["data"]).rename(columns={"stream_id": "stream"}))
+
+
+def test_esql_magic_explains_query_errors_too(
+    sample_lake: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "esanalytics.jupyter")
+        capsys.readouterr()
+        result = shell.run_cell_magic("esql", f"--lake {sample_lake}", "SELECT amount FROM events")
+        said = capsys.readouterr().out
+        assert result is None
+        assert "data->>'$.amount'" in said
+        assert "Hint:" in said
+        frame = shell.run_cell_magic(
+            "esql", f"--lake {sample_lake}", "SELECT count(*) AS n FROM account_balances"
+        )
+        assert int(frame["n"][0]) > 0
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_more_refusals_found_by_trying_every_verb(sample_lake: Path, tmp_path: Path) -> None:
+    lake = str(sample_lake)
+    assert "--columns" in refused("read", lake, "account-3", "--columns", "version,nope")
+    assert "query is empty" in refused("sql", lake, " ")
+    assert "a folder" in refused("sql", lake, "SELECT 1", "--output", str(tmp_path))
+    assert "--stream" in refused("demo", "--lake", lake, "--stream", "nope-1")
+    assert "--checkpoint-every" in refused(
+        "materialize", lake, "account_balances", "--checkpoint-every", "-5"
+    )
+    population = refused("chart", lake, "population", "--field", "balance", "--output", str(tmp_path / "p.svg"))  # fmt: skip
+    assert "--field status" in population
+    assert "Session" not in population
+    usage = run_esa("diff", lake, "account_balances", "2024-01-01")
+    assert usage.returncode == 2
+    assert "Hint: `esa diff --help`" in usage.stderr
