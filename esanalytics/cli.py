@@ -889,6 +889,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in _NO_DATAFRAMES:
+            _skip_pandas_probe()
         code: int = args.run(args)
         return code
     except esa.EsaError as error:
@@ -903,6 +905,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _report(*_explain(error, args))
         return EXIT_ERROR
+
+
+# The verbs that build no DataFrame. pyarrow imports pandas (0.5-1 s, half of a verb's start)
+# the first time it converts any Python value, only to ask whether the value is a DataFrame;
+# these verbs let it find pandas absent. Anything that later asks pyarrow for a DataFrame
+# makes it import pandas then, and code that imports pandas itself is unaffected.
+_NO_DATAFRAMES = frozenset(
+    {"init", "info", "read", "append", "sql", "state", "history", "diff", "since",
+     "materialize", "verify", "checkpoint", "keygen", "compact"}
+)  # fmt: skip
+
+
+class _NoPandas:
+    """An import finder for which pandas is not installed."""
+
+    def find_spec(self, name: str, *args: Any) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is skipped here", name=name)
+
+
+def _skip_pandas_probe() -> None:
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.scalar(0)  # the probe: pyarrow looks for pandas once, on its first conversion
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _report(problem: str, hint: str | None) -> None:

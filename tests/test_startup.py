@@ -70,3 +70,30 @@ def test_hiding_rfc3987_syntax_lasts_only_for_the_import() -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert findable_after == installed
+
+
+def test_verbs_that_build_no_dataframe_do_not_import_pandas(sample_lake: Path) -> None:
+    lake = str(sample_lake)
+    for argv in (
+        ["info", lake],
+        ["read", lake, "account-3", "--format", "json"],
+        ["sql", lake, "SELECT count(*) FROM account_balances"],
+        ["history", lake, "account_balances", "--key", "account-3", "--trail"],
+    ):
+        loaded = imported(
+            "from esanalytics.cli import main\n"
+            "import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main({argv!r}) == 0"
+        )
+        assert "pandas" not in loaded, argv
+    # and pandas still works in such a process, through pyarrow too
+    code = (
+        "from esanalytics.cli import _skip_pandas_probe\n"
+        "_skip_pandas_probe()\n"
+        "import pandas as pd, pyarrow as pa\n"
+        "frame = pd.DataFrame({'a': [1, 2]})\n"
+        "assert pa.Table.from_pandas(frame).num_rows == pa.table(frame).num_rows == 2\n"
+        "assert pa.table({'a': [1]}).to_pandas().shape == (1, 1)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
