@@ -141,12 +141,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"now (position {events.position}): version {now.version}, balance {now.state.balance:.2f}, "
         f"status {now.state.status}"
     )
+    esa_ = _esa_command()
     console.print(
-        f'\nTry: esa sql {path} "SELECT event_type, count(*) FROM events GROUP BY ALL" '
-        f"--as-of {cut[:10]}\n     esa history {path} account_balances --key {stream} --trail"
-        f"\n     esa verify {path}"
+        f'\nTry: {esa_} sql {path} "SELECT event_type, count(*) FROM events GROUP BY ALL" '
+        f"--as-of {cut[:10]}\n     {esa_} history {path} account_balances --key {stream} --trail"
+        f"\n     {esa_} verify {path}",
+        soft_wrap=True,
     )
     return EXIT_OK
+
+
+def _esa_command() -> str:
+    """How to run esa from this shell: `esa` when it is on the PATH, else through uv in a
+    checkout (as the README's set-up runs it), else through this Python."""
+    import shutil
+
+    if shutil.which("esa"):
+        return "esa"
+    if Path("uv.lock").exists():
+        return "python3 -m uv run esa"
+    return f"{sys.executable} -m esanalytics.cli"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

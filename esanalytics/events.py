@@ -202,6 +202,8 @@ def validate_category(category: str) -> str:
             hint="categories are the part of the stream id before the first '-'; start stream "
             "ids with a plain word such as 'account-', or pass category='...' explicitly "
             "(letters, digits, '_' and '-' are safe).",
+            cli_hint="the category is the part of the stream id before the first '-': start "
+            "the id with a plain word, e.g. account-42 (letters, digits, '_' and '-' are safe).",
             category=category,
         )
     return category

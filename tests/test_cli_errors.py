@@ -100,6 +100,9 @@ def test_hints_speak_cli_not_python(tmp_path: Path, sample_lake: Path) -> None:
     expected = refused("append", str(sample_lake), "account-1", "X", "--expected-version", "-3")
     assert "NO_STREAM" not in expected
     assert "--expected-version" in expected
+    category = refused("append", str(sample_lake), "a/../x-1", "X")
+    assert "category='" not in category
+    assert "account-42" in category
 
 
 def test_init_makes_an_empty_lake(tmp_path: Path) -> None:
@@ -206,3 +209,19 @@ def test_more_refusals_found_by_trying_every_verb(sample_lake: Path, tmp_path: P
     usage = run_esa("diff", lake, "account_balances", "2024-01-01")
     assert usage.returncode == 2
     assert "Hint: `esa diff --help`" in usage.stderr
+
+
+def test_demo_suggests_commands_that_run_in_this_shell(sample_lake: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    fresh = {**os.environ, "PATH": "/usr/bin:/bin"}  # a new shell: .venv/bin is not on it
+    done = subprocess.run(
+        [sys.executable, "-m", "esanalytics.cli", "demo", "--lake", str(sample_lake), "--stream", "account-3"],
+        capture_output=True, text=True, cwd=root, env=fresh, timeout=300, check=True,
+    )  # fmt: skip
+    tries = [x.strip() for x in done.stdout.split("Try:")[1].splitlines() if x.strip()]
+    assert tries
+    assert all(t.startswith("python3 -m uv run esa ") for t in tries), tries
