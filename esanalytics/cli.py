@@ -955,10 +955,11 @@ def _skip_pandas_probe() -> None:
 def _report(problem: str, hint: str | None) -> None:
     from rich.markup import escape
 
-    console = _err_console()  # soft wrap: a path or a query is never cut by a newline
-    console.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=True)
+    console = _err_console()
+    whole = not console.is_terminal  # into a pipe or a file, never cut a path by a newline
+    console.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=whole)
     if hint:
-        console.print(f"Hint: {hint}", markup=False, soft_wrap=True)
+        console.print(f"Hint: {hint}", markup=False, soft_wrap=whole)
 
 
 def _explain(error: Exception, args: argparse.Namespace) -> tuple[str, str]:

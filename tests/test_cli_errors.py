@@ -4,6 +4,7 @@ exits 1, and never shows a traceback (real processes, real lakes, real files).""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -225,3 +226,43 @@ def test_demo_suggests_commands_that_run_in_this_shell(sample_lake: Path) -> Non
     tries = [x.strip() for x in done.stdout.split("Try:")[1].splitlines() if x.strip()]
     assert tries
     assert all(t.startswith("python3 -m uv run esa ") for t in tries), tries
+
+
+def test_errors_in_a_real_terminal_wrap_at_its_width(sample_lake: Path) -> None:
+    """In an 80-column terminal (a pseudo-terminal, as a shell gives), the error and its hint
+    are wrapped between words; into a pipe they stay whole lines (the tests above)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "", "LINES": ""}
+    env.pop("COLUMNS")
+    env.pop("LINES")
+    done = subprocess.run(
+        [sys.executable, "-m", "esanalytics.cli", "sql", str(sample_lake), "SELECT amount FROM events"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, timeout=300,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode()).replace("\r", "")
+    assert done.returncode == 1
+    assert "Traceback" not in screen
+    lines = screen.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    hint = screen[screen.index("Hint:") :]
+    assert "data->>'$.amount'" in hint  # never cut inside a word
