@@ -11,30 +11,74 @@ DuckDB, notebooks and audit reports.
 ['AccountOpened']
 """
 
-from esanalytics.events import NewEvent, RecordedEvent
-from esanalytics.exceptions import (
-    ConcurrencyError,
-    CorruptLakeError,
-    DuplicateEventError,
-    EsaError,
-    LakeNotFoundError,
-    StorageError,
-    StreamNotFoundError,
-    ValidationError,
-)
-from esanalytics.store import (
-    ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
-    AppendRequest,
-    Commit,
-    Events,
-    EventStore,
-    ExpectedVersion,
-    Inventory,
-    Subscription,
-)
-from esanalytics.store import open_store as open
+import importlib as _importlib
+import typing as _t
+
+# The names below load on first use (PEP 562), so `import esanalytics`, and `esa --help`,
+# do not pay for NumPy, pyarrow and pandas until something is read or written.
+_EXPORTS = {
+    "ANY": "esanalytics.store",
+    "NO_STREAM": "esanalytics.store",
+    "STREAM_EXISTS": "esanalytics.store",
+    "AppendRequest": "esanalytics.store",
+    "Commit": "esanalytics.store",
+    "ConcurrencyError": "esanalytics.exceptions",
+    "CorruptLakeError": "esanalytics.exceptions",
+    "DuplicateEventError": "esanalytics.exceptions",
+    "EsaError": "esanalytics.exceptions",
+    "EventStore": "esanalytics.store",
+    "Events": "esanalytics.store",
+    "ExpectedVersion": "esanalytics.store",
+    "Inventory": "esanalytics.store",
+    "LakeNotFoundError": "esanalytics.exceptions",
+    "NewEvent": "esanalytics.events",
+    "RecordedEvent": "esanalytics.events",
+    "StorageError": "esanalytics.exceptions",
+    "StreamNotFoundError": "esanalytics.exceptions",
+    "Subscription": "esanalytics.store",
+    "ValidationError": "esanalytics.exceptions",
+    "open": "esanalytics.store",
+}
+
+if _t.TYPE_CHECKING:
+    from esanalytics.events import NewEvent, RecordedEvent
+    from esanalytics.exceptions import (
+        ConcurrencyError,
+        CorruptLakeError,
+        DuplicateEventError,
+        EsaError,
+        LakeNotFoundError,
+        StorageError,
+        StreamNotFoundError,
+        ValidationError,
+    )
+    from esanalytics.store import (
+        ANY,
+        NO_STREAM,
+        STREAM_EXISTS,
+        AppendRequest,
+        Commit,
+        Events,
+        EventStore,
+        ExpectedVersion,
+        Inventory,
+        Subscription,
+    )
+    from esanalytics.store import open_store as open
+
+
+def __getattr__(name: str) -> _t.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'esanalytics' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), "open_store" if name == "open" else name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -9,11 +9,28 @@ segregation-of-duties rules those domains declare.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
 from esanalytics.domain import SegregationRule, accounts, orders
 from esanalytics.exceptions import ValidationError
-from esanalytics.projections import Count, First, Last, Max, Projection, Sum, const, data
+from esanalytics.projections import (
+    Count,
+    First,
+    FoldProjection,
+    Last,
+    Max,
+    Projection,
+    SqlProjection,
+    Sum,
+    const,
+    data,
+)
 
-__all__ = ["PROJECTIONS", "SEGREGATION_RULES", "projection"]
+__all__ = ["PROJECTIONS", "SEGREGATION_RULES", "load", "projection"]
 
 _ACCOUNT_STATUS = {
     "AccountOpened": "open",
@@ -84,5 +101,80 @@ def projection(name: str) -> Projection:
     except KeyError:
         raise ValidationError(
             f"There is no projection named {name!r}.",
-            hint=f"choose one of {', '.join(sorted(PROJECTIONS))}.",
+            hint=f"choose one of {', '.join(sorted(PROJECTIONS))}, or give your own: "
+            f"{USER_PROJECTIONS}.",
         ) from None
+
+
+USER_PROJECTIONS = (
+    "a Python file (my_projection.py, or my_projection.py:NAME when it holds several), "
+    "a module (package.module:NAME) or a .sql file (a query over events with a key column)"
+)
+
+
+def load(spec: str) -> Projection | SqlProjection | FoldProjection:
+    """A projection by name (the shipped ones), or the user's own: a Python file
+    (``path.py`` or ``path.py:attr``), a module (``package.module:attr``) or a ``.sql`` file
+    whose query over ``events`` returns a ``key`` column (named after the file)."""
+    if spec in PROJECTIONS:
+        return PROJECTIONS[spec]
+    target, _, attr = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    if target.endswith(".sql"):
+        path = Path(target)
+        try:
+            query = path.read_text().strip().rstrip(";")
+        except OSError as error:
+            raise ValidationError(
+                f"Cannot read the SQL projection {path}: {error.strerror}.",
+                hint="check the path of the .sql file.",
+            ) from None
+        return SqlProjection(re.sub(r"\W", "_", path.stem).lower(), query)
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ValidationError(
+                f"There is no Python file {path}.", hint="check the path of the projection file."
+            )
+        module_name = "esa_user_" + re.sub(r"\W", "_", path.stem)
+        spec_ = importlib.util.spec_from_file_location(module_name, path)
+        if spec_ is None or spec_.loader is None:
+            raise ValidationError(f"Cannot import {path}.", hint="name a .py file.")
+        module = importlib.util.module_from_spec(spec_)
+        try:
+            spec_.loader.exec_module(module)
+        except Exception as error:
+            raise ValidationError(
+                f"Importing {path} failed: {type(error).__name__}: {error}.",
+                hint=f"fix the file; `python {path}` shows where it fails.",
+            ) from None
+    elif attr:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` would, so local modules import
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise ValidationError(
+                f"Cannot import the module {target!r}: {error}.",
+                hint="check the module path, and run esa from the folder it is importable from.",
+            ) from None
+    else:
+        return projection(spec)
+    found = {
+        name: value
+        for name, value in vars(module).items()
+        if isinstance(value, Projection | SqlProjection | FoldProjection)
+    }
+    if attr:
+        if attr not in found:
+            raise ValidationError(
+                f"{target} has no projection named {attr!r}.",
+                hint=f"it has {', '.join(sorted(found)) or 'none'}.",
+            )
+        return found[attr]
+    if len(found) != 1:
+        raise ValidationError(
+            f"{target} holds {len(found)} projections, so which one is meant is unclear.",
+            hint=f"name one as {target}:NAME"
+            + (f", one of {', '.join(sorted(found))}." if found else "; define one."),
+        )
+    return next(iter(found.values()))

@@ -16,9 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 import esanalytics as esa
 
 DEFAULT_LAKE = Path("data") / "sample-lake"
@@ -111,8 +108,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stream = args.stream
     events = store.read_stream(stream)
     if not len(events):
-        console.print(f"[red]{stream} has no events in this lake.")
-        return EXIT_ERROR
+        raise esa.ValidationError(
+            f"The stream {stream} has no events in {path}.",
+            hint="pick one with --stream, e.g. --stream account-42 (esa info lists the categories).",
+        )
     console.rule(f"[bold]point in time: {stream}")
     from esanalytics.catalog import account_balances
     from esanalytics.domain import CommandHandler, accounts
@@ -145,12 +144,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"now (position {events.position}): version {now.version}, balance {now.state.balance:.2f}, "
         f"status {now.state.status}"
     )
+    esa_ = _esa_command()
     console.print(
-        f'\nTry: esa sql {path} "SELECT event_type, count(*) FROM events GROUP BY ALL" '
-        f"--as-of {cut[:10]}\n     esa history {path} account_balances --key {stream} --trail"
-        f"\n     esa verify {path}"
+        f'\nTry: {esa_} sql {path} "SELECT event_type, count(*) FROM events GROUP BY ALL" '
+        f"--as-of {cut[:10]}\n     {esa_} history {path} account_balances --key {stream} --trail"
+        f"\n     {esa_} verify {path}",
+        soft_wrap=True,
     )
     return EXIT_OK
+
+
+def _esa_command() -> str:
+    """How to run esa from this shell: `esa` when it is on the PATH, else through uv in a
+    checkout (as the README's set-up runs it), else through this Python."""
+    import shutil
+
+    if shutil.which("esa"):
+        return "esa"
+    if Path("uv.lock").exists():
+        return "python3 -m uv run esa"
+    return f"{sys.executable} -m esanalytics.cli"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -161,6 +174,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     build_sample(path, events=args.events, seed=args.seed, fast=args.fast)
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.lake)
+    with contextlib.suppress(esa.LakeNotFoundError):
+        store = esa.open(path)
+        print(f"{path} is already a lake ({store.head:,} events); nothing was changed.")
+        return EXIT_OK
+    esa.open(path, create=True)
+    print(
+        f"made an empty lake at {path}\n"
+        f"Next: esa append {path} STREAM TYPE --data JSON, or ingest a table from Python "
+        f"(esanalytics.open({str(path)!r}).ingest(...))."
+    )
     return EXIT_OK
 
 
@@ -238,7 +266,37 @@ def _session(args: argparse.Namespace) -> Any:
     )
 
 
+def _output(path: str) -> Path:
+    """The file to write, its folder made if missing (every verb that writes does so)."""
+    target = Path(path)
+    if target.is_dir():
+        raise esa.ValidationError(
+            f"{target} is a folder; the output is a file.",
+            hint=f"name a file inside it, e.g. {target / 'NAME'} with the format's suffix.",
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise esa.ValidationError(
+            f"Cannot make the folder {target.parent} for {target}: {error.strerror}.",
+            hint="choose an --output in a folder you can write to.",
+        ) from None
+    return target
+
+
+def _read_checkpoint(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        raise esa.ValidationError(
+            f"{path} is not a checkpoint file.",
+            hint="export one with `esa checkpoint LAKE --key KEYFILE --output FILE`.",
+        ) from None
+
+
 def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
+    import pyarrow as pa
+
     table = relation if isinstance(relation, pa.Table) else relation.to_arrow_table()
     if args.format == "parquet":
         import pyarrow.parquet as pq
@@ -247,11 +305,11 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
             raise esa.ValidationError(
                 "Parquet output needs a file.", hint="add --output FILE.parquet."
             )
-        pq.write_table(table, args.output)
+        pq.write_table(table, _output(args.output))
         print(json.dumps({"rows": table.num_rows, "output": args.output}))
         return
     if args.output:
-        with open(args.output, "w") as sink, contextlib.redirect_stdout(sink):
+        with open(_output(args.output), "w") as sink, contextlib.redirect_stdout(sink):
             _emit(table, args.format, None)
         return
     _emit(table, args.format, None)
@@ -301,19 +359,58 @@ def _fingerprint(lake: Path) -> dict[str, tuple[int, int, int]]:
     return stamps
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
-    session = _session(args)
-    for name in args.projection or []:
-        from esanalytics.catalog import projection
+def _projection(spec: str, session: Any = None, *, reducer: bool = False) -> Any:
+    """The projection a user named: a shipped one, or their own file or module. A .sql
+    projection's fields are read from its query (on ``session``); ``reducer`` refuses the
+    forms that cannot answer history, trail or materialize."""
+    from esanalytics.catalog import load
+    from esanalytics.projections import Projection, SqlProjection
 
-        projection(name).register(session)
+    chosen = load(spec)
+    if reducer and not isinstance(chosen, Projection):
+        raise esa.ValidationError(
+            f"{spec} is a {type(chosen).__name__}, which answers state, diff and since only.",
+            hint="history, trails, materializing and charts need a reducer Projection "
+            "(esanalytics.projections.Projection).",
+        )
+    if isinstance(chosen, SqlProjection) and not chosen.columns and session is not None:
+        relation = session.sql(f"SELECT * FROM ({chosen.state_sql(session)}) LIMIT 0")
+        if "key" not in relation.columns:
+            raise esa.ValidationError(
+                f"The query of {spec} has no key column.",
+                hint="select the entity as key, e.g. SELECT stream_id AS key, ... FROM events.",
+            )
+        chosen = dataclasses.replace(chosen, columns=[c for c in relation.columns if c != "key"])
+    return chosen
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from esanalytics.catalog import PROJECTIONS
+    from esanalytics.projections import Projection
+
+    if not args.query.strip():
+        raise esa.ValidationError(
+            "The query is empty.",
+            hint=f'write one in quotes, e.g. esa sql {args.lake} "SELECT count(*) FROM events".',
+        )
+    session = _session(args)
+    for name in [*PROJECTIONS, *(args.projection or [])]:
+        chosen = _projection(name, session)
+        if isinstance(chosen, Projection):
+            chosen.register(session)
+        else:  # its state at the session's cut, as a view named after it
+            session.con.execute(
+                f'CREATE OR REPLACE VIEW "{chosen.name}" AS {chosen.state_sql(session)}'
+            )
     lake = Path(args.lake)
     import duckdb
+
+    from esanalytics.engine import query_error
 
     try:
         targets = _lake_targets(session.con, args.query, lake)
     except duckdb.Error as error:
-        raise esa.ValidationError(
+        raise query_error(error) or esa.ValidationError(
             f"The query cannot be read: {error}",
             hint="fix the SQL; the lake's events are the view `events` (see `esa sql --help`).",
         ) from None
@@ -325,13 +422,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
             "(any other path is yours), and add events with `esa append`.",
         )
     before = _fingerprint(lake)
-    try:
+    try:  # a query error is explained by main(), as for every verb
         _emit_relation(session.sql(args.query), args)
-    except duckdb.Error as error:
-        raise esa.ValidationError(
-            f"The query failed: {error}",
-            hint="fix the SQL; the lake's events are the view `events` (see `esa sql --help`).",
-        ) from None
     finally:
         _check_untouched(args.lake, lake, before)
     return EXIT_OK
@@ -370,12 +462,13 @@ def _fingerprint_one(path: str) -> tuple[int, int, int] | None:
 def _materialized(args: argparse.Namespace) -> Any:
     """The lake's materialized view of the projection, when there is a current one and the
     question is on system time (its checkpoints answer those); else None."""
-    from esanalytics.catalog import projection
     from esanalytics.materialized import MaterializedProjection
+    from esanalytics.projections import Projection
 
-    if getattr(args, "valid_at", None) is not None:
+    chosen = _projection(args.projection)
+    if getattr(args, "valid_at", None) is not None or not isinstance(chosen, Projection):
         return None
-    view = MaterializedProjection(esa.open(args.lake), projection(args.projection))
+    view = MaterializedProjection(esa.open(args.lake), chosen)
     current = view.current()
     if not current or current["version"] != view.projection.version:
         return None
@@ -384,21 +477,21 @@ def _materialized(args: argparse.Namespace) -> Any:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from esanalytics.catalog import projection
-
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
         if args.as_of is not None:
             _session(args)  # says so when the cut is in the future
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
+            import pyarrow.compute as pc
+
             table = table.filter(pc.field("key") == args.key)
             if not table.num_rows:
                 _require_key(_session(args), view.projection, args.key, None)
         _emit_relation(table, args)
         return EXIT_OK
     session = _session(args)
-    proj = projection(args.projection)
+    proj = _projection(args.projection, session)
     relation = proj.state(session)
     if args.key:
         relation = relation.filter(f"key = '{args.key.replace(chr(39), chr(39) * 2)}'")
@@ -439,11 +532,12 @@ def _require_key(session: Any, proj: Any, key: str, relation: Any) -> None:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from esanalytics.catalog import projection
     from esanalytics.materialized import MaterializedProjection
 
     view = MaterializedProjection(
-        esa.open(args.lake), projection(args.projection), checkpoint_every=args.checkpoint_every
+        esa.open(args.lake),
+        _projection(args.projection, reducer=True),
+        checkpoint_every=args.checkpoint_every,
     )
     done = view.refresh(rebuild=args.rebuild)
     print(json.dumps({**dataclasses.asdict(done), "checkpoints_kept": len(view.checkpoints())}))
@@ -451,21 +545,24 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from esanalytics.catalog import projection
-
+    if args.trail and not args.key:
+        raise esa.ValidationError(
+            "--trail needs --key: a trail is one entity's events.",
+            hint="name the entity, e.g. --key account-42.",
+        )
     session = _session(args)
+    chosen = _projection(args.projection, reducer=True)
     if args.trail:
-        relation = projection(args.projection).trail(session, args.key)
+        relation = chosen.trail(session, args.key)
     else:
-        relation = projection(args.projection).history(session, axis=args.axis, key=args.key)
+        relation = chosen.history(session, axis=args.axis, key=args.key)
     if args.key:
-        _require_key(session, projection(args.projection), args.key, relation)
+        _require_key(session, chosen, args.key, relation)
     _emit_relation(relation, args)
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from esanalytics.catalog import projection
     from esanalytics.events import to_utc
 
     axis = "valid_at" if args.axis == "valid" else "as_of"
@@ -485,17 +582,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
         table = view.diff({"as_of": args.since_time}, {"as_of": args.until_time})
         _emit_relation(table, args)
         return EXIT_OK
-    relation = projection(args.projection).diff(
-        _session(args), {axis: args.since_time}, {axis: args.until_time}
+    session = _session(args)
+    relation = _projection(args.projection, session).diff(
+        session, {axis: args.since_time}, {axis: args.until_time}
     )
     _emit_relation(relation, args)
     return EXIT_OK
 
 
 def cmd_since(args: argparse.Namespace) -> int:
-    from esanalytics.catalog import projection
-
-    _emit_relation(projection(args.projection).since(_session(args), args.since_position), args)
+    session = _session(args)
+    chosen = _projection(args.projection, session)
+    _emit_relation(chosen.since(session, args.since_position), args)
     return EXIT_OK
 
 
@@ -506,10 +604,14 @@ CHARTS = (
 
 def cmd_chart(args: argparse.Namespace) -> int:
     from esanalytics import viz
-    from esanalytics.catalog import projection
 
+    if Path(args.output).suffix.lower() not in (".html", ".svg", ".png"):
+        raise esa.ValidationError(
+            f"Cannot save a chart as {Path(args.output).suffix or 'a file without a suffix'}.",
+            hint="name the --output file .html, .svg or .png.",
+        )
     session = _session(args)
-    proj = projection(args.projection)
+    proj = _projection(args.projection, reducer=True)
     keys = args.key or []
 
     def need_key() -> str:
@@ -547,7 +649,7 @@ def cmd_chart(args: argparse.Namespace) -> int:
         chart = viz.causation_tree(session, args.correlation)
     else:
         chart = viz.population(session, field, projection=proj, every=args.every, axis=args.axis)
-    written = viz.save(chart, args.output)
+    written = viz.save(chart, _output(args.output))
     _err_console().print(f"wrote {written}")
     return EXIT_OK
 
@@ -566,13 +668,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pass  # a lake no reader will open: verify names why, as findings
     against = key = None
     if args.against:
-        try:
-            against = json.loads(Path(args.against).read_text())
-        except (OSError, ValueError):
-            raise esa.ValidationError(
-                f"{args.against} is not a checkpoint file.",
-                hint="export one with `esa checkpoint LAKE --key KEYFILE --output FILE`.",
-            ) from None
+        against = _read_checkpoint(args.against)
         if not args.key:
             raise esa.ValidationError(
                 "--against needs --key.", hint="pass the key file that signed the checkpoint."
@@ -609,7 +705,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         scope = Scope("period", start=args.period[0], end=args.period[1])
     else:
         scope = Scope(kind, getattr(args, kind))  # type: ignore[arg-type]
-    checkpoint = json.loads(Path(args.against).read_text()) if args.against else None
+    checkpoint = _read_checkpoint(args.against) if args.against else None
     key = read_key(args.key) if args.key else None
     package = collect(
         esa.open(args.lake), scope, position=args.position, checkpoint=checkpoint, key=key
@@ -617,22 +713,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "html":
         from esanalytics.report import render_html
 
-        Path(args.output).write_text(render_html(package))
+        _output(args.output).write_text(render_html(package))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
-        Path(args.output).write_bytes(render_pdf(package))
+        _output(args.output).write_bytes(render_pdf(package))
         written = [args.output]
     else:
         from esanalytics.report import write_extract
 
-        base = Path(args.output)
+        base = _output(args.output)
         trail_file = base.with_name(base.stem + "-trail." + args.format)
         exceptions_file = base.with_name(base.stem + "-exceptions." + args.format)
         sums = [write_extract(package.trail, trail_file, fmt=args.format),
                 write_extract(package.exceptions, exceptions_file, fmt=args.format)]  # fmt: skip
         written = [str(trail_file), str(exceptions_file), *map(str, sums)]
+        _err_console().print(
+            f"a report is two tables: wrote {trail_file} and {exceptions_file}, "
+            "each with a .sha256 beside it",
+            markup=False,
+        )
     print(json.dumps({"position": package.position, "events": package.trail.num_rows,
                       "exceptions": package.exceptions.num_rows, "integrity_ok": package.integrity_ok,
                       "complete": package.complete, "written": written}))  # fmt: skip
@@ -645,7 +746,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
     text = json.dumps(checkpoint, indent=2)
     if args.output:
-        _write_whole(Path(args.output), text + "\n")
+        _write_whole(_output(args.output), text + "\n")
     print(text)
     return EXIT_OK
 
@@ -665,7 +766,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from esanalytics.audit import make_key
 
     try:
-        path = make_key(args.file)
+        path = make_key(_output(args.file))
     except FileExistsError:
         raise esa.ValidationError(
             f"{args.file} exists; a key is never overwritten.", hint="pick a new file name."
@@ -703,7 +804,14 @@ def _seconds(value: float) -> Any:
 
 def _emit(table: Any, fmt: str, columns: str | None) -> None:
     if columns:
-        table = table.select([c.strip() for c in columns.split(",")])
+        chosen = [c.strip() for c in columns.split(",")]
+        unknown = [c for c in chosen if c not in table.column_names]
+        if unknown:
+            raise esa.ValidationError(
+                f"There is no column {unknown[0]!r} to show.",
+                hint=f"--columns takes some of {','.join(table.column_names)} ('' for all).",
+            )
+        table = table.select(chosen)
     if fmt == "json":
         for row in table.to_pylist():
             print(json.dumps(row, default=str))
@@ -727,10 +835,33 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Help texts. The shipped projections are named here rather than read from the catalog, which
+# would import DuckDB for every `esa --help` (a test holds the two lists equal).
+USER_PROJECTIONS = (
+    "a Python file (my_projection.py, or my_projection.py:NAME when it holds several), "
+    "a module (package.module:NAME) or a .sql file (a query over events with a key column)"
+)
+LAKE = "the lake's folder (made by esa init, esa generate or esa demo)"
+LAKE_NEW = "the folder to make the lake in (new or empty)"
+PROJECTION_HELP = (
+    "a shipped projection (account_balances, order_status), or your own: " + USER_PROJECTIONS
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors end with a Hint like every other error."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(
+            f"{self.prog}: error: {message}\nHint: `{self.prog} --help` describes every "
+            "argument and option.\n"
+        )
+        sys.exit(EXIT_USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="esa", description="Inspect event logs kept as Parquet lakes."
-    )
+    root = _Parser(prog="esa", description="Inspect event logs kept as Parquet lakes.")
     root.add_argument("--version", action="version", version=f"esa {esa.__version__}")
     sub = root.add_subparsers(dest="command", required=True)
 
@@ -750,19 +881,23 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--stream", default="account-42")
     demo.set_defaults(run=cmd_demo)
 
+    init = sub.add_parser("init", help="make a new, empty lake")
+    init.add_argument("lake", help=LAKE_NEW)
+    init.set_defaults(run=cmd_init)
+
     generate = sub.add_parser("generate", help="generate a sample lake")
-    generate.add_argument("lake")
+    generate.add_argument("lake", help=LAKE_NEW)
     sample_options(generate, 1_000_000)
     generate.set_defaults(run=cmd_generate)
 
     info = sub.add_parser("info", help="what is in a lake")
-    info.add_argument("lake")
+    info.add_argument("lake", help=LAKE)
     info.add_argument("--format", choices=["table", "json"], default="table")
     info.set_defaults(run=cmd_info)
 
     read = sub.add_parser("read", help="the events of one stream")
-    read.add_argument("lake")
-    read.add_argument("stream")
+    read.add_argument("lake", help=LAKE)
+    read.add_argument("stream", help="the stream id, e.g. account-42")
     read.add_argument("--as-of", help="system time: what had been recorded then")
     read.add_argument("--position", type=int, help="log position to read as of")
     read.add_argument("--from-version", type=int)
@@ -775,9 +910,9 @@ def parser() -> argparse.ArgumentParser:
     read.set_defaults(run=cmd_read)
 
     append = sub.add_parser("append", help="append one event to a stream")
-    append.add_argument("lake")
-    append.add_argument("stream")
-    append.add_argument("event_type")
+    append.add_argument("lake", help=LAKE + " (with --create: made if missing)")
+    append.add_argument("stream", help="the stream id, e.g. account-42 (category-id)")
+    append.add_argument("event_type", help="a past-tense name, e.g. MoneyDeposited")
     append.add_argument("--data", default="{}", help="JSON object")
     append.add_argument("--metadata", default="{}", help="JSON object (actor, reason, ...)")
     append.add_argument("--occurred-at", help="valid time, ISO 8601 with a zone")
@@ -786,7 +921,7 @@ def parser() -> argparse.ArgumentParser:
     append.set_defaults(run=cmd_append)
 
     def timed(command: argparse.ArgumentParser, *, position: bool = True) -> None:
-        command.add_argument("lake")
+        command.add_argument("lake", help=LAKE)
         command.add_argument("--as-of", help="system time: answer with what had been recorded then")
         command.add_argument("--valid-at", help="valid time: answer with what had happened by then")
         if position:
@@ -798,21 +933,29 @@ def parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="run SQL over the lake's `events` (cut by --as-of/--valid-at)")
     timed(sql)
-    sql.add_argument("query")
     sql.add_argument(
-        "--projection", action="append", help="also register this projection's views and macros"
+        "query",
+        help="SQL over the view events (payload fields: data->>'$.amount'), the shipped "
+        "projections' tables (account_balances, order_status) and macros (events_as_of(t), "
+        "account_balances_as_of(t), ...)",
+    )
+    sql.add_argument(
+        "--projection",
+        action="append",
+        metavar="PROJECTION",
+        help="also register your own projection as a table (repeatable): " + USER_PROJECTIONS,
     )
     sql.set_defaults(run=cmd_sql)
 
     state = sub.add_parser("state", help="a projection's state, now or at a cut")
     timed(state)
-    state.add_argument("projection")
+    state.add_argument("projection", help=PROJECTION_HELP)
     state.add_argument("--key", help="only this stream")
     state.set_defaults(run=cmd_state)
 
     history = sub.add_parser("history", help="a projection's state history, or one entity's trail")
     timed(history)
-    history.add_argument("projection")
+    history.add_argument("projection", help=PROJECTION_HELP)
     history.add_argument("--key", help="only this stream")
     history.add_argument("--axis", choices=["system", "valid"], default="system")
     history.add_argument(
@@ -827,8 +970,8 @@ def parser() -> argparse.ArgumentParser:
         help="keep a projection's state in the lake (refreshed incrementally, with checkpoints "
         "that esa state --as-of then answers from)",
     )
-    materialize.add_argument("lake")
-    materialize.add_argument("projection")
+    materialize.add_argument("lake", help=LAKE)
+    materialize.add_argument("projection", help=PROJECTION_HELP)
     materialize.add_argument("--rebuild", action="store_true", help="recompute from the whole log")
     materialize.add_argument("--checkpoint-every", type=int, default=1_000_000, metavar="EVENTS")
     materialize.set_defaults(run=cmd_materialize)
@@ -836,10 +979,14 @@ def parser() -> argparse.ArgumentParser:
     chart = sub.add_parser(
         "chart", help="draw a chart of the lake to .html (offline, interactive), .svg or .png"
     )
-    chart.add_argument("lake")
-    chart.add_argument("kind", choices=CHARTS)
+    chart.add_argument("lake", help=LAKE)
+    chart.add_argument("kind", choices=CHARTS, help="the chart: " + ", ".join(CHARTS))
     chart.add_argument("--output", required=True, help="the file to write: .html, .svg or .png")
-    chart.add_argument("--projection", default="account_balances")
+    chart.add_argument(
+        "--projection",
+        default="account_balances",
+        help="default: account_balances; " + PROJECTION_HELP,
+    )
     chart.add_argument("--field", help="the projection field (default: balance, or status)")
     chart.add_argument("--key", action="append", help="an entity (repeat for several)")
     chart.add_argument("--axis", choices=["system", "valid"], default="system")
@@ -853,16 +1000,21 @@ def parser() -> argparse.ArgumentParser:
 
     diff = sub.add_parser("diff", help="what changed in a projection between two times")
     timed(diff, position=False)
-    diff.add_argument("projection")
-    diff.add_argument("since_time", metavar="FROM")
-    diff.add_argument("until_time", metavar="TO")
+    diff.add_argument("projection", help=PROJECTION_HELP)
+    diff.add_argument("since_time", metavar="FROM", help="the earlier time, e.g. 2024-10-01")
+    diff.add_argument("until_time", metavar="TO", help="the later time, e.g. 2024-11-01T12:00Z")
     diff.add_argument("--axis", choices=["system", "valid"], default="system")
     diff.set_defaults(run=cmd_diff)
 
     since = sub.add_parser("since", help="the keys a projection changed after a log position")
-    timed(since)
-    since.add_argument("projection")
-    since.add_argument("since_position", type=int, metavar="POSITION")
+    timed(since, position=False)
+    since.add_argument("projection", help=PROJECTION_HELP)
+    since.add_argument(
+        "since_position",
+        type=int,
+        metavar="POSITION",
+        help="the log position to compare with (each key's state then and now)",
+    )
     since.set_defaults(run=cmd_since)
 
     verify = sub.add_parser(
@@ -870,7 +1022,7 @@ def parser() -> argparse.ArgumentParser:
         help="prove nothing was altered (each file against its committed SHA-256, or every "
         "event's hash when anything differs); say what was altered and where",
     )
-    verify.add_argument("lake")
+    verify.add_argument("lake", help=LAKE)
     verify.add_argument(
         "--deep",
         action="store_true",
@@ -881,32 +1033,42 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--format", choices=["table", "json"], default="table")
     verify.set_defaults(run=cmd_verify)
 
-    report = sub.add_parser("report", help="an audit report (HTML) or extracts (CSV, Parquet)")
-    report.add_argument("lake")
+    report = sub.add_parser(
+        "report", help="an audit report (HTML or PDF) or its extracts (CSV or Parquet)"
+    )
+    report.add_argument("lake", help=LAKE)
     report.add_argument("--entity", help="one stream id")
     report.add_argument("--actor", help="one actor")
     report.add_argument("--correlation", help="one correlation id")
     report.add_argument("--period", nargs=2, metavar=("FROM", "TO"), help="system time [FROM, TO)")
     report.add_argument("--position", type=int, help="pin to this log position (default: the head)")
     report.add_argument("--format", choices=["html", "pdf", "csv", "parquet"], default="html")
-    report.add_argument("--output", required=True, help="the report file (extracts: the base name)")
+    report.add_argument(
+        "--output",
+        required=True,
+        help="the report file; with --format csv or parquet a report is two tables, so "
+        "--output alice.csv writes alice-trail.csv and alice-exceptions.csv, each with a "
+        ".sha256 beside it",
+    )
     report.add_argument("--against", help="a checkpoint to include and check")
     report.add_argument("--key", help="the checkpoint's key file")
     report.set_defaults(run=cmd_report)
 
     checkpoint = sub.add_parser("checkpoint", help="export a signed checkpoint of the log")
-    checkpoint.add_argument("lake")
+    checkpoint.add_argument("lake", help=LAKE)
     checkpoint.add_argument("--key", required=True, help="key file (make one with esa keygen)")
     checkpoint.add_argument("--position", type=int, help="default: the head")
     checkpoint.add_argument("--output", help="also write it to this file")
     checkpoint.set_defaults(run=cmd_checkpoint)
 
     keygen = sub.add_parser("keygen", help="make a new random key for signing checkpoints")
-    keygen.add_argument("file")
+    keygen.add_argument(
+        "file", help="the new key file (never overwritten); keep it outside the lake"
+    )
     keygen.set_defaults(run=cmd_keygen)
 
     compact = sub.add_parser("compact", help="cluster small files by stream")
-    compact.add_argument("lake")
+    compact.add_argument("lake", help=LAKE)
     compact.add_argument("--vacuum-after", type=float, default=3600.0, help="seconds")
     compact.set_defaults(run=cmd_compact)
     return root
@@ -929,10 +1091,6 @@ def _show_warning(message: Warning | str, category: type[Warning], *rest: Any, *
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Altair imports jsonschema, which imports rfc3987_syntax when it is installed (Jupyter
-    # brings it) and builds a grammar for about a second on every start. The CLI checks no
-    # IRIs, so its own process goes without (jsonschema skips that one format check).
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = parser().parse_args(argv)
     try:
         lake, output = getattr(args, "lake", None), getattr(args, "output", None)
@@ -942,23 +1100,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint="a lake's files are written only by esa, so that its commit log and "
                 "digests stay true; write the output to a path outside the lake folder.",
             )
+        if args.command in _NO_DATAFRAMES:
+            _skip_pandas_probe()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             code: int = args.run(args)
         return code
     except esa.EsaError as error:
-        from rich.markup import escape
-
-        console = _err_console()
-        console.print(f"[red]error:[/red] {escape(error.problem)}")
-        if error.hint:
-            console.print(f"Hint: {error.hint}", markup=False)
+        _report(error.problem, getattr(error, "cli_hint", None) or error.hint)
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. piped into head
         return EXIT_OK
     except OSError as error:  # writing an output file: a full disk, no permission
         if error.errno not in _STORAGE_ERRNOS:
-            raise
+            if os.environ.get("ESA_DEBUG"):
+                raise
+            _report(*_explain(error, args))
+            return EXIT_ERROR
         from rich.markup import escape
 
         console = _err_console()
@@ -972,6 +1130,87 @@ def main(argv: Sequence[str] | None = None) -> int:
             markup=False,
         )
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # never a traceback: say what failed, and what to do
+        if os.environ.get("ESA_DEBUG"):
+            raise
+        _report(*_explain(error, args))
+        return EXIT_ERROR
+
+
+# The verbs that build no DataFrame. pyarrow imports pandas (0.5-1 s, half of a verb's start)
+# the first time it converts any Python value, only to ask whether the value is a DataFrame;
+# these verbs let it find pandas absent. Anything that later asks pyarrow for a DataFrame
+# makes it import pandas then, and code that imports pandas itself is unaffected.
+_NO_DATAFRAMES = frozenset(
+    {"init", "info", "read", "append", "sql", "state", "history", "diff", "since",
+     "materialize", "verify", "checkpoint", "keygen", "compact"}
+)  # fmt: skip
+
+
+class _NoPandas:
+    """An import finder for which pandas is not installed."""
+
+    def find_spec(self, name: str, *args: Any) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is skipped here", name=name)
+
+
+def _skip_pandas_probe() -> None:
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.scalar(0)  # the probe: pyarrow looks for pandas once, on its first conversion
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _report(problem: str, hint: str | None) -> None:
+    from rich.markup import escape
+
+    console = _err_console()
+    whole = not console.is_terminal  # into a pipe or a file, never cut a path by a newline
+    console.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=whole)
+    if hint:
+        console.print(f"Hint: {hint}", markup=False, soft_wrap=whole)
+
+
+def _explain(error: Exception, args: argparse.Namespace) -> tuple[str, str]:
+    """The problem and the hint for an error that is not an EsaError: DuckDB's (a query that
+    does not bind, or a file it could not read) and the operating system's."""
+    message = str(error).strip()
+    if type(error).__module__.startswith(("duckdb", "_duckdb")):
+        lake = getattr(args, "lake", "LAKE")
+        kind = type(error).__name__
+        from esanalytics.engine import query_error
+
+        refused = query_error(error)
+        if refused is not None:
+            return refused.problem, str(getattr(refused, "cli_hint", refused.hint))
+        if kind in ("IOException", "InvalidInputException", "HTTPException"):
+            return (
+                f"A file of the lake could not be read: {message}",
+                f"run `esa verify {lake}` to see what is damaged and where; restore it from a "
+                "backup.",
+            )
+        return (f"DuckDB refused: {message}", "check the query and the options given.")
+    if isinstance(error, OSError):
+        named = error.filename or getattr(args, "output", None)
+        where = f" {named}" if named else ""
+        return (
+            f"Cannot use{where}: {error.strerror or message}.",
+            "check the path and its permissions.",
+        )
+    return (
+        f"Unexpected {type(error).__name__}: {message}",
+        "this is a bug in esanalytics; run again with ESA_DEBUG=1 to see the traceback, and "
+        "report it.",
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is inst
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["Session", "sql_time"]
+__all__ = ["Session", "query_error", "sql_time"]
 
 COLUMNS = ", ".join(EVENT_SCHEMA.names)
 #: Times a query runs again, on the files the log names now, when compaction moved a file of
@@ -368,7 +369,10 @@ class Session:
         """A SQL subquery of the events at a cut (combined with the session's own)."""
         if position is not None and (not isinstance(position, int) or position < 0):
             raise ValidationError(
-                f"position={position!r} is not a log position.", hint="pass an int from 0."
+                f"position={position!r} is not a log position.",
+                hint="pass an int from 0.",
+                cli_hint="a position is a number from 0 (nothing) up to the lake's head "
+                "(`esa info LAKE` shows its events).",
             )
         system = None if as_of is None else to_utc(as_of, what="as_of")
         if system is not None:
@@ -388,3 +392,44 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def query_error(error: Exception) -> ValidationError | None:
+    """DuckDB's error about a query itself (its syntax, a column or a table it names) as a
+    :class:`ValidationError` whose hint says how the lake reads in SQL; None for any other
+    error. The esa command and the ``%%esql`` magic show these instead of a traceback."""
+    message = str(error).strip()
+    if not isinstance(error, duckdb.Error):
+        return None
+    if isinstance(error, duckdb.ParserException):
+        return ValidationError(
+            f"The query has a syntax error: {message}",
+            hint="fix the SQL where DuckDB points, e.g. "
+            "SELECT event_type, count(*) FROM events GROUP BY ALL.",
+            cli_hint="fix the SQL where DuckDB points, and quote the whole query for the shell: "
+            'esa sql LAKE "SELECT event_type, count(*) FROM events GROUP BY ALL".',
+        )
+    if isinstance(error, duckdb.BinderException):
+        found = re.search(r'column "([^"]+)" not found', message)
+        name = found.group(1) if found else "amount"
+        return ValidationError(
+            f"The query names something the lake's views do not have: {message}",
+            hint=f"events has the columns {COLUMNS}, month; payload fields live in the JSON "
+            f"columns: data->>'$.{name}' reads one as text, CAST(data->>'$.{name}' AS DOUBLE) "
+            "as a number, metadata->>'$.actor' the actor.",
+        )
+    if isinstance(error, duckdb.CatalogException):
+        return ValidationError(
+            f"The query names a table or function that is not there: {message}",
+            hint="the lake's tables are events and events_all, with the macros "
+            "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
+            "events_at_position(p); a registered projection adds its table and "
+            "<name>_as_of(t), <name>_valid_at(t), <name>_at_position(p) "
+            "(account_balances and order_status are registered for you).",
+            cli_hint="the lake's tables are events and events_all, with the macros "
+            "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
+            "events_at_position(p); the projections account_balances and order_status are "
+            "tables too, with <name>_as_of(t), <name>_valid_at(t), <name>_at_position(p), and "
+            "--projection FILE adds your own.",
+        )
+    return None

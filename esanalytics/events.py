@@ -127,6 +127,8 @@ def to_utc(value: TimeLike, *, what: str = "timestamp") -> datetime:
                 f"The {what} {value.isoformat()} has no time zone.",
                 hint="pass an aware datetime, e.g. datetime(2024, 3, 1, tzinfo=timezone.utc), "
                 "or a string with an offset such as '2024-03-01T09:30:00Z'.",
+                cli_hint=f"add a zone: {value.strftime('%Y-%m-%dT%H:%M')}Z for UTC, or an offset "
+                f"such as {value.strftime('%Y-%m-%dT%H:%M')}+01:00 (a bare date means midnight UTC).",
                 value=value,
             )
         try:
@@ -253,6 +255,8 @@ def validate_category(category: str) -> str:
             hint="categories are the part of the stream id before the first '-'; start stream "
             "ids with a plain word such as 'account-', or pass category='...' explicitly "
             "(letters, digits, '_' and '-' are safe).",
+            cli_hint="the category is the part of the stream id before the first '-': start "
+            "the id with a plain word, e.g. account-42 (letters, digits, '_' and '-' are safe).",
             category=category,
         )
     return category
@@ -331,11 +335,14 @@ def dump_json(value: JSONObject | str, *, what: str) -> str:
             raise InvalidEventDataError(
                 f"The event {what} is not valid JSON: {error}.",
                 hint=f"pass the {what} as a dict, or as JSON text of an object.",
+                cli_hint=f"--{what} takes JSON text of an object, in single quotes for the "
+                "shell, e.g. '{\"amount\": 5}'.",
             ) from None
         if not isinstance(parsed, dict):
             raise InvalidEventDataError(
                 f"The event {what} is JSON, but a {type(parsed).__name__}, not an object.",
                 hint="wrap the value in an object, e.g. {'value': ...}.",
+                cli_hint=f"wrap the value in an object, e.g. --{what} '{{\"value\": ...}}'.",
             )
         if _has_surrogate(value) or (
             "\\u" in value

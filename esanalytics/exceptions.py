@@ -59,7 +59,9 @@ __all__ = [
 class EsaError(Exception):
     """Base of every esanalytics error.
 
-    ``problem`` says what is wrong, ``hint`` what to do; ``str(error)`` joins them.
+    ``problem`` says what is wrong, ``hint`` what to do; ``str(error)`` joins them. Where the
+    fix reads differently at the ``esa`` command (``esa init`` rather than ``create=True``), a
+    ``cli_hint`` field says it in the command's words, and the command prints that instead.
     """
 
     def __init__(self, problem: str, *, hint: str | None = None, **fields: Any) -> None:

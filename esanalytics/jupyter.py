@@ -85,10 +85,18 @@ def load_ipython_extension(ipython: Any) -> None:
     viz.enable()
 
     def esql_magic(line: str, cell: str) -> Any:
+        from esanalytics.engine import query_error
+
         try:
             return esql(line, cell, ipython.user_ns)
         except EsaError as error:  # a clear message, not a traceback
             print(error)
+            return None
+        except Exception as error:
+            refused = query_error(error)  # the query's own fault: say how the lake reads
+            if refused is None:
+                raise
+            print(refused)
             return None
 
     def esql_lake(line: str) -> None:

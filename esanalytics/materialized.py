@@ -83,6 +83,7 @@ class MaterializedProjection:
             raise ValidationError(
                 f"checkpoint_every={checkpoint_every} is negative.",
                 hint="pass a number of events (0 for no checkpoints).",
+                cli_hint="--checkpoint-every takes a number of events (0 for no checkpoints).",
             )
         self.store = store
         self.projection = projection

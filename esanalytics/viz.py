@@ -23,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import altair as alt
 import duckdb
 import pandas as pd
 
@@ -35,6 +37,27 @@ from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.events import to_epoch_us, to_utc
 from esanalytics.exceptions import ValidationError
+
+
+@contextmanager
+def _hidden(module: str) -> Iterator[None]:
+    """Imports inside see ``module`` as not installed; later imports find it again."""
+    hide = module not in sys.modules
+    if hide:
+        sys.modules[module] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if hide and sys.modules.get(module, ...) is None:
+            del sys.modules[module]
+
+
+# Altair imports jsonschema, whose format checkers import every optional validator installed;
+# Jupyter's server brings rfc3987_syntax, which builds a grammar for 3-5 s on each import.
+# Its one check (the "iri" formats, which no Vega-Lite spec uses) is left out of this process's
+# jsonschema, as it is wherever the notebooks extra is not installed.
+with _hidden("rfc3987_syntax"):
+    import altair as alt
 
 if TYPE_CHECKING:
     from esanalytics.projections import Projection
@@ -182,6 +205,8 @@ def _df(
             "can hold.",
             hint="pass fewer keys or a shorter period, or pass a Session so the builder "
             "aggregates in DuckDB.",
+            cli_hint="give fewer --key, an earlier --as-of, or (population) a --field with few "
+            "values such as --field status.",
         )
     return frame
 

@@ -101,6 +101,7 @@ from esanalytics.store.results import (
 __all__ = ["AppendRequest", "EventStore", "LakeSnapshot", "open_store"]
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyarrow.compute import Expression
 
 # pyarrow.dataset and pyarrow.parquet import pandas, which takes a second: they are imported
@@ -174,6 +175,8 @@ def _check_expected(value: object) -> ExpectedVersion | int:
         f"expected_version={value!r} is not understood.",
         hint="pass ANY, NO_STREAM, STREAM_EXISTS (from esanalytics) or the stream's current "
         "version as an int (0 for a new stream).",
+        cli_hint="--expected-version takes any, no_stream, stream_exists or the stream's "
+        "current version (0 for a new stream).",
         expected_version=value,
     )
 
@@ -630,6 +633,8 @@ class EventStore:
             raise ValidationError(
                 f"position={position!r} is not a log position.",
                 hint="positions are ints from 0 (nothing) up to store.head.",
+                cli_hint="a position is a number from 0 (nothing) up to the lake's head "
+                "(`esa info LAKE` shows its events).",
             )
         as_of_us = None if as_of is None else to_epoch_us(as_of, what="as_of")
         wanted = None if categories is None else set(categories)
@@ -878,6 +883,8 @@ class EventStore:
             raise StreamNotFoundError(
                 f"The stream {stream_id!r} has no events at that bound.",
                 hint="check the id (store.streams() lists them) or the as_of/position bound.",
+                cli_hint='check the id (`esa sql LAKE "SELECT DISTINCT stream_id FROM events"` '
+                "lists them) or the --as-of/--position bound.",
                 stream_id=stream_id,
             )
         return events
@@ -1061,6 +1068,8 @@ class EventStore:
                 f"{expected!r}.",
                 hint="another writer appended first: reload the stream, decide again on its "
                 "current state, and retry with expected_version set to its version.",
+                cli_hint=f"another writer appended first: read the stream again (`esa read LAKE "
+                f"{stream_id}`), then retry with --expected-version {actual}.",
                 stream_id=stream_id,
                 expected=expected,
                 actual=actual,
@@ -1146,7 +1155,7 @@ class EventStore:
 
     def ingest(
         self,
-        table: pa.Table,
+        table: pa.Table | pd.DataFrame,
         *,
         chunk_rows: int = 250_000,
         progress: Callable[[int], None] | None = None,
@@ -1157,7 +1166,8 @@ class EventStore:
         Columns: ``stream_id``, ``event_type``, ``data`` and ``metadata`` (JSON text) are
         required; ``event_id``, ``occurred_at``, ``recorded_at`` (a source's own commit times,
         never decreasing and not in the future), ``schema_version`` and ``category`` are
-        optional. Versions continue each stream's current version in table order. Validation
+        optional; a pandas DataFrame is taken as well (its index dropped, dict payloads
+        written as JSON). Versions continue each stream's current version in table order. Validation
         is vectorized; a bad row is named by its index and nothing is written.
         ``progress`` is called with the number of rows of each chunk written.
         ``expected_versions`` maps stream ids to the version each must be at (or ``NO_STREAM``
@@ -2069,6 +2079,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
                 f"There is no lake at {root}.",
                 hint="pass create=True to make a new one, or run `esa demo` to build the sample "
                 "lake under data/.",
+                cli_hint=f"check the path; `esa init {root}` makes a new, empty lake there, and "
+                "`esa demo` builds the sample lake under data/.",
                 path=str(root),
             )
         if root.exists() and any(p.name != LAKE_DIR for p in root.iterdir()):
@@ -2097,7 +2109,14 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             os.replace(tmp, marker)
             fsync_dir(meta)
     else:
-        info = json.loads(marker.read_text())
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError) as error:
+            raise CorruptLakeError(
+                f"The lake's marker {marker} is unreadable: {error}.",
+                hint="restore _esa/lake.json from a backup; it names the lake's format.",
+                path=str(marker),
+            ) from None
         if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:
             raise CorruptLakeError(
                 f"{root} is a lake of format {info.get('format')} v{info.get('version')}, which "

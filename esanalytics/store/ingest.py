@@ -40,7 +40,7 @@ from esanalytics.exceptions import (
     ValidationError,
 )
 
-__all__ = ["place", "validate"]
+__all__ = ["as_table", "place", "validate"]
 
 REQUIRED = ("stream_id", "event_type", "data", "metadata")
 
@@ -233,10 +233,37 @@ def _timestamps(table: pa.Table, name: str) -> pa.Array | None:
     return column
 
 
+def as_table(table: Any) -> pa.Table:
+    """An ingest source as an Arrow table: a ``pyarrow.Table`` as it is, a pandas DataFrame
+    (its index dropped; dict payloads in ``data``/``metadata`` written as JSON text), or any
+    object with the Arrow C stream interface (Polars, DuckDB results)."""
+    if isinstance(table, pa.Table):
+        return table
+    if type(table).__module__.startswith("pandas") and hasattr(table, "columns"):
+        frame = table.copy(deep=False)
+        for name in ("data", "metadata"):
+            if name in frame.columns and frame[name].dtype == object:
+                frame[name] = [
+                    value
+                    if isinstance(value, str) or value is None
+                    else dump_json(value, what=name)
+                    for value in frame[name]
+                ]
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    if hasattr(table, "__arrow_c_stream__"):
+        return pa.table(table)
+    raise ValidationError(
+        f"ingest got a {type(table).__name__}, not a table.",
+        hint="pass a pyarrow.Table or a pandas DataFrame with the columns "
+        f"{', '.join(REQUIRED)} (data and metadata as JSON text or dicts).",
+    )
+
+
 def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
     """Check and normalize an ingest table; returns columns stream_id, category, event_id,
     event_type, schema_version, occurred_at, recorded_at (both may hold nulls), data,
     metadata."""
+    table = as_table(table)
     missing = [name for name in REQUIRED if name not in table.column_names]
     if missing:
         raise ValidationError(
