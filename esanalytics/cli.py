@@ -188,7 +188,10 @@ def cmd_read(args: argparse.Namespace) -> int:
     events = store.read_stream(
         args.stream, as_of=args.as_of, position=args.position, from_version=args.from_version
     )
-    _emit(events.to_arrow(), args.format, args.columns)
+    table = events.to_arrow()
+    if args.limit and args.format != "table":
+        table = table.slice(0, args.limit)
+    _emit(table, args.format, args.columns, args.limit)
     return EXIT_OK
 
 
@@ -233,6 +236,8 @@ def _session(args: argparse.Namespace) -> Any:
 
 def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
     table = relation if isinstance(relation, pa.Table) else relation.to_arrow_table()
+    if args.limit and args.format != "table":
+        table = table.slice(0, args.limit)
     if args.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -245,9 +250,9 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
         return
     if args.output:
         with open(args.output, "w") as sink, contextlib.redirect_stdout(sink):
-            _emit(table, args.format, None)
+            _emit(table, args.format, None, args.limit)
         return
-    _emit(table, args.format, None)
+    _emit(table, args.format, None, args.limit)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -537,7 +542,7 @@ def _seconds(value: float) -> Any:
     return timedelta(seconds=value)
 
 
-def _emit(table: Any, fmt: str, columns: str | None) -> None:
+def _emit(table: Any, fmt: str, columns: str | None, limit: int | None = None) -> None:
     if columns:
         table = table.select([c.strip() for c in columns.split(",")])
     if fmt == "json":
@@ -550,17 +555,19 @@ def _emit(table: Any, fmt: str, columns: str | None) -> None:
         pacsv.write_csv(table, sink)
         sink.flush()
     else:
-        from rich.table import Table
-
-        view = Table(*table.column_names, show_lines=False)
-        for row in table.to_pylist():
-            view.add_row(*(_cell(v) for v in row.values()))
-        _console().print(view)
+        _print_table(table, limit)
 
 
-def _cell(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _print_table(table: pa.Table, limit: int | None) -> None:
+    """Every verb's terminal table: fitted to the terminal's width, its first rows (``limit``;
+    by default what fits on the screen), then a count and how to see the rest."""
+    import shutil
+
+    from esanalytics._terminal import default_limit, render
+
+    size = shutil.get_terminal_size()
+    rows = default_limit(size.lines) if limit is None else limit
+    print("\n".join(render(table, width=max(size.columns, 20), limit=rows)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -578,6 +585,15 @@ def parser() -> argparse.ArgumentParser:
             action="store_true",
             help="ingest the vectorized sample directly instead of deciding each command "
             "(same events, about 20x faster; for lakes of millions of events)",
+        )
+
+    def limit_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="at most N rows (0: all); tables show what fits on the screen unless told, "
+            "csv and json every row",
         )
 
     demo = sub.add_parser("demo", help="build (once) and show the sample lake")
@@ -608,6 +624,7 @@ def parser() -> argparse.ArgumentParser:
         default="global_position,version,event_type,occurred_at,recorded_at,data,metadata",
         help="comma-separated columns ('' for all)",
     )
+    limit_option(read)
     read.set_defaults(run=cmd_read)
 
     append = sub.add_parser("append", help="append one event to a stream")
@@ -631,6 +648,7 @@ def parser() -> argparse.ArgumentParser:
             "--format", choices=["table", "csv", "json", "parquet"], default="table"
         )
         command.add_argument("--output", help="write to this file instead of the screen")
+        limit_option(command)
 
     sql = sub.add_parser("sql", help="run SQL over the lake's `events` (cut by --as-of/--valid-at)")
     timed(sql)
