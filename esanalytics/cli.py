@@ -50,6 +50,23 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def _stage(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the elapsed time on stderr for a step of unknown length (quiet when
+    stderr is not a terminal); the callable renames the step as it moves on."""
+    from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        TimeElapsedColumn(),
+        console=_err_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda text: bar.update(task, description=text)
+
+
 def _err_console() -> Any:
     from rich.console import Console
 
@@ -452,18 +469,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         scope = Scope(kind, getattr(args, kind))  # type: ignore[arg-type]
     checkpoint = json.loads(Path(args.against).read_text()) if args.against else None
     key = read_key(args.key) if args.key else None
-    package = collect(
-        esa.open(args.lake), scope, position=args.position, checkpoint=checkpoint, key=key
-    )
+    with _stage("report: reading and checking the events in scope"):
+        package = collect(
+            esa.open(args.lake), scope, position=args.position, checkpoint=checkpoint, key=key
+        )
     if args.format == "html":
         from esanalytics.report import render_html
 
-        Path(args.output).write_text(render_html(package))
+        with _stage("report: drawing the charts") as step:
+            Path(args.output).write_text(render_html(package, progress=step))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
-        Path(args.output).write_bytes(render_pdf(package))
+        with _stage("report: drawing the charts") as step:
+            Path(args.output).write_bytes(render_pdf(package, progress=step))
         written = [args.output]
     else:
         from esanalytics.report import write_extract

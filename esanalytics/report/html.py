@@ -10,6 +10,7 @@ generation time.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,20 +57,27 @@ def _table(table: pa.Table, limit: int = 10_000) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
-def _charts(data: AuditPackage) -> str:
+def _charts(data: AuditPackage, progress: Callable[[str], None] | None = None) -> str:
     """The report's charts as inline SVG: drawn here, so the page runs no script."""
     from esanalytics.report.charts import report_charts
     from esanalytics.viz import to_svg
 
-    parts = [
-        f"<figure><figcaption>{_cell(title)}</figcaption>{to_svg(chart)}</figure>"
-        for title, chart in report_charts(data)
-    ]
+    charts = report_charts(data)
+    parts = []
+    for number, (title, chart) in enumerate(charts, 1):
+        if progress is not None:
+            progress(f"report: drawing chart {number} of {len(charts)} ({title})")
+        parts.append(f"<figure><figcaption>{_cell(title)}</figcaption>{to_svg(chart)}</figure>")
     return "<h2>Charts</h2>" + "".join(parts) if parts else ""
 
 
-def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> str:
-    """The report as one HTML document."""
+def render_html(
+    data: AuditPackage,
+    *,
+    generated_at: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """The report as one HTML document; ``progress``, when given, is told each step."""
     moment = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     trail = data.trail
     recorded = trail["recorded_at"].to_pylist() if trail.num_rows else []
@@ -102,7 +110,7 @@ def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> 
 <pre>{_cell(data.integrity_text)}</pre>
 <h2>Exceptions ({data.exceptions.num_rows:,})</h2>
 {_table(data.exceptions)}
-{_charts(data)}
+{_charts(data, progress)}
 <h2>Trail</h2>
 {_table(trail)}
 <h2>Regenerate</h2>

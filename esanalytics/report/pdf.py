@@ -7,6 +7,7 @@ report and the extracts keep every character).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,9 +40,11 @@ def render_pdf(
     generated_at: datetime | None = None,
     compress: bool = True,
     limit: int = 2_000,
+    progress: Callable[[str], None] | None = None,
 ) -> bytes:
     """The report (see :mod:`esanalytics.report.html` for the sections) as PDF bytes; the
-    trail table holds the first ``limit`` events (the extracts hold all)."""
+    trail table holds the first ``limit`` events (the extracts hold all); ``progress``, when
+    given, is told each step."""
     from fpdf import FPDF
 
     moment = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -74,10 +77,15 @@ def render_pdf(
     from esanalytics.report.charts import report_charts
     from esanalytics.viz import to_png
 
-    for title, chart in report_charts(data):
+    charts = report_charts(data)
+    for number, (title, chart) in enumerate(charts, 1):
+        if progress is not None:
+            progress(f"report: drawing chart {number} of {len(charts)} ({title})")
         section(title, "")
         # 1.5x: sharp enough on paper, small enough to keep the file light.
         pdf.image(io.BytesIO(to_png(chart, scale=1.5)), w=min(pdf.epw, 250))
+    if progress is not None:
+        progress("report: writing the trail")
     section("Trail", "" if data.trail.num_rows else "No events.")
     pdf.set_font("Helvetica", "", 7)
     if data.trail.num_rows:
