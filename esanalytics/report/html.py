@@ -27,7 +27,20 @@ table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{border:1px solid #dde;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f4f8}.ok{color:#17733a;font-weight:600}.bad{color:#b3261e;font-weight:600}
 code,pre{background:#f3f4f8;padding:2px 4px;white-space:pre-wrap;word-break:break-all}
+.scroll{overflow-x:auto;max-width:100%}figure{margin:1rem 0}figure svg{max-width:100%;height:auto}.trail{width:auto}
+.trail td.nowrap{white-space:nowrap}.trail td.id{white-space:nowrap;font:10px ui-monospace,monospace}
+.trail td.text{max-width:24em;overflow-wrap:break-word}.trail td.long{min-width:14em}
 """
+#: Trail cells kept on one line: times, numbers and ids (an id broken over lines is unreadable).
+_NOWRAP = ("position", "stream", "version", "event_type", "recorded_at / occurred_at (UTC)",
+           "actor", "approved_by")  # fmt: skip
+_IDS = ("correlation_id / causation_id",)
+_LONG = ("payload", "changes")
+#: Pairs shown in one cell, one above the other, so the trail fits a page's width.
+_STACKED = {
+    "recorded_at / occurred_at (UTC)": ("recorded_at (UTC)", "occurred_at (UTC)"),
+    "correlation_id / causation_id": ("correlation_id", "causation_id"),
+}
 
 
 def _cell(value: Any) -> str:
@@ -55,6 +68,41 @@ def _table(table: pa.Table, limit: int = 10_000) -> str:
         else ""
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+
+
+def _trail(data: AuditPackage, limit: int = 10_000) -> str:
+    """The trail as a reader needs it: the payload in words, what each event changed, times
+    and ids on one line; the table scrolls inside the page, never the page itself."""
+    from esanalytics.report.trail_view import readable_trail
+
+    if data.trail.num_rows == 0:
+        return "<p>None.</p>"
+    rows = readable_trail(data, limit=limit)
+    stacked = {part: name for name, parts in _STACKED.items() for part in parts}
+    names = list(dict.fromkeys(stacked.get(n, n) for n in rows[0]))
+
+    def kind(name: str) -> str:
+        if name in _IDS:
+            return "id"
+        return "nowrap" if name in _NOWRAP else "text long" if name in _LONG else "text"
+
+    def cell(row: dict[str, str], name: str) -> str:
+        return "<br>".join(_cell(row[part]) for part in _STACKED.get(name, (name,)))
+
+    head = "".join(f"<th>{_cell(name)}</th>" for name in names)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{kind(n)}">{cell(row, n)}</td>' for n in names) + "</tr>"
+        for row in rows
+    )
+    more = (
+        f"<p>{data.trail.num_rows - limit:,} more rows are in the CSV/Parquet extract.</p>"
+        if data.trail.num_rows > limit
+        else ""
+    )
+    return (
+        f'<div class="scroll"><table class="trail"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>{more}"
+    )
 
 
 def _charts(data: AuditPackage, progress: Callable[[str], None] | None = None) -> str:
@@ -112,7 +160,7 @@ def render_html(
 {_table(data.exceptions)}
 {_charts(data, progress)}
 <h2>Trail</h2>
-{_table(trail)}
+{_trail(data)}
 <h2>Regenerate</h2>
 <pre>{_cell(data.command)}</pre>
 <p>Generated {_cell(moment)}.</p>

@@ -15,15 +15,12 @@ from esanalytics.audit.package import AuditPackage
 
 __all__ = ["render_pdf"]
 
-TRAIL_COLUMNS = (
-    "global_position",
-    "stream_id",
-    "event_type",
-    "recorded_at",
-    "occurred_at",
-    "actor",
-    "reason",
-)
+#: The trail's columns in the PDF and their relative widths (the ids are in the extracts).
+TRAIL_COLUMNS = {
+    "position": 9, "stream": 16, "version": 9, "event_type": 20, "recorded_at (UTC)": 19,
+    "occurred_at (UTC)": 19, "actor": 13, "reason": 15, "approved_by": 12, "payload": 33,
+    "changes": 39,
+}  # fmt: skip
 
 
 def _text(value: Any) -> str:
@@ -31,7 +28,8 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         value = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return str(value).encode("latin-1", "replace").decode("latin-1")
+    text = str(value).replace("→", "->").replace("∅", "-")  # the trail's changes: not Latin-1
+    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 def render_pdf(
@@ -89,8 +87,14 @@ def render_pdf(
     section("Trail", "" if data.trail.num_rows else "No events.")
     pdf.set_font("Helvetica", "", 7)
     if data.trail.num_rows:
-        rows = data.trail.select(list(TRAIL_COLUMNS)).slice(0, limit).to_pylist()
-        _table(pdf, list(TRAIL_COLUMNS), rows)
+        from esanalytics.report.trail_view import readable_trail
+
+        rows = readable_trail(data, limit=limit)
+        names = [n for n in TRAIL_COLUMNS if n in rows[0]]
+        for row in rows:  # to the second: the extracts keep the microseconds
+            for name in ("recorded_at (UTC)", "occurred_at (UTC)"):
+                row[name] = row[name][:19]
+        _table(pdf, names, rows, widths=[TRAIL_COLUMNS[n] for n in names])
         if data.trail.num_rows > limit:
             section(
                 "", f"{data.trail.num_rows - limit:,} more events are in the CSV/Parquet extract."
@@ -100,11 +104,13 @@ def render_pdf(
     return bytes(pdf.output())
 
 
-def _table(pdf: Any, names: list[str], rows: list[dict[str, Any]]) -> None:
-    with pdf.table(text_align="LEFT", line_height=4) as table:
+def _table(
+    pdf: Any, names: list[str], rows: list[dict[str, Any]], widths: list[int] | None = None
+) -> None:
+    with pdf.table(text_align="LEFT", line_height=3.2, col_widths=widths) as table:
         header = table.row()
         for name in names:
-            header.cell(_text(name))
+            header.cell(_text(name.replace("_", " ")))
         for row in rows:
             line = table.row()
             for name in names:
