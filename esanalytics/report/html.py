@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from esanalytics.audit.package import AuditPackage
 
-__all__ = ["render_html"]
+__all__ = ["HtmlReport", "render_html"]
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2330}
@@ -41,6 +42,28 @@ _STACKED = {
     "recorded_at / occurred_at (UTC)": ("recorded_at (UTC)", "occurred_at (UTC)"),
     "correlation_id / causation_id": ("correlation_id", "causation_id"),
 }
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    """An HTML report shown in a notebook cell, in a frame of its own (so its styles stay
+    inside), through IPython's ``_repr_html_``; ``str()`` gives the page.
+
+    >>> "<iframe srcdoc=" in HtmlReport("<p>report</p>")._repr_html_()
+    True
+    """
+
+    page: str
+    height: int = 500
+
+    def __str__(self) -> str:
+        return self.page
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe srcdoc="{html.escape(self.page, quote=True)}" title="audit report" '
+            f'style="width:100%;height:{self.height}px;border:1px solid #ccc"></iframe>'
+        )
 
 
 def _cell(value: Any) -> str:
