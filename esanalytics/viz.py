@@ -125,7 +125,7 @@ def _page(
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(str(title))}</title>"
         "<style>body{margin:0;font-family:sans-serif}#vis.vega-embed{display:flex}"
-        ".vega-bind-value{display:none}</style>"
+        ".vega-bind input[type=range]+span{display:none}</style>"
         f'{head}</head>\n<body><div id="vis"></div>{body}{extra}</body></html>\n'
     )
 

@@ -4,6 +4,7 @@ time axes, labels that do not overlap, and no mark cut in half at the plot's edg
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import esanalytics as esa
 from esanalytics import viz
 from esanalytics.catalog import account_balances
 from esanalytics.engine import Session
+from tests.browser import needs_chromium, open_offline
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_the_as_of_cut_reads_as_a_date(session: Session, key: str) -> None:
     assert "utcFormat(cut" in spec["title"]["text"]["expr"]
     svg = viz.to_svg(chart)
     assert f"{key} as of 2024-05-01 12:00 UTC" in svg  # what the reader sees
-    assert ".vega-bind-value{display:none}" in viz.to_html(chart)  # no raw milliseconds
+    assert ".vega-bind input[type=range]+span{display:none}" in viz.to_html(chart)
 
 
 def test_titles_name_the_entity_once_and_no_brackets_nest(session: Session, key: str) -> None:
@@ -133,3 +135,30 @@ def test_marks_at_the_first_and_last_moment_are_not_cut_in_half(session: Session
     for chart in charts:
         upper = _x_axes(chart)[0]
         assert upper["scale"]["padding"] >= 10, _title(chart)
+
+
+@needs_chromium
+def test_the_as_of_slider_shows_no_milliseconds_in_a_browser(
+    session: Session, key: str, tmp_path: Path
+) -> None:
+    page = tmp_path / "as-of.html"
+    probe = (
+        "<script>(() => { const timer = setInterval(() => { const b = document.body;"
+        " const label = document.querySelector('.vega-bind label');"
+        " const title = document.querySelector('.role-title-text');"
+        " if (!label || !title) return; clearInterval(timer);"
+        " b.dataset.slider = label.innerText; b.dataset.title = title.textContent; }, 100); })();"
+        "</script>"
+    )
+    chart = viz.as_of_view(session, key=key, cut="2024-05-01T12:00:00Z")
+    text = viz.to_html(chart)
+    end = text.rindex("</body>")  # the last: Vega's own code holds the words too
+    page.write_text(text[:end] + probe + text[end:])
+    dom, requested = open_offline(page, tmp_path, wait_ms=6_000)
+    assert requested == set()
+    slider = re.search(r'data-slider="([^"]*)"', dom)
+    title = re.search(r'data-title="([^"]*)"', dom)
+    assert slider, dom[-300:]
+    assert title, dom[-500:]
+    assert not re.search(r"\d{10,}", slider.group(1)), slider.group(1)  # no epoch number
+    assert title.group(1) == f"{key} as of 2024-05-01 12:00 UTC"
