@@ -14,9 +14,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import esanalytics as esa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DEFAULT_LAKE = Path("data") / "sample-lake"
 DEFAULT_EVENTS = 200_000
@@ -46,6 +49,23 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def _stage(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the elapsed time on stderr for a step of unknown length (quiet when
+    stderr is not a terminal); the callable renames the step as it moves on."""
+    from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        TimeElapsedColumn(),
+        console=_err_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda text: bar.update(task, description=text)
 
 
 def _err_console() -> Any:
@@ -223,7 +243,10 @@ def cmd_read(args: argparse.Namespace) -> int:
         from esanalytics.audit.trail import Scope, empty_scope_error
 
         raise empty_scope_error(_session(args), Scope("entity", args.stream))
-    _emit(events.to_arrow(), args.format, args.columns)
+    table = events.to_arrow()
+    if args.limit and args.format != "table":
+        table = table.slice(0, args.limit)
+    _emit(table, args.format, args.columns, args.limit)
     return EXIT_OK
 
 
@@ -298,6 +321,8 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
     import pyarrow as pa
 
     table = relation if isinstance(relation, pa.Table) else relation.to_arrow_table()
+    if args.limit and args.format != "table":
+        table = table.slice(0, args.limit)
     if args.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -310,9 +335,9 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
         return
     if args.output:
         with open(_output(args.output), "w") as sink, contextlib.redirect_stdout(sink):
-            _emit(table, args.format, None)
+            _emit(table, args.format, None, args.limit)
         return
-    _emit(table, args.format, None)
+    _emit(table, args.format, None, args.limit)
 
 
 def _inside(lake: Path, literal: str) -> bool:
@@ -707,18 +732,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         scope = Scope(kind, getattr(args, kind))  # type: ignore[arg-type]
     checkpoint = _read_checkpoint(args.against) if args.against else None
     key = read_key(args.key) if args.key else None
-    package = collect(
-        esa.open(args.lake), scope, position=args.position, checkpoint=checkpoint, key=key
-    )
+    with _stage("report: reading and checking the events in scope"):
+        package = collect(
+            esa.open(args.lake), scope, position=args.position, checkpoint=checkpoint, key=key
+        )
     if args.format == "html":
         from esanalytics.report import render_html
 
-        _output(args.output).write_text(render_html(package))
+        with _stage("report: drawing the charts") as step:
+            _output(args.output).write_text(render_html(package, progress=step))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
-        _output(args.output).write_bytes(render_pdf(package))
+        with _stage("report: drawing the charts") as step:
+            _output(args.output).write_bytes(render_pdf(package, progress=step))
         written = [args.output]
     else:
         from esanalytics.report import write_extract
@@ -802,7 +830,7 @@ def _seconds(value: float) -> Any:
     return timedelta(seconds=value)
 
 
-def _emit(table: Any, fmt: str, columns: str | None) -> None:
+def _emit(table: Any, fmt: str, columns: str | None, limit: int | None = None) -> None:
     if columns:
         chosen = [c.strip() for c in columns.split(",")]
         unknown = [c for c in chosen if c not in table.column_names]
@@ -822,17 +850,19 @@ def _emit(table: Any, fmt: str, columns: str | None) -> None:
         pacsv.write_csv(table, sink)
         sink.flush()
     else:
-        from rich.table import Table
-
-        view = Table(*table.column_names, show_lines=False)
-        for row in table.to_pylist():
-            view.add_row(*(_cell(v) for v in row.values()))
-        _console().print(view)
+        _print_table(table, limit)
 
 
-def _cell(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _print_table(table: pa.Table, limit: int | None) -> None:
+    """Every verb's terminal table: fitted to the terminal's width, its first rows (``limit``;
+    by default what fits on the screen), then a count and how to see the rest."""
+    import shutil
+
+    from esanalytics._terminal import default_limit, render
+
+    size = shutil.get_terminal_size()
+    rows = default_limit(size.lines) if limit is None else limit
+    print("\n".join(render(table, width=max(size.columns, 20), limit=rows)))
 
 
 # Help texts. The shipped projections are named here rather than read from the catalog, which
@@ -875,6 +905,15 @@ def parser() -> argparse.ArgumentParser:
             "(same events, about 20x faster; for lakes of millions of events)",
         )
 
+    def limit_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="at most N rows (0: all); tables show what fits on the screen unless told, "
+            "csv and json every row",
+        )
+
     demo = sub.add_parser("demo", help="build (once) and show the sample lake")
     demo.add_argument("--lake", default=str(DEFAULT_LAKE))
     sample_options(demo, DEFAULT_EVENTS)
@@ -907,6 +946,7 @@ def parser() -> argparse.ArgumentParser:
         default="global_position,version,event_type,occurred_at,recorded_at,data,metadata",
         help="comma-separated columns ('' for all)",
     )
+    limit_option(read)
     read.set_defaults(run=cmd_read)
 
     append = sub.add_parser("append", help="append one event to a stream")
@@ -930,6 +970,7 @@ def parser() -> argparse.ArgumentParser:
             "--format", choices=["table", "csv", "json", "parquet"], default="table"
         )
         command.add_argument("--output", help="write to this file instead of the screen")
+        limit_option(command)
 
     sql = sub.add_parser("sql", help="run SQL over the lake's `events` (cut by --as-of/--valid-at)")
     timed(sql)

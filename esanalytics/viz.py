@@ -20,7 +20,10 @@ vl-convert, which ships them). :func:`save` writes a chart as self-contained HTM
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
+import gzip
 import html
 import json
 import sys
@@ -101,22 +104,53 @@ def _spec(chart: alt.TopLevelMixin | dict[str, Any]) -> dict[str, Any]:
     return chart if isinstance(chart, dict) else chart.to_dict()
 
 
-def _page(chart: alt.TopLevelMixin | dict[str, Any], extra: str = "") -> str:
+@functools.cache
+def _bundle() -> str:
+    """Vega, Vega-Lite and Vega-Embed as globals (built once per process: about 3 s)."""
     import vl_convert
 
-    # Vega, Vega-Lite and Vega-Embed as globals (None: the default snippet; the stub says str).
-    bundle: str = vl_convert.javascript_bundle(None)  # type: ignore[arg-type]
+    bundle: str = vl_convert.javascript_bundle(None)  # type: ignore[arg-type]  # None: default
+    return bundle
+
+
+@functools.cache
+def _bundle_gzip() -> str:
+    """The bundle gzipped and base64-encoded (about a third of its size)."""
+    return base64.b64encode(gzip.compress(_bundle().encode(), mtime=0)).decode("ascii")
+
+
+def _page(
+    chart: alt.TopLevelMixin | dict[str, Any], extra: str = "", *, compressed: bool = False
+) -> str:
     spec = _spec(chart)
     title = spec.get("title") if isinstance(spec.get("title"), str) else "chart"
     # JSON inside a script: escape "<" so no value can close the script or open a comment.
     data = json.dumps(spec).replace("<", "\\u003c")
+    draw = f"vegaEmbed('#vis', {data}, {json.dumps(_EMBED)}).catch(console.error);"
+    if compressed:  # a notebook's copy: Vega and the spec gzipped, unzipped by the browser
+        spec_gzip = base64.b64encode(gzip.compress(json.dumps(spec).encode(), mtime=0))
+        script = (
+            "<script>(async () => { const unzip = async (text) => new Response(new Blob("
+            "[Uint8Array.from(atob(text), c => c.charCodeAt(0))]).stream()"
+            ".pipeThrough(new DecompressionStream('gzip'))).text();"
+            " const code = document.createElement('script');"
+            f' code.textContent = await unzip("{_bundle_gzip()}");'
+            " document.head.appendChild(code);"
+            f' const spec = JSON.parse(await unzip("{spec_gzip.decode("ascii")}"));'
+            f" vegaEmbed('#vis', spec, {json.dumps(_EMBED)}).catch(console.error); }})();</script>"
+        )
+        head, body = "", script
+    else:
+        head, body = (
+            f'<script type="text/javascript">{_bundle()}</script>',
+            f"<script>{draw}</script>",
+        )
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(str(title))}</title>"
-        "<style>body{margin:0;font-family:sans-serif}#vis.vega-embed{display:flex}</style>"
-        f'<script type="text/javascript">{bundle}</script></head>\n<body><div id="vis"></div>'
-        f"<script>vegaEmbed('#vis', {data}, {json.dumps(_EMBED)}).catch(console.error);</script>"
-        f"{extra}</body></html>\n"
+        "<style>body{margin:0;font-family:sans-serif}#vis.vega-embed{display:flex}"
+        ".vega-bind input[type=range]+span{display:none}</style>"
+        f'{head}</head>\n<body><div id="vis"></div>{body}{extra}</body></html>\n'
     )
 
 
@@ -163,6 +197,9 @@ def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | Path) -> Path:
 
 
 def _frame_html(spec: dict[str, Any], **_: Any) -> dict[str, str]:
+    """A notebook output: the interactive chart in a frame (Vega inlined, gzipped), and the
+    same chart as a PNG in the same bundle, which front ends that run no script show
+    instead (GitHub, nbviewer, exports)."""
     # The page sizes its own frame once the chart is drawn (srcdoc: same origin).
     resize = (
         "<script>new ResizeObserver(() => { if (window.frameElement) "
@@ -170,16 +207,32 @@ def _frame_html(spec: dict[str, Any], **_: Any) -> dict[str, str]:
         ".observe(document.body);</script>"
     )
     frame = (
-        f'<iframe srcdoc="{html.escape(_page(spec, resize), quote=True)}" '
+        f'<iframe srcdoc="{html.escape(_page(spec, resize, compressed=True), quote=True)}" '
         'style="width:100%;height:420px;border:none" title="esanalytics chart"></iframe>'
     )
-    return {"text/html": frame}
+    return {"text/html": frame, "image/png": base64.b64encode(_small_png(spec)).decode("ascii")}
+
+
+def _small_png(spec: dict[str, Any]) -> bytes:
+    """The chart as a PNG of at most 256 colours (a tenth of the size, the same to the eye)."""
+    png = to_png(spec, scale=1.0)
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with fpdf2; without it, the full-colour PNG
+        return png
+    import io
+
+    small = io.BytesIO()
+    Image.open(io.BytesIO(png)).quantize(256, method=Image.Quantize.FASTOCTREE).save(
+        small, format="PNG", optimize=True
+    )
+    return small.getvalue()
 
 
 def enable() -> None:
     """Render Altair charts offline in JupyterLab, Jupyter Notebook and VS Code: each chart's
-    output carries Vega itself (about 1 MB), asks no server for anything, and stays
-    interactive. Our notebooks call it first; ``alt.renderers.enable("default")`` undoes it."""
+    output carries Vega itself (gzipped, about 0.3 MB), asks no server for anything, and
+    stays interactive; a PNG of it rides along for viewers that run no script. Our notebooks call it first; ``alt.renderers.enable("default")`` undoes it."""
     if "esanalytics" not in alt.renderers.names():
         alt.renderers.register("esanalytics", _frame_html)
     alt.renderers.enable("esanalytics")
@@ -242,6 +295,34 @@ def _decimals_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+#: Time axes over at least this many days name the year on every label (month names alone
+#: repeat from one year to the next).
+_YEARS_FROM_DAYS = 60
+#: Pixels between the plot's edge and the first or last mark, so no mark is cut in half.
+_EDGE = 14
+
+
+def _time_axis(values: Any, title: str | None = None, **extra: Any) -> alt.Axis:
+    """A time axis for ``values``: labels say the year when the span is long, and never
+    overlap."""
+    times = pd.to_datetime(pd.Series(values), utc=True).dropna()
+    long = len(times) > 0 and (times.max() - times.min()).days >= _YEARS_FROM_DAYS
+    if long:
+        extra.setdefault("format", "%b %Y")
+    return alt.Axis(title=title, labelOverlap=True, **extra)
+
+
+def _who(frame: pd.DataFrame, keys: Any = None) -> str:
+    """The entity (or entities) a chart is about, for its title."""
+    if keys is None:
+        column = next((c for c in ("key", "stream_id") if c in frame.columns), None)
+        keys = sorted(frame[column].dropna().unique()) if column is not None else []
+    keys = [str(k) for k in keys]
+    if not keys:
+        return ""
+    return keys[0] if len(keys) == 1 else f"{len(keys)} entities"
 
 
 def _need_projection(
@@ -312,8 +393,10 @@ def state_evolution(
     pick = alt.selection_point(fields=["key"], bind="legend")
     frame = _decimals_as_floats(frame)
     numeric = pd.api.types.is_numeric_dtype(frame[field])
+    who = _who(frame)
+    x_axis = _time_axis(frame["valid_from"])
     base = (
-        alt.Chart(frame, title=f"{field} over {_AXIS_TITLE[axis]}")
+        alt.Chart(frame, title=f"{who + ': ' if who else ''}{field} over {_AXIS_TITLE[axis]}")
         .mark_line(interpolate="step-after", point=True)
         .encode(
             y=alt.Y(field, type="quantitative" if numeric else "nominal"),
@@ -325,15 +408,15 @@ def state_evolution(
         .add_params(pick)
     )
     if not brush:  # a static chart (reports, images): no overview strip
-        plain: alt.Chart = base.encode(alt.X("valid_from:T", title=None))
+        plain: alt.Chart = base.encode(alt.X("valid_from:T", axis=x_axis).scale(padding=_EDGE))
         return plain
     zoom = alt.selection_interval(encodings=["x"])
-    upper = base.encode(alt.X("valid_from:T", title=None).scale(domain=zoom))
+    upper = base.encode(alt.X("valid_from:T", axis=x_axis).scale(domain=zoom, padding=_EDGE))
     lower = (
         alt.Chart(frame)
         .mark_line(interpolate="step-after")
         .encode(
-            x=alt.X("valid_from:T", title="drag to zoom"),
+            x=alt.X("valid_from:T", axis=_time_axis(frame["valid_from"], "drag to zoom")),
             y=alt.Y(field, type="quantitative" if numeric else "nominal", title=None),
             color=alt.Color("key:N", title="entity"),
         )
@@ -377,8 +460,10 @@ def entity_timeline(
         *[c for c in ("version", "global_position") if c in frame.columns],
         *changes,
     ]  # fmt: skip
+    who = key or _who(frame) or "events"
+    x_axis = _time_axis(frame[time])
     base = (
-        alt.Chart(frame, title=f"{key or 'entity'}: events on {_AXIS_TITLE[axis]}")
+        alt.Chart(frame, title=f"{who}: events on {_AXIS_TITLE[axis]}")
         .mark_point(filled=True, size=80)
         .encode(
             y=alt.Y("event_type:N", title=None),
@@ -391,14 +476,17 @@ def entity_timeline(
         .add_params(pick)
     )
     if not brush:
-        plain: alt.Chart = base.encode(x=alt.X(f"{time}:T", title=None))
+        plain: alt.Chart = base.encode(x=alt.X(f"{time}:T", axis=x_axis).scale(padding=_EDGE))
         return plain
     zoom = alt.selection_interval(encodings=["x"])
-    upper = base.encode(x=alt.X(f"{time}:T", title=None).scale(domain=zoom))
+    upper = base.encode(x=alt.X(f"{time}:T", axis=x_axis).scale(domain=zoom, padding=_EDGE))
     lower = (
         alt.Chart(frame)
         .mark_tick()
-        .encode(x=alt.X(f"{time}:T", title="drag to zoom"), color=alt.value("#888"))
+        .encode(
+            x=alt.X(f"{time}:T", axis=_time_axis(frame[time], "drag to zoom")).scale(padding=_EDGE),
+            color=alt.value("#888"),
+        )
         .properties(width=640, height=40)
         .add_params(zoom)
     )
@@ -455,10 +543,12 @@ def state_intervals(
     stays["days"] = ((stays["end"] - stays["start"]).dt.total_seconds() / 86_400).round(1)
     pick = alt.selection_point(fields=["state"], bind="legend")
     chart: alt.Chart = (
-        alt.Chart(stays, title=f"time in each {field} ({_AXIS_TITLE[axis]})")
+        alt.Chart(
+            stays, title=f"{_who(stays) or 'entities'}: time in each {field} on {_AXIS_TITLE[axis]}"
+        )
         .mark_bar(height={"band": 0.7})
         .encode(
-            x=alt.X("start:T", title=None),
+            x=alt.X("start:T", axis=_time_axis(pd.concat([stays["start"], stays["end"]]))),
             x2="end:T",
             y=alt.Y("key:N", title=None),
             color=alt.Color("state:N", title=field),
@@ -492,7 +582,7 @@ def activity_heatmap(
     time = _AXIS_TIME[axis]
     if by == "hour":
         rows = f"hour({time}) AS hour, isodow({time}) AS weekday"
-        x = alt.X("hour:O", title="hour of day (UTC)")
+        x = alt.X("hour:O", title="hour of day (UTC)", scale=alt.Scale(domain=list(range(24))))
     elif by == "week":
         rows = f"CAST(date_trunc('week', {time}) AS DATE) AS week, isodow({time}) AS weekday"
         x = alt.X("week:T", title="week", timeUnit="yearweek")
@@ -509,6 +599,25 @@ def activity_heatmap(
         FROM events WHERE {where} GROUP BY ALL ORDER BY ALL
         """,
         "activity heatmap",
+    )
+    if frame.empty:
+        raise ChartDataError(
+            "There are no events to show in the activity heatmap.",
+            hint="the lake (at this cut, with this filter) is empty: append or ingest events, "
+            "or pick a later --as-of or a wider where=.",
+        )
+    # Every hour and weekday (and week) is on the axes, an empty one as 0: a quiet hour is
+    # an answer too.
+    grid = pd.MultiIndex.from_product(
+        [range(24) if by == "hour" else sorted(frame["week"].unique()), range(1, 8)],
+        names=[by, "weekday"],
+    )
+    frame = (
+        frame.set_index([by, "weekday"])
+        .reindex(grid)
+        .fillna({"events": 0, "after_hours_pct": 0.0})
+        .astype({"events": "int64"})
+        .reset_index()
     )
     names = {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
     frame["day"] = frame["weekday"].map(names)
@@ -562,8 +671,11 @@ def bitemporal_scatter(source: Source, *, where: str = "TRUE") -> alt.Chart:
         alt.Chart(frame, title=f"valid time against system time (by {unit})")
         .mark_circle(opacity=0.7)
         .encode(
-            x=alt.X("recorded:T", title="recorded (system time)"),
-            y=alt.Y("occurred:T", title="occurred (valid time)"),
+            x=alt.X(
+                "recorded:T",
+                axis=_time_axis(frame["recorded"], "recorded (system time)", labelAngle=-40),
+            ),
+            y=alt.Y("occurred:T", axis=_time_axis(frame["occurred"], "occurred (valid time)")),
             size=alt.Size("events:Q", scale=alt.Scale(type="sqrt")),
             color=alt.Color(
                 "max_days_late:Q", scale=alt.Scale(scheme="orangered"), title="days late"
@@ -608,13 +720,22 @@ def as_of_view(
     start = (lo + hi) // 2 if cut is None else to_epoch_us(cut, what="cut") // 1000
     slider = alt.param(
         name="cut", value=start,
-        bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="as of (ms since 1970) "),
+        bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="move the cut (as of, in the title) "),
     )  # fmt: skip
+    # The title names the cut as a date (UTC), and follows the slider.
+    title = alt.Title(
+        text=alt.ExprRef(
+            f"{json.dumps((key or 'events') + ' as of ')} + utcFormat(cut, '%Y-%m-%d %H:%M') + ' UTC'"
+        )
+    )
     chart: alt.Chart = (
-        alt.Chart(frame, title=f"{key or 'events'} as of the cut")
+        alt.Chart(frame, title=title)
         .mark_point(filled=True, size=70)
         .encode(
-            x=alt.X("recorded_at:T", title="recorded (system time)"),
+            x=alt.X(
+                "recorded_at:T",
+                axis=_time_axis(frame["recorded_at"], "recorded (system time)"),
+            ).scale(padding=_EDGE),
             y=alt.Y("event_type:N", title=None),
             color=alt.Color("actor:N"),
             opacity=alt.condition("datum.ms <= cut", alt.value(1.0), alt.value(0.12)),
@@ -773,10 +894,10 @@ def population(
         con.unregister("_esa_history")
     pick = alt.selection_point(fields=["state"], bind="legend")
     chart: alt.Chart = (
-        alt.Chart(frame, title=f"entities per {field}, by {every} ({_AXIS_TITLE[axis]})")
+        alt.Chart(frame, title=f"entities per {field}, by {every}, on {_AXIS_TITLE[axis]}")
         .mark_area(interpolate="step-after")
         .encode(
-            x=alt.X("bucket:T", title=None),
+            x=alt.X("bucket:T", axis=_time_axis(frame["bucket"])),
             y=alt.Y("entities:Q", stack=True),
             color=alt.Color("state:N", title=field),
             opacity=alt.condition(pick, alt.value(0.9), alt.value(0.2)),

@@ -63,7 +63,7 @@ def test_heatmap_counts_match_pandas(session: Session, events: pd.DataFrame) -> 
     expected = events.groupby(
         [events.recorded_at.dt.hour, events.recorded_at.dt.day_of_week + 1]
     ).size()
-    got = rows.set_index(["hour", "weekday"])["events"]
+    got = rows[rows["events"] > 0].set_index(["hour", "weekday"])["events"]  # 0: a quiet hour
     assert got.sort_index().tolist() == expected.sort_index().tolist()
     alice = pd.DataFrame(
         _rows(viz.activity_heatmap(session, where="metadata->>'$.actor' = 'alice'"))

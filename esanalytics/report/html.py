@@ -10,6 +10,8 @@ generation time.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ import pyarrow as pa
 
 from esanalytics.audit.package import AuditPackage
 
-__all__ = ["render_html"]
+__all__ = ["HtmlReport", "render_html"]
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2330}
@@ -26,7 +28,42 @@ table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{border:1px solid #dde;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f4f8}.ok{color:#17733a;font-weight:600}.bad{color:#b3261e;font-weight:600}
 code,pre{background:#f3f4f8;padding:2px 4px;white-space:pre-wrap;word-break:break-all}
+.scroll{overflow-x:auto;max-width:100%}figure{margin:1rem 0}figure svg{max-width:100%;height:auto}.trail{width:auto}
+.trail td.nowrap{white-space:nowrap}.trail td.id{white-space:nowrap;font:10px ui-monospace,monospace}
+.trail td.text{max-width:24em;overflow-wrap:break-word}.trail td.long{min-width:14em}
 """
+#: Trail cells kept on one line: times, numbers and ids (an id broken over lines is unreadable).
+_NOWRAP = ("position", "stream", "version", "event_type", "recorded_at / occurred_at (UTC)",
+           "actor", "approved_by")  # fmt: skip
+_IDS = ("correlation_id / causation_id",)
+_LONG = ("payload", "changes")
+#: Pairs shown in one cell, one above the other, so the trail fits a page's width.
+_STACKED = {
+    "recorded_at / occurred_at (UTC)": ("recorded_at (UTC)", "occurred_at (UTC)"),
+    "correlation_id / causation_id": ("correlation_id", "causation_id"),
+}
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    """An HTML report shown in a notebook cell, in a frame of its own (so its styles stay
+    inside), through IPython's ``_repr_html_``; ``str()`` gives the page.
+
+    >>> "<iframe srcdoc=" in HtmlReport("<p>report</p>")._repr_html_()
+    True
+    """
+
+    page: str
+    height: int = 500
+
+    def __str__(self) -> str:
+        return self.page
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe srcdoc="{html.escape(self.page, quote=True)}" title="audit report" '
+            f'style="width:100%;height:{self.height}px;border:1px solid #ccc"></iframe>'
+        )
 
 
 def _cell(value: Any) -> str:
@@ -56,20 +93,62 @@ def _table(table: pa.Table, limit: int = 10_000) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
-def _charts(data: AuditPackage) -> str:
+def _trail(data: AuditPackage, limit: int = 10_000) -> str:
+    """The trail as a reader needs it: the payload in words, what each event changed, times
+    and ids on one line; the table scrolls inside the page, never the page itself."""
+    from esanalytics.report.trail_view import readable_trail
+
+    if data.trail.num_rows == 0:
+        return "<p>None.</p>"
+    rows = readable_trail(data, limit=limit)
+    stacked = {part: name for name, parts in _STACKED.items() for part in parts}
+    names = list(dict.fromkeys(stacked.get(n, n) for n in rows[0]))
+
+    def kind(name: str) -> str:
+        if name in _IDS:
+            return "id"
+        return "nowrap" if name in _NOWRAP else "text long" if name in _LONG else "text"
+
+    def cell(row: dict[str, str], name: str) -> str:
+        return "<br>".join(_cell(row[part]) for part in _STACKED.get(name, (name,)))
+
+    head = "".join(f"<th>{_cell(name)}</th>" for name in names)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{kind(n)}">{cell(row, n)}</td>' for n in names) + "</tr>"
+        for row in rows
+    )
+    more = (
+        f"<p>{data.trail.num_rows - limit:,} more rows are in the CSV/Parquet extract.</p>"
+        if data.trail.num_rows > limit
+        else ""
+    )
+    return (
+        f'<div class="scroll"><table class="trail"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>{more}"
+    )
+
+
+def _charts(data: AuditPackage, progress: Callable[[str], None] | None = None) -> str:
     """The report's charts as inline SVG: drawn here, so the page runs no script."""
     from esanalytics.report.charts import report_charts
     from esanalytics.viz import to_svg
 
-    parts = [
-        f"<figure><figcaption>{_cell(title)}</figcaption>{to_svg(chart)}</figure>"
-        for title, chart in report_charts(data)
-    ]
+    charts = report_charts(data)
+    parts = []
+    for number, (title, chart) in enumerate(charts, 1):
+        if progress is not None:
+            progress(f"report: drawing chart {number} of {len(charts)} ({title})")
+        parts.append(f"<figure><figcaption>{_cell(title)}</figcaption>{to_svg(chart)}</figure>")
     return "<h2>Charts</h2>" + "".join(parts) if parts else ""
 
 
-def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> str:
-    """The report as one HTML document."""
+def render_html(
+    data: AuditPackage,
+    *,
+    generated_at: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """The report as one HTML document; ``progress``, when given, is told each step."""
     moment = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     trail = data.trail
     recorded = trail["recorded_at"].to_pylist() if trail.num_rows else []
@@ -102,9 +181,9 @@ def render_html(data: AuditPackage, *, generated_at: datetime | None = None) -> 
 <pre>{_cell(data.integrity_text)}</pre>
 <h2>Exceptions ({data.exceptions.num_rows:,})</h2>
 {_table(data.exceptions)}
-{_charts(data)}
+{_charts(data, progress)}
 <h2>Trail</h2>
-{_table(trail)}
+{_trail(data)}
 <h2>Regenerate</h2>
 <pre>{_cell(data.command)}</pre>
 <p>Generated {_cell(moment)}.</p>

@@ -7,6 +7,7 @@ report and the extracts keep every character).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,15 +15,12 @@ from esanalytics.audit.package import AuditPackage
 
 __all__ = ["render_pdf"]
 
-TRAIL_COLUMNS = (
-    "global_position",
-    "stream_id",
-    "event_type",
-    "recorded_at",
-    "occurred_at",
-    "actor",
-    "reason",
-)
+#: The trail's columns in the PDF and their relative widths (the ids are in the extracts).
+TRAIL_COLUMNS = {
+    "position": 9, "stream": 16, "version": 9, "event_type": 20, "recorded_at (UTC)": 19,
+    "occurred_at (UTC)": 19, "actor": 13, "reason": 15, "approved_by": 12, "payload": 33,
+    "changes": 39,
+}  # fmt: skip
 
 
 def _text(value: Any) -> str:
@@ -30,7 +28,8 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         value = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return str(value).encode("latin-1", "replace").decode("latin-1")
+    text = str(value).replace("→", "->").replace("∅", "-")  # the trail's changes: not Latin-1
+    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 def render_pdf(
@@ -39,9 +38,11 @@ def render_pdf(
     generated_at: datetime | None = None,
     compress: bool = True,
     limit: int = 2_000,
+    progress: Callable[[str], None] | None = None,
 ) -> bytes:
     """The report (see :mod:`esanalytics.report.html` for the sections) as PDF bytes; the
-    trail table holds the first ``limit`` events (the extracts hold all)."""
+    trail table holds the first ``limit`` events (the extracts hold all); ``progress``, when
+    given, is told each step."""
     from fpdf import FPDF
 
     moment = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -74,15 +75,26 @@ def render_pdf(
     from esanalytics.report.charts import report_charts
     from esanalytics.viz import to_png
 
-    for title, chart in report_charts(data):
+    charts = report_charts(data)
+    for number, (title, chart) in enumerate(charts, 1):
+        if progress is not None:
+            progress(f"report: drawing chart {number} of {len(charts)} ({title})")
         section(title, "")
         # 1.5x: sharp enough on paper, small enough to keep the file light.
         pdf.image(io.BytesIO(to_png(chart, scale=1.5)), w=min(pdf.epw, 250))
+    if progress is not None:
+        progress("report: writing the trail")
     section("Trail", "" if data.trail.num_rows else "No events.")
     pdf.set_font("Helvetica", "", 7)
     if data.trail.num_rows:
-        rows = data.trail.select(list(TRAIL_COLUMNS)).slice(0, limit).to_pylist()
-        _table(pdf, list(TRAIL_COLUMNS), rows)
+        from esanalytics.report.trail_view import readable_trail
+
+        rows = readable_trail(data, limit=limit)
+        names = [n for n in TRAIL_COLUMNS if n in rows[0]]
+        for row in rows:  # to the second: the extracts keep the microseconds
+            for name in ("recorded_at (UTC)", "occurred_at (UTC)"):
+                row[name] = row[name][:19]
+        _table(pdf, names, rows, widths=[TRAIL_COLUMNS[n] for n in names])
         if data.trail.num_rows > limit:
             section(
                 "", f"{data.trail.num_rows - limit:,} more events are in the CSV/Parquet extract."
@@ -92,11 +104,13 @@ def render_pdf(
     return bytes(pdf.output())
 
 
-def _table(pdf: Any, names: list[str], rows: list[dict[str, Any]]) -> None:
-    with pdf.table(text_align="LEFT", line_height=4) as table:
+def _table(
+    pdf: Any, names: list[str], rows: list[dict[str, Any]], widths: list[int] | None = None
+) -> None:
+    with pdf.table(text_align="LEFT", line_height=3.2, col_widths=widths) as table:
         header = table.row()
         for name in names:
-            header.cell(_text(name))
+            header.cell(_text(name.replace("_", " ")))
         for row in rows:
             line = table.row()
             for name in names:
