@@ -77,6 +77,7 @@ from esanalytics.store import (
     open_store,
 )
 from esanalytics.store.commitlog import CommitLog, replay
+from esanalytics.store.layout import partition_dir
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -88,7 +89,11 @@ class Finding:
     ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``, ``saved_state`` (the
     store's ``_esa/checkpoint.json`` or writer index disagrees with the commit log),
     ``unnamed_file`` (event files no commit names: the log was rolled back or files were
-    added) and ``projection`` (a materialized projection's stored state was altered)."""
+    added), ``projection`` (a materialized projection's stored state was altered),
+    ``statistics`` (what the commit log or the file's own footer says about a file's rows,
+    positions, times or streams does not hold its events: readers that skip files or row
+    groups by it miss events) and ``misplaced`` (a file outside the folder of its category
+    and month: readers take the category and month from the folder)."""
 
     kind: str
     position: int | None
@@ -204,7 +209,7 @@ def verify(
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
     committed = {path: entry.sha256 for path, (entry, _) in live.items()}
-    tasks = [(store._resolve(e.path), e.category, committed.get(e.path)) for e in readable]
+    tasks = [(store._resolve(e.path), e.category, committed.get(e.path), e) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -365,8 +370,9 @@ def _verify_files(
     signed = against is not None and int(against.get("commit", 0)) >= newest.get("n", 0)
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
-        if not _file_events_match(store._resolve(entry.path), entry.category):
-            return f"an event of {entry.path}, added by the newest commit, does not match its hash"
+        problem = _newest_file_problem(store._resolve(entry.path), entry)
+        if problem is not None:
+            return problem
     return VerifyResult(
         True,
         head,
@@ -379,20 +385,112 @@ def _verify_files(
     )
 
 
-def _file_events_match(path: str, category: str) -> bool:
-    """Does every event of one file match its hash? Row by row for a small file (no Arrow
-    compute, no pandas import: the quick pass stays quick), column-wise for a large one."""
+def _newest_file_problem(path: str, entry: FileEntry) -> str | None:
+    """Why a file the newest commit adds cannot be vouched for, or None: every event must
+    match its hash (row by row for a small file: no Arrow compute, no pandas import, the
+    quick pass stays quick; column-wise for a large one), and what its commit line and its
+    footer say about it must hold (see :func:`_misleading`)."""
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path).read()
+    handle = pq.ParquetFile(path)
+    table = handle.read()
+    misleading = _misleading(entry, path, handle.metadata, table)
+    if misleading:
+        return misleading[0].detail
     if table.num_rows > 20_000:
-        return not _file_facts((path, category, None)).bad
-    columns = [
-        (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
-        for column in table.columns
-    ]
-    columns.insert(2, [category] * table.num_rows)
-    return all(rows_match(zip(*columns, strict=True)))
+        matches = not _file_facts((path, entry.category, None, None)).bad
+    else:
+        columns = [
+            (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+            for column in table.columns
+        ]
+        columns.insert(2, [entry.category] * table.num_rows)
+        matches = all(rows_match(zip(*columns, strict=True)))
+    if not matches:
+        return f"an event of {entry.path}, added by the newest commit, does not match its hash"
+    return None
+
+
+def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> list[Finding]:
+    """What would make a reader see other events than the file holds, although every event
+    matches its hash and the file its digest: the file outside the folder of its category
+    and month (readers take both from the folder), the commit line's rows, positions,
+    recorded times or streams not those of the file (readers skip whole files by them), or
+    row group statistics that exclude values the row group holds, and indexes our writer
+    never writes (bloom filters, page indexes), by which DuckDB and pyarrow skip row groups
+    and pages. A commit line no later line links to can be edited unseen, and so can the
+    file it adds with it, so the quick pass checks this for the newest commit's files."""
+    findings = []
+
+    def found(kind: str, detail: str) -> None:
+        findings.append(Finding(kind, None, None, f"{entry.path}: {detail}", path))
+
+    folder, _, name = entry.path.rpartition("/")
+    if folder != partition_dir(entry.category, entry.month) or not (
+        name.endswith(".parquet") and not name.startswith(".")
+    ):
+        found("misplaced", f"its commit names category {entry.category!r} and month "
+              f"{entry.month}, whose folder is {partition_dir(entry.category, entry.month)}/: "
+              "readers take the category and month from the folder")  # fmt: skip
+    if table.num_rows:
+        pos = pc.min_max(table["global_position"])
+        rec = pc.min_max(table["recorded_at"].cast(pa.int64()))
+        streams = pc.min_max(table["stream_id"])
+        months = {_month_of(rec["min"].as_py()), _month_of(rec["max"].as_py())}
+        if months != {entry.month}:
+            found("misplaced", f"it holds events recorded in {', '.join(sorted(months))}, "
+                  f"its commit and folder say {entry.month}")  # fmt: skip
+        held = {
+            "rows": (table.num_rows, entry.rows),
+            "positions": (
+                (pos["min"].as_py(), pos["max"].as_py()),
+                (entry.min_position, entry.max_position),
+            ),
+            "recorded times": (
+                (rec["min"].as_py(), rec["max"].as_py()),
+                (entry.min_recorded_us, entry.max_recorded_us),
+            ),
+            "streams": (
+                (streams["min"].as_py(), streams["max"].as_py()),
+                (entry.min_stream, entry.max_stream),
+            ),
+        }
+        differ = [f"{what} {claimed} (it holds {actual})"
+                  for what, (actual, claimed) in held.items() if actual != claimed]  # fmt: skip
+        if differ:
+            found("statistics", "its commit line gives other " + "; ".join(differ) + ": "
+                  "readers that skip files by these miss its events")  # fmt: skip
+    offset = 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        part = table.slice(offset, group.num_rows)
+        offset += group.num_rows
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            name = chunk.path_in_schema
+            if chunk.bloom_filter_offset or chunk.has_column_index or chunk.has_offset_index:
+                found("statistics", f"row group {index} has a bloom filter or page index for "
+                      f"column {name}, which our writer never writes: readers may skip rows "
+                      "by it")  # fmt: skip
+                continue
+            stats = chunk.statistics
+            if stats is None or name not in part.column_names:
+                continue
+            values = part[name]
+            wrong = stats.has_null_count and stats.null_count != values.null_count
+            if stats.has_min_max and part.num_rows:
+                bounds = pc.min_max(values)
+                low, high = bounds["min"].as_py(), bounds["max"].as_py()
+                wrong = wrong or not (stats.min <= low and high <= stats.max)
+            if wrong:
+                found("statistics", f"row group {index}'s statistics for column {name} do not "
+                      "hold the values it holds: readers that skip row groups by them "
+                      "(DuckDB, pyarrow, esanalytics' stream reads) miss its events")  # fmt: skip
+    return findings
+
+
+def _month_of(us: int) -> str:
+    return str(np.datetime64(us, "us").astype("datetime64[M]"))
 
 
 def _refused(
@@ -631,14 +729,18 @@ class _FileFacts:
     digest_ok: bool | None = None  # the file's bytes against its committed SHA-256
 
 
-def _file_facts(task: tuple[str, str, str | None]) -> _FileFacts:
-    """Worker: the facts of one file (see verify)."""
+def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFacts:
+    """Worker: the facts of one file (see verify), and, given its entry, what would mislead
+    its readers (see :func:`_misleading`)."""
     import pyarrow.parquet as pq
 
-    path, category, sha256 = task
-    table = pq.ParquetFile(path).read()  # (read_table would import pandas: a second)
+    path, category, sha256, entry = task
+    handle = pq.ParquetFile(path)
+    table = handle.read()  # (read_table would import pandas: a second)
+    misleading = [] if entry is None else _misleading(entry, path, handle.metadata, table)
     table = table.add_column(2, "category", _repeated(category, table.num_rows))
     facts = _facts(table)
+    facts.bad[:0] = misleading
     if sha256 is None:
         return facts
     return dataclasses.replace(facts, digest_ok=file_digest(path) == sha256)
@@ -811,8 +913,9 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
 
 
 def _order(finding: Finding) -> tuple[int, int]:
-    """Faults of files first, then events in log order, then the commit log's own."""
-    if finding.kind in ("commit_log", "rewritten"):
+    """Faults of files first, then events in log order, then the commit log's own and what
+    misleads readers about a file (after the events, whose alteration it often follows)."""
+    if finding.kind in ("commit_log", "rewritten", "statistics", "misplaced"):
         return (2, 0)
     return (0 if finding.position is None else 1, finding.position or 0)
 

@@ -1,0 +1,162 @@
+"""Issue 11, round 2: alterations that leave every event's hash and every committed digest
+intact but make readers see something else (skip a file or a row group by edited statistics,
+read a file from the wrong partition, count a file no commit names). ``verify`` and
+``verify --deep`` must find each one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import esanalytics as esa
+from esanalytics.audit import verify
+from esanalytics.store.commitlog import encode_line
+
+
+def compacted_lake(path: Path) -> Path:
+    """A lake whose newest commit line is a compaction adding one file of several streams
+    in several row groups (the line nothing links to yet)."""
+    from esanalytics.sample import SampleSpec, generate
+
+    store = esa.open(path, create=True)
+    store.ingest(generate(SampleSpec(events=3_000, seed=3)))
+    store.compact()
+    store.close()
+    return path
+
+
+def records(lake: Path) -> list[dict[str, Any]]:
+    log = lake / "_esa" / "commits.log"
+    return [json.loads(line.rpartition("\t")[0]) for line in log.read_text().splitlines()]
+
+
+def forge(lake: Path, changed: list[dict[str, Any]]) -> None:
+    """Write commit lines as a careful forger would (every CRC recomputed) and drop the saved
+    state, which readers then rebuild from the forged log."""
+    (lake / "_esa" / "commits.log").write_bytes(b"".join(encode_line(r) for r in changed))
+    (lake / "_esa" / "checkpoint.json").unlink()
+
+
+def newest_entry(lake: Path) -> dict[str, Any]:
+    added: dict[str, Any] = records(lake)[-1]["add"][0]
+    return added
+
+
+def seen(lake: Path, stream: str) -> tuple[int, int, int, int]:
+    """What readers see: one stream, everything, a position cut and a time cut, each
+    counted, and DuckDB's count of the stream through a plain hive scan."""
+    store = esa.open(lake)
+    entry = newest_entry(lake)
+    as_of = entry["rec"][0] + 1
+    cut = entry["pos"][0]
+    counts = (
+        len(store.read_stream(stream)),
+        len(store.read_all(position=cut)),
+        len(store.read_all(as_of=_time(as_of))),
+        duckdb.sql(
+            f"SELECT count(*) FROM read_parquet('{lake}/events/**/*.parquet', "
+            f"hive_partitioning = true) WHERE stream_id = '{stream}'"
+        ).fetchall()[0][0],
+    )
+    store.close()
+    return counts
+
+
+def _time(us: int) -> str:
+    import datetime as dt
+
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def assert_found(lake: Path, kind: str) -> None:
+    for deep in (False, True):
+        result = verify(lake, deep=deep, workers=1)
+        assert not result.ok, f"deep={deep}: {result}"
+        assert kind in {f.kind for f in result.findings}, f"deep={deep}: {result}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("streams", lambda e: ["zz-none", "zz-none"]),  # a stream read skips the file
+        ("pos", lambda e: [e["pos"][0] + 1, e["pos"][1]]),  # a position cut skips it
+        ("rec", lambda e: [e["rec"][1], e["rec"][1]]),  # an as_of cut skips it
+    ],
+)
+def test_edited_pruning_facts_in_the_newest_commit_line_are_found(
+    lake: Path, field: str, value: Any
+) -> None:
+    compacted_lake(lake)
+    stream = newest_entry(lake)["streams"][0]
+    before = seen(lake, stream)
+    changed = records(lake)
+    changed[-1]["add"][0][field] = value(changed[-1]["add"][0])
+    forge(lake, changed)
+    assert seen(lake, stream) != before  # readers now miss events...
+    assert_found(lake, "statistics")  # ...so verify must not say OK
+
+
+def test_a_file_moved_to_another_category_with_its_entry_is_found(lake: Path) -> None:
+    compacted_lake(lake)
+    changed = records(lake)
+    entry = changed[-1]["add"][0]
+    other = "order" if entry["category"] == "account" else "account"
+    name = entry["path"].rpartition("/")[2]
+    moved = f"category={other}/month={entry['month']}/{name}"
+    (lake / "events" / moved).parent.mkdir(parents=True, exist_ok=True)
+    (lake / "events" / entry["path"]).rename(lake / "events" / moved)
+    entry["path"] = moved
+    forge(lake, changed)
+    table = esa.open(lake).read_all().table
+    moved_rows = table.filter(pc.equal(table["global_position"], entry["pos"][0]))
+    assert moved_rows["category"].to_pylist() == [other]  # readers take the folder's word
+    assert_found(lake, "misplaced")
+
+
+@pytest.mark.parametrize("folder", ["month=1999-01", "month={month}/deeper"])
+def test_a_file_moved_to_another_month_or_a_subfolder_with_its_entry_is_found(
+    lake: Path, folder: str
+) -> None:
+    compacted_lake(lake)
+    changed = records(lake)
+    entry = changed[-1]["add"][0]
+    name = entry["path"].rpartition("/")[2]
+    moved = f"category={entry['category']}/{folder.format(month=entry['month'])}/{name}"
+    (lake / "events" / moved).parent.mkdir(parents=True, exist_ok=True)
+    (lake / "events" / entry["path"]).rename(lake / "events" / moved)
+    entry["path"] = moved
+    forge(lake, changed)
+    assert_found(lake, "misplaced")
+
+
+def test_row_group_statistics_edited_in_the_newest_file_are_found(lake: Path) -> None:
+    """The footer's stream-id statistics edited (same length, so the file still parses) and
+    the file's digest updated in the unlinked newest line: every event still matches its
+    hash, but our stream reads and DuckDB skip the row group."""
+    compacted_lake(lake)
+    changed = records(lake)
+    entry = changed[-1]["add"][0]
+    stream = entry["streams"][0]
+    assert len(stream) > 2
+    before = len(esa.open(lake).read_stream(stream))
+    path = lake / "events" / entry["path"]
+    data = bytearray(path.read_bytes())
+    size = struct.unpack("<I", data[-8:-4])[0]
+    footer = bytes(data[-8 - size : -8])
+    assert stream.encode() in footer
+    forged = stream[:-1] + ("0" if stream[-1] != "0" else "1")
+    data[-8 - size : -8] = footer.replace(stream.encode(), forged.encode())
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).metadata.num_rows == entry["rows"]
+    entry["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    forge(lake, changed)
+    assert len(esa.open(lake).read_stream(stream)) < before
+    assert_found(lake, "statistics")
