@@ -641,7 +641,7 @@ def _unnamed_findings(
     retiring = {path for line in lines for path in line.record.get("remove", ())}
     unnamed = [
         path
-        for path in root.glob("category=*/month=*/*.parquet")
+        for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
         if (name := str(path.relative_to(root))) not in live and name not in retiring
     ]
     if not unnamed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,16 @@ def test_row_group_statistics_edited_in_the_newest_file_are_found(lake: Path) ->
     forge(lake, changed)
     assert len(esa.open(lake).read_stream(stream)) < before
     assert_found(lake, "statistics")
+
+
+@pytest.mark.parametrize("where", ["month={month}/deeper/extra.parquet", "extra/x.parquet"])
+def test_a_parquet_file_in_a_subfolder_of_events_is_found(lake: Path, where: str) -> None:
+    """Plain readers' `events/**/*.parquet` counts a file at any depth (or fails on it)."""
+    compacted_lake(lake)
+    entry = newest_entry(lake)
+    target = lake / "events" / f"category={entry['category']}" / where.format(month=entry["month"])
+    target.parent.mkdir(parents=True)
+    shutil.copy(lake / "events" / entry["path"], target)
+    result = verify(lake, workers=1)
+    assert not result.ok, str(result)
+    assert [f.kind for f in result.findings] == ["unnamed_file"], str(result)
