@@ -366,8 +366,9 @@ def _verify_files(
                 counted += entry.rows
     # Nothing links to the newest commit line, so a file digest in it vouches for nothing
     # but itself (unless a signed checkpoint signed that line): its events are rehashed.
+    # (The checkpoint vouches for the line whose digest it signed, not for a number.)
     newest = lines[-1].record if lines else {}
-    signed = against is not None and int(against.get("commit", 0)) >= newest.get("n", 0)
+    signed = against is not None and against.get("log_digest") == lines[-1].digest
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
         problem = _newest_file_problem(store._resolve(entry.path), entry)
@@ -679,10 +680,21 @@ def _live_files(lines: list[CommitLine]) -> dict[str, tuple[FileEntry, int]]:
 
 
 def _link_findings(lines: list[CommitLine]) -> list[Finding]:
-    """Commit lines whose ``prev`` is not the digest of the line before (lines written
-    before links carry none and are not judged)."""
+    """Commit lines whose ``prev`` is not the digest of the line before, or whose number
+    does not follow the one before (lines written before links carry none and are not
+    judged)."""
     findings = []
     for index, line in enumerate(lines):
+        if line.prev is not None and line.record.get("n") != index + 1:
+            findings.append(
+                Finding(
+                    "commit_log",
+                    None,
+                    None,
+                    f"commit line {index + 1} carries the number {line.record.get('n')}: the "
+                    "commit log was altered there (a line renumbered, removed or inserted)",
+                )
+            )
         expected = lines[index - 1].digest if index else GENESIS_LINK
         if line.prev is not None and line.prev != expected:
             findings.append(

@@ -174,3 +174,37 @@ def test_a_parquet_file_in_a_subfolder_of_events_is_found(lake: Path, where: str
     result = verify(lake, workers=1)
     assert not result.ok, str(result)
     assert [f.kind for f in result.findings] == ["unnamed_file"], str(result)
+
+
+def test_a_newest_line_renumbered_as_the_signed_commit_is_not_vouched_for(
+    lake: Path, tmp_path: Path
+) -> None:
+    """A checkpoint signs one commit line; a later line that takes its number (and adds an
+    altered file under a recomputed digest) must not pass as signed."""
+    import pyarrow as pa
+
+    from esanalytics.audit import make_checkpoint, make_key, read_key
+
+    key = read_key(make_key(tmp_path / "key"))
+    store = esa.open(lake, create=True)
+    store.append("account-1", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
+    checkpoint = make_checkpoint(store, key)
+    store.append("account-2", [esa.NewEvent("MoneyDeposited", {"amount": i}) for i in range(1_500)])
+    store.close()
+    changed = records(lake)
+    entry = changed[-1]["add"][0]
+    path = lake / "events" / entry["path"]
+    table = pq.read_table(path)
+    data = table["data"].to_pylist()
+    data[0] = '{"amount":999999}'
+    index = table.schema.get_field_index("data")
+    table = table.set_column(index, table.schema.field(index), pa.array(data, pa.string()))
+    pq.write_table(table, path, row_group_size=table.num_rows, write_page_index=False)
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    entry["bytes"] = path.stat().st_size
+    changed[-1]["n"] = checkpoint["commit"]
+    forge(lake, changed)
+    assert esa.open(lake).read_stream("account-2").to_arrow()["data"][0].as_py() == data[0]
+    result = verify(lake, against=checkpoint, key=key, workers=1)
+    assert not result.ok, str(result)
+    assert {"modified", "commit_log"} <= {f.kind for f in result.findings}, str(result)
