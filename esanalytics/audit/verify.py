@@ -45,7 +45,10 @@ wholesale, or cut together with its saved state and the files of the lost commit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import time
@@ -67,17 +70,17 @@ from esanalytics.events import (
     hex_digests,
     rows_match,
 )
-from esanalytics.exceptions import CorruptLakeError
+from esanalytics.exceptions import CorruptLakeError, LakeChangedError
 from esanalytics.store import (
     GENESIS_LINK,
     CommitLine,
     EventStore,
     FileEntry,
-    file_digest,
     open_store,
 )
 from esanalytics.store.commitlog import CommitLog, replay
-from esanalytics.store.layout import partition_dir
+from esanalytics.store.eventstore import _rows_table
+from esanalytics.store.layout import partition_dir, retired_name, tmp_name
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -166,7 +169,9 @@ def verify(
     holds and extends that checkpoint; with ``deep``, recompute every event's hash even when
     every file matches its digest. Never raises for a damaged lake: every fault becomes a
     :class:`Finding` (``store`` may also be a lake's path, so that a lake no reader will
-    open is reported as findings too). ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
+    open is reported as findings too). Writers, seals, compactions and vacuums may run
+    meanwhile: it verifies the log as its lines stood when read, and starts again if a file it
+    reads is vacuumed away (raising LakeChangedError after three tries). ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
     takes back what the quick pass counted before it turned to the event-by-event one).
 
     >>> import tempfile, esanalytics as esa
@@ -175,16 +180,65 @@ def verify(
     >>> verify(store, workers=1).ok
     True
     """
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _verify(store, against, key, deep, workers, progress)
+        except (_Vacuumed, LakeChangedError):
+            # A file of the log read was compacted and then vacuumed while it was read:
+            # verify the log as it is now (the compacted files hold the same events).
+            if attempt == _ATTEMPTS - 1:
+                raise LakeChangedError(
+                    "Files of the lake were compacted and vacuumed while verify read them, "
+                    f"{_ATTEMPTS} times in a row.",
+                    hint="run verify again, or vacuum with a longer older_than.",
+                    path=str(getattr(store, "path", store)),
+                ) from None
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 3
+
+
+class _Vacuumed(Exception):
+    """A committed file was found under none of its names while it was read."""
+
+
+def _open_moving(path: str) -> io.BufferedReader:
+    """Open a committed file (``path``: its final name) wherever it is now. A file only
+    moves forward (temporary name, final name, retired name, deleted by vacuum), so
+    trying the names in that order finds it even while a writer renames it; an open file
+    stays readable whatever happens to its name."""
+    for candidate in (path, tmp_name(path), path, retired_name(path)):
+        try:
+            return open(candidate, "rb")  # (the caller closes it)
+        except FileNotFoundError:
+            continue
+    raise _Vacuumed(path)
+
+
+def _verify(
+    store: EventStore | str | os.PathLike[str],
+    against: dict[str, Any] | None,
+    key: bytes | None,
+    deep: bool,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+) -> VerifyResult:
+    """One verify of the log as its lines stand when read (see :func:`verify`): every
+    later step (the files, the unsealed rows, the head) is taken from those lines, so that
+    writers, seals and compactions running meanwhile change nothing it sees."""
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
     root = store.path if isinstance(store, EventStore) else Path(store)
     try:
         if not isinstance(store, EventStore):
             store = open_store(store)
+        store.refresh()  # (refuses a log no reader or writer will take)
         lines = store.commit_lines()
-        head = store.refresh()
     except CorruptLakeError as error:  # a log no reader or writer will take
         return _refused(error, root, against, started)
+    logged = replay([line.record for line in lines])
+    head = logged.head
     live = _live_files(lines)
     around = _state_findings(root, lines, live)
     inline = _inline_findings(lines)
@@ -197,7 +251,7 @@ def verify(
             return dataclasses.replace(quick, ok=False, findings=tuple(around))
         why = quick if isinstance(quick, str) else "events held in commit lines do not match"
     findings: list[Finding] = []
-    entries = store.files()
+    entries = [entry for entry, _ in live.values()]
     readable = []
     for entry in entries:
         problem = _check_file(store, entry)
@@ -209,7 +263,8 @@ def verify(
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
     committed = {path: entry.sha256 for path, (entry, _) in live.items()}
-    tasks = [(store._resolve(e.path), e.category, committed.get(e.path), e) for e in readable]
+    events_dir = store.path / "events"
+    tasks = [(str(events_dir / e.path), e.category, committed.get(e.path), e) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -222,7 +277,11 @@ def verify(
             parts.append(_file_facts(task))
             if progress is not None:
                 progress(len(parts[-1].positions))
-    tail = store.unsealed()
+    tail = (
+        _rows_table([tuple(row) for row in logged.tail])
+        if logged.tail
+        else EVENT_SCHEMA.empty_table()
+    )
     if tail.num_rows:
         parts.append(_facts(tail))
     findings += [bad for facts in parts for bad in facts.bad]
@@ -244,7 +303,7 @@ def verify(
                 "prev_hash is not the hash of the event before it",
             )
         )
-    findings += _version_findings(store, readable, parts)
+    findings += _version_findings(store, readable, parts, tail)
     findings += _position_findings([positions], head)
     if last_seen < head:
         findings.append(
@@ -257,9 +316,9 @@ def verify(
         )
     last_hash = GENESIS_HASH
     if events:
-        last = _rows(store, readable, pc.field("global_position") == last_seen)
+        last = _rows(store, readable, pc.field("global_position") == last_seen, tail)
         last_hash = last["hash"][0].as_py() if last.num_rows else GENESIS_HASH
-    findings = _explain_moves(store, readable, findings)
+    findings = _explain_moves(store, readable, findings, tail)
     findings += _link_findings(lines)
     seen = {(f.kind, f.position) for f in findings if f.position is not None}
     findings += [f for f in inline if (f.kind, f.position) not in seen]
@@ -348,8 +407,9 @@ def _verify_files(
 
     def matches(entry: FileEntry) -> bool:
         try:
-            return file_digest(store._resolve(entry.path)) == entry.sha256
-        except (CorruptLakeError, OSError):
+            with _open_moving(str(store.path / "events" / entry.path)) as file:
+                return hashlib.file_digest(file, "sha256").hexdigest() == entry.sha256
+        except (_Vacuumed, OSError):
             return False
 
     from concurrent.futures import ThreadPoolExecutor
@@ -371,7 +431,7 @@ def _verify_files(
     signed = against is not None and against.get("log_digest") == lines[-1].digest
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
-        problem = _newest_file_problem(store._resolve(entry.path), entry)
+        problem = _newest_file_problem(str(store.path / "events" / entry.path), entry)
         if problem is not None:
             return problem
     return VerifyResult(
@@ -393,8 +453,12 @@ def _newest_file_problem(path: str, entry: FileEntry) -> str | None:
     footer say about it must hold (see :func:`_misleading`)."""
     import pyarrow.parquet as pq
 
-    handle = pq.ParquetFile(path)
-    table = handle.read()
+    try:
+        with _open_moving(path) as file:
+            handle = pq.ParquetFile(file)
+            table = handle.read()
+    except (_Vacuumed, OSError, pa.ArrowException) as error:
+        return f"{entry.path}, added by the newest commit, cannot be read: {error}"
     misleading = _misleading(entry, path, handle.metadata, table)
     if misleading:
         return misleading[0].detail
@@ -572,6 +636,22 @@ def _state_findings(
     names, and materialized projections whose stored state was altered."""
     findings = []
     meta = root / "_esa"
+    path = meta / "checkpoint.json"
+    pointer = meta / "writer-index" / "current.json"
+    texts: dict[Path, str | None] = {}
+    for file in (path, pointer):
+        try:
+            texts[file] = file.read_text()
+        except FileNotFoundError:
+            texts[file] = None
+        except OSError:
+            texts[file] = ""  # (cannot be read: said below)
+    # Both are saved after the commit line they describe: saved beyond the lines read, they
+    # belong to a commit made since, which the log, read again now, holds.
+    if max(_saved_offset(text) for text in texts.values()) > (lines[-1].end if lines else 0):
+        with contextlib.suppress(CorruptLakeError):
+            lines = CommitLog(meta / "commits.log").lines(0)[0]
+            live = _live_files(lines)
     ends = {line.end: index for index, line in enumerate(lines)}
     ends[0] = -1
     log_end = lines[-1].end if lines else 0
@@ -579,9 +659,8 @@ def _state_findings(
     def saved(detail: str, path: Any) -> None:
         findings.append(Finding("saved_state", None, None, detail, str(path)))
 
-    path = meta / "checkpoint.json"
     try:
-        state = json.loads(path.read_text()) if path.exists() else None
+        state = json.loads(texts[path] or "") if texts[path] is not None else None
         offset = None if state is None else int(state["offset"])
     except (OSError, ValueError, KeyError, TypeError):
         state, offset = None, None
@@ -612,9 +691,8 @@ def _state_findings(
             if differ:
                 saved(f"_esa/checkpoint.json (the state readers open from) differs from the "
                       f"commit log in: {', '.join(differ)}", path)  # fmt: skip
-    pointer = meta / "writer-index" / "current.json"
     try:
-        index_at = int(json.loads(pointer.read_text())["offset"]) if pointer.exists() else 0
+        index_at = int(json.loads(texts[pointer] or "")["offset"]) if texts[pointer] else 0
     except (OSError, ValueError, KeyError, TypeError):
         index_at = 0
     if index_at > log_end:  # (an edited line is named by its broken link instead)
@@ -627,6 +705,14 @@ def _state_findings(
         for where, problem in stored_state_problems(root):
             findings.append(Finding("projection", None, None, problem, where))
     return findings
+
+
+def _saved_offset(text: str | None) -> int:
+    """The commit log offset a saved state file was taken at (0 if none can be read)."""
+    try:
+        return int(json.loads(text or "")["offset"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _unnamed_findings(
@@ -645,6 +731,16 @@ def _unnamed_findings(
         for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
         if (name := str(path.relative_to(root))) not in live and name not in retiring
     ]
+    if unnamed:  # committed since the lines were read? (files are named after their commit)
+        with contextlib.suppress(CorruptLakeError):
+            lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
+            live = _live_files(lines)
+            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            unnamed = [
+                path
+                for path in unnamed
+                if (name := str(path.relative_to(root))) not in live and name not in retiring
+            ]
     if not unnamed:
         return []
     rows = 0
@@ -747,15 +843,19 @@ def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFac
     import pyarrow.parquet as pq
 
     path, category, sha256, entry = task
-    handle = pq.ParquetFile(path)
-    table = handle.read()  # (read_table would import pandas: a second)
+    with _open_moving(path) as file:  # (the file stays readable if a writer renames it)
+        handle = pq.ParquetFile(file)
+        table = handle.read()  # (read_table would import pandas: a second)
+        if sha256 is not None:
+            file.seek(0)
+            digest_ok = hashlib.file_digest(file, "sha256").hexdigest() == sha256
     misleading = [] if entry is None else _misleading(entry, path, handle.metadata, table)
     table = table.add_column(2, "category", _repeated(category, table.num_rows))
     facts = _facts(table)
     facts.bad[:0] = misleading
     if sha256 is None:
         return facts
-    return dataclasses.replace(facts, digest_ok=file_digest(path) == sha256)
+    return dataclasses.replace(facts, digest_ok=digest_ok)
 
 
 def _repeated(text: str, n: int) -> pa.Array:
@@ -810,15 +910,14 @@ def _facts(table: pa.Table) -> _FileFacts:
     )
 
 
-def _rows(store: EventStore, readable: list[Any], predicate: Any) -> pa.Table:
+def _rows(store: EventStore, readable: list[Any], predicate: Any, tail: pa.Table) -> pa.Table:
     """Rows of the readable files and the unsealed tail that match, by position."""
-    tail = store.unsealed()
     table = pa.concat_tables([store._scan(readable, predicate), tail.filter(predicate)])
     return table.sort_by("global_position")
 
 
 def _version_findings(
-    store: EventStore, readable: list[Any], parts: list[_FileFacts]
+    store: EventStore, readable: list[Any], parts: list[_FileFacts], tail: pa.Table
 ) -> list[Finding]:
     """Each stream's versions are exactly 1..n: count, min, max, sum and sum of squares
     agree with that (checked for all streams at once), and a failing stream is read to name
@@ -847,7 +946,7 @@ def _version_findings(
     )
     findings = []
     for stream in merged["stream_id"].take(pa.array(np.flatnonzero(~checks)[:100])).to_pylist():
-        versions = _rows(store, readable, pc.field("stream_id") == stream)
+        versions = _rows(store, readable, pc.field("stream_id") == stream, tail)
         expected = 1
         for version, position in zip(
             versions["version"].to_pylist(), versions["global_position"].to_pylist(), strict=True
@@ -887,7 +986,9 @@ def _position_findings(chunks: list[Any], head: int) -> list[Finding]:
     return findings
 
 
-def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding]) -> list[Finding]:
+def _explain_moves(
+    store: EventStore, entries: list[Any], findings: list[Finding], tail: pa.Table
+) -> list[Finding]:
     """A row that fails its hash but would pass at another position was *moved*: its
     prev_hash names the event it followed. Looked up only for the (few) modified rows."""
     modified = [f for f in findings if f.kind == "modified"][:1_000]
@@ -895,7 +996,6 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
         return findings
     positions = [f.position for f in modified]
     rows = store._scan(entries, pc.field("global_position").isin(positions), tail=[]).to_pylist()
-    tail = store.unsealed()
     rows += tail.filter(
         pc.is_in(tail["global_position"], pa.array(positions, pa.int64()))
     ).to_pylist()
@@ -947,9 +1047,12 @@ def _check_file(store: EventStore, entry: Any) -> Finding | None:
             str(path),
         )
     try:
-        handle = pq.ParquetFile(resolved)
-        rows = handle.metadata.num_rows
-        schema = handle.schema_arrow
+        with _open_moving(str(path)) as file:  # (renamed since it was resolved?)
+            handle = pq.ParquetFile(file)
+            rows = handle.metadata.num_rows
+            schema = handle.schema_arrow
+    except _Vacuumed:
+        raise
     except Exception as error:
         return Finding(
             "unreadable_file", None, None, f"{entry.path} cannot be read: {error}", resolved

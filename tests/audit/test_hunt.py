@@ -208,3 +208,48 @@ def test_a_newest_line_renumbered_as_the_signed_commit_is_not_vouched_for(
     result = verify(lake, against=checkpoint, key=key, workers=1)
     assert not result.ok, str(result)
     assert {"modified", "commit_log"} <= {f.kind for f in result.findings}, str(result)
+
+
+def _busy_writer(lake: str, stop: Any) -> None:  # pragma: no cover - runs in a child process
+    from datetime import timedelta
+
+    store = esa.open(lake)
+    round_ = 0
+    while not stop.is_set():
+        round_ += 1
+        deposits = [esa.NewEvent("MoneyDeposited", {"amount": j}) for j in range(1_100)]
+        store.append(f"account-w{round_ % 5}", deposits)  # a file of its own
+        for k in range(10):  # inline rows, sealed later
+            store.append(f"account-s{k}", [esa.NewEvent("MoneyDeposited", {"amount": k})])
+        store.compact()
+        store.vacuum(older_than=timedelta(seconds=1))  # far less than the default hour
+    store.close()
+
+
+def test_verify_during_appends_compaction_and_vacuum_finds_nothing(lake: Path) -> None:
+    """verify is a reader: legitimate concurrent work (large and small appends, seals,
+    compaction, vacuum with a short grace time) must never make it report a fault or crash."""
+    import multiprocessing
+    import time
+
+    store = esa.open(lake, create=True)
+    store.append("account-0", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    child = context.Process(target=_busy_writer, args=(str(lake), stop))
+    child.start()
+    try:
+        time.sleep(1.0)
+        started, runs = time.monotonic(), 0
+        while time.monotonic() - started < 5 and child.is_alive():
+            for deep in (False, True):
+                result = verify(lake, deep=deep, workers=2)
+                assert result.ok, f"deep={deep}: {result}"
+                runs += 1
+    finally:
+        stop.set()
+        child.join(timeout=60)
+    assert child.exitcode == 0
+    assert runs > 4
+    assert verify(lake, deep=True).ok
