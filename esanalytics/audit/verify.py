@@ -721,7 +721,9 @@ def _unnamed_findings(
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query).
     A file that a commit removed but a crashed compaction had not yet retired is named by
-    the log: the next writer retires it."""
+    the log: the next writer retires it. And committed files hidden under their retired
+    name (only a file a commit removed is retired): esanalytics' readers still find them
+    there, plain Parquet readers do not."""
     import pyarrow.parquet as pq
 
     root = lake / "events"
@@ -731,7 +733,12 @@ def _unnamed_findings(
         for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
         if (name := str(path.relative_to(root))) not in live and name not in retiring
     ]
-    if unnamed:  # committed since the lines were read? (files are named after their commit)
+    hidden = [
+        name for name in live if not (root / name).exists() and (root / retired_name(name)).exists()
+    ]
+    # Committed or removed since the lines were read? (A file is named after its commit,
+    # and retired after the commit that removes it.)
+    if unnamed or hidden:
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             live = _live_files(lines)
@@ -741,8 +748,22 @@ def _unnamed_findings(
                 for path in unnamed
                 if (name := str(path.relative_to(root))) not in live and name not in retiring
             ]
+            hidden = [name for name in hidden if name in live]
+    findings = [
+        Finding(
+            "misplaced",
+            None,
+            None,
+            f"{name} is committed and no commit removed it, but it is hidden under its retired "
+            f"name: esanalytics' readers read its {live[name][0].rows:,} events, plain Parquet "
+            "readers (DuckDB, pyarrow) miss them. Rename it back",
+            str(root / retired_name(name)),
+        )
+        for name in hidden
+        if name in live
+    ]
     if not unnamed:
-        return []
+        return findings
     rows = 0
     for path in unnamed:
         try:
@@ -751,6 +772,7 @@ def _unnamed_findings(
             continue
     proven = sum(entry.rows for entry, _ in live.values())
     return [
+        *findings,
         Finding(
             "unnamed_file",
             None,
@@ -760,7 +782,7 @@ def _unnamed_findings(
             f"count them, the commit log proves {proven:,} in files. The log was rolled back "
             "or cut, or files were put there by hand or by a query",
             str(unnamed[0]),
-        )
+        ),
     ]
 
 
