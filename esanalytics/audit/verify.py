@@ -429,11 +429,15 @@ def _verify_files(
     # (The checkpoint vouches for the line whose digest it signed, not for a number.)
     newest = lines[-1].record if lines else {}
     signed = against is not None and against.get("log_digest") == lines[-1].digest
+    added: list[pa.Table] = []
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
-        problem = _newest_file_problem(str(store.path / "events" / entry.path), entry)
+        problem = _newest_file_problem(str(store.path / "events" / entry.path), entry, added)
         if problem is not None:
             return problem
+    problem = None if signed or not added else _newest_line_problem(store, lines, added)
+    if problem is not None:
+        return problem
     return VerifyResult(
         True,
         head,
@@ -446,7 +450,7 @@ def _verify_files(
     )
 
 
-def _newest_file_problem(path: str, entry: FileEntry) -> str | None:
+def _newest_file_problem(path: str, entry: FileEntry, added: list[pa.Table]) -> str | None:
     """Why a file the newest commit adds cannot be vouched for, or None: every event must
     match its hash (row by row for a small file: no Arrow compute, no pandas import, the
     quick pass stays quick; column-wise for a large one), and what its commit line and its
@@ -462,6 +466,7 @@ def _newest_file_problem(path: str, entry: FileEntry) -> str | None:
     misleading = _misleading(entry, path, handle.metadata, table)
     if misleading:
         return misleading[0].detail
+    added.append(table.select(["global_position", "prev_hash", "hash"]))
     if table.num_rows > 20_000:
         matches = not _file_facts((path, entry.category, None, None)).bad
     else:
@@ -474,6 +479,62 @@ def _newest_file_problem(path: str, entry: FileEntry) -> str | None:
     if not matches:
         return f"an event of {entry.path}, added by the newest commit, does not match its hash"
     return None
+
+
+def _newest_line_problem(
+    store: EventStore, lines: list[CommitLine], added: list[pa.Table]
+) -> str | None:
+    """Why the files the newest commit line adds (``added``: their positions, prev_hash and
+    hash columns) do not hold exactly the events that line says, or None. Each event matching
+    its own hash is not enough: an unlinked line can name a copy of other events, or remove
+    another file than the ones it replaced with as many rows. So an append's files hold its
+    positions, chained from the commit before; a seal's, the unsealed events it seals; a
+    compaction's, the events of the files it removes (read again, against their digests)."""
+    record = lines[-1].record
+    before = replay([line.record for line in lines[:-1]])
+    got = pa.concat_tables(added).sort_by("global_position")
+    positions = got["global_position"].to_pylist()
+    hashes = got["hash"].to_pylist()
+    kind = record["kind"]
+    if kind == "append":
+        prevs = got["prev_hash"].to_pylist()
+        if (
+            positions != list(range(record["first"], record["last"] + 1))
+            or prevs != [before.last_hash, *hashes[:-1]]
+            or hashes[-1:] != [record["last_hash"]]
+        ):
+            return "the files of the newest append do not hold the chain of events it names"
+        return None
+    if kind == "seal":
+        sealed = [(row[0], row[12]) for row in before.tail if row[0] <= record["upto"]]
+        if list(zip(positions, hashes, strict=True)) != sealed:
+            return "the file of the newest seal does not hold the unsealed events it seals"
+        return None
+    replaced: list[pa.Table] = []
+    for path in record.get("remove", ()):
+        raw = before.files.get(path)
+        if raw is None or raw.get("sha256") is None:
+            return f"the newest compaction removes {path}, which was not a committed file"
+        try:
+            with _open_moving(str(store.path / "events" / path)) as file:
+                if hashlib.file_digest(file, "sha256").hexdigest() != raw["sha256"]:
+                    return f"{path}, which the newest compaction replaced, was altered"
+                file.seek(0)
+                replaced.append(_columns(file, ["global_position", "hash"]))
+        except (_Vacuumed, OSError, pa.ArrowException):
+            return f"{path}, which the newest compaction replaced, is gone (vacuumed)"
+    old = pa.concat_tables(replaced).sort_by("global_position") if replaced else None
+    if old is None or (
+        old["global_position"].to_pylist() != positions or old["hash"].to_pylist() != hashes
+    ):
+        return "the file of the newest compaction does not hold the events of the files it removes"
+    return None
+
+
+def _columns(file: Any, names: list[str]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(file).read(columns=names)
 
 
 def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> list[Finding]:
