@@ -605,9 +605,12 @@ def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> 
             values = part[name]
             wrong = stats.has_null_count and stats.null_count != values.null_count
             if stats.has_min_max and part.num_rows:
-                bounds = pc.min_max(values)
+                # (times as their stored int64: converting a timestamp imports pandas)
+                timed = pa.types.is_timestamp(values.type)
+                bounds = pc.min_max(values.cast(pa.int64()) if timed else values)
                 low, high = bounds["min"].as_py(), bounds["max"].as_py()
-                wrong = wrong or not (stats.min <= low and high <= stats.max)
+                least, most = (stats.min_raw, stats.max_raw) if timed else (stats.min, stats.max)
+                wrong = wrong or not (least <= low and high <= most)
             if wrong:
                 found("statistics", f"row group {index}'s statistics for column {name} do not "
                       "hold the values it holds: readers that skip row groups by them "
