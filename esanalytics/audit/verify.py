@@ -45,7 +45,10 @@ wholesale, or cut together with its saved state and the files of the lost commit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import time
@@ -67,16 +70,17 @@ from esanalytics.events import (
     hex_digests,
     rows_match,
 )
-from esanalytics.exceptions import CorruptLakeError
+from esanalytics.exceptions import CorruptLakeError, LakeChangedError
 from esanalytics.store import (
     GENESIS_LINK,
     CommitLine,
     EventStore,
     FileEntry,
-    file_digest,
     open_store,
 )
 from esanalytics.store.commitlog import CommitLog, replay
+from esanalytics.store.eventstore import _rows_table
+from esanalytics.store.layout import partition_dir, retired_name, tmp_name
 
 __all__ = ["Finding", "VerifyResult", "verify"]
 
@@ -88,7 +92,11 @@ class Finding:
     ``truncated``, ``checkpoint``, ``commit_log``, ``rewritten``, ``saved_state`` (the
     store's ``_esa/checkpoint.json`` or writer index disagrees with the commit log),
     ``unnamed_file`` (event files no commit names: the log was rolled back or files were
-    added) and ``projection`` (a materialized projection's stored state was altered)."""
+    added), ``projection`` (a materialized projection's stored state was altered),
+    ``statistics`` (what the commit log or the file's own footer says about a file's rows,
+    positions, times or streams does not hold its events: readers that skip files or row
+    groups by it miss events) and ``misplaced`` (a file outside the folder of its category
+    and month: readers take the category and month from the folder)."""
 
     kind: str
     position: int | None
@@ -161,7 +169,9 @@ def verify(
     holds and extends that checkpoint; with ``deep``, recompute every event's hash even when
     every file matches its digest. Never raises for a damaged lake: every fault becomes a
     :class:`Finding` (``store`` may also be a lake's path, so that a lake no reader will
-    open is reported as findings too). ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
+    open is reported as findings too). Writers, seals, compactions and vacuums may run
+    meanwhile: it verifies the log as its lines stood when read, and starts again if a file it
+    reads is vacuumed away (raising LakeChangedError after three tries). ``progress(n)`` is told of each ``n`` events checked (a negative ``n``
     takes back what the quick pass counted before it turned to the event-by-event one).
 
     >>> import tempfile, esanalytics as esa
@@ -170,16 +180,65 @@ def verify(
     >>> verify(store, workers=1).ok
     True
     """
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _verify(store, against, key, deep, workers, progress)
+        except (_Vacuumed, LakeChangedError):
+            # A file of the log read was compacted and then vacuumed while it was read:
+            # verify the log as it is now (the compacted files hold the same events).
+            if attempt == _ATTEMPTS - 1:
+                raise LakeChangedError(
+                    "Files of the lake were compacted and vacuumed while verify read them, "
+                    f"{_ATTEMPTS} times in a row.",
+                    hint="run verify again, or vacuum with a longer older_than.",
+                    path=str(getattr(store, "path", store)),
+                ) from None
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 3
+
+
+class _Vacuumed(Exception):
+    """A committed file was found under none of its names while it was read."""
+
+
+def _open_moving(path: str) -> io.BufferedReader:
+    """Open a committed file (``path``: its final name) wherever it is now. A file only
+    moves forward (temporary name, final name, retired name, deleted by vacuum), so
+    trying the names in that order finds it even while a writer renames it; an open file
+    stays readable whatever happens to its name."""
+    for candidate in (path, tmp_name(path), path, retired_name(path)):
+        try:
+            return open(candidate, "rb")  # (the caller closes it)
+        except FileNotFoundError:
+            continue
+    raise _Vacuumed(path)
+
+
+def _verify(
+    store: EventStore | str | os.PathLike[str],
+    against: dict[str, Any] | None,
+    key: bytes | None,
+    deep: bool,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+) -> VerifyResult:
+    """One verify of the log as its lines stand when read (see :func:`verify`): every
+    later step (the files, the unsealed rows, the head) is taken from those lines, so that
+    writers, seals and compactions running meanwhile change nothing it sees."""
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
     root = store.path if isinstance(store, EventStore) else Path(store)
     try:
         if not isinstance(store, EventStore):
             store = open_store(store)
+        store.refresh()  # (refuses a log no reader or writer will take)
         lines = store.commit_lines()
-        head = store.refresh()
     except CorruptLakeError as error:  # a log no reader or writer will take
         return _refused(error, root, against, started)
+    logged = replay([line.record for line in lines])
+    head = logged.head
     live = _live_files(lines)
     around = _state_findings(root, lines, live)
     inline = _inline_findings(lines)
@@ -192,7 +251,7 @@ def verify(
             return dataclasses.replace(quick, ok=False, findings=tuple(around))
         why = quick if isinstance(quick, str) else "events held in commit lines do not match"
     findings: list[Finding] = []
-    entries = store.files()
+    entries = [entry for entry, _ in live.values()]
     readable = []
     for entry in entries:
         problem = _check_file(store, entry)
@@ -204,7 +263,8 @@ def verify(
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
     committed = {path: entry.sha256 for path, (entry, _) in live.items()}
-    tasks = [(store._resolve(e.path), e.category, committed.get(e.path)) for e in readable]
+    events_dir = store.path / "events"
+    tasks = [(str(events_dir / e.path), e.category, committed.get(e.path), e) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -217,7 +277,11 @@ def verify(
             parts.append(_file_facts(task))
             if progress is not None:
                 progress(len(parts[-1].positions))
-    tail = store.unsealed()
+    tail = (
+        _rows_table([tuple(row) for row in logged.tail])
+        if logged.tail
+        else EVENT_SCHEMA.empty_table()
+    )
     if tail.num_rows:
         parts.append(_facts(tail))
     findings += [bad for facts in parts for bad in facts.bad]
@@ -239,7 +303,7 @@ def verify(
                 "prev_hash is not the hash of the event before it",
             )
         )
-    findings += _version_findings(store, readable, parts)
+    findings += _version_findings(store, readable, parts, tail)
     findings += _position_findings([positions], head)
     if last_seen < head:
         findings.append(
@@ -252,9 +316,9 @@ def verify(
         )
     last_hash = GENESIS_HASH
     if events:
-        last = _rows(store, readable, pc.field("global_position") == last_seen)
+        last = _rows(store, readable, pc.field("global_position") == last_seen, tail)
         last_hash = last["hash"][0].as_py() if last.num_rows else GENESIS_HASH
-    findings = _explain_moves(store, readable, findings)
+    findings = _explain_moves(store, readable, findings, tail)
     findings += _link_findings(lines)
     seen = {(f.kind, f.position) for f in findings if f.position is not None}
     findings += [f for f in inline if (f.kind, f.position) not in seen]
@@ -343,8 +407,9 @@ def _verify_files(
 
     def matches(entry: FileEntry) -> bool:
         try:
-            return file_digest(store._resolve(entry.path)) == entry.sha256
-        except (CorruptLakeError, OSError):
+            with _open_moving(str(store.path / "events" / entry.path)) as file:
+                return hashlib.file_digest(file, "sha256").hexdigest() == entry.sha256
+        except (_Vacuumed, OSError):
             return False
 
     from concurrent.futures import ThreadPoolExecutor
@@ -361,12 +426,18 @@ def _verify_files(
                 counted += entry.rows
     # Nothing links to the newest commit line, so a file digest in it vouches for nothing
     # but itself (unless a signed checkpoint signed that line): its events are rehashed.
+    # (The checkpoint vouches for the line whose digest it signed, not for a number.)
     newest = lines[-1].record if lines else {}
-    signed = against is not None and int(against.get("commit", 0)) >= newest.get("n", 0)
+    signed = against is not None and against.get("log_digest") == lines[-1].digest
+    added: list[pa.Table] = []
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
-        if not _file_events_match(store._resolve(entry.path), entry.category):
-            return f"an event of {entry.path}, added by the newest commit, does not match its hash"
+        problem = _newest_file_problem(str(store.path / "events" / entry.path), entry, added)
+        if problem is not None:
+            return problem
+    problem = None if signed or not added else _newest_line_problem(store, lines, added)
+    if problem is not None:
+        return problem
     return VerifyResult(
         True,
         head,
@@ -379,20 +450,176 @@ def _verify_files(
     )
 
 
-def _file_events_match(path: str, category: str) -> bool:
-    """Does every event of one file match its hash? Row by row for a small file (no Arrow
-    compute, no pandas import: the quick pass stays quick), column-wise for a large one."""
+def _newest_file_problem(path: str, entry: FileEntry, added: list[pa.Table]) -> str | None:
+    """Why a file the newest commit adds cannot be vouched for, or None: every event must
+    match its hash (row by row for a small file: no Arrow compute, no pandas import, the
+    quick pass stays quick; column-wise for a large one), and what its commit line and its
+    footer say about it must hold (see :func:`_misleading`)."""
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path).read()
+    try:
+        with _open_moving(path) as file:
+            handle = pq.ParquetFile(file)
+            table = handle.read()
+    except (_Vacuumed, OSError, pa.ArrowException) as error:
+        return f"{entry.path}, added by the newest commit, cannot be read: {error}"
+    misleading = _misleading(entry, path, handle.metadata, table)
+    if misleading:
+        return misleading[0].detail
+    added.append(table.select(["global_position", "prev_hash", "hash"]))
     if table.num_rows > 20_000:
-        return not _file_facts((path, category, None)).bad
-    columns = [
-        (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
-        for column in table.columns
-    ]
-    columns.insert(2, [category] * table.num_rows)
-    return all(rows_match(zip(*columns, strict=True)))
+        matches = not _file_facts((path, entry.category, None, None)).bad
+    else:
+        columns = [
+            (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+            for column in table.columns
+        ]
+        columns.insert(2, [entry.category] * table.num_rows)
+        matches = all(rows_match(zip(*columns, strict=True)))
+    if not matches:
+        return f"an event of {entry.path}, added by the newest commit, does not match its hash"
+    return None
+
+
+def _newest_line_problem(
+    store: EventStore, lines: list[CommitLine], added: list[pa.Table]
+) -> str | None:
+    """Why the files the newest commit line adds (``added``: their positions, prev_hash and
+    hash columns) do not hold exactly the events that line says, or None. Each event matching
+    its own hash is not enough: an unlinked line can name a copy of other events, or remove
+    another file than the ones it replaced with as many rows. So an append's files hold its
+    positions, chained from the commit before; a seal's, the unsealed events it seals; a
+    compaction's, the events of the files it removes (read again, against their digests)."""
+    record = lines[-1].record
+    before = replay([line.record for line in lines[:-1]])
+    got = pa.concat_tables(added).sort_by("global_position")
+    positions = got["global_position"].to_pylist()
+    hashes = got["hash"].to_pylist()
+    kind = record["kind"]
+    if kind == "append":
+        prevs = got["prev_hash"].to_pylist()
+        if (
+            positions != list(range(record["first"], record["last"] + 1))
+            or prevs != [before.last_hash, *hashes[:-1]]
+            or hashes[-1:] != [record["last_hash"]]
+        ):
+            return "the files of the newest append do not hold the chain of events it names"
+        return None
+    if kind == "seal":
+        sealed = [(row[0], row[12]) for row in before.tail if row[0] <= record["upto"]]
+        if list(zip(positions, hashes, strict=True)) != sealed:
+            return "the file of the newest seal does not hold the unsealed events it seals"
+        return None
+    replaced: list[pa.Table] = []
+    for path in record.get("remove", ()):
+        raw = before.files.get(path)
+        if raw is None or raw.get("sha256") is None:
+            return f"the newest compaction removes {path}, which was not a committed file"
+        try:
+            with _open_moving(str(store.path / "events" / path)) as file:
+                if hashlib.file_digest(file, "sha256").hexdigest() != raw["sha256"]:
+                    return f"{path}, which the newest compaction replaced, was altered"
+                file.seek(0)
+                replaced.append(_columns(file, ["global_position", "hash"]))
+        except (_Vacuumed, OSError, pa.ArrowException):
+            return f"{path}, which the newest compaction replaced, is gone (vacuumed)"
+    old = pa.concat_tables(replaced).sort_by("global_position") if replaced else None
+    if old is None or (
+        old["global_position"].to_pylist() != positions or old["hash"].to_pylist() != hashes
+    ):
+        return "the file of the newest compaction does not hold the events of the files it removes"
+    return None
+
+
+def _columns(file: Any, names: list[str]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(file).read(columns=names)
+
+
+def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> list[Finding]:
+    """What would make a reader see other events than the file holds, although every event
+    matches its hash and the file its digest: the file outside the folder of its category
+    and month (readers take both from the folder), the commit line's rows, positions,
+    recorded times or streams not those of the file (readers skip whole files by them), or
+    row group statistics that exclude values the row group holds, and indexes our writer
+    never writes (bloom filters, page indexes), by which DuckDB and pyarrow skip row groups
+    and pages. A commit line no later line links to can be edited unseen, and so can the
+    file it adds with it, so the quick pass checks this for the newest commit's files."""
+    findings = []
+
+    def found(kind: str, detail: str) -> None:
+        findings.append(Finding(kind, None, None, f"{entry.path}: {detail}", path))
+
+    folder, _, name = entry.path.rpartition("/")
+    if folder != partition_dir(entry.category, entry.month) or not (
+        name.endswith(".parquet") and not name.startswith(".")
+    ):
+        found("misplaced", f"its commit names category {entry.category!r} and month "
+              f"{entry.month}, whose folder is {partition_dir(entry.category, entry.month)}/: "
+              "readers take the category and month from the folder")  # fmt: skip
+    if table.num_rows:
+        pos = pc.min_max(table["global_position"])
+        rec = pc.min_max(table["recorded_at"].cast(pa.int64()))
+        streams = pc.min_max(table["stream_id"])
+        months = {_month_of(rec["min"].as_py()), _month_of(rec["max"].as_py())}
+        if months != {entry.month}:
+            found("misplaced", f"it holds events recorded in {', '.join(sorted(months))}, "
+                  f"its commit and folder say {entry.month}")  # fmt: skip
+        held = {
+            "rows": (table.num_rows, entry.rows),
+            "positions": (
+                (pos["min"].as_py(), pos["max"].as_py()),
+                (entry.min_position, entry.max_position),
+            ),
+            "recorded times": (
+                (rec["min"].as_py(), rec["max"].as_py()),
+                (entry.min_recorded_us, entry.max_recorded_us),
+            ),
+            "streams": (
+                (streams["min"].as_py(), streams["max"].as_py()),
+                (entry.min_stream, entry.max_stream),
+            ),
+        }
+        differ = [f"{what} {claimed} (it holds {actual})"
+                  for what, (actual, claimed) in held.items() if actual != claimed]  # fmt: skip
+        if differ:
+            found("statistics", "its commit line gives other " + "; ".join(differ) + ": "
+                  "readers that skip files by these miss its events")  # fmt: skip
+    offset = 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        part = table.slice(offset, group.num_rows)
+        offset += group.num_rows
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            name = chunk.path_in_schema
+            if chunk.bloom_filter_offset or chunk.has_column_index or chunk.has_offset_index:
+                found("statistics", f"row group {index} has a bloom filter or page index for "
+                      f"column {name}, which our writer never writes: readers may skip rows "
+                      "by it")  # fmt: skip
+                continue
+            stats = chunk.statistics
+            if stats is None or name not in part.column_names:
+                continue
+            values = part[name]
+            wrong = stats.has_null_count and stats.null_count != values.null_count
+            if stats.has_min_max and part.num_rows:
+                # (times as their stored int64: converting a timestamp imports pandas)
+                timed = pa.types.is_timestamp(values.type)
+                bounds = pc.min_max(values.cast(pa.int64()) if timed else values)
+                low, high = bounds["min"].as_py(), bounds["max"].as_py()
+                least, most = (stats.min_raw, stats.max_raw) if timed else (stats.min, stats.max)
+                wrong = wrong or not (least <= low and high <= most)
+            if wrong:
+                found("statistics", f"row group {index}'s statistics for column {name} do not "
+                      "hold the values it holds: readers that skip row groups by them "
+                      "(DuckDB, pyarrow, esanalytics' stream reads) miss its events")  # fmt: skip
+    return findings
+
+
+def _month_of(us: int) -> str:
+    return str(np.datetime64(us, "us").astype("datetime64[M]"))
 
 
 def _refused(
@@ -473,6 +700,22 @@ def _state_findings(
     names, and materialized projections whose stored state was altered."""
     findings = []
     meta = root / "_esa"
+    path = meta / "checkpoint.json"
+    pointer = meta / "writer-index" / "current.json"
+    texts: dict[Path, str | None] = {}
+    for file in (path, pointer):
+        try:
+            texts[file] = file.read_text()
+        except FileNotFoundError:
+            texts[file] = None
+        except OSError:
+            texts[file] = ""  # (cannot be read: said below)
+    # Both are saved after the commit line they describe: saved beyond the lines read, they
+    # belong to a commit made since, which the log, read again now, holds.
+    if max(_saved_offset(text) for text in texts.values()) > (lines[-1].end if lines else 0):
+        with contextlib.suppress(CorruptLakeError):
+            lines = CommitLog(meta / "commits.log").lines(0)[0]
+            live = _live_files(lines)
     ends = {line.end: index for index, line in enumerate(lines)}
     ends[0] = -1
     log_end = lines[-1].end if lines else 0
@@ -480,9 +723,8 @@ def _state_findings(
     def saved(detail: str, path: Any) -> None:
         findings.append(Finding("saved_state", None, None, detail, str(path)))
 
-    path = meta / "checkpoint.json"
     try:
-        state = json.loads(path.read_text()) if path.exists() else None
+        state = json.loads(texts[path] or "") if texts[path] is not None else None
         offset = None if state is None else int(state["offset"])
     except (OSError, ValueError, KeyError, TypeError):
         state, offset = None, None
@@ -513,9 +755,8 @@ def _state_findings(
             if differ:
                 saved(f"_esa/checkpoint.json (the state readers open from) differs from the "
                       f"commit log in: {', '.join(differ)}", path)  # fmt: skip
-    pointer = meta / "writer-index" / "current.json"
     try:
-        index_at = int(json.loads(pointer.read_text())["offset"]) if pointer.exists() else 0
+        index_at = int(json.loads(texts[pointer] or "")["offset"]) if texts[pointer] else 0
     except (OSError, ValueError, KeyError, TypeError):
         index_at = 0
     if index_at > log_end:  # (an edited line is named by its broken link instead)
@@ -530,24 +771,63 @@ def _state_findings(
     return findings
 
 
+def _saved_offset(text: str | None) -> int:
+    """The commit log offset a saved state file was taken at (0 if none can be read)."""
+    try:
+        return int(json.loads(text or "")["offset"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 def _unnamed_findings(
     lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
 ) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query).
     A file that a commit removed but a crashed compaction had not yet retired is named by
-    the log: the next writer retires it."""
+    the log: the next writer retires it. And committed files hidden under their retired
+    name (only a file a commit removed is retired): esanalytics' readers still find them
+    there, plain Parquet readers do not."""
     import pyarrow.parquet as pq
 
     root = lake / "events"
     retiring = {path for line in lines for path in line.record.get("remove", ())}
     unnamed = [
         path
-        for path in root.glob("category=*/month=*/*.parquet")
+        for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
         if (name := str(path.relative_to(root))) not in live and name not in retiring
     ]
+    hidden = [
+        name for name in live if not (root / name).exists() and (root / retired_name(name)).exists()
+    ]
+    # Committed or removed since the lines were read? (A file is named after its commit,
+    # and retired after the commit that removes it.)
+    if unnamed or hidden:
+        with contextlib.suppress(CorruptLakeError):
+            lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
+            live = _live_files(lines)
+            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            unnamed = [
+                path
+                for path in unnamed
+                if (name := str(path.relative_to(root))) not in live and name not in retiring
+            ]
+            hidden = [name for name in hidden if name in live]
+    findings = [
+        Finding(
+            "misplaced",
+            None,
+            None,
+            f"{name} is committed and no commit removed it, but it is hidden under its retired "
+            f"name: esanalytics' readers read its {live[name][0].rows:,} events, plain Parquet "
+            "readers (DuckDB, pyarrow) miss them. Rename it back",
+            str(root / retired_name(name)),
+        )
+        for name in hidden
+        if name in live
+    ]
     if not unnamed:
-        return []
+        return findings
     rows = 0
     for path in unnamed:
         try:
@@ -556,6 +836,7 @@ def _unnamed_findings(
             continue
     proven = sum(entry.rows for entry, _ in live.values())
     return [
+        *findings,
         Finding(
             "unnamed_file",
             None,
@@ -565,7 +846,7 @@ def _unnamed_findings(
             f"count them, the commit log proves {proven:,} in files. The log was rolled back "
             "or cut, or files were put there by hand or by a query",
             str(unnamed[0]),
-        )
+        ),
     ]
 
 
@@ -581,10 +862,21 @@ def _live_files(lines: list[CommitLine]) -> dict[str, tuple[FileEntry, int]]:
 
 
 def _link_findings(lines: list[CommitLine]) -> list[Finding]:
-    """Commit lines whose ``prev`` is not the digest of the line before (lines written
-    before links carry none and are not judged)."""
+    """Commit lines whose ``prev`` is not the digest of the line before, or whose number
+    does not follow the one before (lines written before links carry none and are not
+    judged)."""
     findings = []
     for index, line in enumerate(lines):
+        if line.prev is not None and line.record.get("n") != index + 1:
+            findings.append(
+                Finding(
+                    "commit_log",
+                    None,
+                    None,
+                    f"commit line {index + 1} carries the number {line.record.get('n')}: the "
+                    "commit log was altered there (a line renumbered, removed or inserted)",
+                )
+            )
         expected = lines[index - 1].digest if index else GENESIS_LINK
         if line.prev is not None and line.prev != expected:
             findings.append(
@@ -631,17 +923,25 @@ class _FileFacts:
     digest_ok: bool | None = None  # the file's bytes against its committed SHA-256
 
 
-def _file_facts(task: tuple[str, str, str | None]) -> _FileFacts:
-    """Worker: the facts of one file (see verify)."""
+def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFacts:
+    """Worker: the facts of one file (see verify), and, given its entry, what would mislead
+    its readers (see :func:`_misleading`)."""
     import pyarrow.parquet as pq
 
-    path, category, sha256 = task
-    table = pq.ParquetFile(path).read()  # (read_table would import pandas: a second)
+    path, category, sha256, entry = task
+    with _open_moving(path) as file:  # (the file stays readable if a writer renames it)
+        handle = pq.ParquetFile(file)
+        table = handle.read()  # (read_table would import pandas: a second)
+        if sha256 is not None:
+            file.seek(0)
+            digest_ok = hashlib.file_digest(file, "sha256").hexdigest() == sha256
+    misleading = [] if entry is None else _misleading(entry, path, handle.metadata, table)
     table = table.add_column(2, "category", _repeated(category, table.num_rows))
     facts = _facts(table)
+    facts.bad[:0] = misleading
     if sha256 is None:
         return facts
-    return dataclasses.replace(facts, digest_ok=file_digest(path) == sha256)
+    return dataclasses.replace(facts, digest_ok=digest_ok)
 
 
 def _repeated(text: str, n: int) -> pa.Array:
@@ -696,15 +996,14 @@ def _facts(table: pa.Table) -> _FileFacts:
     )
 
 
-def _rows(store: EventStore, readable: list[Any], predicate: Any) -> pa.Table:
+def _rows(store: EventStore, readable: list[Any], predicate: Any, tail: pa.Table) -> pa.Table:
     """Rows of the readable files and the unsealed tail that match, by position."""
-    tail = store.unsealed()
     table = pa.concat_tables([store._scan(readable, predicate), tail.filter(predicate)])
     return table.sort_by("global_position")
 
 
 def _version_findings(
-    store: EventStore, readable: list[Any], parts: list[_FileFacts]
+    store: EventStore, readable: list[Any], parts: list[_FileFacts], tail: pa.Table
 ) -> list[Finding]:
     """Each stream's versions are exactly 1..n: count, min, max, sum and sum of squares
     agree with that (checked for all streams at once), and a failing stream is read to name
@@ -733,7 +1032,7 @@ def _version_findings(
     )
     findings = []
     for stream in merged["stream_id"].take(pa.array(np.flatnonzero(~checks)[:100])).to_pylist():
-        versions = _rows(store, readable, pc.field("stream_id") == stream)
+        versions = _rows(store, readable, pc.field("stream_id") == stream, tail)
         expected = 1
         for version, position in zip(
             versions["version"].to_pylist(), versions["global_position"].to_pylist(), strict=True
@@ -773,7 +1072,9 @@ def _position_findings(chunks: list[Any], head: int) -> list[Finding]:
     return findings
 
 
-def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding]) -> list[Finding]:
+def _explain_moves(
+    store: EventStore, entries: list[Any], findings: list[Finding], tail: pa.Table
+) -> list[Finding]:
     """A row that fails its hash but would pass at another position was *moved*: its
     prev_hash names the event it followed. Looked up only for the (few) modified rows."""
     modified = [f for f in findings if f.kind == "modified"][:1_000]
@@ -781,7 +1082,6 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
         return findings
     positions = [f.position for f in modified]
     rows = store._scan(entries, pc.field("global_position").isin(positions), tail=[]).to_pylist()
-    tail = store.unsealed()
     rows += tail.filter(
         pc.is_in(tail["global_position"], pa.array(positions, pa.int64()))
     ).to_pylist()
@@ -811,8 +1111,9 @@ def _explain_moves(store: EventStore, entries: list[Any], findings: list[Finding
 
 
 def _order(finding: Finding) -> tuple[int, int]:
-    """Faults of files first, then events in log order, then the commit log's own."""
-    if finding.kind in ("commit_log", "rewritten"):
+    """Faults of files first, then events in log order, then the commit log's own and what
+    misleads readers about a file (after the events, whose alteration it often follows)."""
+    if finding.kind in ("commit_log", "rewritten", "statistics", "misplaced"):
         return (2, 0)
     return (0 if finding.position is None else 1, finding.position or 0)
 
@@ -832,9 +1133,12 @@ def _check_file(store: EventStore, entry: Any) -> Finding | None:
             str(path),
         )
     try:
-        handle = pq.ParquetFile(resolved)
-        rows = handle.metadata.num_rows
-        schema = handle.schema_arrow
+        with _open_moving(str(path)) as file:  # (renamed since it was resolved?)
+            handle = pq.ParquetFile(file)
+            rows = handle.metadata.num_rows
+            schema = handle.schema_arrow
+    except _Vacuumed:
+        raise
     except Exception as error:
         return Finding(
             "unreadable_file", None, None, f"{entry.path} cannot be read: {error}", resolved
