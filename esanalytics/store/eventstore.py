@@ -358,7 +358,7 @@ class EventStore:
         replaced, and a writer must not start a new log over the old events."""
         if self._head or self._files or self._tail:
             return
-        found = next(self._events.glob("category=*/month=*/*.parquet"), None)
+        found = next(self._events.rglob("*.parquet"), None)
         if found is not None:
             raise CorruptLakeError(
                 f"The commit log {self._log.path} holds no commits, but {self._events} holds "
@@ -1606,7 +1606,7 @@ class EventStore:
             return
         unnamed = [
             path
-            for path in self._events.glob("category=*/month=*/*.parquet")
+            for path in self._events.rglob("*.parquet")  # any depth, as verify looks
             if str(path.relative_to(self._events)) not in self._files
         ]
         if unnamed:

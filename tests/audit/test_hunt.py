@@ -175,6 +175,8 @@ def test_a_parquet_file_in_a_subfolder_of_events_is_found(lake: Path, where: str
     result = verify(lake, workers=1)
     assert not result.ok, str(result)
     assert [f.kind for f in result.findings] == ["unnamed_file"], str(result)
+    with pytest.raises(esa.CorruptLakeError, match="no commit"):  # and writers stop there too
+        esa.open(lake).append("account-1", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
 
 
 def test_a_newest_line_renumbered_as_the_signed_commit_is_not_vouched_for(
