@@ -30,8 +30,8 @@ import duckdb
 from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
-from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc
-from esanalytics.exceptions import FutureCutWarning, ValidationError
+from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
+from esanalytics.exceptions import FutureCutWarning
 from esanalytics.store import EventStore
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def cut_predicate(
     so DuckDB never opens files of later months."""
     parts = ["TRUE"]
     if position is not None:
-        parts.append(f"global_position <= {int(position)}")
+        parts.append(f"global_position <= {validate_position(position)}")
     if as_of is not None:
         parts.append(f"recorded_at <= {sql_time(as_of)} AND month <= '{month_of(as_of)}'")
     if valid_at is not None:
@@ -100,7 +100,7 @@ class Session:
         self.con.execute("SET TimeZone = 'UTC'")
         # Committed files never change: keep their footers between queries.
         self.con.execute("SET parquet_metadata_cache = true")
-        self._requested_position = position
+        self._requested_position = None if position is None else validate_position(position)
         self._streams: list[str] = []
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
         self.position = 0
@@ -248,7 +248,8 @@ class Session:
         """A SQL subquery of the events after ``position`` (up to ``until``, or the session's
         position) that opens only the files which can hold them: how incremental work and
         answers from checkpoints stay small."""
-        top = self.position if until is None else min(int(until), self.position)
+        position = validate_position(position)
+        top = self.position if until is None else min(validate_position(until), self.position)
         name = f"esa_after_{int(position)}_{top}"
         if name not in self._after:
             self._settled(lambda: self._after_view(name, int(position), top))
@@ -366,10 +367,7 @@ class Session:
         position: int | None = None,
     ) -> str:
         """A SQL subquery of the events at a cut (combined with the session's own)."""
-        if position is not None and (not isinstance(position, int) or position < 0):
-            raise ValidationError(
-                f"position={position!r} is not a log position.", hint="pass an int from 0."
-            )
+        position = None if position is None else validate_position(position)
         system = None if as_of is None else to_utc(as_of, what="as_of")
         if system is not None:
             self.warn_if_future(system)

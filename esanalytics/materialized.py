@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
+from esanalytics.events import validate_position
 from esanalytics.exceptions import CorruptLakeError, ValidationError
 from esanalytics.projections import Projection, diff_sql
 from esanalytics.store import EventStore, file_digest
@@ -307,7 +308,9 @@ class MaterializedProjection:
             self.refresh()
             current = self.current()
         assert current is not None
-        target = session.position if position is None else min(int(position), session.position)
+        target = session.position
+        if position is not None:
+            target = min(validate_position(position), target)
         if as_of is not None:
             target = min(target, session.position_at(as_of))
         stored = int(current["position"])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from esanalytics.audit.verify import Finding
+from esanalytics.events import validate_position
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import EventStore
 from esanalytics.store._faults import kill_point
@@ -82,7 +83,7 @@ def make_checkpoint(
     if store.unsealed().num_rows:
         store.flush()
     kill_point("export.after_flush")
-    position = store.head if position is None else position
+    position = store.head if position is None else validate_position(position)
     if position == 0:
         raise ValidationError(
             "The log is empty: there is nothing to checkpoint.", hint="append first."

@@ -1,0 +1,154 @@
+"""Faults found in round 2 of issue 11: state files a writer trusted without checks, positions
+that were not positions, and a writer that could not find events compaction had moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import esanalytics as esa
+from esanalytics.audit import verify
+from esanalytics.engine import Session
+from esanalytics.store import file_digest
+from tests.conftest import run_esa
+
+
+def _events(count: int) -> list[esa.NewEvent]:
+    return [esa.NewEvent("MoneyDeposited", {"amount": i}) for i in range(count)]
+
+
+def _indexed(lake: Path) -> tuple[Path, dict[str, object]]:
+    """A lake whose writer index holds acct-1 at version 3 and acct-2 at version 2."""
+    store = esa.open(lake, create=True)
+    store.append("acct-1", _events(3))
+    store.append("acct-2", _events(2))
+    store.compact()
+    folder = lake / "_esa" / "writer-index"
+    return folder, json.loads((folder / "current.json").read_text())
+
+
+def _versions(lake: Path, stream: str) -> list[int]:
+    return esa.open(lake).read_stream(stream).table["version"].to_pylist()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("forger", ["heads only", "heads and digests"])
+def test_a_forged_writer_index_never_lets_a_duplicate_version_in(lake: Path, forger: str) -> None:
+    folder, info = _indexed(lake)
+    heads = folder / str(info["heads"])
+    # acct-1 lowered to version 1; in the second form the forger rewrites the recorded digest
+    # too (the count of events the index holds then disagrees with the log's).
+    forged = {"acct-1": 1, "acct-2": 2}
+    pq.write_table(
+        pa.table(
+            {"stream_id": list(forged), "version": pa.array(list(forged.values()), pa.int64())}
+        ),
+        heads,
+    )
+    if forger != "heads only":
+        info = {**info, **({"heads_sha256": file_digest(heads)} if "heads_sha256" in info else {})}
+        (folder / "current.json").write_text(json.dumps(info))
+    store = esa.open(lake)
+    with pytest.raises(esa.ConcurrencyError):
+        store.append("acct-1", _events(1), expected_version=1)
+    assert store.append("acct-1", _events(1)).streams[0].first_version == 4
+    assert _versions(lake, "acct-1") == [1, 2, 3, 4]
+    assert esa.open(lake).append("acct-2", _events(1)).streams[0].first_version == 3
+    assert _versions(lake, "acct-2") == [1, 2, 3]
+
+
+def test_a_forged_writer_index_never_lets_a_duplicate_event_id_in(lake: Path) -> None:
+    folder, info = _indexed(lake)
+    first = esa.open(lake).read_stream("acct-1").table["event_id"][0].as_py()
+    ids = folder / str(info["ids"])
+    np.save(ids, np.sort(np.load(ids))[1:])  # one key dropped
+    with pytest.raises(esa.DuplicateEventError):
+        esa.open(lake).append("acct-9", [esa.NewEvent("MoneyDeposited", {}, event_id=first)])
+
+
+def test_verify_names_a_writer_index_that_does_not_match_the_log(lake: Path) -> None:
+    folder, info = _indexed(lake)
+    assert verify(lake).ok
+    pq.write_table(
+        pa.table({"stream_id": ["acct-1"], "version": pa.array([1], pa.int64())}),
+        folder / str(info["heads"]),
+    )
+    result = verify(lake)
+    assert not result.ok
+    assert any("writer index" in f.detail for f in result.findings), result
+
+
+def test_a_writer_finds_events_whose_files_were_compacted_and_vacuumed(lake: Path) -> None:
+    """The writer index was saved before a large append; the compaction after it was killed
+    before it saved a new index; vacuum then deleted the large append's files. The next
+    writer must find those events in the compacted files, not fail."""
+    store = esa.open(lake, create=True)
+    store.append("acct-1", _events(3))
+    store.compact()  # saves the writer index
+    big = store.append("acct-2", _events(1_200))  # written as files, after the index
+    assert big.streams[0].last_version == 1_200
+    done = subprocess.run(
+        [sys.executable, "-c", f"import esanalytics as esa; esa.open({str(lake)!r}).compact()"],
+        env={**os.environ, "ESA_KILL_AT": "writer_index.before_pointer"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr
+    assert esa.open(lake).vacuum(older_than=timedelta(0)) >= 1
+    writer = esa.open(lake)
+    assert writer.append("acct-2", _events(1)).streams[0].first_version == 1_201
+    with pytest.raises(esa.ConcurrencyError):
+        esa.open(lake).append("acct-2", _events(1), expected_version=1_000)
+    assert verify(lake, deep=True).ok
+
+
+BAD_POSITIONS = [True, False, -1]
+
+
+@pytest.mark.parametrize("position", BAD_POSITIONS)
+def test_reads_refuse_a_bool_or_negative_position_with_a_hint(
+    store: esa.EventStore, position: object
+) -> None:
+    store.append("acct-1", _events(2))
+    reads = [
+        lambda: store.read_all(position=position),
+        lambda: store.read_all(from_position=position),
+        lambda: store.read_stream("acct-1", position=position),
+        lambda: next(iter(store.iter_batches(position=position))),
+        lambda: store.snapshot(position=position),
+        lambda: store.streams(position=position),
+        lambda: store.inventory(position=position),
+        lambda: store.stream_version("acct-1", position=position),
+        lambda: store.subscribe(from_position=position),
+        lambda: Session(store, position=position),
+        lambda: Session(store).events_after(position),
+        lambda: Session(store).cut(position=position),
+    ]
+    for read in reads:
+        with pytest.raises(esa.ValidationError) as caught:
+            read()
+        assert caught.value.hint, read
+
+
+def test_numpy_ints_are_positions(store: esa.EventStore) -> None:
+    store.append("acct-1", _events(2))
+    assert store.read_all(position=np.int64(1)).to_arrow().num_rows == 1
+
+
+def test_the_cli_refuses_a_negative_position_with_a_hint(store: esa.EventStore) -> None:
+    store.append("acct-1", _events(2))
+    for args in (["read", str(store.path), "acct-1"], ["sql", str(store.path), "SELECT 1"]):
+        done = run_esa(*args, "--position=-1")
+        assert done.returncode == 1, done.stderr
+        assert "not a log position" in done.stderr
+        assert "Hint:" in done.stderr
+        assert "Traceback" not in done.stderr
