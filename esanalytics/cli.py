@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import esanalytics as esa
+from esanalytics._atomic import replacing, write_whole
 
 DEFAULT_LAKE = Path("data") / "sample-lake"
 DEFAULT_EVENTS = 200_000
@@ -247,11 +248,17 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
             raise esa.ValidationError(
                 "Parquet output needs a file.", hint="add --output FILE.parquet."
             )
-        pq.write_table(table, args.output)
+        with replacing(args.output) as tmp:
+            pq.write_table(table, tmp)
         print(json.dumps({"rows": table.num_rows, "output": args.output}))
         return
     if args.output:
-        with open(args.output, "w") as sink, contextlib.redirect_stdout(sink):
+        # (the file is closed before it is synced and renamed into place)
+        with (
+            replacing(args.output) as tmp,
+            open(tmp, "w") as sink,
+            contextlib.redirect_stdout(sink),
+        ):
             _emit(table, args.format, None)
         return
     _emit(table, args.format, None)
@@ -617,12 +624,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "html":
         from esanalytics.report import render_html
 
-        Path(args.output).write_text(render_html(package))
+        write_whole(args.output, render_html(package))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
-        Path(args.output).write_bytes(render_pdf(package))
+        write_whole(args.output, render_pdf(package))
         written = [args.output]
     else:
         from esanalytics.report import write_extract
@@ -645,20 +652,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
     text = json.dumps(checkpoint, indent=2)
     if args.output:
-        _write_whole(Path(args.output), text + "\n")
+        write_whole(args.output, text + "\n")
     print(text)
     return EXIT_OK
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a full disk leaves no partial file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -152,3 +153,72 @@ def test_the_cli_refuses_a_negative_position_with_a_hint(store: esa.EventStore) 
         assert "not a log position" in done.stderr
         assert "Hint:" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+from tests.store.test_disk_full import Disk, _mount  # noqa: E402
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Disk]:
+    """A small tmpfs to fill (as in test_disk_full; root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    target = tmp_path / "disk"
+    target.mkdir()
+    done = _mount(target, "size=8m")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield Disk(target)
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+OUTPUTS = {
+    "report html": ["report", "{lake}", "--entity", "acct-1", "--format", "html"],
+    "report pdf": ["report", "{lake}", "--entity", "acct-1", "--format", "pdf"],
+    "report csv": ["report", "{lake}", "--entity", "acct-1", "--format", "csv"],
+    "chart html": ["chart", "{lake}", "heatmap"],
+    "chart svg": ["chart", "{lake}", "heatmap"],
+    "sql table": ["sql", "{lake}", "SELECT * FROM events"],
+    "sql parquet": ["sql", "{lake}", "SELECT * FROM events", "--format", "parquet"],
+}
+SUFFIX = {"report html": ".html", "report pdf": ".pdf", "report csv": ".csv",
+          "chart html": ".html", "chart svg": ".svg", "sql table": ".txt", "sql parquet": ".parquet"}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", OUTPUTS)
+def test_an_output_on_a_full_disk_leaves_the_earlier_file_whole(
+    tmpfs: Disk, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from esanalytics.cli import main
+
+    lake = tmp_path / "lake"
+    esa.open(lake, create=True).append("acct-1", _events(3))
+    output = tmpfs.path / f"out{SUFFIX[command]}"
+    args = [a.format(lake=lake) for a in OUTPUTS[command]] + ["--output", str(output)]
+    assert main(args) == 0, capsys.readouterr().err
+    written = {p: p.read_bytes() for p in tmpfs.path.iterdir()}
+    tmpfs.fill(leave=0)
+    assert main(args) == 1
+    assert "Hint:" in capsys.readouterr().err
+    tmpfs.free()
+    assert {p: p.read_bytes() for p in tmpfs.path.iterdir()} == written, "an output was cut"
+    for path in written:  # and a new output replaces the old one whole
+        path.unlink()
+    tmpfs.fill(leave=0)
+    assert main(args) == 1
+    tmpfs.free()
+    assert list(tmpfs.path.iterdir()) == [], "a partial output was left"
+
+
+def test_write_extract_and_save_are_whole_or_absent_on_a_full_disk(tmpfs: Disk) -> None:
+    from esanalytics.report import write_extract
+
+    table = pa.table({"n": list(range(10_000))})
+    tmpfs.fill(leave=0)
+    for fmt in ("csv", "parquet"):
+        with pytest.raises(OSError, match="No space"):
+            write_extract(table, tmpfs.path / f"x.{fmt}", fmt=fmt)
+    tmpfs.free()
+    assert [p.name for p in tmpfs.path.iterdir()] == []
