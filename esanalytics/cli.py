@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import esanalytics as esa
-from esanalytics._atomic import replacing, write_whole
+from esanalytics.store._atomic import replacing, write_whole
+from esanalytics.store.layout import inside_lake as _inside
 
 DEFAULT_LAKE = Path("data") / "sample-lake"
 DEFAULT_EVENTS = 200_000
@@ -264,39 +265,6 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
     _emit(table, args.format, None)
 
 
-def _inside(lake: Path, literal: str) -> bool:
-    """Does a path written in SQL name something inside the lake (after ``~``, ``..`` and
-    symbolic links, resolved as DuckDB would from here)?"""
-    text = literal.removeprefix("file://")
-    if "://" in text:  # another file system (s3://, http://): never the lake's folder
-        return False
-    target = Path(os.path.expanduser(text)).absolute()
-    return target.resolve().is_relative_to(lake.resolve())
-
-
-def _lake_targets(con: Any, query: str, lake: Path) -> list[str]:
-    """The paths inside the lake that a statement other than a plain SELECT names at its
-    top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
-    import duckdb
-
-    found = []
-    for statement in con.extract_statements(query):
-        if statement.type.name == "SELECT":
-            continue  # reads; the paths it names are sources
-        text, depth = statement.query, 0
-        tokens = duckdb.tokenize(text)
-        for index, (start, kind) in enumerate(tokens):
-            end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
-            token = text[start:end].strip().rstrip(";").strip()
-            if kind == duckdb.token_type.operator:
-                depth += token.count("(") - token.count(")")
-            elif kind == duckdb.token_type.string_const and depth == 0:
-                literal = token[1:-1].replace("''", "'")
-                if _inside(lake, literal):
-                    found.append(literal)
-    return found
-
-
 def _fingerprint(lake: Path) -> dict[str, tuple[int, int, int]]:
     """Size, modification time and inode of every file in the lake."""
     stamps = {}
@@ -317,8 +285,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     lake = Path(args.lake)
     import duckdb
 
+    from esanalytics.engine import lake_targets
+
     try:
-        targets = _lake_targets(session.con, args.query, lake)
+        targets = lake_targets(session.con, args.query, lake)
     except duckdb.Error as error:
         raise esa.ValidationError(
             f"The query cannot be read: {error}",

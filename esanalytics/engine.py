@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
@@ -31,8 +32,9 @@ from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
-from esanalytics.exceptions import FutureCutWarning
+from esanalytics.exceptions import FutureCutWarning, ValidationError
 from esanalytics.store import EventStore
+from esanalytics.store.layout import inside_lake
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,6 +76,27 @@ def cut_predicate(
     if valid_at is not None:
         parts.append(f"occurred_at <= {sql_time(valid_at)}")
     return " AND ".join(parts)
+
+
+def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path) -> list[str]:
+    """The paths inside the lake that a statement other than a plain SELECT names at its
+    top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
+    found = []
+    for statement in con.extract_statements(query):
+        if statement.type.name == "SELECT":
+            continue  # reads; the paths it names are sources
+        text, depth = statement.query, 0
+        tokens = duckdb.tokenize(text)
+        for index, (start, kind) in enumerate(tokens):
+            end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
+            token = text[start:end].strip().rstrip(";").strip()
+            if kind == duckdb.token_type.operator:
+                depth += token.count("(") - token.count(")")
+            elif kind == duckdb.token_type.string_const and depth == 0:
+                literal = token[1:-1].replace("''", "'")
+                if inside_lake(lake, literal):
+                    found.append(literal)
+    return found
 
 
 class Session:
@@ -335,7 +358,28 @@ class Session:
         """Run SQL over the session's views now; returns a DuckDB relation over the result
         (``.df()``, ``.arrow()``, ``.fetchall()``). If compaction moves a file while the
         query runs, the query runs again on the files that hold the same events now: the
-        session stays at its position (:meth:`refresh` moves it)."""
+        session stays at its position (:meth:`refresh` moves it).
+
+        A statement that would write inside the lake's folder (``COPY ... TO``, ``EXPORT``,
+        ``ATTACH`` or ``SET`` naming a path in it) is refused with
+        :class:`~esanalytics.exceptions.ValidationError` before anything runs: the lake's
+        files are written only by the store, so that its commit log and digests stay true.
+        Any other path is yours to write. (``session.con`` is plain DuckDB, unguarded.)"""
+        try:
+            targets = lake_targets(self.con, query, self.store.path)
+        except duckdb.Error:
+            targets = []  # not readable as SQL: DuckDB names the error when it runs
+        if targets:
+            raise ValidationError(
+                f"The query writes inside the lake ({', '.join(targets)}). Nothing was run.",
+                hint="a lake's files are written only by esa, so that its commit log and "
+                "digests stay true; write query results to a path outside the lake folder "
+                "(any other path is yours), and add events with store.append.",
+            )
+        return self._run(query, params)
+
+    def _run(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+        """:meth:`sql` without the guard, for the store's own writers (materialized states)."""
 
         def run() -> duckdb.DuckDBPyRelation:
             relation = cast("duckdb.DuckDBPyRelation | None", self.con.sql(query, params=params))

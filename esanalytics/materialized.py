@@ -194,7 +194,7 @@ class MaterializedProjection:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         quoted = str(tmp).replace("'", "''")
         try:
-            written = session.sql(  # through the session: it runs again if compaction moves a file
+            written = session._run(  # through the session: it runs again if compaction moves a file
                 f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{quoted}' (FORMAT parquet)"
             ).fetchall()
             with open(tmp, "rb") as file:

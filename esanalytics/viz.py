@@ -31,11 +31,11 @@ import altair as alt
 import duckdb
 import pandas as pd
 
-from esanalytics._atomic import write_whole
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.events import to_epoch_us, to_utc
 from esanalytics.exceptions import ValidationError
+from esanalytics.store._atomic import write_whole
 
 if TYPE_CHECKING:
     from esanalytics.projections import Projection

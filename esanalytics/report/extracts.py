@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from esanalytics._atomic import replacing, write_whole
 from esanalytics.store import file_digest
+from esanalytics.store._atomic import replacing, write_whole
 
 __all__ = ["checksum", "safe_for_spreadsheets", "write_extract"]
 
