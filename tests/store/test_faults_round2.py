@@ -222,3 +222,97 @@ def test_write_extract_and_save_are_whole_or_absent_on_a_full_disk(tmpfs: Disk) 
             write_extract(table, tmpfs.path / f"x.{fmt}", fmt=fmt)
     tmpfs.free()
     assert [p.name for p in tmpfs.path.iterdir()] == []
+
+
+# -- materialized projections under kills and concurrent refreshers ------------------------
+
+_VIEW = """
+import sys, time, esanalytics as esa
+from esanalytics.catalog import account_balances
+from esanalytics.materialized import MaterializedProjection
+lake, role, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+view = MaterializedProjection(esa.open(lake), account_balances, checkpoint_every=300)
+stop, done = time.monotonic() + seconds, 0
+while time.monotonic() < stop or done < 3:
+    if role in ("refresh", "rebuild"):
+        view.refresh(rebuild=role == "rebuild" or done % 4 == 3)
+    elif role == "read":
+        view.state()
+        view.state(position=250 + done)
+    else:
+        store = esa.open(lake)
+        store.append("account-9", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
+    done += 1
+print(done)
+"""
+
+
+def _view_lake(lake: Path) -> None:
+    from esanalytics.sample import SampleSpec, generate
+
+    esa.open(lake, create=True).ingest(generate(SampleSpec(events=1_000, seed=3)))
+
+
+def _debris(folder: Path, current: dict[str, object]) -> list[str]:
+    named = {"current.json", current["file"], *dict(current["checkpoints"])}  # type: ignore[call-overload]
+    return sorted(p.name for p in folder.iterdir() if p.name not in named)
+
+
+@pytest.mark.parametrize(
+    "point", ["refresh.after_copy", "refresh.after_state", "refresh.after_copy:2:rebuild"]
+)
+def test_a_refresh_killed_midway_leaves_nothing_the_next_one_does_not_clean(
+    lake: Path, point: str
+) -> None:
+    from esanalytics.catalog import account_balances
+    from esanalytics.materialized import MaterializedProjection
+
+    _view_lake(lake)
+    view = MaterializedProjection(esa.open(lake), account_balances, checkpoint_every=300)
+    view.refresh()
+    esa.open(lake).append("account-9", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
+    point, rebuild, _ = point.partition(":rebuild")
+    done = subprocess.run(
+        [sys.executable, "-c", _VIEW, str(lake), "rebuild" if rebuild else "refresh", "0"],
+        env={**os.environ, "ESA_KILL_AT": point},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr
+    assert view.state().num_rows  # the state before the kill still answers
+    assert view.state(position=350).num_rows  # and its checkpoints
+    esa.open(lake).append("account-9", [esa.NewEvent("MoneyDeposited", {"amount": 1})])
+    view.refresh()  # at a new position: what the killed refresh wrote is debris now
+    current = view.current()
+    assert current is not None
+    assert _debris(view.folder, current) == []
+    assert verify(lake).ok
+
+
+def test_concurrent_refreshers_and_readers_never_fail(lake: Path) -> None:
+    from esanalytics.catalog import account_balances
+    from esanalytics.materialized import MaterializedProjection
+
+    _view_lake(lake)
+    roles = ["refresh", "refresh", "read", "read", "append"]
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", _VIEW, str(lake), role, "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in roles
+    ]
+    for role, process in zip(roles, running, strict=True):
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, f"a {role} process failed:\n{err}"
+    view = MaterializedProjection(esa.open(lake), account_balances, checkpoint_every=300)
+    view.refresh()
+    expected = account_balances.state(Session(esa.open(lake))).to_arrow_table().sort_by("key")
+    assert view.state().sort_by("key").equals(expected.select(view.state().column_names))
+    current = view.current()
+    assert current is not None
+    assert _debris(view.folder, current) == []
+    assert verify(lake).ok
