@@ -316,3 +316,17 @@ def test_concurrent_refreshers_and_readers_never_fail(lake: Path) -> None:
     assert current is not None
     assert _debris(view.folder, current) == []
     assert verify(lake).ok
+
+
+def test_a_key_written_on_a_full_disk_is_whole_or_absent(tmpfs: Disk) -> None:
+    from esanalytics.audit import make_key, read_key
+
+    target = tmpfs.path / "audit.key"
+    tmpfs.fill(leave=0)
+    with pytest.raises(OSError, match="No space"):
+        make_key(target)
+    tmpfs.free()
+    assert list(tmpfs.path.iterdir()) == [], "a partial key was left (and keygen never overwrites)"
+    assert len(read_key(make_key(target))) == 32
+    with pytest.raises(FileExistsError):
+        make_key(target)
