@@ -2108,7 +2108,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
                 "lake under data/.",
                 path=str(root),
             )
-        if root.exists() and any(p.name != LAKE_DIR for p in root.iterdir()):
+        # (a creation cut short leaves only its own two folders: a retry finishes it)
+        if root.exists() and any(p.name not in (LAKE_DIR, EVENTS_DIR) for p in root.iterdir()):
             raise ValidationError(
                 f"{root} exists and holds other files; a lake needs a folder of its own.",
                 hint="pick a new or empty folder for the lake.",
@@ -2120,6 +2121,7 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             log = meta / COMMIT_LOG
             log.touch()
             fsync_file(log)
+            kill_point("create.before_marker")
             tmp = meta / f".{MARKER}.tmp"
             tmp.write_text(
                 json.dumps(
@@ -2134,7 +2136,20 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             os.replace(tmp, marker)
             fsync_dir(meta)
     else:
-        info = json.loads(marker.read_text())
+        try:
+            info = json.loads(marker.read_text())
+            damaged = not isinstance(info, dict) or not isinstance(info.get("version", 0), int)
+        except ValueError:  # (UnicodeDecodeError is one)
+            damaged = True
+        if damaged:
+            raise CorruptLakeError(
+                f"The lake marker {marker} is damaged: it is not the JSON object that marks "
+                "a folder as a lake.",
+                hint="restore it from a backup, or write it again: "
+                f'{{"format": "{LAKE_FORMAT}", "version": {LAKE_FORMAT_VERSION}}}. It holds '
+                "no events; `esa verify` then checks the rest. Nothing was read or written.",
+                path=str(marker),
+            )
         if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:
             raise CorruptLakeError(
                 f"{root} is a lake of format {info.get('format')} v{info.get('version')}, which "

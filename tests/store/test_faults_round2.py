@@ -330,3 +330,32 @@ def test_a_key_written_on_a_full_disk_is_whole_or_absent(tmpfs: Disk) -> None:
     assert len(read_key(make_key(target))) == 32
     with pytest.raises(FileExistsError):
         make_key(target)
+
+
+def test_a_lake_whose_creation_was_killed_is_finished_by_the_next_create(lake: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import esanalytics as esa; esa.open({str(lake)!r}, create=True)"],
+        env={**os.environ, "ESA_KILL_AT": "create.before_marker"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr
+    with pytest.raises(esa.LakeNotFoundError):
+        esa.open(lake)
+    store = esa.open(lake, create=True)
+    assert store.append("acct-1", _events(1)).streams[0].first_version == 1
+
+
+@pytest.mark.parametrize("marker", ["", "{not json", "[1, 2]", '"esanalytics-lake"'])
+def test_a_damaged_lake_marker_is_refused_with_a_hint(lake: Path, marker: str) -> None:
+    esa.open(lake, create=True).append("acct-1", _events(1))
+    (lake / "_esa" / "lake.json").write_text(marker)
+    with pytest.raises(esa.CorruptLakeError) as caught:
+        esa.open(lake)
+    assert "lake.json" in str(caught.value)
+    assert caught.value.hint
+    done = run_esa("read", str(lake), "acct-1")
+    assert done.returncode == 1
+    assert "Hint:" in done.stderr
+    assert "Traceback" not in done.stderr
