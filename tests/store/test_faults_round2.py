@@ -359,3 +359,27 @@ def test_a_damaged_lake_marker_is_refused_with_a_hint(lake: Path, marker: str) -
     assert done.returncode == 1
     assert "Hint:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_snapshots_saved_by_threads_at_once_are_each_whole(
+    lake: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from esanalytics.domain.handler import SnapshotStore
+
+    snapshots = SnapshotStore(lake, "accounts")
+    record = {"version": 1, "state": {"memo": "m" * 50_000}}
+
+    def save() -> None:
+        for _ in range(40):
+            snapshots.put("account-1", record)
+
+    threads = [threading.Thread(target=save) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in caplog.records if "not saved" in r.getMessage()]
+    assert snapshots.get("account-1") == {**record, "stream_id": "account-1"}
+    assert [p.name for p in snapshots.folder.iterdir() if p.name.endswith(".tmp")] == []
