@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import esanalytics as esa
+from esanalytics.store._atomic import replacing, write_whole
+from esanalytics.store.layout import inside_lake as _inside
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -330,47 +332,20 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
             raise esa.ValidationError(
                 "Parquet output needs a file.", hint="add --output FILE.parquet."
             )
-        pq.write_table(table, _output(args.output))
+        with replacing(_output(args.output)) as tmp:
+            pq.write_table(table, tmp)
         print(json.dumps({"rows": table.num_rows, "output": args.output}))
         return
     if args.output:
-        with open(_output(args.output), "w") as sink, contextlib.redirect_stdout(sink):
+        # (the file is closed before it is synced and renamed into place)
+        with (
+            replacing(_output(args.output)) as tmp,
+            open(tmp, "w") as sink,
+            contextlib.redirect_stdout(sink),
+        ):
             _emit(table, args.format, None, args.limit)
         return
     _emit(table, args.format, None, args.limit)
-
-
-def _inside(lake: Path, literal: str) -> bool:
-    """Does a path written in SQL name something inside the lake (after ``~``, ``..`` and
-    symbolic links, resolved as DuckDB would from here)?"""
-    text = literal.removeprefix("file://")
-    if "://" in text:  # another file system (s3://, http://): never the lake's folder
-        return False
-    target = Path(os.path.expanduser(text)).absolute()
-    return target.resolve().is_relative_to(lake.resolve())
-
-
-def _lake_targets(con: Any, query: str, lake: Path) -> list[str]:
-    """The paths inside the lake that a statement other than a plain SELECT names at its
-    top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
-    import duckdb
-
-    found = []
-    for statement in con.extract_statements(query):
-        if statement.type.name == "SELECT":
-            continue  # reads; the paths it names are sources
-        text, depth = statement.query, 0
-        tokens = duckdb.tokenize(text)
-        for index, (start, kind) in enumerate(tokens):
-            end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
-            token = text[start:end].strip().rstrip(";").strip()
-            if kind == duckdb.token_type.operator:
-                depth += token.count("(") - token.count(")")
-            elif kind == duckdb.token_type.string_const and depth == 0:
-                literal = token[1:-1].replace("''", "'")
-                if _inside(lake, literal):
-                    found.append(literal)
-    return found
 
 
 def _fingerprint(lake: Path) -> dict[str, tuple[int, int, int]]:
@@ -430,10 +405,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     lake = Path(args.lake)
     import duckdb
 
-    from esanalytics.engine import query_error
+    from esanalytics.engine import lake_targets, query_error
 
     try:
-        targets = _lake_targets(session.con, args.query, lake)
+        targets = lake_targets(session.con, args.query, lake)
     except duckdb.Error as error:
         raise query_error(error) or esa.ValidationError(
             f"The query cannot be read: {error}",
@@ -740,13 +715,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         from esanalytics.report import render_html
 
         with _stage("report: drawing the charts") as step:
-            _output(args.output).write_text(render_html(package, progress=step))
+            write_whole(_output(args.output), render_html(package, progress=step))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
         with _stage("report: drawing the charts") as step:
-            _output(args.output).write_bytes(render_pdf(package, progress=step))
+            write_whole(_output(args.output), render_pdf(package, progress=step))
         written = [args.output]
     else:
         from esanalytics.report import write_extract
@@ -774,20 +749,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
     text = json.dumps(checkpoint, indent=2)
     if args.output:
-        _write_whole(_output(args.output), text + "\n")
+        write_whole(_output(args.output), text + "\n")
     print(text)
     return EXIT_OK
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a full disk leaves no partial file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

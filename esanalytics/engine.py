@@ -24,6 +24,7 @@ import re
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
@@ -31,9 +32,10 @@ import duckdb
 from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
-from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc
+from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
 from esanalytics.exceptions import FutureCutWarning, ValidationError
 from esanalytics.store import EventStore
+from esanalytics.store.layout import inside_lake
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,12 +71,33 @@ def cut_predicate(
     so DuckDB never opens files of later months."""
     parts = ["TRUE"]
     if position is not None:
-        parts.append(f"global_position <= {int(position)}")
+        parts.append(f"global_position <= {validate_position(position)}")
     if as_of is not None:
         parts.append(f"recorded_at <= {sql_time(as_of)} AND month <= '{month_of(as_of)}'")
     if valid_at is not None:
         parts.append(f"occurred_at <= {sql_time(valid_at)}")
     return " AND ".join(parts)
+
+
+def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path) -> list[str]:
+    """The paths inside the lake that a statement other than a plain SELECT names at its
+    top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
+    found = []
+    for statement in con.extract_statements(query):
+        if statement.type.name == "SELECT":
+            continue  # reads; the paths it names are sources
+        text, depth = statement.query, 0
+        tokens = duckdb.tokenize(text)
+        for index, (start, kind) in enumerate(tokens):
+            end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
+            token = text[start:end].strip().rstrip(";").strip()
+            if kind == duckdb.token_type.operator:
+                depth += token.count("(") - token.count(")")
+            elif kind == duckdb.token_type.string_const and depth == 0:
+                literal = token[1:-1].replace("''", "'")
+                if inside_lake(lake, literal):
+                    found.append(literal)
+    return found
 
 
 class Session:
@@ -101,7 +124,7 @@ class Session:
         self.con.execute("SET TimeZone = 'UTC'")
         # Committed files never change: keep their footers between queries.
         self.con.execute("SET parquet_metadata_cache = true")
-        self._requested_position = position
+        self._requested_position = None if position is None else validate_position(position)
         self._streams: list[str] = []
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
         self.position = 0
@@ -249,7 +272,8 @@ class Session:
         """A SQL subquery of the events after ``position`` (up to ``until``, or the session's
         position) that opens only the files which can hold them: how incremental work and
         answers from checkpoints stay small."""
-        top = self.position if until is None else min(int(until), self.position)
+        position = validate_position(position)
+        top = self.position if until is None else min(validate_position(until), self.position)
         name = f"esa_after_{int(position)}_{top}"
         if name not in self._after:
             self._settled(lambda: self._after_view(name, int(position), top))
@@ -335,7 +359,28 @@ class Session:
         """Run SQL over the session's views now; returns a DuckDB relation over the result
         (``.df()``, ``.arrow()``, ``.fetchall()``). If compaction moves a file while the
         query runs, the query runs again on the files that hold the same events now: the
-        session stays at its position (:meth:`refresh` moves it)."""
+        session stays at its position (:meth:`refresh` moves it).
+
+        A statement that would write inside the lake's folder (``COPY ... TO``, ``EXPORT``,
+        ``ATTACH`` or ``SET`` naming a path in it) is refused with
+        :class:`~esanalytics.exceptions.ValidationError` before anything runs: the lake's
+        files are written only by the store, so that its commit log and digests stay true.
+        Any other path is yours to write. (``session.con`` is plain DuckDB, unguarded.)"""
+        try:
+            targets = lake_targets(self.con, query, self.store.path)
+        except duckdb.Error:
+            targets = []  # not readable as SQL: DuckDB names the error when it runs
+        if targets:
+            raise ValidationError(
+                f"The query writes inside the lake ({', '.join(targets)}). Nothing was run.",
+                hint="a lake's files are written only by esa, so that its commit log and "
+                "digests stay true; write query results to a path outside the lake folder "
+                "(any other path is yours), and add events with store.append.",
+            )
+        return self._run(query, params)
+
+    def _run(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+        """:meth:`sql` without the guard, for the store's own writers (materialized states)."""
 
         def run() -> duckdb.DuckDBPyRelation:
             relation = cast("duckdb.DuckDBPyRelation | None", self.con.sql(query, params=params))
@@ -367,13 +412,7 @@ class Session:
         position: int | None = None,
     ) -> str:
         """A SQL subquery of the events at a cut (combined with the session's own)."""
-        if position is not None and (not isinstance(position, int) or position < 0):
-            raise ValidationError(
-                f"position={position!r} is not a log position.",
-                hint="pass an int from 0.",
-                cli_hint="a position is a number from 0 (nothing) up to the lake's head "
-                "(`esa info LAKE` shows its events).",
-            )
+        position = None if position is None else validate_position(position)
         system = None if as_of is None else to_utc(as_of, what="as_of")
         if system is not None:
             self.warn_if_future(system)

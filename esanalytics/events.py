@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -275,6 +276,16 @@ def validate_schema_version(schema_version: object, *, event_type: object = None
             schema_version=schema_version,
         )
     return schema_version
+
+
+def validate_position(position: object, *, what: str = "position") -> int:
+    """Return ``position`` as an int if it is a log position (an int from 0, not a bool)."""
+    if isinstance(position, bool) or not isinstance(position, numbers.Integral) or position < 0:
+        raise ValidationError(
+            f"{what}={position!r} is not a log position.",
+            hint="positions are ints from 0 (nothing) up to store.head (not bools).",
+        )
+    return int(position)
 
 
 def validate_event_type(event_type: object) -> str:

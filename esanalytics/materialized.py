@@ -9,7 +9,10 @@ the log position it is current to, and checkpoints of its past states.
 stored position (reading only the files that can hold them) and merges them into the stored
 state. A rebuild (``rebuild=True``, or a new projection version) computes the state from the
 whole log. Either way the new file is written beside the old one and ``current.json`` is
-swapped atomically, so readers see the old state or the new one, never a mix.
+swapped atomically (synced, then renamed), so readers see the old state or the new one, never
+a mix. One refresh at a time writes a projection's folder (an ``flock`` on the folder); it starts by
+deleting what a killed refresh left (temporary files, files no pointer names). A reader whose
+file was replaced meanwhile by another process's refresh reads again from the new pointer.
 
 Checkpoints make past states cheap: the state as of a system time or position is the
 nearest checkpoint at or before it with the few events after it merged in, the same merge
@@ -28,26 +31,35 @@ not someone who also rewrites ``current.json``: rebuild to be sure.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
 import pyarrow as pa
 
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
+from esanalytics.events import validate_position
 from esanalytics.exceptions import CorruptLakeError, ValidationError
 from esanalytics.projections import Projection, diff_sql
 from esanalytics.store import EventStore, file_digest
+from esanalytics.store._atomic import temporary_beside, write_whole
 from esanalytics.store._faults import kill_point
-from esanalytics.store.layout import writing
+from esanalytics.store.layout import fsync_dir, fsync_file, writing
 
 __all__ = ["MaterializedProjection", "Refresh", "stored_state_problems"]
+
+#: The stored files a pointer can name.
+_STORED = re.compile(r"(state|checkpoint)-v\d+-\d{12}\.parquet")
+#: Times a read follows a pointer that moved on while it read, before it gives up.
+_READ_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -91,18 +103,36 @@ class MaterializedProjection:
         self.folder = store.path / "projections" / projection.name
 
     def current(self) -> dict[str, Any] | None:
+        """The pointer to the stored state, or None when there is none to use. A state file
+        that another process's refresh replaced between two looks is followed to the new one."""
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                info: dict[str, Any] = json.loads((self.folder / "current.json").read_text())
+            except (OSError, ValueError):
+                return None
+            if "sha256" not in info:  # written before digests: rebuilt on first use
+                return None
+            if (self.folder / info["file"]).exists():
+                return info
+            if self._pointer() == info:  # not moved on: the state file is gone
+                return None
+        return None
+
+    def _pointer(self) -> dict[str, Any] | None:
         try:
             info: dict[str, Any] = json.loads((self.folder / "current.json").read_text())
         except (OSError, ValueError):
             return None
-        if "sha256" not in info:  # written before digests: rebuilt on first use
-            return None
-        return info if (self.folder / info["file"]).exists() else None
+        return info
 
     def _checked(self, path: Path, digest: str | None) -> Path:
         """``path``, after checking its bytes against the digest recorded when it was
         written; an altered state is never served."""
-        if digest is None or file_digest(path) != digest:
+        try:
+            actual = file_digest(path)
+        except FileNotFoundError:
+            actual = None
+        if digest is None or actual != digest:
             raise CorruptLakeError(
                 f"The materialized projection {self.projection.name!r} has an altered stored "
                 f"state: {path} is not the file that was written (its SHA-256 is not the one "
@@ -121,7 +151,35 @@ class MaterializedProjection:
         raises :class:`~esanalytics.exceptions.StorageError` and the stored state is as
         before."""
         with writing(self.store.path, "the refresh of " + self.projection.name):
-            return self._refresh(rebuild)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # One refresher at a time per projection (threads and processes): its temporary
+            # files and the files no pointer names are then known to be debris of a kill.
+            with self._locked(fcntl.LOCK_EX):
+                self._clean()
+                return self._refresh(rebuild)
+
+    @contextlib.contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        """``flock`` on the projection's folder itself (nothing is written to hold it; each
+        hold opens its own descriptor, so threads exclude each other as processes do)."""
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _clean(self) -> None:
+        """Delete what a killed refresh left (under the refresh lock): temporary files, state
+        files the pointer does not name, checkpoint files it does not record. Readers that
+        still hold an older pointer find the new one (see :meth:`state`)."""
+        current = self._pointer() or {}
+        keep = {current.get("file"), *dict(current.get("checkpoints") or {})}
+        for path in self.folder.iterdir():
+            debris = path.name.startswith(".") and path.name.endswith(".tmp")
+            unnamed = _STORED.fullmatch(path.name) is not None and path.name not in keep
+            if debris or unnamed:
+                path.unlink(missing_ok=True)
 
     def _refresh(self, rebuild: bool) -> Refresh:
         started = time.perf_counter()
@@ -140,7 +198,6 @@ class MaterializedProjection:
         mode: Literal["rebuild", "incremental"]
         if rebuild or stale or current is None:
             mode, since, base, start = "rebuild", 0, None, 0
-            self._drop_checkpoints()
         else:
             mode, since = "incremental", int(current["position"])
             base = self._read(self._checked(self.folder / current["file"], current["sha256"]))
@@ -191,15 +248,16 @@ class MaterializedProjection:
         """Write ``query``'s rows (sorted by key) to ``target`` durably: DuckDB writes the
         file itself, it is fsynced, then renamed into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = temporary_beside(target)
         quoted = str(tmp).replace("'", "''")
         try:
-            written = session.sql(  # through the session: it runs again if compaction moves a file
+            written = session._run(  # through the session: it runs again if compaction moves a file
                 f"COPY (SELECT * FROM ({query}) ORDER BY key) TO '{quoted}' (FORMAT parquet)"
             ).fetchall()
-            with open(tmp, "rb") as file:
-                os.fsync(file.fileno())
+            kill_point("refresh.after_copy")
+            fsync_file(tmp)
             os.replace(tmp, target)
+            fsync_dir(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -226,19 +284,15 @@ class MaterializedProjection:
             "checkpoints": checkpoints,
         }
         kill_point("refresh.after_state")
-        tmp_pointer = self.folder / ".current.json.tmp"
         try:
-            tmp_pointer.write_text(json.dumps(pointer))
-            os.replace(tmp_pointer, self.folder / "current.json")
+            write_whole(self.folder / "current.json", json.dumps(pointer))
         except BaseException:  # the old state stays current: drop the new file
-            tmp_pointer.unlink(missing_ok=True)
             if previous is None or previous["file"] != name:
                 (self.folder / name).unlink(missing_ok=True)
             raise
         kill_point("refresh.after_pointer")
-        if previous is not None and previous["file"] != name:
-            with contextlib.suppress(OSError):  # a leftover file is harmless; the swap stands
-                (self.folder / previous["file"]).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a leftover file is harmless; the swap stands
+            self._clean()  # the previous state, and checkpoints a rebuild did not keep
         return rows
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -262,18 +316,40 @@ class MaterializedProjection:
         ]  # fmt: skip
         return earlier[-1] if earlier else 0
 
-    def _drop_checkpoints(self) -> None:
-        if self.folder.exists():
-            for path in self.folder.glob("checkpoint-v*.parquet"):
-                path.unlink(missing_ok=True)
-
     # -- reading ---------------------------------------------------------------------------
 
     def state(self, *, as_of: TimeLike | None = None, position: int | None = None) -> pa.Table:
         """The state now (the stored state; refreshed first if there is none), or as of a
         system time or log position: from the nearest checkpoint at or before the cut, with
         the events after it merged in. Hidden merge columns are left out."""
-        return self._visible(self._state_table(Session(self.store), as_of, position))
+        session = Session(self.store)
+        return self._visible(self._settled(lambda: self._state_table(session, as_of, position)))
+
+    def _settled(self, read: Callable[[], pa.Table]) -> pa.Table:
+        """``read()``; when a refresh in another process replaced a stored file it was
+        reading (the pointer has moved on since), it reads again from the new pointer: a
+        transient move is never reported as corruption."""
+        for attempt in range(_READ_ATTEMPTS):
+            before = self._pointer()
+            try:
+                return read()
+            except (OSError, duckdb.IOException, CorruptLakeError):
+                moved = self._pointer() != before or self._waited_for_refresh()
+                if attempt == _READ_ATTEMPTS - 1 or not moved:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _waited_for_refresh(self) -> bool:
+        """Whether a refresh was running (a rebuild rewrites checkpoint files before it swaps
+        the pointer); if so, wait for it to end. A shared lock needs no write access."""
+        try:
+            with self._locked(fcntl.LOCK_SH | fcntl.LOCK_NB):
+                return False
+        except BlockingIOError:
+            with self._locked(fcntl.LOCK_SH):
+                return True
+        except OSError:
+            return False
 
     def diff(self, before: Mapping[str, Any], after: Mapping[str, Any] | None = None) -> pa.Table:
         """Keys added, removed or changed between two system-time cuts (each a dict of
@@ -287,8 +363,8 @@ class MaterializedProjection:
                     f"A materialized diff cuts on system time only, not {sorted(set(cut))}.",
                     hint="use as_of or position; for valid time, use Projection.diff.",
                 )
-        left = self._visible(self._state_table(session, **before))
-        right = self._visible(self._state_table(session, **(after or {})))
+        left = self._visible(self._settled(lambda: self._state_table(session, **before)))
+        right = self._visible(self._settled(lambda: self._state_table(session, **(after or {}))))
         session.con.register("_esa_left", left)
         session.con.register("_esa_right", right)
         try:
@@ -308,7 +384,9 @@ class MaterializedProjection:
             self.refresh()
             current = self.current()
         assert current is not None
-        target = session.position if position is None else min(int(position), session.position)
+        target = session.position
+        if position is not None:
+            target = min(validate_position(position), target)
         if as_of is not None:
             target = min(target, session.position_at(as_of))
         stored = int(current["position"])

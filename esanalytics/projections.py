@@ -31,6 +31,7 @@ import duckdb
 from esanalytics._html import card as _card
 from esanalytics._html import table as _table
 from esanalytics.engine import Session
+from esanalytics.events import validate_position
 from esanalytics.exceptions import ValidationError
 from esanalytics.temporal import Period
 
@@ -244,7 +245,7 @@ class _Base:
             f"""
             WITH touched AS (
                 SELECT {key_expr} AS key, count(*) AS new_events, max(global_position) AS last_position
-                FROM events WHERE global_position > {int(position)} GROUP BY ALL
+                FROM events WHERE global_position > {validate_position(position)} GROUP BY ALL
             )
             SELECT t.key, CASE WHEN a.key IS NULL THEN 'added' ELSE 'changed' END AS change,
                    t.new_events, t.last_position, {values}

@@ -40,6 +40,7 @@ from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.events import to_epoch_us, to_utc
 from esanalytics.exceptions import ValidationError
+from esanalytics.store._atomic import write_whole
 
 
 @contextmanager
@@ -179,15 +180,15 @@ def to_png(chart: alt.TopLevelMixin | dict[str, Any], *, scale: float = 2.0) -> 
 
 def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | Path) -> Path:
     """Write ``chart`` by the file's suffix: ``.html`` (self-contained, interactive),
-    ``.svg`` or ``.png``."""
+    ``.svg`` or ``.png``; whole or not at all (a full disk leaves any earlier file as it was)."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".html":
-        target.write_text(to_html(chart), encoding="utf-8")
+        write_whole(target, to_html(chart))
     elif suffix == ".svg":
-        target.write_text(to_svg(chart), encoding="utf-8")
+        write_whole(target, to_svg(chart))
     elif suffix == ".png":
-        target.write_bytes(to_png(chart))
+        write_whole(target, to_png(chart))
     else:
         raise ValidationError(
             f"Cannot save a chart as {suffix or 'a file without a suffix'}.",

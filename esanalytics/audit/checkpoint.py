@@ -20,6 +20,7 @@ new checkpoint with the new key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from esanalytics.audit.verify import Finding
+from esanalytics.events import validate_position
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import EventStore
+from esanalytics.store._atomic import temporary_beside
 from esanalytics.store._faults import kill_point
 
 __all__ = ["check_checkpoint", "make_checkpoint", "make_key", "read_key"]
@@ -42,9 +45,20 @@ ALGORITHM = "HMAC-SHA256"
 def make_key(path: str | os.PathLike[str]) -> Path:
     """Write a new random key to ``path`` (refusing to overwrite one)."""
     target = Path(path)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
+    if target.exists():  # before writing anything (the link below decides in a race)
+        raise FileExistsError(errno.EEXIST, "a key is never overwritten", str(target))
+    # Written whole under a temporary name, then linked into place, which fails if a key is
+    # there: a full disk or a kill never leaves a partial key that could not be replaced.
+    tmp = temporary_beside(target)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -82,7 +96,7 @@ def make_checkpoint(
     if store.unsealed().num_rows:
         store.flush()
     kill_point("export.after_flush")
-    position = store.head if position is None else position
+    position = store.head if position is None else validate_position(position)
     if position == 0:
         raise ValidationError(
             "The log is empty: there is nothing to checkpoint.", hint="append first."

@@ -76,6 +76,7 @@ from esanalytics.store import (
     CommitLine,
     EventStore,
     FileEntry,
+    file_digest,
     open_store,
 )
 from esanalytics.store.commitlog import CommitLog, replay
@@ -756,12 +757,22 @@ def _state_findings(
                 saved(f"_esa/checkpoint.json (the state readers open from) differs from the "
                       f"commit log in: {', '.join(differ)}", path)  # fmt: skip
     try:
-        index_at = int(json.loads(texts[pointer] or "")["offset"]) if texts[pointer] else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        index_at = 0
+        index = json.loads(texts[pointer] or "") if texts[pointer] else {}
+        index_at = int(index.get("offset", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        index, index_at = {}, 0
     if index_at > log_end:  # (an edited line is named by its broken link instead)
         saved(f"the writer index was saved at byte {index_at:,} of the commit log, which ends "
               f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
+    elif index_at in ends and "ids_sha256" in index:  # (older indexes are rebuilt, unused)
+        at = replay([line.record for line in lines[: ends[index_at] + 1]]).head
+        problem = _writer_index_problem(pointer.parent, index, at)
+        if index.get("log_digest") != (lines[ends[index_at]].digest if index_at else GENESIS_LINK):
+            problem = problem or "it was not saved at the commit line it names"
+        if problem:
+            saved(f"the writer index (what writers check versions and event ids against) "
+                  f"does not match the commit log: {problem}; writers rebuild it from the "
+                  "log, and `esa compact` saves a new one", pointer)  # fmt: skip
     findings += _unnamed_findings(root, live, lines)
     if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
         from esanalytics.materialized import stored_state_problems
@@ -777,6 +788,25 @@ def _saved_offset(text: str | None) -> int:
         return int(json.loads(text or "")["offset"])
     except (ValueError, KeyError, TypeError):
         return 0
+
+
+def _writer_index_problem(folder: Path, index: dict[str, Any], head: int) -> str | None:
+    """What is wrong with a writer index taken when the log held ``head`` events, if any."""
+    import pyarrow.parquet as pq
+
+    try:
+        for name, digest in ((index["heads"], index["heads_sha256"]),
+                             (index["ids"], index["ids_sha256"])):  # fmt: skip
+            if file_digest(folder / str(name)) != digest:
+                return f"{name} is not the file that was saved (its SHA-256 differs)"
+        versions = pq.read_table(folder / str(index["heads"]), columns=["version"])
+        count = pc.sum(versions["version"]).as_py() or 0
+        keys = len(np.load(folder / str(index["ids"])))
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        return f"it cannot be read ({error})"
+    if count != head or keys != head:
+        return f"it holds {count:,} versions and {keys:,} event ids, the log {head:,} events"
+    return None
 
 
 def _unnamed_findings(

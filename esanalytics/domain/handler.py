@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,6 +17,7 @@ from esanalytics.domain.decider import Decider
 from esanalytics.events import NewEvent, to_epoch_us, to_utc
 from esanalytics.exceptions import ConcurrencyError, StreamNotFoundError
 from esanalytics.store import EventStore
+from esanalytics.store._atomic import write_whole
 
 __all__ = ["CommandContext", "CommandHandler", "CommandResult", "Loaded", "SnapshotStore"]
 
@@ -98,15 +97,10 @@ class SnapshotStore:
         """Save a snapshot. It is written after its command's events are committed, and it is
         only a shortcut: a failure (a full disk, a read-only lake) is logged, never raised,
         or a caller would retry a command that was done."""
-        target = self._path(stream_id)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
+        try:  # (a unique temporary name: threads of one process save at once)
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({**record, "stream_id": stream_id}))
-            os.replace(tmp, target)
+            write_whole(self._path(stream_id), json.dumps({**record, "stream_id": stream_id}))
         except OSError as error:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             logging.getLogger("esanalytics.domain").warning(
                 "snapshot of %s not saved: %s", stream_id, error
             )

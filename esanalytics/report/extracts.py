@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from esanalytics.store import file_digest
+from esanalytics.store._atomic import replacing, write_whole
 
 __all__ = ["checksum", "safe_for_spreadsheets", "write_extract"]
 
@@ -43,18 +44,19 @@ def write_extract(table: pa.Table, path: str | os.PathLike[str], *, fmt: str = "
     """Write ``table`` to ``path`` (CSV made safe for spreadsheets, or Parquet) and its
     checksum to ``path.sha256``; returns the checksum file."""
     target = Path(path)
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(safe_for_spreadsheets(table), target)
-    elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, target)
-    else:
+    if fmt not in ("csv", "parquet"):
         from esanalytics.exceptions import ValidationError
 
         raise ValidationError(f"Unknown extract format {fmt!r}.", hint="use 'csv' or 'parquet'.")
-    sums = target.with_name(target.name + ".sha256")
-    sums.write_text(f"{checksum(target)}  {target.name}\n")
+    with replacing(target) as tmp:  # whole or not at all, like the checksum file
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(safe_for_spreadsheets(table), tmp)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+        digest = checksum(tmp)
+    sums = write_whole(target.with_name(target.name + ".sha256"), f"{digest}  {target.name}\n")
     return sums

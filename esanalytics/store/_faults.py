@@ -16,9 +16,11 @@ The points, by operation (``<kind>`` is ``append`` for a small append held inlin
                                  (ingest, seal and compact)
     writer_index.before_pointer  a writer index is written, its pointer not yet swapped
     vacuum.after_delete          vacuum deleted one retired file and goes on
+    refresh.after_copy           a materialized state or checkpoint is written to its temporary name
     refresh.after_state          a materialized state file is in place, its pointer not swapped
     refresh.after_pointer        the pointer is swapped, the old state file not yet deleted
     export.after_flush           a checkpoint export sealed the tail and has not yet read it
+    create.before_marker         a new lake's folders and empty log exist, its lake.json not yet
 """
 
 from __future__ import annotations

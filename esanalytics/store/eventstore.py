@@ -43,6 +43,7 @@ from esanalytics.events import (
     uuid_keys,
     validate_category,
     validate_event_type,
+    validate_position,
     validate_schema_version,
     validate_stream_id,
 )
@@ -629,13 +630,8 @@ class EventStore:
     ) -> _View:
         """The files and tail rows that can hold events of a read, taken together (so that a
         concurrent seal or compaction cannot make a row appear twice or not at all)."""
-        if position is not None and (not isinstance(position, int) or position < 0):
-            raise ValidationError(
-                f"position={position!r} is not a log position.",
-                hint="positions are ints from 0 (nothing) up to store.head.",
-                cli_hint="a position is a number from 0 (nothing) up to the lake's head "
-                "(`esa info LAKE` shows its events).",
-            )
+        position = None if position is None else validate_position(position)
+        from_position = validate_position(from_position, what="from_position")
         as_of_us = None if as_of is None else to_epoch_us(as_of, what="as_of")
         wanted = None if categories is None else set(categories)
         with self._state_lock:
@@ -899,6 +895,7 @@ class EventStore:
     ) -> Subscription:
         """A catch-up subscription: every committed event after ``from_position`` in order,
         then new ones as they commit. Store ``subscription.position`` as your checkpoint."""
+        from_position = validate_position(from_position, what="from_position")
         return Subscription(self, from_position, categories, event_types, poll_interval)
 
     # -- inventory -----------------------------------------------------------------------
@@ -1481,6 +1478,24 @@ class EventStore:
         if writer.heads is not None:
             return writer
         loaded = self._read_writer_index()
+        if loaded is not None:
+            writer.heads, keys, offset = loaded
+            writer.id_runs = [keys] if len(keys) else []
+            records, _, _ = self._log.read_from(offset)
+            appends = [
+                r for r in records if r["kind"] == "append" and r["n"] <= self._commit_number
+            ]
+            # The log confirms the index's count of events: the head then is the head now
+            # less what the appends after it added. A mismatch: an index not to trust.
+            added = sum(r["last"] - r["first"] + 1 for r in appends)
+            if sum(writer.heads.values()) != len(keys) or len(keys) != self._head - added:
+                _LOG.warning("the writer index of %s disagrees with the log: scanning", self.path)
+                loaded = None
+            else:
+                for record in appends:
+                    table = self._appended(record)
+                    _merge_heads(writer.heads, table)
+                    writer.remember(uuid_keys(table["event_id"]))
         if loaded is None:
             table = self._scan(
                 list(self._files.values()),
@@ -1491,32 +1506,48 @@ class EventStore:
             writer.heads = {}
             _merge_heads(writer.heads, table)
             writer.id_runs = [np.sort(uuid_keys(table["event_id"]))] if table.num_rows else []
-        else:
-            writer.heads, keys, offset = loaded
-            writer.id_runs = [keys] if len(keys) else []
-            records, _, _ = self._log.read_from(offset)
-            for record in records:
-                if record["kind"] != "append" or record["n"] > self._commit_number:
-                    continue
-                if "rows" in record:
-                    table = _rows_table(record["rows"]).select(["stream_id", "version", "event_id"])
-                else:
-                    entries = [FileEntry.from_json(raw) for raw in record["add"]]
-                    table = self._scan(entries, None, columns=["stream_id", "version", "event_id"])
-                _merge_heads(writer.heads, table)
-                writer.remember(uuid_keys(table["event_id"]))
+            writer.recent_ids = set()
         writer.ids_loaded = True
         return writer
 
+    def _appended(self, record: dict[str, Any]) -> pa.Table:
+        """Stream ids, versions and event ids of an append commit, from its line or from the
+        files that hold its events now (a compaction may have replaced, and a vacuum deleted,
+        the files it named)."""
+        columns = ["stream_id", "version", "event_id"]
+        if "rows" in record:
+            return _rows_table(record["rows"]).select(columns)
+        entries = [FileEntry.from_json(raw) for raw in record["add"]]
+        if all(entry.path in self._files for entry in entries):
+            return self._scan(entries, None, columns=columns)
+        first, last = record["first"], record["last"]
+        holding = [
+            entry
+            for entry in self._files.values()
+            if entry.min_position <= last and entry.max_position >= first
+        ]
+        span = (pc.field("global_position") >= first) & (pc.field("global_position") <= last)
+        return self._scan(holding, span, columns=columns)
+
     def _read_writer_index(self) -> tuple[dict[str, int], Any, int] | None:
-        pointer = self._meta / WRITER_INDEX / "current.json"
+        """The saved writer index, if its files are the ones it recorded (by SHA-256) and it
+        was saved at a line the commit log still holds; else None (the writer scans)."""
+        folder = self._meta / WRITER_INDEX
         try:
-            info = json.loads(pointer.read_text())
-            if info["offset"] > self._offset:
+            info = json.loads((folder / "current.json").read_text())
+            offset = info["offset"]
+            if not isinstance(offset, int) or offset > self._offset:
                 return None
+            if info.get("log_digest") != self._log.digest_at(offset):
+                return None  # also an index written before digests: not trusted, rebuilt
+            for name, digest in ((info["heads"], info["heads_sha256"]),
+                                 (info["ids"], info["ids_sha256"])):  # fmt: skip
+                if "/" in name or file_digest(folder / name) != digest:
+                    _LOG.warning("the writer index of %s was altered: scanning", self.path)
+                    return None
             import pyarrow.parquet as pq
 
-            heads_table = pq.read_table(self._meta / WRITER_INDEX / info["heads"])
+            heads_table = pq.read_table(folder / info["heads"])
             heads = dict(
                 zip(
                     heads_table["stream_id"].to_pylist(),
@@ -1524,10 +1555,10 @@ class EventStore:
                     strict=True,
                 )
             )
-            keys = np.load(self._meta / WRITER_INDEX / info["ids"])
-        except (OSError, ValueError, KeyError, pa.ArrowException):
+            keys = np.load(folder / info["ids"])
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None  # no index, or a damaged one: scan instead
-        return heads, keys, info["offset"]
+        return heads, keys, offset
 
     def _save_writer_index(self) -> None:
         """Save the writer caches as of the last commit (under the writer lock), so the next
@@ -1556,8 +1587,11 @@ class EventStore:
             fsync_file(folder / name)
         pointer = {
             "offset": self._offset,
+            "log_digest": self._log.digest_at(self._offset),
             "heads": f"heads-{stem}.parquet",
+            "heads_sha256": file_digest(folder / f"heads-{stem}.parquet"),
             "ids": f"ids-{stem}.npy",
+            "ids_sha256": file_digest(folder / f"ids-{stem}.npy"),
         }
         kill_point("writer_index.before_pointer")
         tmp = folder / ".current.json.tmp"
@@ -1565,6 +1599,7 @@ class EventStore:
             tmp.write_text(json.dumps(pointer))
             fsync_file(tmp)
             os.replace(tmp, folder / "current.json")
+            fsync_dir(folder)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -2083,7 +2118,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
                 "`esa demo` builds the sample lake under data/.",
                 path=str(root),
             )
-        if root.exists() and any(p.name != LAKE_DIR for p in root.iterdir()):
+        # (a creation cut short leaves only its own two folders: a retry finishes it)
+        if root.exists() and any(p.name not in (LAKE_DIR, EVENTS_DIR) for p in root.iterdir()):
             raise ValidationError(
                 f"{root} exists and holds other files; a lake needs a folder of its own.",
                 hint="pick a new or empty folder for the lake.",
@@ -2095,6 +2131,7 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             log = meta / COMMIT_LOG
             log.touch()
             fsync_file(log)
+            kill_point("create.before_marker")
             tmp = meta / f".{MARKER}.tmp"
             tmp.write_text(
                 json.dumps(
@@ -2111,12 +2148,24 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
     else:
         try:
             info = json.loads(marker.read_text())
-        except (OSError, ValueError) as error:
+            damaged = not isinstance(info, dict) or not isinstance(info.get("version", 0), int)
+        except OSError as error:
             raise CorruptLakeError(
                 f"The lake's marker {marker} is unreadable: {error}.",
                 hint="restore _esa/lake.json from a backup; it names the lake's format.",
                 path=str(marker),
             ) from None
+        except ValueError:  # (UnicodeDecodeError is one)
+            damaged = True
+        if damaged:
+            raise CorruptLakeError(
+                f"The lake marker {marker} is damaged: it is not the JSON object that marks "
+                "a folder as a lake.",
+                hint="restore it from a backup, or write it again: "
+                f'{{"format": "{LAKE_FORMAT}", "version": {LAKE_FORMAT_VERSION}}}. It holds '
+                "no events; `esa verify` then checks the rest. Nothing was read or written.",
+                path=str(marker),
+            )
         if info.get("format") != LAKE_FORMAT or info.get("version", 0) > LAKE_FORMAT_VERSION:
             raise CorruptLakeError(
                 f"{root} is a lake of format {info.get('format')} v{info.get('version')}, which "

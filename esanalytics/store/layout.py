@@ -91,6 +91,16 @@ def make_dirs_durably(root: Path, relative: str) -> Path:
     return target
 
 
+def inside_lake(lake: Path, literal: str) -> bool:
+    """Does a path (as written in SQL or on a command line) name something inside the lake,
+    after ``~``, ``..`` and symbolic links, resolved from the current folder?"""
+    text = literal.removeprefix("file://")
+    if "://" in text:  # another file system (s3://, http://): never the lake's folder
+        return False
+    target = Path(os.path.expanduser(text)).absolute()
+    return target.resolve().is_relative_to(lake.resolve())
+
+
 class FileLock:
     """An exclusive lock held through ``flock`` (between processes) and a thread lock (between
     threads of one process, which share ``flock`` ownership through the open file)."""
