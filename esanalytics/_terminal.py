@@ -10,8 +10,8 @@ the rest. No line is ever wider than the terminal; CSV and JSON keep every row a
 >>> t = pa.table({"key": ["a"], "balance_before": [1], "balance_after": [2]})
 >>> print("\\n".join(render(t, width=40, limit=10)))
 key  changes
----  -----------
-a    balance 1→2
+---  -----------------
+a    balance 2 (was 1)
 1 row.
 """
 
@@ -79,7 +79,8 @@ def _changed(row: dict[str, Any], fields: Sequence[str]) -> str:
     for field in fields:
         before, after = row[f"{field}_before"], row[f"{field}_after"]
         if before != after:
-            parts.append(f"{field} {_text(before) or '∅'}→{_text(after) or '∅'}")
+            # the new value first: a cell cut to the width keeps what the field became
+            parts.append(f"{field} {_text(after) or '∅'} (was {_text(before) or '∅'})")
     return "; ".join(parts)
 
 
