@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import esanalytics as esa
-from esanalytics.store._atomic import replacing, write_whole
-from esanalytics.store.layout import inside_lake as _inside
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -332,11 +330,15 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
             raise esa.ValidationError(
                 "Parquet output needs a file.", hint="add --output FILE.parquet."
             )
+        from esanalytics.store._atomic import replacing
+
         with replacing(_output(args.output)) as tmp:
             pq.write_table(table, tmp)
         print(json.dumps({"rows": table.num_rows, "output": args.output}))
         return
     if args.output:
+        from esanalytics.store._atomic import replacing
+
         # (the file is closed before it is synced and renamed into place)
         with (
             replacing(_output(args.output)) as tmp,
@@ -715,13 +717,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         from esanalytics.report import render_html
 
         with _stage("report: drawing the charts") as step:
-            write_whole(_output(args.output), render_html(package, progress=step))
+            _write_whole(_output(args.output), render_html(package, progress=step))
         written = [args.output]
     elif args.format == "pdf":
         from esanalytics.report import render_pdf
 
         with _stage("report: drawing the charts") as step:
-            write_whole(_output(args.output), render_pdf(package, progress=step))
+            _write_whole(_output(args.output), render_pdf(package, progress=step))
         written = [args.output]
     else:
         from esanalytics.report import write_extract
@@ -749,7 +751,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint = make_checkpoint(esa.open(args.lake), read_key(args.key), position=args.position)
     text = json.dumps(checkpoint, indent=2)
     if args.output:
-        write_whole(_output(args.output), text + "\n")
+        _write_whole(_output(args.output), text + "\n")
     print(text)
     return EXIT_OK
 
@@ -1095,11 +1097,23 @@ def _show_warning(message: Warning | str, category: type[Warning], *rest: Any, *
     console.print(f"warning: {category.__name__}: {message}", markup=False)
 
 
+def _output_inside(lake: Path, output: str) -> bool:
+    from esanalytics.store.layout import inside_lake  # (the store package loads pyarrow)
+
+    return inside_lake(lake, output)
+
+
+def _write_whole(path: Path, data: str | bytes) -> None:
+    from esanalytics.store._atomic import write_whole
+
+    write_whole(path, data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         lake, output = getattr(args, "lake", None), getattr(args, "output", None)
-        if lake and output and _inside(Path(lake), output):
+        if lake and output and _output_inside(Path(lake), output):
             raise esa.ValidationError(
                 f"--output {output} is inside the lake. Nothing was run.",
                 hint="a lake's files are written only by esa, so that its commit log and "

@@ -284,6 +284,8 @@ def validate_position(position: object, *, what: str = "position") -> int:
         raise ValidationError(
             f"{what}={position!r} is not a log position.",
             hint="positions are ints from 0 (nothing) up to store.head (not bools).",
+            cli_hint="a position is a number from 0 (nothing) up to the lake's head "
+            "(`esa info LAKE` shows its events).",
         )
     return int(position)
 
