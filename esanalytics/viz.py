@@ -90,6 +90,7 @@ Axis = Literal["system", "valid"]
 
 _EMBED = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}  # fmt: skip
 _AXIS_TIME = {"system": "recorded_at", "valid": "occurred_at"}
+_SLIDER_UNITS = (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000))
 _AXIS_TITLE = {"system": "system time (recorded)", "valid": "valid time (occurred)"}
 
 
@@ -717,10 +718,18 @@ def as_of_view(
     frame["ms"] = since // pd.Timedelta(milliseconds=1)
     lo, hi = int(frame["ms"].min()), int(frame["ms"].max())
     start = (lo + hi) // 2 if cut is None else to_epoch_us(cut, what="cut") // 1000
+    # The slider counts whole days (hours, minutes on a short log) after the first event:
+    # Vega prints a range's value beside it, and JupyterLab's renderer takes no style to
+    # hide it, so the value must read as something. ``cut`` is the cut in ms: exactly the
+    # one asked for until the slider moves.
+    unit, unit_ms = next((u, ms) for u, ms in _SLIDER_UNITS if hi - lo >= 3 * ms or u == "minute")
+    first = pd.Timestamp(lo, unit="ms", tz="UTC")
+    at = round((start - lo) / unit_ms)
     slider = alt.param(
-        name="cut", value=start,
-        bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="move the cut (as of, in the title) "),
+        name="cut_at", value=at,
+        bind=alt.binding_range(min=0, max=-(-(hi - lo) // unit_ms), step=1, name=f"move the cut: {unit}s after {first:%Y-%m-%d %H:%M} UTC "),
     )  # fmt: skip
+    cut_ms = alt.param(name="cut", expr=f"cut_at == {at} ? {start} : {lo} + cut_at * {unit_ms}")
     # The title names the cut as a date (UTC), and follows the slider.
     title = alt.Title(
         text=alt.ExprRef(
@@ -750,7 +759,7 @@ def as_of_view(
             ],
         )
         .properties(width=640)
-        .add_params(slider)
+        .add_params(slider, cut_ms)
     )
     return chart
 
