@@ -813,11 +813,14 @@ def causation_tree(source: Source, correlation_id: str | None = None) -> alt.Lay
                alt.Tooltip("recorded_at:T", format="%Y-%m-%d %H:%M:%S"), "event_id:N", "causation_id:N"]  # fmt: skip
     base = alt.Chart(frame)
     y = alt.Y("row:O", axis=None)
+    # Depth counts causes: whole steps on every layer (Vega-Lite 5 takes the first layer's axis).
+    depth_axis = alt.Axis(tickMinStep=1, format="d")
     links = base.mark_rule(color="#999").encode(
-        x="parent_depth:Q", y=alt.Y("parent_row:O", axis=None), x2="depth:Q", y2="row:O"
+        x=alt.X("parent_depth:Q", title="causation depth", axis=depth_axis),
+        y=alt.Y("parent_row:O", axis=None), x2="depth:Q", y2="row:O",
     ).transform_filter("datum.parent_row != null")  # fmt: skip
     nodes = base.mark_circle(size=140).encode(
-        x=alt.X("depth:Q", title="causation depth", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("depth:Q", title="causation depth", axis=depth_axis),
         y=y, color=alt.Color("stream_id:N", title="stream"), tooltip=tooltip,
     )  # fmt: skip
     labels = base.mark_text(align="left", dx=10, fontSize=11).encode(
