@@ -7,9 +7,10 @@ however large the lake. Tooltips carry the audit fields; time charts have a brus
 legends select.
 
 Rendering offline: Altair's default renderer loads Vega from a CDN and JupyterLab's own
-renderer knows only Vega-Lite 5, so :func:`enable` installs the ``esanalytics`` renderer,
-which puts each chart in a frame with Vega, Vega-Lite and Vega-Embed inlined (from
-vl-convert, which ships them). :func:`save` writes a chart as self-contained HTML, SVG or PNG.
+renderer knows only Vega-Lite up to 5, so :func:`enable` installs the ``esanalytics``
+renderer, which compiles each chart to Vega 5 (with vl-convert) for JupyterLab to draw with
+the Vega it bundles, trusted or not, with a PNG beside it. :func:`save` writes a chart as
+self-contained HTML (Vega, Vega-Lite and Vega-Embed inlined), SVG or PNG.
 
 >>> import pandas as pd
 >>> frame = pd.DataFrame({"key": ["a", "a"], "valid_from": pd.to_datetime(
@@ -23,7 +24,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import gzip
 import html
 import json
 import sys
@@ -91,6 +91,7 @@ Axis = Literal["system", "valid"]
 
 _EMBED = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}  # fmt: skip
 _AXIS_TIME = {"system": "recorded_at", "valid": "occurred_at"}
+_SLIDER_UNITS = (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000))
 _AXIS_TITLE = {"system": "system time (recorded)", "valid": "valid time (occurred)"}
 
 
@@ -114,44 +115,22 @@ def _bundle() -> str:
     return bundle
 
 
-@functools.cache
-def _bundle_gzip() -> str:
-    """The bundle gzipped and base64-encoded (about a third of its size)."""
-    return base64.b64encode(gzip.compress(_bundle().encode(), mtime=0)).decode("ascii")
-
-
-def _page(
-    chart: alt.TopLevelMixin | dict[str, Any], extra: str = "", *, compressed: bool = False
-) -> str:
+def _page(chart: alt.TopLevelMixin | dict[str, Any]) -> str:
     spec = _spec(chart)
     title = spec.get("title") if isinstance(spec.get("title"), str) else "chart"
     # JSON inside a script: escape "<" so no value can close the script or open a comment.
     data = json.dumps(spec).replace("<", "\\u003c")
     draw = f"vegaEmbed('#vis', {data}, {json.dumps(_EMBED)}).catch(console.error);"
-    if compressed:  # a notebook's copy: Vega and the spec gzipped, unzipped by the browser
-        spec_gzip = base64.b64encode(gzip.compress(json.dumps(spec).encode(), mtime=0))
-        script = (
-            "<script>(async () => { const unzip = async (text) => new Response(new Blob("
-            "[Uint8Array.from(atob(text), c => c.charCodeAt(0))]).stream()"
-            ".pipeThrough(new DecompressionStream('gzip'))).text();"
-            " const code = document.createElement('script');"
-            f' code.textContent = await unzip("{_bundle_gzip()}");'
-            " document.head.appendChild(code);"
-            f' const spec = JSON.parse(await unzip("{spec_gzip.decode("ascii")}"));'
-            f" vegaEmbed('#vis', spec, {json.dumps(_EMBED)}).catch(console.error); }})();</script>"
-        )
-        head, body = "", script
-    else:
-        head, body = (
-            f'<script type="text/javascript">{_bundle()}</script>',
-            f"<script>{draw}</script>",
-        )
+    head, body = (
+        f'<script type="text/javascript">{_bundle()}</script>',
+        f"<script>{draw}</script>",
+    )
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(str(title))}</title>"
         "<style>body{margin:0;font-family:sans-serif}#vis.vega-embed{display:flex}"
         ".vega-bind input[type=range]+span{display:none}</style>"
-        f'{head}</head>\n<body><div id="vis"></div>{body}{extra}</body></html>\n'
+        f'{head}</head>\n<body><div id="vis"></div>{body}</body></html>\n'
     )
 
 
@@ -197,21 +176,40 @@ def save(chart: alt.TopLevelMixin | dict[str, Any], path: str | Path) -> Path:
     return target
 
 
-def _frame_html(spec: dict[str, Any], **_: Any) -> dict[str, str]:
-    """A notebook output: the interactive chart in a frame (Vega inlined, gzipped), and the
-    same chart as a PNG in the same bundle, which front ends that run no script show
-    instead (GitHub, nbviewer, exports)."""
-    # The page sizes its own frame once the chart is drawn (srcdoc: same origin).
-    resize = (
-        "<script>new ResizeObserver(() => { if (window.frameElement) "
-        "window.frameElement.style.height = (document.documentElement.scrollHeight + 8) + 'px'; })"
-        ".observe(document.body);</script>"
-    )
-    frame = (
-        f'<iframe srcdoc="{html.escape(_page(spec, resize, compressed=True), quote=True)}" '
-        'style="width:100%;height:420px;border:none" title="esanalytics chart"></iframe>'
-    )
-    return {"text/html": frame, "image/png": base64.b64encode(_small_png(spec)).decode("ascii")}
+#: The Vega the notebook output speaks: JupyterLab (and Notebook 7, VS Code) draw it with their
+#: own bundled Vega 5, a renderer marked safe, so the chart shows in an untrusted notebook too.
+VEGA_MIME = "application/vnd.vega.v5+json"
+#: The last Vega-Lite that compiles to Vega 5 (Lab 4 bundles Vega 5.33; Vega-Lite 6 emits Vega 6).
+_VEGA5_FROM = "5.21"
+
+
+def _vega5(spec: dict[str, Any]) -> dict[str, Any]:
+    """The chart compiled to a Vega 5 spec (the data inlined, no URL to fetch)."""
+    import vl_convert
+
+    try:
+        vega: dict[str, Any] = vl_convert.vegalite_to_vega(spec, vl_version=_VEGA5_FROM)
+    except ValueError:  # a Vega-Lite 6 feature: compile with the newest, label it Vega 5
+        vega = vl_convert.vegalite_to_vega(spec)
+        vega["$schema"] = "https://vega.github.io/schema/vega/v5.json"
+    return vega
+
+
+def _notebook_bundle(spec: dict[str, Any], **_: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A notebook output: the chart as Vega 5, which JupyterLab draws itself, interactive,
+    trusted or not, with no network; and the same chart as a PNG in the same bundle, which
+    front ends that draw no Vega show instead (GitHub, nbviewer, exports, classic Notebook).
+    No ``text/html``: Lab prefers HTML to Vega, and strips the script from it in a notebook
+    it does not trust, which left the chart blank."""
+    title = spec.get("title")
+    title = title.get("text") if isinstance(title, dict) else title
+    bundle = {
+        VEGA_MIME: _vega5(spec),
+        "image/png": base64.b64encode(_small_png(spec)).decode(),
+        # For a plain-text front end, the chart's title rather than "alt.Chart(...)".
+        "text/plain": f"<chart: {title}>" if isinstance(title, str) else "<chart>",
+    }
+    return bundle, {VEGA_MIME: {"embed_options": _EMBED}}
 
 
 def _small_png(spec: dict[str, Any]) -> bytes:
@@ -231,11 +229,13 @@ def _small_png(spec: dict[str, Any]) -> bytes:
 
 
 def enable() -> None:
-    """Render Altair charts offline in JupyterLab, Jupyter Notebook and VS Code: each chart's
-    output carries Vega itself (gzipped, about 0.3 MB), asks no server for anything, and
-    stays interactive; a PNG of it rides along for viewers that run no script. Our notebooks call it first; ``alt.renderers.enable("default")`` undoes it."""
+    """Render Altair charts offline in JupyterLab, Jupyter Notebook 7 and VS Code: each chart's
+    output is Vega 5 with its data, which they draw with their own Vega, interactive, whether
+    or not the notebook is trusted, asking no server for anything; a PNG of it rides along
+    for viewers that draw no Vega. Our notebooks call it first;
+    ``alt.renderers.enable("default")`` undoes it."""
     if "esanalytics" not in alt.renderers.names():
-        alt.renderers.register("esanalytics", _frame_html)
+        alt.renderers.register("esanalytics", _notebook_bundle)
     alt.renderers.enable("esanalytics")
 
 
@@ -719,10 +719,18 @@ def as_of_view(
     frame["ms"] = since // pd.Timedelta(milliseconds=1)
     lo, hi = int(frame["ms"].min()), int(frame["ms"].max())
     start = (lo + hi) // 2 if cut is None else to_epoch_us(cut, what="cut") // 1000
+    # The slider counts whole days (hours, minutes on a short log) after the first event:
+    # Vega prints a range's value beside it, and JupyterLab's renderer takes no style to
+    # hide it, so the value must read as something. ``cut`` is the cut in ms: exactly the
+    # one asked for until the slider moves.
+    unit, unit_ms = next((u, ms) for u, ms in _SLIDER_UNITS if hi - lo >= 3 * ms or u == "minute")
+    first = pd.Timestamp(lo, unit="ms", tz="UTC")
+    at = round((start - lo) / unit_ms)
     slider = alt.param(
-        name="cut", value=start,
-        bind=alt.binding_range(min=lo, max=hi, step=max((hi - lo) // 500, 1), name="move the cut (as of, in the title) "),
+        name="cut_at", value=at,
+        bind=alt.binding_range(min=0, max=-(-(hi - lo) // unit_ms), step=1, name=f"move the cut: {unit}s after {first:%Y-%m-%d %H:%M} UTC "),
     )  # fmt: skip
+    cut_ms = alt.param(name="cut", expr=f"cut_at == {at} ? {start} : {lo} + cut_at * {unit_ms}")
     # The title names the cut as a date (UTC), and follows the slider.
     title = alt.Title(
         text=alt.ExprRef(
@@ -752,7 +760,7 @@ def as_of_view(
             ],
         )
         .properties(width=640)
-        .add_params(slider)
+        .add_params(slider, cut_ms)
     )
     return chart
 
@@ -806,11 +814,14 @@ def causation_tree(source: Source, correlation_id: str | None = None) -> alt.Lay
                alt.Tooltip("recorded_at:T", format="%Y-%m-%d %H:%M:%S"), "event_id:N", "causation_id:N"]  # fmt: skip
     base = alt.Chart(frame)
     y = alt.Y("row:O", axis=None)
+    # Depth counts causes: whole steps on every layer (Vega-Lite 5 takes the first layer's axis).
+    depth_axis = alt.Axis(tickMinStep=1, format="d")
     links = base.mark_rule(color="#999").encode(
-        x="parent_depth:Q", y=alt.Y("parent_row:O", axis=None), x2="depth:Q", y2="row:O"
+        x=alt.X("parent_depth:Q", title="causation depth", axis=depth_axis),
+        y=alt.Y("parent_row:O", axis=None), x2="depth:Q", y2="row:O",
     ).transform_filter("datum.parent_row != null")  # fmt: skip
     nodes = base.mark_circle(size=140).encode(
-        x=alt.X("depth:Q", title="causation depth", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("depth:Q", title="causation depth", axis=depth_axis),
         y=y, color=alt.Color("stream_id:N", title="stream"), tooltip=tooltip,
     )  # fmt: skip
     labels = base.mark_text(align="left", dx=10, fontSize=11).encode(

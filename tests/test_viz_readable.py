@@ -78,8 +78,11 @@ def test_an_empty_lake_gets_a_hinted_error_not_a_nan_legend(tmp_path: Path) -> N
 def test_the_as_of_cut_reads_as_a_date(session: Session, key: str) -> None:
     chart = viz.as_of_view(session, key=key, cut="2024-05-01T12:00:00Z")
     spec = chart.to_dict()
-    slider = next(p for p in spec["params"] if p["name"] == "cut")
+    slider = next(p for p in spec["params"] if "bind" in p)
     assert "1970" not in slider["bind"]["name"]
+    # Whole days after the first event: the number Lab's renderer prints beside the slider.
+    assert slider["bind"]["step"] == 1
+    assert "days after" in slider["bind"]["name"]
     assert "utcFormat(cut" in spec["title"]["text"]["expr"]
     svg = viz.to_svg(chart)
     assert f"{key} as of 2024-05-01 12:00 UTC" in svg  # what the reader sees

@@ -9,7 +9,10 @@ generation time.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +47,9 @@ _STACKED = {
 }
 
 
+_SVG = re.compile(r"<svg\b.*?</svg>", re.DOTALL)
+
+
 @dataclass(frozen=True)
 class HtmlReport:
     """An HTML report shown in a notebook cell, in a frame of its own (so its styles stay
@@ -51,6 +57,9 @@ class HtmlReport:
 
     >>> "<iframe srcdoc=" in HtmlReport("<p>report</p>")._repr_html_()
     True
+
+    In a notebook that JupyterLab does not trust, which strips frames and scripts, the body
+    shows instead, unstyled.
     """
 
     page: str
@@ -60,9 +69,26 @@ class HtmlReport:
         return self.page
 
     def _repr_html_(self) -> str:
-        return (
+        frame = (
             f'<iframe srcdoc="{html.escape(self.page, quote=True)}" title="audit report" '
             f'style="width:100%;height:{self.height}px;border:1px solid #ccc"></iframe>'
+        )
+        # A notebook JupyterLab does not trust shows HTML sanitized: no frame, no script. The
+        # report's body follows as a plain copy, which the script removes where scripts run.
+        body = self.page.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
+        # Inline SVG is stripped to its bare text; an image of it survives.
+        body = _SVG.sub(
+            lambda m: (
+                '<img alt="chart" style="max-width:100%" src="data:image/svg+xml;base64,'
+                + base64.b64encode(m.group(0).encode()).decode("ascii")
+                + '">'
+            ),
+            body,
+        )
+        copy = "esa-report-" + hashlib.sha256(self.page.encode()).hexdigest()[:16]
+        return (
+            f'{frame}<div id="{copy}" class="esa-report-copy">{body}</div>'
+            f"<script>document.getElementById('{copy}')?.remove();</script>"
         )
 
 
