@@ -595,6 +595,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_since(args: argparse.Namespace) -> int:
     session = _session(args)
     chosen = _projection(args.projection, session)
+    if args.since_position > session.position:  # empty output would read as "no changes"
+        raise esa.ValidationError(
+            f"Position {args.since_position:,} is past the lake's head ({session.position:,}): "
+            "nothing can have changed since then.",
+            hint=f"give a position up to {session.position:,}; `esa info {args.lake}` shows "
+            "the head.",
+        )
     _emit_relation(chosen.since(session, args.since_position), args)
     return EXIT_OK
 

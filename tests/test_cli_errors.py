@@ -266,3 +266,9 @@ def test_errors_in_a_real_terminal_wrap_at_its_width(sample_lake: Path) -> None:
     assert max(len(line) for line in lines) <= 80
     hint = screen[screen.index("Hint:") :]
     assert "data->>'$.amount'" in hint  # never cut inside a word
+
+
+def test_since_past_the_head_is_refused_not_an_empty_answer(sample_lake: Path) -> None:
+    stderr = refused("since", str(sample_lake), "order_status", "99999999")
+    assert "past the lake's head" in stderr
+    assert "esa info" in stderr
