@@ -769,6 +769,8 @@ def _state_findings(
         problem = _writer_index_problem(pointer.parent, index, at)
         if index.get("log_digest") != (lines[ends[index_at]].digest if index_at else GENESIS_LINK):
             problem = problem or "it was not saved at the commit line it names"
+        if problem and _reread(pointer) != texts[pointer]:
+            problem = None  # a writer saved a newer index while it was read: not a fault
         if problem:
             saved(f"the writer index (what writers check versions and event ids against) "
                   f"does not match the commit log: {problem}; writers rebuild it from the "
@@ -788,6 +790,15 @@ def _saved_offset(text: str | None) -> int:
         return int(json.loads(text or "")["offset"])
     except (ValueError, KeyError, TypeError):
         return 0
+
+
+def _reread(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
 
 
 def _writer_index_problem(folder: Path, index: dict[str, Any], head: int) -> str | None:
