@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from esanalytics.audit import verify
 from esanalytics.engine import Session
 from esanalytics.store import file_digest
 from tests.conftest import run_esa
+from tests.store.conftest import Disk
 
 
 def _events(count: int) -> list[esa.NewEvent]:
@@ -155,25 +155,6 @@ def test_the_cli_refuses_a_negative_position_with_a_hint(store: esa.EventStore) 
         assert "Traceback" not in done.stderr
 
 
-from tests.store.test_disk_full import Disk, _mount  # noqa: E402
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Disk]:
-    """A small tmpfs to fill (as in test_disk_full; root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    target = tmp_path / "disk"
-    target.mkdir()
-    done = _mount(target, "size=8m")
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield Disk(target)
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
-
-
 OUTPUTS = {
     "report html": ["report", "{lake}", "--entity", "acct-1", "--format", "html"],
     "report pdf": ["report", "{lake}", "--entity", "acct-1", "--format", "pdf"],
@@ -189,39 +170,39 @@ SUFFIX = {"report html": ".html", "report pdf": ".pdf", "report csv": ".csv",
 
 @pytest.mark.parametrize("command", OUTPUTS)
 def test_an_output_on_a_full_disk_leaves_the_earlier_file_whole(
-    tmpfs: Disk, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+    disk: Disk, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from esanalytics.cli import main
 
     lake = tmp_path / "lake"
     esa.open(lake, create=True).append("acct-1", _events(3))
-    output = tmpfs.path / f"out{SUFFIX[command]}"
+    output = disk.path / f"out{SUFFIX[command]}"
     args = [a.format(lake=lake) for a in OUTPUTS[command]] + ["--output", str(output)]
     assert main(args) == 0, capsys.readouterr().err
-    written = {p: p.read_bytes() for p in tmpfs.path.iterdir()}
-    tmpfs.fill(leave=0)
+    written = {p: p.read_bytes() for p in disk.path.iterdir()}
+    disk.fill(leave=0)
     assert main(args) == 1
     assert "Hint:" in capsys.readouterr().err
-    tmpfs.free()
-    assert {p: p.read_bytes() for p in tmpfs.path.iterdir()} == written, "an output was cut"
+    disk.free()
+    assert {p: p.read_bytes() for p in disk.path.iterdir()} == written, "an output was cut"
     for path in written:  # and a new output replaces the old one whole
         path.unlink()
-    tmpfs.fill(leave=0)
+    disk.fill(leave=0)
     assert main(args) == 1
-    tmpfs.free()
-    assert list(tmpfs.path.iterdir()) == [], "a partial output was left"
+    disk.free()
+    assert list(disk.path.iterdir()) == [], "a partial output was left"
 
 
-def test_write_extract_and_save_are_whole_or_absent_on_a_full_disk(tmpfs: Disk) -> None:
+def test_write_extract_and_save_are_whole_or_absent_on_a_full_disk(disk: Disk) -> None:
     from esanalytics.report import write_extract
 
     table = pa.table({"n": list(range(10_000))})
-    tmpfs.fill(leave=0)
+    disk.fill(leave=0)
     for fmt in ("csv", "parquet"):
         with pytest.raises(OSError, match="No space"):
-            write_extract(table, tmpfs.path / f"x.{fmt}", fmt=fmt)
-    tmpfs.free()
-    assert [p.name for p in tmpfs.path.iterdir()] == []
+            write_extract(table, disk.path / f"x.{fmt}", fmt=fmt)
+    disk.free()
+    assert [p.name for p in disk.path.iterdir()] == []
 
 
 # -- materialized projections under kills and concurrent refreshers ------------------------
@@ -318,15 +299,15 @@ def test_concurrent_refreshers_and_readers_never_fail(lake: Path) -> None:
     assert verify(lake).ok
 
 
-def test_a_key_written_on_a_full_disk_is_whole_or_absent(tmpfs: Disk) -> None:
+def test_a_key_written_on_a_full_disk_is_whole_or_absent(disk: Disk) -> None:
     from esanalytics.audit import make_key, read_key
 
-    target = tmpfs.path / "audit.key"
-    tmpfs.fill(leave=0)
+    target = disk.path / "audit.key"
+    disk.fill(leave=0)
     with pytest.raises(OSError, match="No space"):
         make_key(target)
-    tmpfs.free()
-    assert list(tmpfs.path.iterdir()) == [], "a partial key was left (and keygen never overwrites)"
+    disk.free()
+    assert list(disk.path.iterdir()) == [], "a partial key was left (and keygen never overwrites)"
     assert len(read_key(make_key(target))) == 32
     with pytest.raises(FileExistsError):
         make_key(target)
