@@ -176,10 +176,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _esa_command() -> str:
     """How to run esa from this shell: `esa` when it is on the PATH, else through uv in a
-    checkout (as the README's set-up runs it), else through this Python."""
+    checkout (as the README's set-up runs it), else through this Python. Under `uv run`
+    the PATH holds .venv/bin only for this process, not for the shell that ran it."""
     import shutil
 
-    if shutil.which("esa"):
+    if shutil.which("esa") and not os.environ.get("UV_RUN_RECURSION_DEPTH"):
         return "esa"
     if Path("uv.lock").exists():
         return "python3 -m uv run esa"

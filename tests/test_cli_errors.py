@@ -226,6 +226,16 @@ def test_demo_suggests_commands_that_run_in_this_shell(sample_lake: Path) -> Non
     tries = [x.strip() for x in done.stdout.split("Try:")[1].splitlines() if x.strip()]
     assert tries
     assert all(t.startswith("python3 -m uv run esa ") for t in tries), tries
+    # `python3 -m uv run esa demo`, as the README runs it: .venv/bin is on this process's
+    # PATH only, so the shell that typed it still needs `python3 -m uv run esa`
+    venv = str(Path(sys.executable).parent)
+    under_uv = {**fresh, "PATH": f"{venv}:/usr/bin:/bin", "UV_RUN_RECURSION_DEPTH": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "esanalytics.cli", "demo", "--lake", str(sample_lake), "--stream", "account-3"],
+        capture_output=True, text=True, cwd=root, env=under_uv, timeout=300, check=True,
+    )  # fmt: skip
+    tries = [x.strip() for x in done.stdout.split("Try:")[1].splitlines() if x.strip()]
+    assert all(t.startswith("python3 -m uv run esa ") for t in tries), tries
 
 
 def test_errors_in_a_real_terminal_wrap_at_its_width(sample_lake: Path) -> None:
