@@ -106,9 +106,8 @@ class MaterializedProjection:
         """The pointer to the stored state, or None when there is none to use. A state file
         that another process's refresh replaced between two looks is followed to the new one."""
         for _ in range(_READ_ATTEMPTS):
-            try:
-                info: dict[str, Any] = json.loads((self.folder / "current.json").read_text())
-            except (OSError, ValueError):
+            info = self._pointer()
+            if info is None:
                 return None
             if "sha256" not in info:  # written before digests: rebuilt on first use
                 return None

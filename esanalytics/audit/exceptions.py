@@ -13,6 +13,7 @@ import pyarrow as pa
 from esanalytics.audit.trail import Scope
 from esanalytics.domain import SegregationRule
 from esanalytics.engine import Session
+from esanalytics.projections import const
 
 __all__ = ["audit_exceptions"]
 
@@ -48,12 +49,12 @@ def audit_exceptions(
         f"""
             UNION ALL
             SELECT 'segregation', b.global_position, b.stream_id, b.event_type, b.actor,
-                   {_text(rule.name)} || ': the same actor also did ' || {_text(rule.first)}
+                   {const(rule.name)} || ': the same actor also did ' || {const(rule.first)}
                        || ' at position ' || CAST(min(a.global_position) AS VARCHAR)
             FROM (SELECT *, metadata->>'$.actor' AS actor FROM scoped
-                  WHERE event_type = {_text(rule.second)}) b
+                  WHERE event_type = {const(rule.second)}) b
             JOIN (SELECT stream_id, global_position, metadata->>'$.actor' AS actor FROM {steps}
-                  WHERE event_type = {_text(rule.first)}) a
+                  WHERE event_type = {const(rule.first)}) a
               ON a.stream_id = b.stream_id AND a.actor = b.actor
                  AND a.global_position <> b.global_position
             GROUP BY ALL"""
@@ -81,7 +82,3 @@ def audit_exceptions(
         ) ORDER BY global_position, kind, detail
         """
     ).to_arrow_table()
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -90,9 +90,8 @@ def empty_scope_error(session: Session, scope: Scope) -> EmptyScopeError:
     maybe = f"did you mean {' or '.join(repr(n) for n in names)}? Else " if names else ""
     if scope.kind == "entity":
         problem = f"There are no events for the entity {wanted!r}{at}."
-        quoted = wanted.replace("'", "''")
         begins = session.sql(
-            f"SELECT min(recorded_at) FROM events_all WHERE stream_id = '{quoted}'"
+            f"SELECT min(recorded_at) FROM events_all WHERE {scope.where()}"
         ).fetchall()[0][0]
         hint = (
             f"its first event was recorded at {begins.isoformat()}; ask at a later cut."

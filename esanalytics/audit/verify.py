@@ -469,7 +469,9 @@ def _newest_file_problem(path: str, entry: FileEntry, added: list[pa.Table]) -> 
         return misleading[0].detail
     added.append(table.select(["global_position", "prev_hash", "hash"]))
     if table.num_rows > 20_000:
-        matches = not _file_facts((path, entry.category, None, None)).bad
+        matches = not _facts(
+            table.add_column(2, "category", _repeated(entry.category, table.num_rows))
+        ).bad  # (the table read above: the file is not read twice)
     else:
         columns = [
             (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
