@@ -235,15 +235,14 @@ def _inventory_dict(inventory: esa.Inventory) -> dict[str, Any]:
 
 def cmd_read(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
-    if args.as_of is not None:
-        _session(args)  # says so when the cut is in the future
+    session = _session(args) if args.as_of is not None else None  # warns of a future cut
     events = store.read_stream(
         args.stream, as_of=args.as_of, position=args.position, from_version=args.from_version
     )
     if not len(events) and not args.from_version:
         from esanalytics.audit.trail import Scope, empty_scope_error
 
-        raise empty_scope_error(_session(args), Scope("entity", args.stream))
+        raise empty_scope_error(session or _session(args), Scope("entity", args.stream))
     table = events.to_arrow()
     if args.limit and args.format != "table":
         table = table.slice(0, args.limit)
@@ -435,10 +434,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def _check_untouched(name: str, lake: Path, before: dict[str, tuple[int, int, int]]) -> None:
     """If anything in the lake changed while a query ran, the lake must still verify: a
     query that wrote inside it by a route the textual check cannot see is named at once."""
+    after = _fingerprint(lake)
     changed = sorted(
-        path
-        for path in before.keys() | _fingerprint(lake).keys()
-        if before.get(path) != _fingerprint_one(path)
+        path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
     )
     if changed:  # by a route the check above cannot see, or by a writer running meanwhile
         from esanalytics.audit import verify
@@ -452,14 +450,6 @@ def _check_untouched(name: str, lake: Path, before: dict[str, tuple[int, int, in
                 f"files named from a backup, then run `esa verify {name}`; write query "
                 "results outside the lake folder.",
             )
-
-
-def _fingerprint_one(path: str) -> tuple[int, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _materialized(args: argparse.Namespace) -> Any:
@@ -482,15 +472,14 @@ def _materialized(args: argparse.Namespace) -> Any:
 def cmd_state(args: argparse.Namespace) -> int:
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
-        if args.as_of is not None:
-            _session(args)  # says so when the cut is in the future
+        session = _session(args) if args.as_of is not None else None  # warns of a future cut
         table = view.state(as_of=args.as_of, position=args.position)
         if args.key:
             import pyarrow.compute as pc
 
             table = table.filter(pc.field("key") == args.key)
             if not table.num_rows:
-                _require_key(_session(args), view.projection, args.key, None)
+                _require_key(session or _session(args), view.projection, args.key, None)
         _emit_relation(table, args)
         return EXIT_OK
     session = _session(args)

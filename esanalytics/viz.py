@@ -315,12 +315,10 @@ def _time_axis(values: Any, title: str | None = None, **extra: Any) -> alt.Axis:
     return alt.Axis(title=title, labelOverlap=True, **extra)
 
 
-def _who(frame: pd.DataFrame, keys: Any = None) -> str:
+def _who(frame: pd.DataFrame) -> str:
     """The entity (or entities) a chart is about, for its title."""
-    if keys is None:
-        column = next((c for c in ("key", "stream_id") if c in frame.columns), None)
-        keys = sorted(frame[column].dropna().unique()) if column is not None else []
-    keys = [str(k) for k in keys]
+    column = next((c for c in ("key", "stream_id") if c in frame.columns), None)
+    keys = [str(k) for k in sorted(frame[column].dropna().unique())] if column is not None else []
     if not keys:
         return ""
     return keys[0] if len(keys) == 1 else f"{len(keys)} entities"

@@ -512,8 +512,7 @@ class EventStore:
             full = self._events / candidate
             if full.exists():
                 return str(full)
-        records, _, _ = self._log.read_from(0)
-        if any(relpath in record.get("remove", ()) for record in records):
+        if any(relpath in record.get("remove", ()) for record in self._all_records()):
             raise LakeChangedError(
                 f"The file {final} was compacted and then deleted by vacuum while a read that "
                 "needed it was in progress.",
