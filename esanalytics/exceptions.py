@@ -11,8 +11,11 @@ to do, and the facts are on attributes so callers need not parse messages::
     │   ├── InvalidEventDataError
     │   ├── InvalidEventTypeError
     │   ├── EmptyAppendError
-    │   └── InvalidExpectedVersionError
+    │   ├── InvalidExpectedVersionError
+    │   └── SourceError                       an import's source: a bad row, mapping or file
+    │       └── SourceChangedError            a source rewritten under its stored cursor
     ├── ConcurrencyError (RuntimeError)       expected version did not match
+    │   └── ImportConflictError               another run of the same import committed first
     ├── LakeChangedError (RuntimeError)       files a read needed were compacted and vacuumed away
     ├── DuplicateEventError (ValueError)      an event id is already in the log, elsewhere
     ├── LakeNotFoundError (FileNotFoundError) no lake at the path
@@ -42,6 +45,7 @@ __all__ = [
     "EsaError",
     "EsaWarning",
     "FutureCutWarning",
+    "ImportConflictError",
     "InvalidEventDataError",
     "InvalidEventTypeError",
     "InvalidExpectedVersionError",
@@ -49,6 +53,8 @@ __all__ = [
     "InvalidTimestampError",
     "LakeChangedError",
     "LakeNotFoundError",
+    "SourceChangedError",
+    "SourceError",
     "StorageError",
     "StreamNotFoundError",
     "UnknownEventTypeError",
@@ -110,6 +116,29 @@ class ConcurrencyError(EsaError, RuntimeError):
     stream_id: str
     expected: object
     actual: int
+
+
+class SourceError(ValidationError):
+    """An import's source cannot be read as events: a malformed row, a mapping that finds
+    no field or two, an empty source. Nothing of the batch was written.
+
+    Attributes: ``source`` (the import's name) and ``where`` (the row's coordinates in the
+    source, such as ``orders.jsonl:12``, or None for the whole source).
+    """
+
+    source: str | None
+    where: str | None
+
+
+class SourceChangedError(SourceError):
+    """The source is not the one the stored cursor was taken from (a file truncated or
+    rewritten, a new file sorted before the cursor): importing on could lose or repeat
+    events, so nothing is read."""
+
+
+class ImportConflictError(ConcurrencyError):
+    """Another run of the same import committed while this one read its batch; this batch
+    was not written. Running the import again continues from the stored cursor."""
 
 
 class LakeChangedError(EsaError, RuntimeError):

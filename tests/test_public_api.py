@@ -16,7 +16,7 @@ LAYERS = [
     {"exceptions", "_typing", "_html", "_terminal"},
     {"events"},
     {"store"},
-    {"domain"},
+    {"domain", "sources"},
     {"engine"},
     {"temporal", "projections", "catalog", "materialized"},
     {"audit"},

@@ -53,6 +53,7 @@ from esanalytics.exceptions import (
     DuplicateEventError,
     EmptyAppendError,
     EsaError,
+    ImportConflictError,
     InvalidExpectedVersionError,
     LakeChangedError,
     LakeNotFoundError,
@@ -293,6 +294,9 @@ class EventStore:
         self._footers: dict[str, tuple[Any, list[tuple[str, str]]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._decoded: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        # Import cursors by source name, read from the whole log when first asked for and
+        # kept current by _apply (None: not read yet).
+        self._cursors: dict[str, dict[str, Any]] | None = None
         self._load_checkpoint()
         self.refresh()
         self._check_unlogged()
@@ -436,6 +440,8 @@ class EventStore:
         for entry in added:
             self._files[entry.path] = entry
         self._commit_number = record["n"]
+        if self._cursors is not None and "cursor" in record:
+            self._cursors[record["cursor"]["name"]] = record["cursor"]
         if record["kind"] == "seal":
             upto = record["upto"]
             self._tail = [row for row in self._tail if row[0] > upto]
@@ -1223,6 +1229,130 @@ class EventStore:
                 self._deferred("saving the writer index", self._save_writer_index)
             return commit
 
+    def cursor(self, name: str) -> dict[str, Any] | None:
+        """The newest cursor committed by the import called ``name``: a dict with ``name``,
+        ``at`` (the source's own coordinates of its last imported event) and ``mapping``,
+        or None if that import never committed."""
+        self.refresh()
+        with self._state_lock:
+            return self._cursor_of(name)
+
+    def cursors(self) -> dict[str, dict[str, Any]]:
+        """Every import's newest cursor, by name."""
+        self.refresh()
+        with self._state_lock:
+            self._cursor_of("")
+            assert self._cursors is not None
+            return dict(self._cursors)
+
+    def _cursor_of(self, name: str) -> dict[str, Any] | None:
+        if self._cursors is None:  # once per handle; _apply keeps it current after that
+            cursors: dict[str, dict[str, Any]] = {}
+            for record in self._all_records():
+                if "cursor" in record:
+                    cursors[record["cursor"]["name"]] = record["cursor"]
+            self._cursors = cursors
+        return self._cursors.get(name)
+
+    def import_batch(
+        self,
+        table: pa.Table,
+        *,
+        cursor: dict[str, Any],
+        previous: dict[str, Any] | None,
+        chunk_rows: int = 250_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[Commit | None, int]:
+        """Commit one batch of an import with its cursor, in one commit line.
+
+        ``table`` is an ingest table (see :meth:`ingest`) whose ``event_id`` column is
+        deterministic (the source's id, or one derived from its coordinates). ``cursor`` is
+        ``{"name", "at", "mapping"}``; ``previous`` the cursor the batch was read after, which
+        must still be the newest of that name (else :class:`ImportConflictError`, nothing
+        written). Events whose id is already in the log, or repeated in the batch, are
+        skipped; a source's commit times that go back are clamped to the newest before them
+        (the original kept in metadata as ``source_recorded_at``). Returns the commit (None if
+        every event was already in the log, when nothing is written and the cursor stays)
+        and how many events were skipped as already there."""
+        batch = _ingest.validate(table)
+        name = cursor["name"]
+        with writing(self.path, "the import"), self._writer_lock.hold(), self._state_lock:
+            self._recover()
+            stored = self._cursor_of(name)
+            if stored != previous:
+                raise ImportConflictError(
+                    f"Another run of the import {name!r} committed while this one was reading "
+                    "its batch: this batch was not written.",
+                    hint="run one import per source name at a time; running it again "
+                    "continues from the stored cursor.",
+                    stream_id="",
+                    expected=previous,
+                    actual=0,
+                )
+            fresh = self._new_rows(batch)
+            skipped = batch.num_rows - len(fresh)
+            if len(fresh) == 0:
+                return None, skipped
+            if len(fresh) < batch.num_rows:
+                batch = batch.take(pa.array(fresh))
+            heads = self._load_heads()
+            placed = _ingest.place(
+                batch, heads, self._head, self._last_recorded_us, _now_us(), clamp=True
+            )
+            streams = placed.group_by("stream_id").aggregate(
+                [("version", "min"), ("version", "max")]
+            )
+            stream_map = {
+                s: [lo, hi]
+                for s, lo, hi in zip(
+                    streams["stream_id"].to_pylist(),
+                    streams["version_min"].to_pylist(),
+                    streams["version_max"].to_pylist(),
+                    strict=True,
+                )
+            }
+            commit = self._commit_files(
+                self._hashed_chunks(placed, chunk_rows),
+                stream_map=stream_map,
+                progress=progress,
+                extra={"cursor": cursor},
+            )
+            self._writer.remember(np.sort(uuid_keys(batch["event_id"])))
+            if batch.num_rows >= _INDEX_AFTER_ROWS:
+                self._deferred("saving the writer index", self._save_writer_index)
+            return commit, skipped
+
+    def _new_rows(self, batch: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Indexes of the rows of ``batch`` whose event id is neither already in the log nor
+        repeated earlier in the batch (ids compared whole; 64-bit keys only find candidates)."""
+        n = batch.num_rows
+        ids = batch["event_id"].combine_chunks()
+        firsts = (
+            pa.table({"id": ids, "row": pa.array(np.arange(n, dtype=np.int64))})
+            .group_by("id", use_threads=False)
+            .aggregate([("row", "min")])["row_min"]
+            .to_numpy()
+        )
+        keep = np.zeros(n, dtype=bool)
+        keep[firsts] = True
+        known = self._load_ids().knows(uuid_keys(ids)) & keep
+        if known.any():
+            candidates = np.flatnonzero(known)
+            wanted = pc.take(ids, pa.array(candidates))
+            wanted_set = set(wanted.to_pylist())
+            tail = [row for row in self._tail if row[4] in wanted_set]
+            found = self._scan(
+                list(self._files.values()),
+                pc.field("event_id").isin(wanted),
+                columns=["event_id"],
+                tail=tail,
+            )
+            there = pc.is_in(wanted, value_set=found["event_id"].combine_chunks()).to_numpy(
+                zero_copy_only=False
+            )
+            keep[candidates[there]] = False
+        return np.flatnonzero(keep)
+
     def _refuse_known_ids(
         self,
         event_ids: pa.Array,
@@ -1307,9 +1437,11 @@ class EventStore:
         *,
         stream_map: dict[str, list[int]],
         progress: Callable[[int], None] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Commit:
         """Commit a large append: hashed chunks are written as hidden synced files, named
-        in one durable commit line, then published."""
+        in one durable commit line (with ``extra``'s keys, such as an import's cursor), then
+        published."""
         number = self._commit_number + 1
         record: dict[str, Any] = {"n": number, "kind": "append"}
         start = self._offset
@@ -1329,6 +1461,7 @@ class EventStore:
                         progress(chunk.num_rows)
                 written = [entry for future in pending for entry in future.result()]
             record["add"] = [entry.to_json() for entry in written]
+            record.update(extra or {})
             commit = self._commit(record, stream_map)
         except BaseException:
             if self._offset == start:  # not committed: leave nothing behind

@@ -363,11 +363,40 @@ def _cumcount(codes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return rank
 
 
+def _noted(
+    metadata: pa.Array, rows: np.ndarray[Any, Any], source_us: np.ndarray[Any, Any]
+) -> pa.Array:
+    """``metadata`` with ``source_recorded_at`` (ISO 8601, UTC) added to the given rows."""
+    from esanalytics.events import from_epoch_us
+
+    values = metadata.to_pylist()
+    for row in rows.tolist():
+        text = values[row].rstrip()
+        if '"source_recorded_at"' in text:  # re-imported: the first source's time stands
+            continue
+        stamp = from_epoch_us(int(source_us[row])).isoformat().replace("+00:00", "Z")
+        inner = text[:-1].rstrip()
+        comma = "" if inner.endswith("{") else ","
+        values[row] = f'{inner}{comma}"source_recorded_at":"{stamp}"}}'
+    return pa.array(values, pa.string())
+
+
 def place(
-    batch: pa.Table, heads: dict[str, int], head: int, last_recorded_us: int, now_us: int
+    batch: pa.Table,
+    heads: dict[str, int],
+    head: int,
+    last_recorded_us: int,
+    now_us: int,
+    *,
+    clamp: bool = False,
 ) -> pa.Table:
     """Positions, versions and commit times for a validated batch: an EVENT_SCHEMA table
-    whose ``prev_hash`` and ``hash`` are still to be filled."""
+    whose ``prev_hash`` and ``hash`` are still to be filled.
+
+    Recorded times must never decrease along the log. An ingest refuses a batch whose times
+    go back; an import (``clamp``) keeps the source's order and raises each time that goes
+    back to the newest before it (and one in the future to now), noting the source's own
+    time in the event's metadata as ``source_recorded_at``."""
     n = batch.num_rows
     encoded = pc.dictionary_encode(batch["stream_id"]).combine_chunks()
     codes = encoded.indices.to_numpy()
@@ -376,6 +405,19 @@ def place(
     recorded = batch["recorded_at"]
     if recorded.null_count == n:
         recorded_us = np.full(n, max(now_us, last_recorded_us), dtype=np.int64)
+    elif clamp:
+        source_us = recorded.cast(pa.int64()).to_numpy()
+        ceiling = max(now_us, last_recorded_us)
+        recorded_us = np.minimum(
+            np.maximum.accumulate(np.maximum(source_us, last_recorded_us)), ceiling
+        )
+        moved = np.flatnonzero(recorded_us != source_us)
+        if len(moved):
+            batch = batch.set_column(
+                batch.column_names.index("metadata"),
+                "metadata",
+                _noted(batch["metadata"].combine_chunks(), moved, source_us),
+            )
     else:
         recorded_us = recorded.cast(pa.int64()).to_numpy()
         if n > 1 and (np.diff(recorded_us) < 0).any():

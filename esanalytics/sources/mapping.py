@@ -1,0 +1,496 @@
+"""How a source's rows become events: which field is the stream id, the type, the times.
+
+Every source hands over its rows as JSON objects (one text per row, see
+:mod:`esanalytics.sources.base`), so one mapping serves JSON Lines, CSV and Parquet alike. A
+mapping names, for each part of the event record, a field path (``account.id``), a template
+(``account-{account_id}``) or nothing; :func:`detect` fills what the user left out from the
+names common exports use, and refuses a guess between two. :func:`apply` then turns a batch
+into an ingest table in one DuckDB query, with a reason for every row it cannot use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from esanalytics.exceptions import SourceError
+
+__all__ = ["ImportMapping", "TimeField", "apply", "detect"]
+
+# The names exports commonly give each part of an event. The first is the canonical name and
+# wins outright; two of the others at once are ambiguous.
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "stream_id": ("stream_id", "streamId", "stream", "aggregate_id", "aggregateId",
+                  "entity_id", "entityId"),
+    "event_type": ("event_type", "eventType", "type", "event"),
+    "event_id": ("event_id", "eventId", "id", "message_id", "messageId", "uuid"),
+    "occurred_at": ("occurred_at", "occurredAt", "timestamp", "time", "ts", "created_at",
+                    "createdAt", "event_time", "eventTime"),
+    "recorded_at": ("recorded_at", "recordedAt", "committed_at", "committedAt", "stored_at"),
+    "data": ("data", "payload", "body"),
+    "metadata": ("metadata", "meta"),
+    "category": ("category",),
+    "schema_version": ("schema_version", "schemaVersion"),
+}  # fmt: skip
+# Metadata keys taken from top-level fields of the same name when the row has them.
+META_KEYS: dict[str, tuple[str, ...]] = {
+    "actor": ("actor",),
+    "reason": ("reason",),
+    "correlation_id": ("correlation_id", "correlationId"),
+    "causation_id": ("causation_id", "causationId"),
+}
+ROLES = tuple(CANDIDATES) + tuple(f"metadata.{key}" for key in META_KEYS)
+REQUIRED = ("stream_id", "event_type")
+TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us")
+_TEMPLATE = re.compile(r"\{([^{}]+)\}")
+_PATH = re.compile(r"^[^{}\s.]+(\.[^{}\s.]+)*$")
+
+
+@dataclass(frozen=True)
+class TimeField:
+    """A time's field and how to read it: ``iso`` (ISO 8601 text; a time without a zone is
+    read in ``zone``, or refused if no zone is given), ``epoch_s``/``epoch_ms``/``epoch_us``
+    (numbers), or a strptime pattern such as ``%d/%m/%Y %H:%M``."""
+
+    path: str
+    format: str = "iso"
+
+    @classmethod
+    def parse(cls, spec: str) -> TimeField:
+        path, _, fmt = spec.partition(":")
+        if not path or not _PATH.match(path):
+            raise SourceError(
+                f"The time field {spec!r} is not a field name.",
+                hint="give FIELD or FIELD:FORMAT, e.g. --occurred-at created_at or "
+                "--occurred-at ts:epoch_ms or --occurred-at 'when:%d/%m/%Y %H:%M'.",
+                source=None,
+                where=None,
+            )
+        return cls(path, fmt or "iso")
+
+    def __str__(self) -> str:
+        return self.path if self.format == "iso" else f"{self.path}:{self.format}"
+
+
+@dataclass(frozen=True)
+class ImportMapping:
+    """Where each part of the event record comes from.
+
+    ``fields`` maps a role (``stream_id``, ``event_type``, ``event_id``, ``data``,
+    ``metadata``, ``category``, ``schema_version``, ``metadata.actor`` ...) to a field path
+    (``order.id``) or, for ``stream_id``, ``event_type`` and ``category``, a template
+    (``order-{order_id}``). ``occurred_at`` and ``recorded_at`` are :class:`TimeField`;
+    ``zone`` reads times that carry no zone. Fields not mapped to a role make up the payload
+    when no ``data`` field is mapped."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    occurred_at: TimeField | None = None
+    recorded_at: TimeField | None = None
+    zone: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.fields)
+        if self.occurred_at is not None:
+            out["occurred_at"] = str(self.occurred_at)
+        if self.recorded_at is not None:
+            out["recorded_at"] = str(self.recorded_at)
+        if self.zone is not None:
+            out["zone"] = self.zone
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ImportMapping:
+        fields = {k: v for k, v in raw.items() if k not in ("occurred_at", "recorded_at", "zone")}
+        return cls(
+            fields=fields,
+            occurred_at=TimeField.parse(raw["occurred_at"]) if raw.get("occurred_at") else None,
+            recorded_at=TimeField.parse(raw["recorded_at"]) if raw.get("recorded_at") else None,
+            zone=raw.get("zone"),
+        )
+
+    @classmethod
+    def parse(
+        cls,
+        pairs: Iterable[str] = (),
+        *,
+        occurred_at: str | None = None,
+        recorded_at: str | None = None,
+        zone: str | None = None,
+    ) -> ImportMapping:
+        """A mapping from ``ROLE=FIELD`` pairs, as ``esa import --map`` takes them."""
+        fields: dict[str, str] = {}
+        for pair in pairs:
+            role, sep, where = pair.partition("=")
+            role, where = role.strip(), where.strip()
+            if role in ("occurred_at", "recorded_at") and sep and where:
+                if role == "occurred_at":
+                    occurred_at = where
+                else:
+                    recorded_at = where
+                continue
+            if not sep or role not in ROLES or not where:
+                raise SourceError(
+                    f"The mapping {pair!r} is not ROLE=FIELD with a known role.",
+                    hint=f"roles are {', '.join(ROLES)}, occurred_at and recorded_at; e.g. "
+                    "--map stream_id=account_id --map event_type=kind, or a template "
+                    "--map stream_id='account-{account_id}'.",
+                    source=None,
+                    where=None,
+                )
+            if not _PATH.match(where) and not (
+                role in ("stream_id", "event_type", "category") and _TEMPLATE.search(where)
+            ):
+                raise SourceError(
+                    f"The mapping {pair!r} names no field.",
+                    hint="give a field name or a dotted path (payload.account.id); stream_id, "
+                    "event_type and category also take a template such as 'account-{id}'.",
+                    source=None,
+                    where=None,
+                )
+            fields[role] = where
+        return cls(
+            fields=fields,
+            occurred_at=TimeField.parse(occurred_at) if occurred_at else None,
+            recorded_at=TimeField.parse(recorded_at) if recorded_at else None,
+            zone=zone,
+        )
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(part of the event, where it comes from) for printing."""
+        rows = [(role, _shown(self.fields.get(role))) for role in ("stream_id", "event_type")]
+        rows.append(("event_id", self.fields.get("event_id") or "derived from the row's place"))
+        occurred = str(self.occurred_at) if self.occurred_at else "recorded_at"
+        recorded = str(self.recorded_at) if self.recorded_at else "the time of the import"
+        rows += [("occurred_at", occurred), ("recorded_at", recorded)]
+        if self.zone:
+            rows.append(("times without a zone", self.zone))
+        rows.append(("data", self.fields.get("data") or "the other fields"))
+        for role in (
+            "metadata",
+            "category",
+            "schema_version",
+            *(f"metadata.{k}" for k in META_KEYS),
+        ):
+            if role in self.fields:
+                rows.append((role, self.fields[role]))
+        return rows
+
+
+def _shown(where: str | None) -> str:
+    return where if where is not None else "-"
+
+
+def detect(
+    given: ImportMapping, keys: Iterable[str], samples: Mapping[str, Any], *, source: str
+) -> ImportMapping:
+    """``given`` completed from the top-level ``keys`` a source's rows have (``samples``: the
+    first non-null value of each), naming the choice it cannot make."""
+    keys = list(dict.fromkeys(keys))
+    present = set(keys)
+    fields = dict(given.fields)
+    for role, names in CANDIDATES.items():
+        if role in fields:
+            continue
+        if role == "occurred_at" and given.occurred_at is not None:
+            continue
+        if role == "recorded_at" and given.recorded_at is not None:
+            continue
+        if names[0] in present:
+            fields[role] = names[0]
+            continue
+        found = [name for name in names[1:] if name in present and name not in fields.values()]
+        if len(found) > 1:
+            raise SourceError(
+                f"The source {source} has {len(found)} fields that could be the {role}: "
+                f"{', '.join(found)}.",
+                hint=f"say which: --map {role}={found[0]} (or --map {role}={found[1]}).",
+                source=source,
+                where=None,
+            )
+        if found:
+            fields[role] = found[0]
+    for key, names in META_KEYS.items():
+        role = f"metadata.{key}"
+        if role not in fields:
+            found = [name for name in names if name in present]
+            if found:
+                fields[role] = found[0]
+    missing = [role for role in REQUIRED if role not in fields]
+    if missing:
+        shown = ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "")
+        raise SourceError(
+            f"The source {source} has no field for the {missing[0]} (its fields: "
+            f"{shown or 'none'}).",
+            hint=f"map one: --map {missing[0]}=FIELD, or a template such as "
+            f"--map stream_id='order-{{{keys[0] if keys else 'id'}}}'.",
+            source=source,
+            where=None,
+        )
+    occurred = given.occurred_at
+    if occurred is None and "occurred_at" in fields:
+        occurred = _time_field(fields.pop("occurred_at"), samples)
+    recorded = given.recorded_at
+    if recorded is None and "recorded_at" in fields:
+        recorded = _time_field(fields.pop("recorded_at"), samples)
+    fields.pop("occurred_at", None)
+    fields.pop("recorded_at", None)
+    return ImportMapping(fields=fields, occurred_at=occurred, recorded_at=recorded, zone=given.zone)
+
+
+def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
+    """An ISO time, or epoch numbers in the unit their size says (seconds up to the year
+    5138, then milliseconds, then microseconds)."""
+    value = samples.get(path)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        size = abs(value)
+        unit = "epoch_s" if size < 1e11 else "epoch_ms" if size < 1e14 else "epoch_us"
+        return TimeField(path, unit)
+    return TimeField(path)
+
+
+# -- the batch query ----------------------------------------------------------------------
+
+_NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
+_ZONED = r"([zZ]|[+-]\d\d(:?\d\d)?)$"
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_NAME = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_path(path: str) -> str:
+    return _quote("$." + ".".join('"' + part.replace('"', '\\"') + '"' for part in path.split(".")))
+
+
+def _text(path: str) -> str:
+    """The field's value as text (a string's characters, a number's digits), or NULL."""
+    return f"json_extract_string(j, {_json_path(path)})"
+
+
+def _value(path: str) -> str:
+    return f"json_extract(j, {_json_path(path)})"
+
+
+def _text_or_template(where: str) -> str:
+    if not _TEMPLATE.search(where):
+        return _text(where)
+    parts = []
+    position = 0
+    for match in _TEMPLATE.finditer(where):
+        if match.start() > position:
+            parts.append(_quote(where[position : match.start()]))
+        parts.append(_text(match.group(1).strip()))
+        position = match.end()
+    if position < len(where):
+        parts.append(_quote(where[position:]))
+    return "(" + " || ".join(parts) + ")"  # NULL when a field is missing
+
+
+def _time(spec: TimeField, zone: str | None) -> tuple[str, str]:
+    """(the time as epoch microseconds or NULL, the reason it cannot be read or NULL)."""
+    raw = _text(spec.path)
+    fmt = spec.format
+    if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
+        scale = {"epoch_s": "1000000", "epoch_ms": "1000", "epoch_us": "1"}[fmt]
+        value = f"CAST(TRY_CAST({raw} AS DOUBLE) * {scale} AS BIGINT)"
+        bad = f"TRY_CAST({raw} AS DOUBLE) IS NULL"
+        what = f"is not a number of {fmt[6:].replace('s', 'seconds', 1) if fmt == 'epoch_s' else fmt[6:]}"
+        return value, f"CASE WHEN {bad} THEN '{spec.path} ' || {_quote(what)} END"
+    if fmt == "iso":
+        parsed_zoned = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
+        parsed_local = f"TRY_CAST({raw} AS TIMESTAMP)"
+        format_hint = "ISO 8601, e.g. 2025-03-01T09:30:00Z"
+    else:
+        parsed_zoned = f"TRY_STRPTIME({raw}, {_quote(fmt)})"
+        parsed_local = parsed_zoned
+        format_hint = f"the format {fmt}"
+    zoned = f"regexp_matches(trim({raw}), {_quote(_ZONED)})"
+    if fmt not in ("iso",):
+        zoned = f"({zoned} OR {_quote(fmt)} LIKE '%\\%z%' ESCAPE '\\')"
+    if zone is None:
+        local_value = "NULL"
+        local_reason = f"'{spec.path} ' || coalesce(esa_shown({raw}), '') || ' has no time zone'"
+    else:
+        local_value = f"epoch_us(timezone({_quote(zone)}, CAST({parsed_local} AS TIMESTAMP)))"
+        local_reason = "NULL"
+    value = f"CASE WHEN {zoned} THEN epoch_us({parsed_zoned}) ELSE {local_value} END"
+    reason = (
+        f"CASE WHEN {raw} IS NULL THEN NULL "
+        f"WHEN ({zoned} AND {parsed_zoned} IS NULL) OR (NOT {zoned} AND {parsed_local} IS NULL) "
+        f"THEN '{spec.path} ' || esa_shown({raw}) || ' is not a time in {format_hint}' "
+        f"WHEN NOT {zoned} THEN {local_reason} END"
+    )
+    return value, reason
+
+
+def query(mapping: ImportMapping, *, name: str) -> str:
+    """The DuckDB query that turns a batch (``rows``: ``j`` JSON text, ``at`` coordinates)
+    into the ingest columns and a ``reason`` for each row it cannot use."""
+    f = mapping.fields
+    used_top = {_top(where) for role, where in f.items() if role != "data"}
+    for spec in (mapping.occurred_at, mapping.recorded_at):
+        if spec is not None:
+            used_top.add(_top(spec.path))
+    stream = _text_or_template(f["stream_id"])
+    kind = _text_or_template(f["event_type"])
+    if "data" in f:
+        raw_data = _value(f["data"])
+        data = (
+            f"CASE WHEN json_type({raw_data}) = 'VARCHAR' AND json_valid({_text(f['data'])}) "
+            f"THEN json({_text(f['data'])}) ELSE {raw_data} END"
+        )
+    else:
+        kept = ", ".join(_quote(k) for k in sorted(used_top)) or "''"
+        data = (
+            "CAST(to_json(map_from_entries(list_transform("
+            f"list_filter(json_keys(j), lambda k: k NOT IN ({kept})), "
+            "lambda k: struct_pack(k := k, v := json_extract(j, '$.\"' || replace(k, '\"', '\\\"') || '\"'))"
+            "))) AS JSON)"
+        )
+    if "metadata" in f:
+        raw_meta = _value(f["metadata"])
+        base = (
+            f"CASE WHEN {raw_meta} IS NULL THEN JSON '{{}}' "
+            f"WHEN json_type({raw_meta}) = 'VARCHAR' AND json_valid({_text(f['metadata'])}) "
+            f"THEN json({_text(f['metadata'])}) ELSE {raw_meta} END"
+        )
+    else:
+        base = "JSON '{}'"
+    extras = [
+        (role.split(".", 1)[1], where) for role, where in f.items() if role.startswith("metadata.")
+    ]
+    if "event_id" in f:
+        source_id = _text(f["event_id"])
+        extras_sql = [
+            f"'source_event_id', CASE WHEN NOT regexp_matches(coalesce({source_id}, ''), {_quote(_UUID)}) THEN {source_id} END"
+        ]
+    else:
+        source_id = None
+        extras_sql = []
+    extras_sql += [f"{_quote(key)}, {_value(where)}" for key, where in extras]
+    meta = (
+        base
+        if not extras_sql
+        else f"json_merge_patch({base}, json_object({', '.join(extras_sql)}))"
+    )
+    if source_id is None:
+        seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
+    else:
+        seed = f"'esa-id:' || {source_id}"
+    digest = f"md5({seed})"
+    derived = (
+        f"substr({digest}, 1, 8) || '-' || substr({digest}, 9, 4) || '-3' || "
+        f"substr({digest}, 14, 3) || '-8' || substr({digest}, 18, 3) || '-' || substr({digest}, 21, 12)"
+    )
+    event_id = (
+        derived
+        if source_id is None
+        else f"CASE WHEN regexp_matches(coalesce({source_id}, ''), {_quote(_UUID)}) "
+        f"THEN lower({source_id}) ELSE {derived} END"
+    )
+    occurred, occurred_bad = ("NULL", "NULL")
+    if mapping.occurred_at is not None:
+        occurred, occurred_bad = _time(mapping.occurred_at, mapping.zone)
+    recorded, recorded_bad = ("NULL", "NULL")
+    if mapping.recorded_at is not None:
+        recorded, recorded_bad = _time(mapping.recorded_at, mapping.zone)
+        recorded_bad = (
+            f"coalesce({recorded_bad}, CASE WHEN {_text(mapping.recorded_at.path)} IS NULL "
+            f"THEN 'no {mapping.recorded_at.path} (the commit time)' END)"
+        )
+    columns = {
+        "stream_id": stream,
+        "event_type": kind,
+        "event_id": event_id,
+        "occurred_us": occurred,
+        "recorded_us": recorded,
+        "data": "CAST(d AS VARCHAR)",
+        "metadata": f"CAST({meta} AS VARCHAR)",
+    }
+    if "category" in f:
+        columns["category"] = _text_or_template(f["category"])
+    if "schema_version" in f:
+        columns["schema_version"] = f"TRY_CAST({_text(f['schema_version'])} AS INTEGER)"
+    checks = [
+        ("NOT ok", "'not valid JSON'"),
+        ("json_type(j) <> 'OBJECT'", "'not a JSON object'"),
+        (f"{stream} IS NULL", f"'no stream id ({_describe_where(f['stream_id'])})'"),
+        (f"{kind} IS NULL", f"'no event type ({_describe_where(f['event_type'])})'"),
+        (
+            f"NOT regexp_matches({kind}, {_quote(_NAME)})",
+            f"'the event type ' || esa_shown({kind}) || ' is not a name (letters, digits, _ . : -)'",
+        ),
+        (
+            "d IS NULL",
+            f"'no payload ({f.get('data', 'the other fields')})'"
+            if "data" in f
+            else "'no payload'",
+        ),
+        ("json_type(d) <> 'OBJECT'", f"'the payload {f.get('data', '')} is not a JSON object'"),
+        (
+            f"json_type({meta}) <> 'OBJECT'",
+            f"'the metadata {f.get('metadata', '')} is not a JSON object'",
+        ),
+    ]
+    if "schema_version" in f:
+        sv = _text(f["schema_version"])
+        checks.append(
+            (f"{sv} IS NOT NULL AND TRY_CAST({sv} AS INTEGER) IS NULL",
+             f"'{f['schema_version']} ' || esa_shown({sv}) || ' is not a whole number'")
+        )  # fmt: skip
+    reason_parts = [f"WHEN {cond} THEN {text}" for cond, text in checks]
+    reason = f"CASE {' '.join(reason_parts)} ELSE coalesce({occurred_bad}, {recorded_bad}) END"
+    select = ",\n       ".join(f"{expr} AS {name_}" for name_, expr in columns.items())
+    # Each row is parsed once (j) and its payload built once (d); a row that is not a JSON
+    # object gets NULLs from the extractions and is named by its reason.
+    return f"""
+SELECT src_row AS "row", src_at AS "at",
+       {select},
+       {reason} AS reason
+FROM (
+    SELECT src_row, src_at, ok, j,
+           CASE WHEN ok AND json_type(j) = 'OBJECT' THEN {data} END AS d
+    FROM (
+        SELECT src_row, src_at, coalesce(json_valid(line), false) AS ok,
+               CASE WHEN json_valid(line) THEN CAST(line AS JSON) END AS j
+        FROM rows
+    )
+)
+"""
+
+
+def _top(path: str) -> str:
+    if _TEMPLATE.search(path):
+        return ""
+    return path.split(".", 1)[0]
+
+
+def _describe_where(where: str) -> str:
+    return where.replace("'", "''")
+
+
+def apply(con: Any, batch: pa.Table, mapping: ImportMapping, *, name: str) -> pa.Table:
+    """Run the mapping over ``batch`` (columns ``line``, ``at``) on the DuckDB connection
+    ``con``: the ingest columns, ``row``, ``at`` and ``reason``, in the batch's order."""
+    import numpy as np
+
+    batch = pa.table(
+        {
+            "line": batch["line"],
+            "src_at": batch["at"],
+            "src_row": pa.array(np.arange(batch.num_rows, dtype=np.int64)),
+        }
+    )
+    con.execute("CREATE OR REPLACE MACRO esa_shown(v) AS '\"' || v || '\"'")
+    con.register("rows", batch)
+    try:
+        result = con.sql(query(mapping, name=name) + ' ORDER BY "row"').to_arrow_table()
+    finally:
+        con.unregister("rows")
+    return result
