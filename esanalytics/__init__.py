@@ -37,6 +37,11 @@ _EXPORTS = {
     "StreamNotFoundError": "esanalytics.exceptions",
     "Subscription": "esanalytics.store",
     "ValidationError": "esanalytics.exceptions",
+    "ImportMapping": "esanalytics.sources",
+    "ImportSummary": "esanalytics.sources",
+    "SourceChangedError": "esanalytics.exceptions",
+    "SourceError": "esanalytics.exceptions",
+    "import_events": "esanalytics.sources",
     "open": "esanalytics.store",
 }
 
@@ -48,6 +53,8 @@ if _t.TYPE_CHECKING:
         DuplicateEventError,
         EsaError,
         LakeNotFoundError,
+        SourceChangedError,
+        SourceError,
         StorageError,
         StreamNotFoundError,
         ValidationError,
@@ -64,6 +71,7 @@ if _t.TYPE_CHECKING:
         Inventory,
         Subscription,
     )
+    from esanalytics.sources import ImportMapping, ImportSummary, import_events
     from esanalytics.store import open_store as open
 
 
@@ -95,14 +103,19 @@ __all__ = [
     "EventStore",
     "Events",
     "ExpectedVersion",
+    "ImportMapping",
+    "ImportSummary",
     "Inventory",
     "LakeNotFoundError",
     "NewEvent",
     "RecordedEvent",
+    "SourceChangedError",
+    "SourceError",
     "StorageError",
     "StreamNotFoundError",
     "Subscription",
     "ValidationError",
     "__version__",
+    "import_events",
     "open",
 ]

@@ -778,6 +778,107 @@ def _int_arg(value: str, name: str) -> int:
         ) from None
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    mapping = esa.ImportMapping.parse(
+        args.map or [], occurred_at=args.occurred_at, recorded_at=args.recorded_at,
+        zone=args.timezone,
+    )  # fmt: skip
+    stop = threading.Event()
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if interrupted:  # a second Ctrl-C: stop now (the store is safe at any instant)
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+        stop.set()  # the batch being committed finishes; then the import stops
+
+    def show_mapping(used: Any) -> None:
+        console = _err_console() if args.format == "json" else _console()
+        console.print("mapping (kept with the import's cursor; a re-run needs no options):")
+        for role, where in used.describe():
+            console.print(f"  {role:22} <- {escape(where)}")
+
+    old = signal.signal(signal.SIGINT, on_signal)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            "{task.fields[rate]}",
+            console=_err_console(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("importing", total=None, rate="")
+            started = time.perf_counter()
+
+            def advance(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            def batch(summary: Any) -> None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.update(
+                    task,
+                    description=f"importing {summary.name}: {summary.events:,} events",
+                    rate=f"{summary.events / elapsed:,.0f} events/s",
+                )
+                if args.follow and summary.batches:
+                    bar.console.print(
+                        f"committed: {summary.events:,} events so far, "
+                        f"{summary.rejected:,} rejected"
+                    )
+
+            try:
+                summary = esa.import_events(
+                    args.lake, args.source, name=args.name, mapping=mapping,
+                    on_error=args.on_error, follow=args.follow, create=args.create,
+                    poll_seconds=args.poll, stop=stop, progress=advance,
+                    on_mapping=show_mapping, on_batch=batch,
+                )  # fmt: skip
+            except esa.LakeNotFoundError as error:
+                error.cli_hint = (  # type: ignore[attr-defined]
+                    f"add --create to make a new lake at {args.lake} and import into it."
+                )
+                raise
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if args.format == "json":
+        print(json.dumps(_summary_dict(summary), indent=2))
+    else:
+        print(str(summary))
+        if interrupted:
+            print(
+                "stopped by Ctrl-C after the last committed batch; run the same command to go on."
+            )
+    return EXIT_OK
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    out = {
+        "name": summary.name,
+        "source": summary.source,
+        "events": summary.events,
+        "already_in_lake": summary.already,
+        "rejected": summary.rejected,
+        "commits": summary.batches,
+        "streams": summary.streams,
+        "first_occurred": summary.first_occurred,
+        "last_occurred": summary.last_occurred,
+        "head": summary.head,
+        "seconds": round(summary.seconds, 3),
+        "rejects_file": summary.rejects_path,
+        "mapping": summary.mapping.to_json(),
+    }
+    plain: dict[str, Any] = json.loads(json.dumps(out, default=str))
+    return plain
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
     with _progress("compacting", store.head) as advance:
@@ -1070,6 +1171,60 @@ def parser() -> argparse.ArgumentParser:
         "file", help="the new key file (never overwritten); keep it outside the lake"
     )
     keygen.set_defaults(run=cmd_keygen)
+
+    imp = sub.add_parser(
+        "import",
+        help="import events from a file (JSON Lines, CSV, Parquet); resumable and idempotent",
+        description="Import the events of SOURCE into LAKE. The import keeps a cursor in the "
+        "lake: running the same command again imports only what is new, and events already "
+        "imported are never written twice.",
+    )
+    imp.add_argument("lake", help=LAKE)
+    imp.add_argument(
+        "source",
+        help="a .jsonl/.ndjson file (or .gz), a .csv file, a .parquet file, a folder of "
+        "Parquet (hive folders too) or a quoted glob",
+    )
+    imp.add_argument("--name", help="the import's name (default: the file's name)")
+    imp.add_argument(
+        "--map",
+        action="append",
+        metavar="ROLE=FIELD",
+        help="where a part of the event comes from, e.g. --map stream_id=account_id, "
+        "--map event_type=kind, --map stream_id='account-{account_id}', "
+        "--map data=payload, --map metadata.actor=user (repeat for each)",
+    )
+    imp.add_argument(
+        "--occurred-at",
+        metavar="FIELD[:FORMAT]",
+        help="the field with the business time; FORMAT: iso (default), epoch_s, epoch_ms, "
+        "epoch_us or a strptime pattern",
+    )
+    imp.add_argument(
+        "--recorded-at",
+        metavar="FIELD[:FORMAT]",
+        help="the field with the source's own commit time (default: the time of the import)",
+    )
+    imp.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="the zone of times that carry none, e.g. UTC or Europe/Berlin (default: refuse them)",
+    )
+    imp.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="skip: write rows that cannot be imported, with reasons, to LAKE.rejects/NAME.jsonl",
+    )
+    imp.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep importing what is appended to the source until Ctrl-C",
+    )
+    imp.add_argument("--poll", type=float, default=1.0, help="seconds between looks (--follow)")
+    imp.add_argument("--create", action="store_true", help="make the lake if it does not exist")
+    imp.add_argument("--format", choices=["table", "json"], default="table")
+    imp.set_defaults(run=cmd_import)
 
     compact = sub.add_parser("compact", help="cluster small files by stream")
     compact.add_argument("lake", help=LAKE)
