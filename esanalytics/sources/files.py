@@ -176,8 +176,12 @@ def _split_lines(body: bytes, line: int) -> tuple[pa.Array, np.ndarray[Any, Any]
     )
     numbers = np.arange(line + 1, line + 1 + len(ends), dtype=np.int64)
     # blank: the line holds only whitespace (spaces, tabs, \r, the newline)
-    visible = np.r_[0, np.cumsum(~np.isin(data, _WHITESPACE), dtype=np.int64)]
-    blank = visible[ends] == visible[starts]  # no visible byte between start and newline
+    # A blank line holds only whitespace. A JSON object starts with "{" (or whitespace):
+    # only lines that do not start with a visible byte are looked at one by one.
+    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(0, np.uint8)
+    blank = np.isin(first, _WHITESPACE)
+    for index in np.flatnonzero(blank).tolist():
+        blank[index] = not body[starts[index] : ends[index]].strip()
     keep = np.flatnonzero(~blank)
     if len(keep) < len(ends):
         binary = binary.take(pa.array(keep))

@@ -17,16 +17,18 @@ committed, in its own order, by the first moment it said S".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -187,34 +189,45 @@ def import_events(
             on_mapping(resolved)
     stop = stop or threading.Event()
     seen_rows = False
+
+    def mapped_batches(at: dict[str, Any] | None) -> Iterator[tuple[RawBatch, pa.Table]]:
+        """The source's batches after ``at``, each with its mapping applied (DuckDB, off
+        the GIL): computed one batch ahead of the commits, in a thread."""
+        nonlocal resolved
+        for raw in src.read(at, con=con, follow=follow, name=name):
+            if resolved is None:
+                resolved = _detect(given, raw, source=src.label)
+                if stored is not None and resolved.to_json() != summary.mapping.to_json():
+                    raise SourceError(
+                        f"The import {name!r} was made with the mapping "
+                        f"{summary.mapping.to_json()}, not {resolved.to_json()}.",
+                        hint="run it again without mapping options to keep its mapping, "
+                        "or import under a new --name with the new mapping.",
+                        source=name,
+                        where=None,
+                    )
+                summary.mapping = resolved
+                if on_mapping is not None:
+                    on_mapping(resolved)
+            table = pa.table({"line": raw.lines, "at": raw.at})
+            yield raw, _mapping.apply(con, table, resolved, name=name)
+
     try:
         while True:
             at = previous["at"] if previous else None
-            for raw in src.read(at, con=con, follow=follow, name=name):
-                seen_rows = True
-                if resolved is None:
-                    resolved = _detect(given, raw, source=src.label)
-                    if stored is not None and resolved.to_json() != summary.mapping.to_json():
-                        raise SourceError(
-                            f"The import {name!r} was made with the mapping "
-                            f"{summary.mapping.to_json()}, not {resolved.to_json()}.",
-                            hint="run it again without mapping options to keep its mapping, "
-                            "or import under a new --name with the new mapping.",
-                            source=name,
-                            where=None,
-                        )
-                    summary.mapping = resolved
-                    if on_mapping is not None:
-                        on_mapping(resolved)
-                previous = _commit_batch(
-                    store, con, raw, resolved, name, src, previous, rejects, summary
-                )
-                if progress is not None:
-                    progress(raw.done, total)
-                if on_batch is not None:
-                    on_batch(summary)
-                if stop.is_set():
-                    break
+            with _ahead(mapped_batches(at)) as ahead:
+                for raw, mapped in ahead:
+                    seen_rows = True
+                    assert resolved is not None
+                    previous = _commit_batch(
+                        store, raw, mapped, resolved, name, src, previous, rejects, summary
+                    )
+                    if progress is not None:
+                        progress(raw.done, total)
+                    if on_batch is not None:
+                        on_batch(summary)
+                    if stop.is_set():
+                        break
             if not follow or stop.is_set():
                 break
             try:
@@ -239,6 +252,60 @@ def import_events(
     return summary
 
 
+_T = TypeVar("_T")
+
+
+class _ahead(Generic[_T]):
+    """The items of an iterator, computed one ahead in a thread; leaving the ``with`` stops
+    the thread (after the item it is on) and closes the iterator there."""
+
+    def __init__(self, items: Iterator[_T]) -> None:
+        self._items = items
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="esa-import-read")
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                while not self._halt.is_set():
+                    try:
+                        self._queue.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._halt.is_set():
+                    return
+            self._queue.put(("end", None))
+        except BaseException as error:  # handed to the consumer, raised there
+            self._queue.put(("error", error))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Iterator[_T]:
+        self._thread.start()
+        return self._consume()
+
+    def _consume(self) -> Iterator[_T]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        while self._thread.is_alive():  # let it finish its item and close the source
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.1)
+        self._thread.join()
+
+
 def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMapping:
     keys: list[str] = []
     samples: dict[str, Any] = {}
@@ -260,8 +327,8 @@ def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMappin
 
 def _commit_batch(
     store: EventStore,
-    con: Any,
     raw: RawBatch,
+    mapped: pa.Table,
     mapping: ImportMapping,
     name: str,
     src: Source,
@@ -269,8 +336,7 @@ def _commit_batch(
     rejects: _Rejects | None,
     summary: ImportSummary,
 ) -> dict[str, Any] | None:
-    """Map, check and commit one batch with its cursor; returns the newest cursor."""
-    mapped = _mapping.apply(con, pa.table({"line": raw.lines, "at": raw.at}), mapping, name=name)
+    """Check and commit one mapped batch with its cursor; returns the newest cursor."""
     bad = mapped["reason"].is_valid()
     if pc.any(bad).as_py():
         where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))

@@ -10,6 +10,7 @@ into an ingest table in one DuckDB query, with a reason for every row it cannot 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -255,7 +256,7 @@ def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
 # -- the batch query ----------------------------------------------------------------------
 
 _NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
-_ZONED = r"([zZ]|[+-]\d\d(:?\d\d)?)$"
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?)\s*$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _NAME = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
 
@@ -265,214 +266,287 @@ def _quote(text: str) -> str:
 
 
 def _json_path(path: str) -> str:
+    if not path:
+        return "'$'"
     return _quote("$." + ".".join('"' + part.replace('"', '\\"') + '"' for part in path.split(".")))
 
 
-def _text(path: str) -> str:
-    """The field's value as text (a string's characters, a number's digits), or NULL."""
-    return f"json_extract_string(j, {_json_path(path)})"
+class _Parse:
+    """References to a row's fields, all read from one parse of the row (DuckDB's
+    ``from_json`` into a struct of the top-level keys the mapping uses): a key read only as
+    text is typed VARCHAR, one read deeper or as a JSON value is kept as JSON."""
+
+    def __init__(self, paths: Iterable[tuple[str, bool]]) -> None:
+        self.types: dict[str, str] = {}
+        for path, as_json in paths:
+            top, _, rest = path.partition(".")
+            if as_json or rest or self.types.get(top) == "JSON":
+                self.types[top] = "JSON"
+            else:
+                self.types.setdefault(top, "VARCHAR")
+
+    def spec(self) -> str:
+        return _quote(json.dumps(self.types, separators=(",", ":")))
+
+    def _ref(self, top: str) -> str:
+        return 's."' + top.replace('"', '""') + '"'
+
+    def text(self, path: str) -> str:
+        """The field's value as text (a string's characters, a number's digits), or NULL."""
+        top, _, rest = path.partition(".")
+        if self.types[top] == "VARCHAR":
+            return self._ref(top)
+        return f"json_extract_string({self._ref(top)}, {_json_path(rest)})"
+
+    def value(self, path: str) -> str:
+        top, _, rest = path.partition(".")
+        if not rest:
+            return self._ref(top)
+        return f"json_extract({self._ref(top)}, {_json_path(rest)})"
+
+    def text_or_template(self, where: str) -> str:
+        if not _TEMPLATE.search(where):
+            return self.text(where)
+        parts = []
+        position = 0
+        for match in _TEMPLATE.finditer(where):
+            if match.start() > position:
+                parts.append(_quote(where[position : match.start()]))
+            parts.append(self.text(match.group(1).strip()))
+            position = match.end()
+        if position < len(where):
+            parts.append(_quote(where[position:]))
+        return "(" + " || ".join(parts) + ")"  # NULL when a field is missing
 
 
-def _value(path: str) -> str:
-    return f"json_extract(j, {_json_path(path)})"
+def _paths(where: str) -> list[str]:
+    """The field paths a mapping value reads (a template's fields, or the path itself)."""
+    found = [m.group(1).strip() for m in _TEMPLATE.finditer(where)]
+    return found or [where]
 
 
-def _text_or_template(where: str) -> str:
-    if not _TEMPLATE.search(where):
-        return _text(where)
-    parts = []
-    position = 0
-    for match in _TEMPLATE.finditer(where):
-        if match.start() > position:
-            parts.append(_quote(where[position : match.start()]))
-        parts.append(_text(match.group(1).strip()))
-        position = match.end()
-    if position < len(where):
-        parts.append(_quote(where[position:]))
-    return "(" + " || ".join(parts) + ")"  # NULL when a field is missing
-
-
-def _time(spec: TimeField, zone: str | None) -> tuple[str, str]:
-    """(the time as epoch microseconds or NULL, the reason it cannot be read or NULL)."""
-    raw = _text(spec.path)
+def _time(
+    spec: TimeField, zone: str | None, parse: _Parse, key: str
+) -> tuple[dict[str, str], str, str]:
+    """Columns of the middle layer for a time field (its text ``{key}_t``, whether it carries
+    a zone ``{key}_z``, its parse ``{key}_p``), then the time as epoch microseconds (or NULL)
+    and the reason it cannot be read (or NULL), over those columns."""
+    raw, zoned_col, parsed = f"{key}_t", f"{key}_z", f"{key}_p"
     fmt = spec.format
+    layer = {raw: parse.text(spec.path)}
     if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
         scale = {"epoch_s": "1000000", "epoch_ms": "1000", "epoch_us": "1"}[fmt]
-        value = f"CAST(TRY_CAST({raw} AS DOUBLE) * {scale} AS BIGINT)"
-        bad = f"TRY_CAST({raw} AS DOUBLE) IS NULL"
-        what = f"is not a number of {fmt[6:].replace('s', 'seconds', 1) if fmt == 'epoch_s' else fmt[6:]}"
-        return value, f"CASE WHEN {bad} THEN '{spec.path} ' || {_quote(what)} END"
+        unit = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}
+        layer[parsed] = f"TRY_CAST({raw} AS DOUBLE)"
+        value = f"CAST({parsed} * {scale} AS BIGINT)"
+        what = f" is not a number of {unit[fmt]} since 1970"
+        reason = (
+            f"CASE WHEN {raw} IS NOT NULL AND {parsed} IS NULL "
+            f"THEN '{spec.path} ' || esa_shown({raw}) || {_quote(what)} END"
+        )
+        return layer, value, reason
     if fmt == "iso":
-        parsed_zoned = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
-        parsed_local = f"TRY_CAST({raw} AS TIMESTAMP)"
+        layer[zoned_col] = f"regexp_matches({raw}, {_quote(_ZONED)})"
+        layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us(TRY_CAST({raw} AS TIMESTAMPTZ)) " + (
+            f"ELSE epoch_us(timezone({_quote(zone)}, TRY_CAST({raw} AS TIMESTAMP))) END"
+            if zone
+            else f"WHEN TRY_CAST({raw} AS TIMESTAMP) IS NOT NULL THEN -1 END"
+        )
         format_hint = "ISO 8601, e.g. 2025-03-01T09:30:00Z"
     else:
-        parsed_zoned = f"TRY_STRPTIME({raw}, {_quote(fmt)})"
-        parsed_local = parsed_zoned
+        has_zone = "%z" in fmt or "%Z" in fmt
+        layer[zoned_col] = "TRUE" if has_zone else "FALSE"
+        if has_zone:
+            layer[parsed] = f"epoch_us(TRY_STRPTIME({raw}, {_quote(fmt)}))"
+        elif zone:
+            layer[parsed] = (
+                f"epoch_us(timezone({_quote(zone)}, "
+                f"CAST(TRY_STRPTIME({raw}, {_quote(fmt)}) AS TIMESTAMP)))"
+            )
+        else:
+            layer[parsed] = f"CASE WHEN TRY_STRPTIME({raw}, {_quote(fmt)}) IS NOT NULL THEN -1 END"
         format_hint = f"the format {fmt}"
-    zoned = f"regexp_matches(trim({raw}), {_quote(_ZONED)})"
-    if fmt not in ("iso",):
-        zoned = f"({zoned} OR {_quote(fmt)} LIKE '%\\%z%' ESCAPE '\\')"
-    if zone is None:
-        local_value = "NULL"
-        local_reason = f"'{spec.path} ' || coalesce(esa_shown({raw}), '') || ' has no time zone'"
-    else:
-        local_value = f"epoch_us(timezone({_quote(zone)}, CAST({parsed_local} AS TIMESTAMP)))"
-        local_reason = "NULL"
-    value = f"CASE WHEN {zoned} THEN epoch_us({parsed_zoned}) ELSE {local_value} END"
+    no_zone = "NULL" if zone else f"'{spec.path} ' || esa_shown({raw}) || ' has no time zone'"
+    # Without a zone to read them in, a time that has none parses to the marker -1.
+    value = f"CASE WHEN {zoned_col} OR {_quote(zone or '')} <> '' THEN {parsed} END"
     reason = (
         f"CASE WHEN {raw} IS NULL THEN NULL "
-        f"WHEN ({zoned} AND {parsed_zoned} IS NULL) OR (NOT {zoned} AND {parsed_local} IS NULL) "
-        f"THEN '{spec.path} ' || esa_shown({raw}) || ' is not a time in {format_hint}' "
-        f"WHEN NOT {zoned} THEN {local_reason} END"
+        f"WHEN {parsed} IS NULL THEN '{spec.path} ' || esa_shown({raw}) || "
+        f"{_quote(' is not a time in ' + format_hint)} "
+        f"WHEN NOT {zoned_col} THEN {no_zone} END"
     )
-    return value, reason
+    return layer, value, reason
+
+
+_TEXT_ROLES = ("stream_id", "event_type", "event_id", "category", "schema_version")
 
 
 def query(mapping: ImportMapping, *, name: str) -> str:
-    """The DuckDB query that turns a batch (``rows``: ``j`` JSON text, ``at`` coordinates)
-    into the ingest columns and a ``reason`` for each row it cannot use."""
+    """The DuckDB query that turns a batch (``rows``: ``line`` JSON text, ``src_at``
+    coordinates, ``src_row``) into the ingest columns and a ``reason`` for each row it cannot
+    use. Each row is parsed once; each value is computed once, in layers."""
     f = mapping.fields
-    used_top = {_top(where) for role, where in f.items() if role != "data"}
-    for spec in (mapping.occurred_at, mapping.recorded_at):
-        if spec is not None:
-            used_top.add(_top(spec.path))
-    stream = _text_or_template(f["stream_id"])
-    kind = _text_or_template(f["event_type"])
+    times = [t for t in (mapping.occurred_at, mapping.recorded_at) if t is not None]
+    wanted: list[tuple[str, bool]] = []
+    for role, where in f.items():
+        for path in _paths(where):
+            wanted.append((path, role in ("data", "metadata") or role.startswith("metadata.")))
+    wanted += [(t.path, False) for t in times]
+    parse = _Parse(wanted)
+    used_top = {path.split(".", 1)[0] for role, where in f.items() if role != "data"
+                for path in _paths(where)} | {t.path.split(".", 1)[0] for t in times}  # fmt: skip
+    # A JSON value read by from_json is minified text: its first character tells its type.
+    middle: dict[str, str] = {
+        "stream_id": parse.text_or_template(f["stream_id"]),
+        "event_type": parse.text_or_template(f["event_type"]),
+    }
+    whole = "NULL"
     if "data" in f:
-        raw_data = _value(f["data"])
-        data = (
-            f"CASE WHEN json_type({raw_data}) = 'VARCHAR' AND json_valid({_text(f['data'])}) "
-            f"THEN json({_text(f['data'])}) ELSE {raw_data} END"
+        raw_data = parse.value(f["data"])
+        middle["d"] = (
+            f"CASE WHEN left({raw_data}, 1) = '\"' "
+            f"AND json_valid(json_extract_string({raw_data}, '$')) "
+            f"THEN json(json_extract_string({raw_data}, '$')) ELSE {raw_data} END"
         )
     else:
         kept = ", ".join(_quote(k) for k in sorted(used_top)) or "''"
-        data = (
-            "CAST(to_json(map_from_entries(list_transform("
-            f"list_filter(json_keys(j), lambda k: k NOT IN ({kept})), "
-            "lambda k: struct_pack(k := k, v := json_extract(j, '$.\"' || replace(k, '\"', '\\\"') || '\"'))"
-            "))) AS JSON)"
+        middle["d"] = (
+            "CAST(to_json(map_from_entries(list_filter(map_entries(m), "
+            f"lambda e: e.key NOT IN ({kept})))) AS JSON)"
         )
+        whole = "from_json(line, '\"MAP(VARCHAR, JSON)\"')"
     if "metadata" in f:
-        raw_meta = _value(f["metadata"])
+        raw_meta = parse.value(f["metadata"])
         base = (
             f"CASE WHEN {raw_meta} IS NULL THEN JSON '{{}}' "
-            f"WHEN json_type({raw_meta}) = 'VARCHAR' AND json_valid({_text(f['metadata'])}) "
-            f"THEN json({_text(f['metadata'])}) ELSE {raw_meta} END"
+            f"WHEN left({raw_meta}, 1) = '\"' "
+            f"AND json_valid(json_extract_string({raw_meta}, '$')) "
+            f"THEN json(json_extract_string({raw_meta}, '$')) ELSE {raw_meta} END"
         )
     else:
         base = "JSON '{}'"
-    extras = [
-        (role.split(".", 1)[1], where) for role, where in f.items() if role.startswith("metadata.")
+    extras_sql = []
+    if "event_id" in f:
+        middle["source_id"] = parse.text(f["event_id"])
+        middle["source_uuid"] = f"regexp_matches(coalesce(source_id, ''), {_quote(_UUID)})"
+    extras_sql += [
+        f"{_quote(role.split('.', 1)[1])}, {parse.value(where)}"
+        for role, where in f.items()
+        if role.startswith("metadata.")
     ]
     if "event_id" in f:
-        source_id = _text(f["event_id"])
-        extras_sql = [
-            f"'source_event_id', CASE WHEN NOT regexp_matches(coalesce({source_id}, ''), {_quote(_UUID)}) THEN {source_id} END"
-        ]
+        middle["meta_extra"] = (
+            f"json_object('source_event_id', CASE WHEN NOT {middle['source_uuid']} THEN "
+            f"{middle['source_id']} END{''.join(', ' + e for e in extras_sql)})"
+        ).replace("coalesce(source_id,", f"coalesce({middle['source_id']},")
+        middle["source_uuid"] = middle["source_uuid"].replace(
+            "coalesce(source_id,", f"coalesce({middle['source_id']},"
+        )
+    elif extras_sql:
+        middle["meta_extra"] = f"json_object({', '.join(extras_sql)})"
+    middle["meta"] = (
+        f"json_merge_patch({base}, meta_extra)" if "meta_extra" in middle else base
+    ).replace("meta_extra", middle.get("meta_extra", "meta_extra"))
+    middle.pop("meta_extra", None)
+    if "event_id" in f:
+        seed = f"'esa-id:' || {middle['source_id']}"
     else:
-        source_id = None
-        extras_sql = []
-    extras_sql += [f"{_quote(key)}, {_value(where)}" for key, where in extras]
-    meta = (
-        base
-        if not extras_sql
-        else f"json_merge_patch({base}, json_object({', '.join(extras_sql)}))"
-    )
-    if source_id is None:
         seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
-    else:
-        seed = f"'esa-id:' || {source_id}"
-    digest = f"md5({seed})"
+    middle["h"] = f"md5({seed})"
+    occurred, occurred_bad = "NULL", "NULL"
+    if mapping.occurred_at is not None:
+        layer, occurred, occurred_bad = _time(mapping.occurred_at, mapping.zone, parse, "occ")
+        middle.update(layer)
+    recorded, recorded_bad = "NULL", "NULL"
+    if mapping.recorded_at is not None:
+        layer, recorded, recorded_bad = _time(mapping.recorded_at, mapping.zone, parse, "rec")
+        middle.update(layer)
+        recorded_bad = (
+            f"coalesce({recorded_bad}, CASE WHEN rec_t IS NULL "
+            f"THEN {_quote('no ' + mapping.recorded_at.path + ' (the commit time)')} END)"
+        )
+    if "category" in f:
+        middle["category"] = parse.text_or_template(f["category"])
+    if "schema_version" in f:
+        middle["sv_t"] = parse.text(f["schema_version"])
     derived = (
-        f"substr({digest}, 1, 8) || '-' || substr({digest}, 9, 4) || '-3' || "
-        f"substr({digest}, 14, 3) || '-8' || substr({digest}, 18, 3) || '-' || substr({digest}, 21, 12)"
+        "substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-3' || substr(h, 14, 3) || '-8' || "
+        "substr(h, 18, 3) || '-' || substr(h, 21, 12)"
     )
     event_id = (
         derived
-        if source_id is None
-        else f"CASE WHEN regexp_matches(coalesce({source_id}, ''), {_quote(_UUID)}) "
-        f"THEN lower({source_id}) ELSE {derived} END"
+        if "event_id" not in f
+        else f"CASE WHEN source_uuid THEN lower(source_id) ELSE {derived} END"
     )
-    occurred, occurred_bad = ("NULL", "NULL")
-    if mapping.occurred_at is not None:
-        occurred, occurred_bad = _time(mapping.occurred_at, mapping.zone)
-    recorded, recorded_bad = ("NULL", "NULL")
-    if mapping.recorded_at is not None:
-        recorded, recorded_bad = _time(mapping.recorded_at, mapping.zone)
-        recorded_bad = (
-            f"coalesce({recorded_bad}, CASE WHEN {_text(mapping.recorded_at.path)} IS NULL "
-            f"THEN 'no {mapping.recorded_at.path} (the commit time)' END)"
-        )
     columns = {
-        "stream_id": stream,
-        "event_type": kind,
+        "stream_id": "stream_id",
+        "event_type": "event_type",
         "event_id": event_id,
         "occurred_us": occurred,
         "recorded_us": recorded,
         "data": "CAST(d AS VARCHAR)",
-        "metadata": f"CAST({meta} AS VARCHAR)",
+        "metadata": "CAST(meta AS VARCHAR)",
     }
     if "category" in f:
-        columns["category"] = _text_or_template(f["category"])
+        columns["category"] = "category"
     if "schema_version" in f:
-        columns["schema_version"] = f"TRY_CAST({_text(f['schema_version'])} AS INTEGER)"
+        columns["schema_version"] = "TRY_CAST(sv_t AS INTEGER)"
     checks = [
-        ("NOT ok", "'not valid JSON'"),
-        ("json_type(j) <> 'OBJECT'", "'not a JSON object'"),
-        (f"{stream} IS NULL", f"'no stream id ({_describe_where(f['stream_id'])})'"),
-        (f"{kind} IS NULL", f"'no event type ({_describe_where(f['event_type'])})'"),
+        ("NOT valid", "'not valid JSON'"),
+        ("NOT object", "'not a JSON object'"),
+        ("stream_id IS NULL", _quote(f"no stream id ({f['stream_id']})")),
+        ("event_type IS NULL", _quote(f"no event type ({f['event_type']})")),
         (
-            f"NOT regexp_matches({kind}, {_quote(_NAME)})",
-            f"'the event type ' || esa_shown({kind}) || ' is not a name (letters, digits, _ . : -)'",
-        ),
-        (
-            "d IS NULL",
-            f"'no payload ({f.get('data', 'the other fields')})'"
-            if "data" in f
-            else "'no payload'",
-        ),
-        ("json_type(d) <> 'OBJECT'", f"'the payload {f.get('data', '')} is not a JSON object'"),
-        (
-            f"json_type({meta}) <> 'OBJECT'",
-            f"'the metadata {f.get('metadata', '')} is not a JSON object'",
+            f"NOT regexp_matches(event_type, {_quote(_NAME)})",
+            "'the event type ' || esa_shown(event_type) || ' is not a name (letters, digits, _ . : -)'",
         ),
     ]
+    if "data" in f:
+        checks += [
+            ("d IS NULL", _quote(f"no payload ({f['data']})")),
+            ("left(d, 1) <> '{'", _quote(f"the payload {f['data']} is not a JSON object")),
+        ]
+    else:
+        checks.append(("m IS NULL", "'a key appears twice in the row'"))
+    checks.append(
+        ("left(meta, 1) <> '{'", _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
+    )  # fmt: skip
     if "schema_version" in f:
-        sv = _text(f["schema_version"])
         checks.append(
-            (f"{sv} IS NOT NULL AND TRY_CAST({sv} AS INTEGER) IS NULL",
-             f"'{f['schema_version']} ' || esa_shown({sv}) || ' is not a whole number'")
+            ("sv_t IS NOT NULL AND TRY_CAST(sv_t AS INTEGER) IS NULL",
+             f"'{f['schema_version']} ' || esa_shown(sv_t) || ' is not a whole number'")
         )  # fmt: skip
-    reason_parts = [f"WHEN {cond} THEN {text}" for cond, text in checks]
-    reason = f"CASE {' '.join(reason_parts)} ELSE coalesce({occurred_bad}, {recorded_bad}) END"
-    select = ",\n       ".join(f"{expr} AS {name_}" for name_, expr in columns.items())
-    # Each row is parsed once (j) and its payload built once (d); a row that is not a JSON
-    # object gets NULLs from the extractions and is named by its reason.
+    reason_parts = " ".join(f"WHEN {cond} THEN {text}" for cond, text in checks)
+    reason = f"CASE {reason_parts} ELSE coalesce({occurred_bad}, {recorded_bad}) END"
+    outer = ",\n       ".join(f"{expr} AS {column}" for column, expr in columns.items())
+    # The middle layer in steps: values that later ones name (d before meta? no: h names
+    # source_id) are computed in an inner step first.
+    first_step = {k: v for k, v in middle.items() if k in ("source_id",)}
+    second_step = {k: v.replace(middle.get("source_id", "\0"), "source_id") if k in ("h", "source_uuid") and "source_id" in middle else v
+                   for k, v in middle.items() if k not in first_step}  # fmt: skip
+    step1 = "".join(f", {v} AS {k}" for k, v in first_step.items())
+    step2 = ",\n           ".join(f"{v} AS {k}" for k, v in second_step.items())
     return f"""
 SELECT src_row AS "row", src_at AS "at",
-       {select},
+       {outer},
        {reason} AS reason
 FROM (
-    SELECT src_row, src_at, ok, j,
-           CASE WHEN ok AND json_type(j) = 'OBJECT' THEN {data} END AS d
+    SELECT src_row, src_at, valid, object, m, {", ".join(first_step) + ", " if first_step else ""}
+           {step2}
     FROM (
-        SELECT src_row, src_at, coalesce(json_valid(line), false) AS ok,
-               CASE WHEN json_valid(line) THEN CAST(line AS JSON) END AS j
-        FROM rows
+        SELECT *{step1} FROM (
+            SELECT src_row, src_at, valid, object,
+                   CASE WHEN object THEN from_json(line, {parse.spec()}) END AS s,
+                   CASE WHEN object THEN {whole} END AS m
+            FROM (
+                SELECT src_row, src_at, line, coalesce(json_valid(line), false) AS valid,
+                       coalesce(json_valid(line) AND left(ltrim(line), 1) = '{{', false) AS object
+                FROM rows
+            )
+        )
     )
 )
 """
-
-
-def _top(path: str) -> str:
-    if _TEMPLATE.search(path):
-        return ""
-    return path.split(".", 1)[0]
-
-
-def _describe_where(where: str) -> str:
-    return where.replace("'", "''")
 
 
 def apply(con: Any, batch: pa.Table, mapping: ImportMapping, *, name: str) -> pa.Table:
