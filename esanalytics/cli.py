@@ -798,8 +798,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         interrupted.append(signum)
         stop.set()  # the batch being committed finishes; then the import stops
 
+    live: list[Any] = []  # the progress display, once it runs
+
     def show_mapping(used: Any) -> None:
-        console = _err_console() if args.format == "json" else _console()
+        # Printed above the progress bar (on stderr, where the bar is), as soon as the
+        # mapping is known; the summary on stdout repeats it in one line.
+        console = live[0].console if live else _err_console()
         console.print("mapping (kept with the import's cursor; a re-run needs no options):")
         for role, where in used.describe():
             console.print(f"  {role:22} <- {escape(where)}")
@@ -815,6 +819,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             console=_err_console(),
             transient=True,
         ) as bar:
+            live.append(bar)
             task = bar.add_task("importing", total=None, rate="")
             started = time.perf_counter()
 

@@ -86,6 +86,8 @@ class ImportSummary:
         if not self.events and not self.already and not self.rejected:
             lines.append("  nothing new in the source since the last run")
         lines.append(f"  head         position {self.head:,}")
+        used = ", ".join(f"{role} <- {where}" for role, where in self.mapping.describe())
+        lines.append(f"  mapping      {used}")
         return "\n".join(lines)
 
 
