@@ -216,15 +216,32 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
     inventory = store.inventory()
+    imports = store.cursors()
     if args.format == "json":
-        print(json.dumps(_inventory_dict(inventory), indent=2, default=str))
+        whole = _inventory_dict(inventory) | {"imports": imports}
+        print(json.dumps(whole, indent=2, default=str))
         return EXIT_OK
     console = _console()
     console.print(str(inventory))
     console.print(
         "event types " + ", ".join(f"{k} ({v:,})" for k, v in inventory.event_types.items())
     )
+    for name, cursor in sorted(imports.items()):
+        console.print(
+            f"import {name!r} ({cursor.get('kind')}) from {cursor.get('source')}: "
+            f"up to {_cursor_place(cursor.get('at') or {})}",
+            markup=False,
+        )
     return EXIT_OK
+
+
+def _cursor_place(at: dict[str, Any]) -> str:
+    """Where an import's cursor stands, in the source's own words."""
+    if "line" in at:
+        return f"{at.get('file')} line {at['line']:,} (byte {at.get('offset', 0):,})"
+    if "row" in at:
+        return f"{at.get('file')} row {at['row']:,}"
+    return json.dumps(at)
 
 
 def _inventory_dict(inventory: esa.Inventory) -> dict[str, Any]:
