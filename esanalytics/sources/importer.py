@@ -214,12 +214,15 @@ def import_events(
             table = pa.table({"line": raw.lines, "at": raw.at})
             yield raw, _mapping.apply(con, table, resolved, name=name)
 
+    # Where the next look at the source starts: after the last batch this run handled, which
+    # is past the stored cursor when a batch held only events already in the lake.
+    read_upto = previous["at"] if previous else None
     try:
         while True:
-            at = previous["at"] if previous else None
-            with _ahead(mapped_batches(at)) as ahead:
+            with _ahead(mapped_batches(read_upto)) as ahead:
                 for raw, mapped in ahead:
                     seen_rows = True
+                    read_upto = raw.cursor
                     assert resolved is not None
                     previous = _commit_batch(
                         store, raw, mapped, resolved, name, src, previous, rejects, summary
