@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -101,6 +102,20 @@ def rejects_path(lake: str | os.PathLike[str], name: str) -> Path:
     return lake.parent / f"{lake.name}.rejects" / f"{name}.jsonl"
 
 
+def _check_zone(zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SourceError(
+            f"The time zone {zone!r} is not one esa knows.",
+            hint="give an IANA zone name such as UTC, Europe/Berlin or America/New_York.",
+            source=None,
+            where=None,
+        ) from None
+
+
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
         raise SourceError(
@@ -144,13 +159,48 @@ def import_events(
     with reasons, to :func:`rejects_path` instead of stopping. ``follow`` keeps reading a
     growing source until ``stop`` is set or the process is interrupted.
     """
+    if isinstance(lake, EventStore):
+        store, fresh = lake, False
+    else:
+        fresh = create and not Path(lake).exists()
+        store = open_store(lake, create=create)
+    try:
+        return _import(
+            store, source, name=name, mapping=mapping, occurred_at=occurred_at,
+            recorded_at=recorded_at, zone=zone, on_error=on_error, follow=follow,
+            poll_seconds=poll_seconds, stop=stop, progress=progress, on_mapping=on_mapping,
+            on_batch=on_batch,
+        )  # fmt: skip
+    except BaseException:
+        if fresh and store.head == 0:  # the lake this call made holds nothing: no trace
+            shutil.rmtree(store.path, ignore_errors=True)
+        raise
+
+
+def _import(
+    store: EventStore,
+    source: str | os.PathLike[str] | Source,
+    *,
+    name: str | None = None,
+    mapping: ImportMapping | Mapping[str, str] | None = None,
+    occurred_at: str | None = None,
+    recorded_at: str | None = None,
+    zone: str | None = None,
+    on_error: str = "raise",
+    follow: bool = False,
+    poll_seconds: float = 1.0,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    on_mapping: Callable[[ImportMapping], None] | None = None,
+    on_batch: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """:func:`import_events` into an open store."""
     if on_error not in ("raise", "skip"):
         raise ValidationError(
             f"on_error is {on_error!r}.", hint="use on_error='raise' (stop at the first bad "
             "row) or 'skip' (write bad rows to a rejects file and go on)."
         )  # fmt: skip
     started = time.perf_counter()
-    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     src: Source = source if isinstance(source, Source) else open_file_source(source)
     name = _check_name(name or src.default_name())
     if isinstance(mapping, Mapping):
@@ -163,6 +213,8 @@ def import_events(
             recorded_at=_mapping.TimeField.parse(recorded_at) if recorded_at else given.recorded_at,
             zone=zone or given.zone,
         )
+    if given.zone is not None:
+        _check_zone(given.zone)
     told = bool(given.fields or given.occurred_at or given.recorded_at or given.zone)
     stored = store.cursor(name)
     summary = ImportSummary(name=name, source=src.label, resumed=stored is not None)
@@ -400,12 +452,18 @@ def _commit_batch(
 
 
 def _bad_row(name: str, at: str, reason: str, *, hint: str | None = None) -> SourceError:
+    if hint is None and reason.endswith("has no time zone"):
+        hint = "say which zone such times are in, e.g. --timezone UTC or --timezone Europe/Berlin"
+    elif hint is None and " is not a time in " in reason:
+        hint = "name the format, e.g. --occurred-at 'FIELD:%d/%m/%Y %H:%M' or FIELD:epoch_ms"
+    elif hint is None and reason.startswith(("no stream id", "no event type")):
+        hint = "map the field, e.g. --map stream_id=FIELD or --map event_type=FIELD"
     return SourceError(
         f"{at}: {reason}. Nothing of this batch was written.",
         hint=(hint + "; or " if hint else "")
         + "fix the row and run the import again (it continues after the last committed "
-        "batch), map the field (--map ROLE=FIELD), or pass --on-error skip to write such "
-        "rows to a rejects file and go on.",
+        "batch), or pass --on-error skip to write such rows, with reasons, to a rejects file "
+        "and go on.",
         source=name,
         where=at,
     )
