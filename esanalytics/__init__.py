@@ -59,6 +59,7 @@ if _t.TYPE_CHECKING:
         StreamNotFoundError,
         ValidationError,
     )
+    from esanalytics.sources import ImportMapping, ImportSummary, import_events
     from esanalytics.store import (
         ANY,
         NO_STREAM,
@@ -71,7 +72,6 @@ if _t.TYPE_CHECKING:
         Inventory,
         Subscription,
     )
-    from esanalytics.sources import ImportMapping, ImportSummary, import_events
     from esanalytics.store import open_store as open
 
 
