@@ -86,6 +86,12 @@ class ImportSummary:
         lines.append(f"  head         position {self.head:,}")
         return "\n".join(lines)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """In a notebook: the mapping used, then the summary (as ``esa import`` prints)."""
+        lines = ["mapping (kept with the import's cursor; a re-run needs no options):"]
+        lines += [f"  {role:22} <- {where}" for role, where in self.mapping.describe()]
+        printer.text("\n".join([*lines, str(self)]))
+
 
 def _iso(moment: datetime | None) -> str:
     return "-" if moment is None else moment.isoformat().replace("+00:00", "Z")
