@@ -71,7 +71,8 @@ class ImportSummary:
             f" ({self.events / self.seconds:,.0f} events/s)" if self.seconds and self.events else ""
         )
         lines = [f"import {self.name!r} from {self.source}: {self.events:,} events written in "
-                 f"{self.seconds:.1f} s{rate}, {self.batches:,} commits"]  # fmt: skip
+                 f"{self.seconds:.1f} s{rate}, {self.batches:,} commit"
+                 f"{'' if self.batches == 1 else 's'}"]  # fmt: skip
         if self.events:
             lines.append(f"  streams      {self.streams:,}")
             lines.append(

@@ -32,3 +32,4 @@ def test_a_notebook_shows_an_import_as_its_mapping_and_summary(tmp_path: Path) -
     assert "  occurred_at            <- at" in lines
     assert shown.endswith(str(summary))
     assert "2 events written" in shown
+    assert ", 1 commit\n" in shown  # not "1 commits"
