@@ -82,8 +82,9 @@ def changed(source: str, what: str, *, name: str | None) -> SourceChangedError:
     return SourceChangedError(
         f"The source {source} changed under the import's cursor: {what}.",
         hint="an import only follows a source that grows at its end. If the source was "
-        "replaced on purpose, import it under a new --name (events already imported are "
-        "recognised by their ids and not written twice); otherwise restore the original.",
+        "replaced on purpose, import it under a new --name: rows whose own ids are already "
+        "in the lake are not written twice, but rows without an id of their own are written "
+        "again, so leave those out of the new file; otherwise restore the original.",
         source=name,
         where=None,
     )

@@ -74,7 +74,8 @@ class ImportSummary:
             f" ({self.events / self.seconds:,.0f} events/s)" if self.seconds and self.events else ""
         )
         lines = [f"import {self.name!r} from {self.source}: {self.events:,} events written in "
-                 f"{self.seconds:.1f} s{rate}, {self.batches:,} commits"]  # fmt: skip
+                 f"{self.seconds:.1f} s{rate}, {self.batches:,} commit"
+                 f"{'' if self.batches == 1 else 's'}"]  # fmt: skip
         if self.events:
             lines.append(f"  streams      {self.streams:,}")
             lines.append(
@@ -90,6 +91,12 @@ class ImportSummary:
         used = ", ".join(f"{role} <- {where}" for role, where in self.mapping.describe())
         lines.append(f"  mapping      {used}")
         return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """In a notebook: the mapping used, then the summary (as ``esa import`` prints)."""
+        lines = ["mapping (kept with the import's cursor; a re-run needs no options):"]
+        lines += [f"  {role:22} <- {where}" for role, where in self.mapping.describe()]
+        printer.text("\n".join([*lines, str(self)]))
 
 
 def _iso(moment: datetime | None) -> str:
