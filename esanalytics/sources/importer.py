@@ -71,9 +71,12 @@ class ImportSummary:
 
     def __str__(self) -> str:
         rate = (
-            f" ({self.events / self.seconds:,.0f} events/s)" if self.seconds and self.events else ""
+            f" ({self.events / self.seconds:,.0f} events/s)"
+            if self.seconds and self.events >= 10_000
+            else ""
         )
-        lines = [f"import {self.name!r} from {self.source}: {self.events:,} events written in "
+        lines = [f"import {self.name!r} from {self.source}: {self.events:,} "
+                 f"event{'' if self.events == 1 else 's'} written in "
                  f"{self.seconds:.1f} s{rate}, {self.batches:,} commit"
                  f"{'' if self.batches == 1 else 's'}"]  # fmt: skip
         if self.events:
@@ -513,7 +516,10 @@ class _Rejects:
                     except (ValueError, KeyError, TypeError):
                         continue  # a line cut short by a crash: written again below
         new = [
-            json.dumps({"where": w, "reason": r, "row": row}, ensure_ascii=False)
+            json.dumps(
+                {"where": w, "reason": r, "row": None if row is None else row.rstrip("\r\n")},
+                ensure_ascii=False,
+            )
             for w, r, row in zip(where, reasons, rows, strict=True)
             if w not in self._seen
         ]
