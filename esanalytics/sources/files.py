@@ -70,6 +70,8 @@ class JsonLinesSource:
         return _strip_suffixes(self.path.name)
 
     def size(self) -> int | None:
+        if not self.path.is_file():
+            raise no_such_source(self.label)
         return self.path.stat().st_size
 
     def _open(self) -> IO[bytes]:
@@ -233,6 +235,8 @@ class CsvSource:
         return _strip_suffixes(self.path.name)
 
     def size(self) -> int | None:
+        if not self.path.is_file():
+            raise no_such_source(self.label)
         return self.path.stat().st_size
 
     def read(

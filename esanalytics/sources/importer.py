@@ -17,9 +17,11 @@ committed, in its own order, by the first moment it said S".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +41,7 @@ from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import open_file_source
 from esanalytics.sources.mapping import ImportMapping
 from esanalytics.store import EventStore, open_store
+from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER
 
 __all__ = ["ImportSummary", "import_events", "rejects_path"]
 
@@ -146,9 +149,15 @@ def import_events(
             "row) or 'skip' (write bad rows to a rejects file and go on)."
         )  # fmt: skip
     started = time.perf_counter()
-    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     src: Source = source if isinstance(source, Source) else open_file_source(source)
     name = _check_name(name or src.default_name())
+    # a lake this call makes is removed again if the import fails before its first commit
+    new_lake = (
+        None
+        if isinstance(lake, EventStore) or not create or (Path(lake) / LAKE_DIR / MARKER).exists()
+        else (Path(lake), Path(lake).exists())
+    )
+    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     if isinstance(mapping, Mapping):
         mapping = ImportMapping.parse([f"{k}={v}" for k, v in mapping.items()])
     given = mapping or ImportMapping()
@@ -172,8 +181,9 @@ def import_events(
                 where=None,
             )
         summary.mapping = ImportMapping.from_json(stored["mapping"])
+        if told and _differs(given, summary.mapping):
+            raise _other_mapping(name, summary.mapping, given)
     previous = stored
-    total = src.size()
     rejects = _Rejects(rejects_path(store.path, name)) if on_error == "skip" else None
     import duckdb
 
@@ -181,28 +191,20 @@ def import_events(
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET threads = 2")
     resolved: ImportMapping | None = None
-    if stored is not None and not told:
+    if stored is not None:  # (options that differ from it were refused above)
         resolved = summary.mapping
         if on_mapping is not None:
             on_mapping(resolved)
     stop = stop or threading.Event()
     seen_rows = False
     try:
+        total = src.size()
         while True:
             at = previous["at"] if previous else None
             for raw in src.read(at, con=con, follow=follow, name=name):
                 seen_rows = True
                 if resolved is None:
                     resolved = _detect(given, raw, source=src.label)
-                    if stored is not None and resolved.to_json() != summary.mapping.to_json():
-                        raise SourceError(
-                            f"The import {name!r} was made with the mapping "
-                            f"{summary.mapping.to_json()}, not {resolved.to_json()}.",
-                            hint="run it again without mapping options to keep its mapping, "
-                            "or import under a new --name with the new mapping.",
-                            source=name,
-                            where=None,
-                        )
                     summary.mapping = resolved
                     if on_mapping is not None:
                         on_mapping(resolved)
@@ -222,9 +224,13 @@ def import_events(
                     break
             except KeyboardInterrupt:
                 break
+    except BaseException:
+        _forget_new_lake(store, new_lake)
+        raise
     finally:
         con.close()
     if not seen_rows and stored is None and not follow:
+        _forget_new_lake(store, new_lake)
         raise SourceError(
             f"The source {src.label} holds no events: nothing was imported.",
             hint="check that it is the right file and not empty (blank lines are skipped).",
@@ -237,6 +243,47 @@ def import_events(
     if rejects is not None and summary.rejected:
         summary.rejects_path = rejects.path
     return summary
+
+
+def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> None:
+    """Remove the lake this import created if nothing was committed to it: a failed import
+    leaves no lake behind (a folder that existed empty stays, empty)."""
+    if new_lake is None or store.refresh() != 0:
+        return
+    root, existed = new_lake
+    for part in (LAKE_DIR, EVENTS_DIR):
+        shutil.rmtree(root / part, ignore_errors=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+def _differs(given: ImportMapping, kept: ImportMapping) -> bool:
+    """Whether options given on a re-run ask for something other than the kept mapping (a
+    time field given without a format matches the format detected for it)."""
+    if any(kept.fields.get(role) != where for role, where in given.fields.items()):
+        return True
+    if given.zone is not None and given.zone != kept.zone:
+        return True
+    for asked, had in (
+        (given.occurred_at, kept.occurred_at),
+        (given.recorded_at, kept.recorded_at),
+    ):
+        if asked is not None and (
+            had is None or asked.path != had.path or asked.format not in ("iso", had.format)
+        ):
+            return True
+    return False
+
+
+def _other_mapping(name: str, kept: ImportMapping, asked: ImportMapping) -> SourceError:
+    return SourceError(
+        f"The import {name!r} was made with the mapping {kept.to_json()}, not {asked.to_json()}.",
+        hint="run it again without mapping options to keep its mapping, "
+        "or import under a new --name with the new mapping.",
+        source=name,
+        where=None,
+    )
 
 
 def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMapping:
@@ -377,7 +424,10 @@ class _Rejects:
                     except (ValueError, KeyError, TypeError):
                         continue  # a line cut short by a crash: written again below
         new = [
-            json.dumps({"where": w, "reason": r, "row": row}, ensure_ascii=False)
+            json.dumps(
+                {"where": w, "reason": r, "row": None if row is None else row.rstrip("\r\n")},
+                ensure_ascii=False,
+            )
             for w, r, row in zip(where, reasons, rows, strict=True)
             if w not in self._seen
         ]

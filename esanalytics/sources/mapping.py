@@ -418,6 +418,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     if "schema_version" in f:
         columns["schema_version"] = f"TRY_CAST({_text(f['schema_version'])} AS INTEGER)"
     checks = [
+        ("not_text", "'not UTF-8 text'"),
         ("NOT ok", "'not valid JSON'"),
         ("json_type(j) <> 'OBJECT'", "'not a JSON object'"),
         (f"{stream} IS NULL", f"'no stream id ({_describe_where(f['stream_id'])})'"),
@@ -454,10 +455,10 @@ SELECT src_row AS "row", src_at AS "at",
        {select},
        {reason} AS reason
 FROM (
-    SELECT src_row, src_at, ok, j,
+    SELECT src_row, src_at, not_text, ok, j,
            CASE WHEN ok AND json_type(j) = 'OBJECT' THEN {data} END AS d
     FROM (
-        SELECT src_row, src_at, coalesce(json_valid(line), false) AS ok,
+        SELECT src_row, src_at, line IS NULL AS not_text, coalesce(json_valid(line), false) AS ok,
                CASE WHEN json_valid(line) THEN CAST(line AS JSON) END AS j
         FROM rows
     )
