@@ -323,7 +323,14 @@ def _commit_batch(
         where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
         if rejects is None:
             first = int(where[0])
-            raise _bad_row(name, mapped["at"][first].as_py(), mapped["reason"][first].as_py())
+            reason = mapped["reason"][first].as_py()
+            hint = (
+                "give the zone the source wrote its times in: --timezone Europe/Berlin "
+                "(zone= in Python), or a format with %z"
+                if reason.endswith("has no time zone")
+                else None
+            )
+            raise _bad_row(name, mapped["at"][first].as_py(), reason, hint=hint)
         rejects.add(
             mapped["at"].take(pa.array(where)).to_pylist(),
             mapped["reason"].take(pa.array(where)).to_pylist(),

@@ -230,12 +230,17 @@ def detect(
             source=source,
             where=None,
         )
+    # a field named without a format (read as ISO) that holds numbers: epoch, by their size
     occurred = given.occurred_at
     if occurred is None and "occurred_at" in fields:
         occurred = _time_field(fields.pop("occurred_at"), samples)
+    elif occurred is not None and occurred.format == "iso":
+        occurred = _time_field(occurred.path, samples)
     recorded = given.recorded_at
     if recorded is None and "recorded_at" in fields:
         recorded = _time_field(fields.pop("recorded_at"), samples)
+    elif recorded is not None and recorded.format == "iso":
+        recorded = _time_field(recorded.path, samples)
     fields.pop("occurred_at", None)
     fields.pop("recorded_at", None)
     return ImportMapping(fields=fields, occurred_at=occurred, recorded_at=recorded, zone=given.zone)
@@ -439,6 +444,11 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             f"'the metadata {f.get('metadata', '')} is not a JSON object'",
         ),
     ]
+    if "category" in f:
+        checks.append(
+            (f"{columns['category']} IS NULL",
+             f"'no category ({_describe_where(f['category'])})'")
+        )  # fmt: skip
     if "schema_version" in f:
         sv = _text(f["schema_version"])
         checks.append(
