@@ -151,13 +151,6 @@ def import_events(
     started = time.perf_counter()
     src: Source = source if isinstance(source, Source) else open_file_source(source)
     name = _check_name(name or src.default_name())
-    # a lake this call makes is removed again if the import fails before its first commit
-    new_lake = (
-        None
-        if isinstance(lake, EventStore) or not create or (Path(lake) / LAKE_DIR / MARKER).exists()
-        else (Path(lake), Path(lake).exists())
-    )
-    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     if isinstance(mapping, Mapping):
         mapping = ImportMapping.parse([f"{k}={v}" for k, v in mapping.items()])
     given = mapping or ImportMapping()
@@ -168,7 +161,16 @@ def import_events(
             recorded_at=_mapping.TimeField.parse(recorded_at) if recorded_at else given.recorded_at,
             zone=zone or given.zone,
         )
+    if given.zone is not None:
+        _check_zone(given.zone)
     told = bool(given.fields or given.occurred_at or given.recorded_at or given.zone)
+    # a lake this call makes is removed again if the import fails before its first commit
+    new_lake = (
+        None
+        if isinstance(lake, EventStore) or not create or (Path(lake) / LAKE_DIR / MARKER).exists()
+        else (Path(lake), Path(lake).exists())
+    )
+    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     stored = store.cursor(name)
     summary = ImportSummary(name=name, source=src.label, resumed=stored is not None)
     if stored is not None:
@@ -243,6 +245,20 @@ def import_events(
     if rejects is not None and summary.rejected:
         summary.rejects_path = rejects.path
     return summary
+
+
+def _check_zone(zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SourceError(
+            f"{zone!r} is not a time zone.",
+            hint="give an IANA zone name such as UTC, Europe/Berlin or America/New_York.",
+            source=None,
+            where=None,
+        ) from None
 
 
 def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> None:

@@ -234,6 +234,16 @@ def test_naive_times_read_in_a_zone_across_daylight_saving(tmp_path: Path) -> No
     assert events[1]["occurred_at"].hour == 10  # CEST, +02:00
 
 
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "+02:00", ""])
+def test_unknown_zone_is_refused_before_anything_is_made(tmp_path: Path, zone: str) -> None:
+    source = write_jsonl(tmp_path / "s.jsonl", [{"stream": "a-1", "type": "T", "t": "2025-01-01"}])
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(tmp_path / "lake", source, create=True, zone=zone or " ")
+    assert "not a time zone" in caught.value.problem
+    assert "Europe/Berlin" in (caught.value.hint or "")
+    assert not (tmp_path / "lake").exists()
+
+
 EPOCH = datetime(2025, 1, 1, 0, 0, 0, 250_000, tzinfo=UTC)
 
 
