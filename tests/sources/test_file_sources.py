@@ -648,3 +648,56 @@ def test_failed_create_leaves_no_lake(tmp_path: Path) -> None:
         esa.import_events(empty, source, create=True)
     assert empty.is_dir()
     assert not any(empty.iterdir())
+
+
+def test_csv_blank_lines_then_growth_imports_each_row_once(tmp_path: Path) -> None:
+    """Blank lines (and rows of only empty cells) are skipped, and a re-run after the file
+    grew starts after the last row read: no row twice, none lost."""
+    source = tmp_path / "gaps.csv"
+    source.write_text("stream,type,v\na-1,T,1\n\n\na-1,T,2\n,,\na-1,T,3\n\n")
+    lake = tmp_path / "lake"
+    assert esa.import_events(lake, source, create=True).events == 3
+    with open(source, "a") as handle:
+        handle.write("a-1,T,4\n\na-1,T,5\n")
+    assert esa.import_events(lake, source).events == 2
+    assert [e["data"]["v"] for e in events_of(lake)] == [1, 2, 3, 4, 5]
+    expected = pd.read_csv(source, dtype=str).dropna(how="all")  # pandas skips blank lines
+    assert [str(e["data"]["v"]) for e in events_of(lake)] == expected["v"].tolist()
+
+
+def test_small_csv_rewritten_is_refused(tmp_path: Path) -> None:
+    """A CSV under the fingerprint size rewritten with other rows (same or larger size) is
+    not read on from the old row count."""
+    lake = prepared_lake(tmp_path)
+    source = tmp_path / "small.csv"
+    source.write_text("stream,type,v\na-1,T,1\na-1,T,2\n")
+    esa.import_events(lake, source)
+    before = log_bytes(lake)
+    source.write_text("stream,type,v\nb-1,X,9\nb-1,X,8\nb-1,X,7\n")
+    with pytest.raises(esa.SourceChangedError):
+        esa.import_events(lake, source)
+    assert log_bytes(lake) == before
+    big = tmp_path / "big.csv"
+    rows = "".join(f"a-1,T,{i}\n" for i in range(2000))
+    big.write_text("stream,type,v\n" + rows)
+    esa.import_events(lake, big)
+    before = log_bytes(lake)
+    # (a same-size change in the middle, outside both fingerprints, is not seen: as for JSONL)
+    big.write_text("stream,type,v\n" + rows.replace("a-1,T,1999\n", "a-1,T,7777\n"))  # last row
+    with pytest.raises(esa.SourceChangedError):
+        esa.import_events(lake, big)
+    assert log_bytes(lake) == before
+
+
+def test_csv_row_with_wrong_number_of_fields_is_named(tmp_path: Path) -> None:
+    lake = prepared_lake(tmp_path)
+    source = tmp_path / "ragged.csv"
+    source.write_text("stream,type,v\na-1,T,1\na-1,T\na-1,T,3\n")
+    before = log_bytes(lake)
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source)
+    assert "ragged.csv" in caught.value.problem
+    assert "a-1,T" in caught.value.problem
+    assert "3" in caught.value.problem
+    assert caught.value.hint
+    assert log_bytes(lake) == before
