@@ -303,9 +303,9 @@ class CsvSource:
             )
         if limit <= len(header_line):
             return
-        tail = digest_range(self.path, max(0, size - FINGERPRINT_BYTES), size)
+        before = digest_range(self.path, max(0, size - FINGERPRINT_BYTES), size)
         try:
-            yield from self._batches(pv, con, names, row, limit, size, first, tail)
+            yield from self._batches(pv, con, names, row, limit, size, first, before)
         except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
             raise SourceError(
                 f"The CSV file {self.label} has a row that does not fit its header "
