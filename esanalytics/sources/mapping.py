@@ -386,8 +386,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     )
     if source_id is None:
         seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
-    else:
-        seed = f"'esa-id:' || {source_id}"
+    else:  # the stream too: two tables' row counters (id 1, 2, 3 in each) are not one event
+        seed = f"'esa-id:' || {stream} || chr(31) || {source_id}"
     digest = f"md5({seed})"
     derived = (
         f"substr({digest}, 1, 8) || '-' || substr({digest}, 9, 4) || '-3' || "

@@ -701,3 +701,24 @@ def test_csv_row_with_wrong_number_of_fields_is_named(tmp_path: Path) -> None:
     assert "3" in caught.value.problem
     assert caught.value.hint
     assert log_bytes(lake) == before
+
+
+def test_counter_ids_of_two_tables_do_not_collide(tmp_path: Path) -> None:
+    """Two exports whose own ids are row counters (1, 2, 3 in each table) are different
+    events: both are imported. The same export under another name is still recognised."""
+    lake = tmp_path / "lake"
+    for table in ("orders", "payments"):
+        source = tmp_path / f"{table}.csv"
+        source.write_text(
+            "id,stream,type\n" + "".join(f"{i},{table}-{i},Created\n" for i in range(1, 6))
+        )
+        summary = esa.import_events(lake, source, create=True)
+        assert summary.events == 5
+        assert summary.already == 0
+    got = events_of(lake)
+    assert [e["stream_id"] for e in got] == [f"{t}-{i}" for t in ("orders", "payments")
+                                             for i in range(1, 6)]  # fmt: skip
+    assert [e["metadata"]["source_event_id"] for e in got] == [str(i) for i in range(1, 6)] * 2
+    again = esa.import_events(lake, tmp_path / "payments.csv", name="payments-again")
+    assert again.events == 0
+    assert again.already == 5
