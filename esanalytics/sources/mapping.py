@@ -10,6 +10,7 @@ into an ingest table in one DuckDB query, with a reason for every row it cannot 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -195,6 +196,10 @@ def detect(
     for role, names in CANDIDATES.items():
         if role in fields:
             continue
+        if role in ("data", "metadata"):  # only a field that holds an object (or its JSON)
+            names = tuple(n for n in names if n not in present or _object_like(samples.get(n)))
+            if not names:
+                continue
         if role == "occurred_at" and given.occurred_at is not None:
             continue
         if role == "recorded_at" and given.recorded_at is not None:
@@ -244,6 +249,15 @@ def detect(
     fields.pop("occurred_at", None)
     fields.pop("recorded_at", None)
     return ImportMapping(fields=fields, occurred_at=occurred, recorded_at=recorded, zone=given.zone)
+
+
+def _object_like(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    return value is None or isinstance(value, dict)
 
 
 def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:

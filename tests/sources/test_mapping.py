@@ -183,7 +183,15 @@ def test_data_field_holding_an_object_or_its_json_text(tmp_path: Path, value: An
 
 
 def test_data_field_holding_text_that_is_not_an_object(tmp_path: Path) -> None:
-    error = refused(tmp_path, [{"stream": "a-1", "type": "T", "data": "just words"}])
+    """A field named like a payload that holds plain text (an e-mail's body) is not taken
+    for the payload: it stays a field of it. Mapped on purpose, it is a bad row."""
+    rows = [{"stream": "mail-1", "type": "Sent", "body": "hello", "meta": "x", "to": "ada"}]
+    (event,) = imported(tmp_path, rows)
+    assert event["data"] == {"body": "hello", "meta": "x", "to": "ada"}
+    assert event["metadata"] == {}
+    (tmp_path / "mapped").mkdir()
+    error = refused(tmp_path / "mapped", [{"stream": "a-1", "type": "T", "data": "just words"}],
+                    mapping={"data": "data"})  # fmt: skip
     assert error.where == "src.jsonl:1"
     assert "payload" in error.problem
 
