@@ -145,6 +145,8 @@ class JsonLinesSource:
                 if len(head) < FINGERPRINT_BYTES:
                     head += real[: FINGERPRINT_BYTES - len(head)]
                 window = (window + real)[-FINGERPRINT_BYTES:]
+                if offset == 0 and body.startswith(b"\xef\xbb\xbf"):  # a BOM (Windows tools)
+                    body = b"   " + body[3:]
                 lines, numbers = _split_lines(body, line)
                 line += body.count(b"\n")
                 offset += consumed
@@ -395,7 +397,8 @@ def _csv_lines(con: Any, table: pa.Table, names: list[str]) -> pa.Array:
 class ParquetSource:
     """Parquet: one file, a folder (hive ``key=value`` folders become fields), or a glob,
     read in file-name order. A row's coordinates are ``file:row N``. Nested columns stay
-    nested in the payload; a text column holding a JSON object is read as that object."""
+    nested in the payload; a text column mapped as the payload or metadata that holds a JSON
+    object is read as that object (other text columns stay text)."""
 
     kind = "parquet"
 

@@ -400,8 +400,8 @@ def _commit_batch(
 
 def _bad_row(name: str, at: str, reason: str, *, hint: str | None = None) -> SourceError:
     return SourceError(
-        f"{at}: {reason}. Nothing of this batch was written.",
-        hint=(hint + "; or " if hint else "")
+        f"{at}: {reason.rstrip('.')}. Nothing of this batch was written.",
+        hint=(hint.rstrip(".") + "; or " if hint else "")
         + "fix the row and run the import again (it continues after the last committed "
         "batch), map the field (--map ROLE=FIELD), or pass --on-error skip to write such "
         "rows to a rejects file and go on.",

@@ -722,3 +722,34 @@ def test_counter_ids_of_two_tables_do_not_collide(tmp_path: Path) -> None:
     again = esa.import_events(lake, tmp_path / "payments.csv", name="payments-again")
     assert again.events == 0
     assert again.already == 5
+
+
+def test_jsonl_with_a_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    """Windows tools write a UTF-8 BOM and CRLF line ends; the file reads as pandas reads it,
+    and a re-run after growth continues at the right place."""
+    source = tmp_path / "windows.jsonl"
+    rows = sample_rows(5)
+    source.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\r\n" for r in rows))
+    lake = tmp_path / "lake"
+    assert esa.import_events(lake, source, create=True).events == 5
+    with open(source, "ab") as handle:
+        handle.write(json.dumps(sample_rows(1, start=5)[0]).encode() + b"\r\n")
+    assert esa.import_events(lake, source).events == 1
+    expected = pd.read_json(source, lines=True, dtype=False, encoding="utf-8-sig")
+    assert [e["data"] for e in events_of(lake)] == expected["data"].tolist()
+    assert [e["stream_id"] for e in events_of(lake)] == expected["stream"].tolist()
+
+
+def test_not_json_nan_in_parquet_is_a_bad_row_with_one_full_stop(tmp_path: Path) -> None:
+    source = tmp_path / "nan.parquet"
+    pq.write_table(
+        pa.table({"stream": ["a-1", "a-1"], "type": ["T", "T"], "x": [1.0, float("nan")]}), source
+    )
+    lake = prepared_lake(tmp_path)
+    before = log_bytes(lake)
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source)
+    assert caught.value.where == "nan.parquet:row 2"
+    assert "NaN" in caught.value.problem
+    assert ".." not in str(caught.value)
+    assert log_bytes(lake) == before
