@@ -317,10 +317,14 @@ def _time(spec: TimeField, zone: str | None) -> tuple[str, str]:
     fmt = spec.format
     if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
         scale = {"epoch_s": "1000000", "epoch_ms": "1000", "epoch_us": "1"}[fmt]
-        value = f"CAST(TRY_CAST({raw} AS DOUBLE) * {scale} AS BIGINT)"
+        value = f"TRY_CAST(TRY_CAST({raw} AS DOUBLE) * {scale} AS BIGINT)"
         bad = f"TRY_CAST({raw} AS DOUBLE) IS NULL"
         what = f"is not a number of {fmt[6:].replace('s', 'seconds', 1) if fmt == 'epoch_s' else fmt[6:]}"
-        return value, f"CASE WHEN {bad} THEN '{spec.path} ' || {_quote(what)} END"
+        return value, (
+            f"CASE WHEN {bad} THEN '{spec.path} ' || {_quote(what)} "
+            f"WHEN {value} IS NULL THEN '{spec.path} ' || esa_shown({raw}) || "
+            f"' is out of range as {fmt}' END"
+        )
     if fmt == "iso":
         parsed_zoned = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
         parsed_local = f"TRY_CAST({raw} AS TIMESTAMP)"

@@ -275,6 +275,26 @@ def test_epoch_times_by_size_and_explicit(tmp_path: Path, value: Any, spec: str 
     assert event["occurred_at"] == EPOCH
 
 
+@pytest.mark.parametrize(("value", "spec"), [(1e20, None), (1e300, "ts:epoch_s")])
+def test_epoch_out_of_range_is_a_bad_row(tmp_path: Path, value: float, spec: str | None) -> None:
+    rows = [
+        {"stream": "a-1", "type": "T", "ts": 1735689600},
+        {"stream": "a-1", "type": "T", "ts": value},
+    ]
+    if spec is None:
+        rows = rows[::-1]  # detected from the first row's size: microseconds
+    options = {"occurred_at": spec} if spec else {}
+    error = refused(tmp_path, rows, **options)
+    assert error.where == ("src.jsonl:2" if spec else "src.jsonl:1")
+    assert "out of range" in error.problem
+    lake = tmp_path / "skip"
+    write_jsonl(tmp_path / "src.jsonl", rows)
+    summary = esa.import_events(
+        lake, tmp_path / "src.jsonl", create=True, on_error="skip", **options
+    )
+    assert summary.rejected == 1
+
+
 def test_strptime_format_with_a_zone(tmp_path: Path) -> None:
     rows = [{"stream": "a-1", "type": "T", "when": "31/12/2024 23:15"},
             {"stream": "a-1", "type": "T", "when": "01/07/2025 08:00"}]  # fmt: skip
