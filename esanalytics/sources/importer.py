@@ -163,6 +163,8 @@ def import_events(
         )
     if given.zone is not None:
         _check_zone(given.zone)
+    for spec in (given.occurred_at, given.recorded_at):
+        _check_format(spec)
     told = bool(given.fields or given.occurred_at or given.recorded_at or given.zone)
     # a lake this call makes is removed again if the import fails before its first commit
     new_lake = (
@@ -259,6 +261,25 @@ def _check_zone(zone: str) -> None:
             source=None,
             where=None,
         ) from None
+
+
+def _check_format(spec: _mapping.TimeField | None) -> None:
+    if spec is None or spec.format in _mapping.TIME_FORMATS:
+        return
+    import duckdb
+
+    with duckdb.connect() as con:
+        try:
+            con.execute("SELECT try_strptime('', " + _mapping._quote(spec.format) + ")")
+        except duckdb.Error as error:
+            raise SourceError(
+                f"The time format {spec.format!r} for {spec.path} is not a strptime pattern: "
+                f"{str(error).splitlines()[0]}",
+                hint="use codes such as '%d/%m/%Y %H:%M' or '%Y-%m-%dT%H:%M:%S%z', or one of "
+                "iso, epoch_s, epoch_ms, epoch_us.",
+                source=None,
+                where=None,
+            ) from None
 
 
 def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> None:

@@ -369,13 +369,10 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             f"THEN json({_text(f['data'])}) ELSE {raw_data} END"
         )
     else:
-        kept = ", ".join(_quote(k) for k in sorted(used_top)) or "''"
-        data = (
-            "CAST(to_json(map_from_entries(list_transform("
-            f"list_filter(json_keys(j), lambda k: k NOT IN ({kept})), "
-            "lambda k: struct_pack(k := k, v := json_extract(j, '$.\"' || replace(k, '\"', '\\\"') || '\"'))"
-            "))) AS JSON)"
-        )
+        # the row without the mapped fields (a JSON merge patch's null removes a key; any
+        # key, even "" or one with quotes or backslashes, and the order and nulls kept)
+        removed = "{" + ",".join(json.dumps(k) + ":null" for k in sorted(used_top) if k) + "}"
+        data = f"json_merge_patch(j, {_quote(removed)})"
     if "metadata" in f:
         raw_meta = _value(f["metadata"])
         base = (

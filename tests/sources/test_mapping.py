@@ -204,6 +204,26 @@ def test_metadata_field_as_json_text_merged_with_named_keys(tmp_path: Path) -> N
     assert event["metadata"] == {"ip": "1.2.3.4", "actor": "bob"}
 
 
+def test_any_key_stays_in_the_payload(tmp_path: Path) -> None:
+    """Keys JSON allows but paths trip on (empty, quotes, backslashes, dots, '$') stay in the
+    payload as they are, with nulls and order kept."""
+    row = {"stream": "a-1", "type": "T", 'a"b': 1, "a'b": 2, "a\\b": 3, "a.b": 4, "": 5,
+           "ü": 6, "$": 7, "a b": None, "[0]": [None], "*": {"x": None}}  # fmt: skip
+    (event,) = imported(tmp_path, [row])
+    expected = {k: v for k, v in row.items() if k not in ("stream", "type")}
+    assert event["data"] == expected
+    assert list(event["data"]) == list(expected)
+
+
+def test_bad_strptime_format_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "s.jsonl", [{"stream": "a-1", "type": "T", "w": "x"}])
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(tmp_path / "lake", source, create=True, occurred_at="w:%Q", zone="UTC")
+    assert "%Q" in caught.value.problem
+    assert caught.value.hint
+    assert not (tmp_path / "lake").exists()
+
+
 def test_bad_mapping_options(tmp_path: Path) -> None:
     for pairs in (["stream=acct"], ["stream_id"], ["stream_id=a b"], ["event_id={x}-y"]):
         with pytest.raises(esa.SourceError) as caught:
