@@ -393,10 +393,25 @@ def _commit_batch(
             at = mapped["at"][row].as_py()
             if rejects is None:
                 raise _bad_row(name, at, error.problem, hint=error.hint) from None
-            rejects.add([at], [error.problem], [raw.lines[int(mapped["row"][row].as_py())].as_py()])
-            summary.rejected += 1
             keep = np.ones(mapped.num_rows, dtype=bool)
             keep[row] = False
+            category = getattr(error, "category", None)
+            if category is not None:  # every row of a category the store refuses, at once
+                categories = (
+                    table["category"]
+                    if "category" in table.column_names
+                    else pc.list_element(pc.split_pattern(table["stream_id"], "-", max_splits=1), 0)
+                )
+                keep &= ~pc.fill_null(pc.equal(categories, category), False).to_numpy(
+                    zero_copy_only=False
+                )
+            out = pa.array(np.flatnonzero(~keep))
+            rejects.add(
+                mapped["at"].take(out).to_pylist(),
+                [error.problem] * len(out),
+                raw.lines.take(mapped["row"].take(out)).to_pylist(),
+            )
+            summary.rejected += len(out)
             mapped = mapped.filter(pa.array(keep))
             continue
         summary.already += already

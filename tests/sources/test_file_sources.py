@@ -753,3 +753,25 @@ def test_not_json_nan_in_parquet_is_a_bad_row_with_one_full_stop(tmp_path: Path)
     assert "NaN" in caught.value.problem
     assert ".." not in str(caught.value)
     assert log_bytes(lake) == before
+
+
+def test_stream_id_the_store_refuses_is_a_bad_row(tmp_path: Path) -> None:
+    """A stream id whose category cannot name a folder ('x/y-1') is named by its line, and
+    on_error='skip' puts every such row in the rejects file and imports the others."""
+    source = tmp_path / "streams.jsonl"
+    rows = [{"stream": "x/y-1" if i % 50 == 7 else f"a-{i % 10}", "type": "T", "i": i}
+            for i in range(300)]  # fmt: skip
+    write_jsonl(source, rows)
+    lake = prepared_lake(tmp_path)
+    before = log_bytes(lake)
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source)
+    assert caught.value.where == "streams.jsonl:8"
+    assert "x/y" in caught.value.problem
+    assert log_bytes(lake) == before
+    summary = esa.import_events(lake, source, on_error="skip")
+    assert summary.rejected == 6
+    assert summary.events == 294
+    rejects = [json.loads(t) for t in rejects_path(lake, "streams").read_text().splitlines()]
+    assert [r["where"] for r in rejects] == [f"streams.jsonl:{i + 1}" for i in range(7, 300, 50)]
+    assert [e["data"]["i"] for e in events_of(lake)[3:]] == [i for i in range(300) if i % 50 != 7]
