@@ -285,7 +285,10 @@ def _check_format(spec: _mapping.TimeField | None) -> None:
 def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> None:
     """Remove the lake this import created if nothing was committed to it: a failed import
     leaves no lake behind (a folder that existed empty stays, empty)."""
-    if new_lake is None or store.refresh() != 0:
+    try:
+        if new_lake is None or store.refresh() != 0:
+            return
+    except Exception:  # the lake cannot be read: leave it, and let the first error stand
         return
     root, existed = new_lake
     for part in (LAKE_DIR, EVENTS_DIR):
