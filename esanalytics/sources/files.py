@@ -305,7 +305,7 @@ class CsvSource:
             )
         if limit <= len(header_line):
             return
-        before = digest_range(self.path, max(0, size - FINGERPRINT_BYTES), size)
+        before = digest_range(self.path, max(0, limit - FINGERPRINT_BYTES), limit)
         try:
             yield from self._batches(pv, con, names, row, limit, size, first, before)
         except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
@@ -345,6 +345,7 @@ class CsvSource:
                 # cursor is the one skip_rows_after_names counts; they are dropped below
                 parse_options=pv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             )
+            pending: RawBatch | None = None
             for batch in reader:
                 if batch.num_rows == 0:
                     continue
@@ -354,22 +355,23 @@ class CsvSource:
                 filled = np.zeros(batch.num_rows, dtype=bool)
                 for column in table.columns:
                     filled |= pc.not_equal(column, "").to_numpy(zero_copy_only=False)
-                cursor = {
-                    "file": self.path.name,
-                    "row": row,
-                    "size": size,
-                    "first": first,
-                    "tail": tail,
-                }
+                cursor = {"file": self.path.name, "row": row, "size": size, "first": first}
                 if not filled.any():
                     continue
                 if not filled.all():
                     table = table.filter(pa.array(filled))
                     numbers = numbers[filled]
                 lines = _csv_lines(con, table, names)
-                yield RawBatch(
+                if pending is not None:
+                    yield pending
+                pending = RawBatch(
                     lines, _coordinates(f"{self.path.name}:row ", numbers), cursor, raw.tell()
                 )
+            if pending is not None:
+                # the last batch read all the file had: the bytes before its end must stay
+                # (an earlier batch's end is not known in bytes, so only this one is checked)
+                pending.cursor["tail"] = tail
+                yield pending
 
 
 _CSV_NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"

@@ -775,3 +775,27 @@ def test_stream_id_the_store_refuses_is_a_bad_row(tmp_path: Path) -> None:
     rejects = [json.loads(t) for t in rejects_path(lake, "streams").read_text().splitlines()]
     assert [r["where"] for r in rejects] == [f"streams.jsonl:{i + 1}" for i in range(7, 300, 50)]
     assert [e["data"]["i"] for e in events_of(lake)[3:]] == [i for i in range(300) if i % 50 != 7]
+
+
+def test_csv_bad_row_in_a_later_batch_fixed_then_resumed(tmp_path: Path) -> None:
+    """A CSV read in several batches stops at a bad row with the earlier batches committed;
+    the user fixes the row (the file grows by a few bytes) and the import goes on."""
+    from esanalytics.sources.files import CsvSource
+
+    lake = prepared_lake(tmp_path)
+    source = tmp_path / "long.csv"
+    rows = [f"a-{i % 5},T,{i}\n" for i in range(3000)]
+    rows[2500] = "a-1,bad type,2500\n"
+    source.write_text("stream,type,v\n" + "".join(rows))
+    with pytest.raises(esa.SourceError, match=r"long\.csv:row 2501"):
+        esa.import_events(lake, CsvSource(source, block_bytes=8192), name="long")
+    committed = len(events_of(lake)) - 3
+    assert 0 < committed < 2500
+    rows[2500] = "a-1,TypeFixed,2500\n"
+    source.write_text("stream,type,v\n" + "".join(rows))
+    esa.import_events(lake, CsvSource(source, block_bytes=8192), name="long")
+    assert [e["data"]["v"] for e in events_of(lake)[3:]] == list(range(3000))
+    # and once read to its end, the bytes before the end are fingerprinted
+    source.write_text("stream,type,v\n" + "".join(rows).replace("a-4,T,2999", "a-4,T,9999"))
+    with pytest.raises(esa.SourceChangedError):
+        esa.import_events(lake, CsvSource(source, block_bytes=8192), name="long")
