@@ -81,9 +81,10 @@ def digest_range(path: str | os.PathLike[str], start: int, end: int) -> str:
 def changed(source: str, what: str, *, name: str | None) -> SourceChangedError:
     return SourceChangedError(
         f"The source {source} changed under the import's cursor: {what}.",
-        hint="an import only follows a source that grows at its end. If the source was "
-        "replaced on purpose, import it under a new --name (events already imported are "
-        "recognised by their ids and not written twice); otherwise restore the original.",
+        hint="an import only follows a source that grows at its end: restore the original "
+        "to go on. If the source was replaced on purpose, import it under a new --name: rows "
+        "with their own event id that were imported are recognised and skipped, but rows "
+        "without one are imported again.",
         source=name,
         where=None,
     )
