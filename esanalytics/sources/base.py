@@ -81,10 +81,10 @@ def digest_range(path: str | os.PathLike[str], start: int, end: int) -> str:
 def changed(source: str, what: str, *, name: str | None) -> SourceChangedError:
     return SourceChangedError(
         f"The source {source} changed under the import's cursor: {what}.",
-        hint="an import only follows a source that grows at its end. If the source was "
-        "replaced on purpose, import it under a new --name: rows whose own ids are already "
-        "in the lake are not written twice, but rows without an id of their own are written "
-        "again, so leave those out of the new file; otherwise restore the original.",
+        hint="an import only follows a source that grows at its end: restore the original "
+        "to go on. If the source was replaced on purpose, import it under a new --name: rows "
+        "with their own event id that were imported are recognised and skipped, but rows "
+        "without an id of their own are written again, so leave those out of the new file.",
         source=name,
         where=None,
     )

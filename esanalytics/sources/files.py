@@ -26,6 +26,7 @@ from esanalytics.sources.base import (
     FINGERPRINT_BYTES,
     RawBatch,
     changed,
+    digest_range,
     no_such_source,
 )
 
@@ -70,6 +71,8 @@ class JsonLinesSource:
         return _strip_suffixes(self.path.name)
 
     def size(self) -> int | None:
+        if not self.path.is_file():
+            raise no_such_source(self.label)
         return self.path.stat().st_size
 
     def _open(self) -> IO[bytes]:
@@ -142,6 +145,8 @@ class JsonLinesSource:
                 if len(head) < FINGERPRINT_BYTES:
                     head += real[: FINGERPRINT_BYTES - len(head)]
                 window = (window + real)[-FINGERPRINT_BYTES:]
+                if offset == 0 and body.startswith(b"\xef\xbb\xbf"):  # a BOM (Windows tools)
+                    body = b"   " + body[3:]
                 lines, numbers = _split_lines(body, line)
                 line += body.count(b"\n")
                 offset += consumed
@@ -219,8 +224,9 @@ class _Limited(io.RawIOBase):
 class CsvSource:
     """A CSV file with a header row. Every value is read as text and becomes, in the
     payload, a JSON number if it is a plain decimal (``12``, ``-3.5``; not ``007`` or
-    ``1e5``), ``true``/``false``, null if empty, and text otherwise. A row's coordinates are
-    ``file:row N`` (data rows, 1-based)."""
+    ``1e5``), ``true``/``false``, null if empty, and text otherwise. Blank lines and rows
+    whose every cell is empty are skipped. A row's coordinates are ``file:row N`` (rows after
+    the header, 1-based, blank lines counted)."""
 
     kind = "csv"
 
@@ -237,6 +243,8 @@ class CsvSource:
         return _strip_suffixes(self.path.name)
 
     def size(self) -> int | None:
+        if not self.path.is_file():
+            raise no_such_source(self.label)
         return self.path.stat().st_size
 
     def read(
@@ -265,8 +273,16 @@ class CsvSource:
                     "(truncated)",
                     name=name,
                 )
-            if first != at["first"] and int(at["size"]) >= FINGERPRINT_BYTES:
+            if digest_range(self.path, 0, min(int(at["size"]), FINGERPRINT_BYTES)) != at["first"]:
                 raise changed(self.label, "its first bytes are not the ones imported", name=name)
+            end = int(at["size"])
+            if (
+                "tail" in at
+                and digest_range(self.path, max(0, end - FINGERPRINT_BYTES), end) != at["tail"]
+            ):
+                raise changed(
+                    self.label, "the bytes before the cursor are not the ones imported", name=name
+                )
         limit = size
         if follow:
             with open(self.path, "rb") as handle:
@@ -293,6 +309,31 @@ class CsvSource:
             )
         if limit <= len(header_line):
             return
+        before = digest_range(self.path, max(0, limit - FINGERPRINT_BYTES), limit)
+        try:
+            yield from self._batches(pv, con, names, row, limit, size, first, before)
+        except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
+            raise SourceError(
+                f"The CSV file {self.label} has a row that does not fit its header "
+                f"({len(names)} columns): {str(error).removeprefix('CSV parse error: ')}.",
+                hint="give every row as many fields as the header (quote fields that hold "
+                "commas, quotes or newlines), then run the import again: it continues after the "
+                "last committed batch.",
+                source=name,
+                where=self.path.name,
+            ) from None
+
+    def _batches(
+        self,
+        pv: Any,
+        con: Any,
+        names: list[str],
+        row: int,
+        limit: int,
+        size: int,
+        first: str,
+        tail: str,
+    ) -> Iterator[RawBatch]:
         with open(self.path, "rb") as raw:
             reader = pv.open_csv(
                 io.BufferedReader(_Limited(raw, limit), buffer_size=1 << 20),
@@ -304,18 +345,37 @@ class CsvSource:
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
                 ),
-                parse_options=pv.ParseOptions(newlines_in_values=True),
+                # blank lines are rows of empty cells here, so that the row count of the
+                # cursor is the one skip_rows_after_names counts; they are dropped below
+                parse_options=pv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             )
+            pending: RawBatch | None = None
             for batch in reader:
                 if batch.num_rows == 0:
                     continue
-                lines = _csv_lines(con, pa.Table.from_batches([batch]), names)
+                table = pa.Table.from_batches([batch])
                 numbers = np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)
                 row += batch.num_rows
+                filled = np.zeros(batch.num_rows, dtype=bool)
+                for column in table.columns:
+                    filled |= pc.not_equal(column, "").to_numpy(zero_copy_only=False)
                 cursor = {"file": self.path.name, "row": row, "size": size, "first": first}
-                yield RawBatch(
+                if not filled.any():
+                    continue
+                if not filled.all():
+                    table = table.filter(pa.array(filled))
+                    numbers = numbers[filled]
+                lines = _csv_lines(con, table, names)
+                if pending is not None:
+                    yield pending
+                pending = RawBatch(
                     lines, _coordinates(f"{self.path.name}:row ", numbers), cursor, raw.tell()
                 )
+            if pending is not None:
+                # the last batch read all the file had: the bytes before its end must stay
+                # (an earlier batch's end is not known in bytes, so only this one is checked)
+                pending.cursor["tail"] = tail
+                yield pending
 
 
 _CSV_NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
@@ -343,7 +403,8 @@ def _csv_lines(con: Any, table: pa.Table, names: list[str]) -> pa.Array:
 class ParquetSource:
     """Parquet: one file, a folder (hive ``key=value`` folders become fields), or a glob,
     read in file-name order. A row's coordinates are ``file:row N``. Nested columns stay
-    nested in the payload; a text column holding a JSON object is read as that object."""
+    nested in the payload; a text column mapped as the payload or metadata that holds a JSON
+    object is read as that object (other text columns stay text)."""
 
     kind = "parquet"
 

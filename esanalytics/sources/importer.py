@@ -42,6 +42,7 @@ from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import open_file_source
 from esanalytics.sources.mapping import ImportMapping
 from esanalytics.store import EventStore, open_store
+from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER
 
 __all__ = ["ImportSummary", "import_events", "rejects_path"]
 
@@ -119,7 +120,7 @@ def _check_zone(zone: str) -> None:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise SourceError(
-            f"The time zone {zone!r} is not one esa knows.",
+            f"{zone!r} is not a time zone.",
             hint="give an IANA zone name such as UTC, Europe/Berlin or America/New_York.",
             source=None,
             where=None,
@@ -169,42 +170,6 @@ def import_events(
     with reasons, to :func:`rejects_path` instead of stopping. ``follow`` keeps reading a
     growing source until ``stop`` is set or the process is interrupted.
     """
-    if isinstance(lake, EventStore):
-        store, fresh = lake, False
-    else:
-        fresh = create and not Path(lake).exists()
-        store = open_store(lake, create=create)
-    try:
-        return _import(
-            store, source, name=name, mapping=mapping, occurred_at=occurred_at,
-            recorded_at=recorded_at, zone=zone, on_error=on_error, follow=follow,
-            poll_seconds=poll_seconds, stop=stop, progress=progress, on_mapping=on_mapping,
-            on_batch=on_batch,
-        )  # fmt: skip
-    except BaseException:
-        if fresh and store.head == 0:  # the lake this call made holds nothing: no trace
-            shutil.rmtree(store.path, ignore_errors=True)
-        raise
-
-
-def _import(
-    store: EventStore,
-    source: str | os.PathLike[str] | Source,
-    *,
-    name: str | None = None,
-    mapping: ImportMapping | Mapping[str, str] | None = None,
-    occurred_at: str | None = None,
-    recorded_at: str | None = None,
-    zone: str | None = None,
-    on_error: str = "raise",
-    follow: bool = False,
-    poll_seconds: float = 1.0,
-    stop: threading.Event | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    on_mapping: Callable[[ImportMapping], None] | None = None,
-    on_batch: Callable[[ImportSummary], None] | None = None,
-) -> ImportSummary:
-    """:func:`import_events` into an open store."""
     if on_error not in ("raise", "skip"):
         raise ValidationError(
             f"on_error is {on_error!r}.", hint="use on_error='raise' (stop at the first bad "
@@ -225,7 +190,16 @@ def _import(
         )
     if given.zone is not None:
         _check_zone(given.zone)
+    for spec in (given.occurred_at, given.recorded_at):
+        _check_format(spec)
     told = bool(given.fields or given.occurred_at or given.recorded_at or given.zone)
+    # a lake this call makes is removed again if the import fails before its first commit
+    new_lake = (
+        None
+        if isinstance(lake, EventStore) or not create or (Path(lake) / LAKE_DIR / MARKER).exists()
+        else (Path(lake), Path(lake).exists())
+    )
+    store = lake if isinstance(lake, EventStore) else open_store(lake, create=create)
     stored = store.cursor(name)
     summary = ImportSummary(name=name, source=src.label, resumed=stored is not None)
     if stored is not None:
@@ -238,8 +212,9 @@ def _import(
                 where=None,
             )
         summary.mapping = ImportMapping.from_json(stored["mapping"])
+        if told and _differs(given, summary.mapping):
+            raise _other_mapping(name, summary.mapping, given)
     previous = stored
-    total = src.size()
     rejects = _Rejects(rejects_path(store.path, name)) if on_error == "skip" else None
     import duckdb
 
@@ -247,7 +222,7 @@ def _import(
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET threads = 2")
     resolved: ImportMapping | None = None
-    if stored is not None and not told:
+    if stored is not None:  # (options that differ from it were refused above)
         resolved = summary.mapping
         if on_mapping is not None:
             on_mapping(resolved)
@@ -280,6 +255,7 @@ def _import(
     # is past the stored cursor when a batch held only events already in the lake.
     read_upto = previous["at"] if previous else None
     try:
+        total = src.size()
         while True:
             with _ahead(mapped_batches(read_upto)) as ahead:
                 for raw, mapped in ahead:
@@ -302,9 +278,13 @@ def _import(
                     break
             except KeyboardInterrupt:
                 break
+    except BaseException:
+        _forget_new_lake(store, new_lake)
+        raise
     finally:
         con.close()
     if not seen_rows and stored is None and not follow:
+        _forget_new_lake(store, new_lake)
         raise SourceError(
             f"The source {src.label} holds no events: nothing was imported.",
             hint="check that it is the right file and not empty (blank lines are skipped).",
@@ -373,6 +353,69 @@ class _ahead(Generic[_T]):
         self._thread.join()
 
 
+def _check_format(spec: _mapping.TimeField | None) -> None:
+    if spec is None or spec.format in _mapping.TIME_FORMATS:
+        return
+    import duckdb
+
+    with duckdb.connect() as con:
+        try:
+            con.execute("SELECT try_strptime('', " + _mapping._quote(spec.format) + ")")
+        except duckdb.Error as error:
+            raise SourceError(
+                f"The time format {spec.format!r} for {spec.path} is not a strptime pattern: "
+                f"{str(error).splitlines()[0]}",
+                hint="use codes such as '%d/%m/%Y %H:%M' or '%Y-%m-%dT%H:%M:%S%z', or one of "
+                "iso, epoch_s, epoch_ms, epoch_us.",
+                source=None,
+                where=None,
+            ) from None
+
+
+def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> None:
+    """Remove the lake this import created if nothing was committed to it: a failed import
+    leaves no lake behind (a folder that existed empty stays, empty)."""
+    try:
+        if new_lake is None or store.refresh() != 0:
+            return
+    except Exception:  # the lake cannot be read: leave it, and let the first error stand
+        return
+    root, existed = new_lake
+    for part in (LAKE_DIR, EVENTS_DIR):
+        shutil.rmtree(root / part, ignore_errors=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+def _differs(given: ImportMapping, kept: ImportMapping) -> bool:
+    """Whether options given on a re-run ask for something other than the kept mapping (a
+    time field given without a format matches the format detected for it)."""
+    if any(kept.fields.get(role) != where for role, where in given.fields.items()):
+        return True
+    if given.zone is not None and given.zone != kept.zone:
+        return True
+    for asked, had in (
+        (given.occurred_at, kept.occurred_at),
+        (given.recorded_at, kept.recorded_at),
+    ):
+        if asked is not None and (
+            had is None or asked.path != had.path or asked.format not in ("iso", had.format)
+        ):
+            return True
+    return False
+
+
+def _other_mapping(name: str, kept: ImportMapping, asked: ImportMapping) -> SourceError:
+    return SourceError(
+        f"The import {name!r} was made with the mapping {kept.to_json()}, not {asked.to_json()}.",
+        hint="run it again without mapping options to keep its mapping, "
+        "or import under a new --name with the new mapping.",
+        source=name,
+        where=None,
+    )
+
+
 def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMapping:
     keys: list[str] = []
     samples: dict[str, Any] = {}
@@ -409,7 +452,14 @@ def _commit_batch(
         where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
         if rejects is None:
             first = int(where[0])
-            raise _bad_row(name, mapped["at"][first].as_py(), mapped["reason"][first].as_py())
+            reason = mapped["reason"][first].as_py()
+            hint = (
+                "give the zone the source wrote its times in: --timezone Europe/Berlin "
+                "(zone= in Python), or a format with %z"
+                if reason.endswith("has no time zone")
+                else None
+            )
+            raise _bad_row(name, mapped["at"][first].as_py(), reason, hint=hint)
         rejects.add(
             mapped["at"].take(pa.array(where)).to_pylist(),
             mapped["reason"].take(pa.array(where)).to_pylist(),
@@ -435,10 +485,25 @@ def _commit_batch(
             at = mapped["at"][row].as_py()
             if rejects is None:
                 raise _bad_row(name, at, error.problem, hint=error.hint) from None
-            rejects.add([at], [error.problem], [raw.lines[int(mapped["row"][row].as_py())].as_py()])
-            summary.rejected += 1
             keep = np.ones(mapped.num_rows, dtype=bool)
             keep[row] = False
+            category = getattr(error, "category", None)
+            if category is not None:  # every row of a category the store refuses, at once
+                categories = (
+                    table["category"]
+                    if "category" in table.column_names
+                    else pc.list_element(pc.split_pattern(table["stream_id"], "-", max_splits=1), 0)
+                )
+                keep &= ~pc.fill_null(pc.equal(categories, category), False).to_numpy(
+                    zero_copy_only=False
+                )
+            out = pa.array(np.flatnonzero(~keep))
+            rejects.add(
+                mapped["at"].take(out).to_pylist(),
+                [error.problem] * len(out),
+                raw.lines.take(mapped["row"].take(out)).to_pylist(),
+            )
+            summary.rejected += len(out)
             mapped = mapped.filter(pa.array(keep))
             continue
         summary.already += already
@@ -469,8 +534,8 @@ def _bad_row(name: str, at: str, reason: str, *, hint: str | None = None) -> Sou
     elif hint is None and reason.startswith(("no stream id", "no event type")):
         hint = "map the field, e.g. --map stream_id=FIELD or --map event_type=FIELD"
     return SourceError(
-        f"{at}: {reason}. Nothing of this batch was written.",
-        hint=(hint + "; or " if hint else "")
+        f"{at}: {reason.rstrip('.')}. Nothing of this batch was written.",
+        hint=(hint.rstrip(".") + "; or " if hint else "")
         + "fix the row and run the import again (it continues after the last committed "
         "batch), or pass --on-error skip to write such rows, with reasons, to a rejects file "
         "and go on.",

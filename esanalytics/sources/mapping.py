@@ -196,6 +196,10 @@ def detect(
     for role, names in CANDIDATES.items():
         if role in fields:
             continue
+        if role in ("data", "metadata"):  # only a field that holds an object (or its JSON)
+            names = tuple(n for n in names if n not in present or _object_like(samples.get(n)))
+            if not names:
+                continue
         if role == "occurred_at" and given.occurred_at is not None:
             continue
         if role == "recorded_at" and given.recorded_at is not None:
@@ -231,15 +235,29 @@ def detect(
             source=source,
             where=None,
         )
+    # a field named without a format (read as ISO) that holds numbers: epoch, by their size
     occurred = given.occurred_at
     if occurred is None and "occurred_at" in fields:
         occurred = _time_field(fields.pop("occurred_at"), samples)
+    elif occurred is not None and occurred.format == "iso":
+        occurred = _time_field(occurred.path, samples)
     recorded = given.recorded_at
     if recorded is None and "recorded_at" in fields:
         recorded = _time_field(fields.pop("recorded_at"), samples)
+    elif recorded is not None and recorded.format == "iso":
+        recorded = _time_field(recorded.path, samples)
     fields.pop("occurred_at", None)
     fields.pop("recorded_at", None)
     return ImportMapping(fields=fields, occurred_at=occurred, recorded_at=recorded, zone=given.zone)
+
+
+def _object_like(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    return value is None or isinstance(value, dict)
 
 
 def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
@@ -338,11 +356,13 @@ def _time(
         scale = {"epoch_s": "1000000", "epoch_ms": "1000", "epoch_us": "1"}[fmt]
         unit = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}
         layer[parsed] = f"TRY_CAST({raw} AS DOUBLE)"
-        value = f"CAST({parsed} * {scale} AS BIGINT)"
+        value = f"TRY_CAST({parsed} * {scale} AS BIGINT)"
         what = f" is not a number of {unit[fmt]} since 1970"
         reason = (
             f"CASE WHEN {raw} IS NOT NULL AND {parsed} IS NULL "
-            f"THEN '{spec.path} ' || esa_shown({raw}) || {_quote(what)} END"
+            f"THEN '{spec.path} ' || esa_shown({raw}) || {_quote(what)} "
+            f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN '{spec.path} ' || "
+            f"esa_shown({raw}) || ' is out of range as {fmt}' END"
         )
         return layer, value, reason
     if fmt == "iso":
@@ -400,7 +420,6 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         "stream_id": parse.text_or_template(f["stream_id"]),
         "event_type": parse.text_or_template(f["event_type"]),
     }
-    whole = "NULL"
     if "data" in f:
         raw_data = parse.value(f["data"])
         middle["d"] = (
@@ -409,12 +428,10 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             f"THEN json(json_extract_string({raw_data}, '$')) ELSE {raw_data} END"
         )
     else:
-        kept = ", ".join(_quote(k) for k in sorted(used_top)) or "''"
-        middle["d"] = (
-            "CAST(to_json(map_from_entries(list_filter(map_entries(m), "
-            f"lambda e: e.key NOT IN ({kept})))) AS JSON)"
-        )
-        whole = "from_json(line, '\"MAP(VARCHAR, JSON)\"')"
+        # the row without the mapped fields (a JSON merge patch's null removes a key; any
+        # key, even "" or one with quotes or backslashes, and the order and nulls kept)
+        removed = "{" + ",".join(json.dumps(k) + ":null" for k in sorted(used_top) if k) + "}"
+        middle["d"] = f"CASE WHEN object THEN json_merge_patch(line, {_quote(removed)}) END"
     if "metadata" in f:
         raw_meta = parse.value(f["metadata"])
         base = (
@@ -425,33 +442,29 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         )
     else:
         base = "JSON '{}'"
-    extras_sql = []
-    if "event_id" in f:
-        middle["source_id"] = parse.text(f["event_id"])
-        middle["source_uuid"] = f"regexp_matches(coalesce(source_id, ''), {_quote(_UUID)})"
-    extras_sql += [
+    extras_sql = [
         f"{_quote(role.split('.', 1)[1])}, {parse.value(where)}"
         for role, where in f.items()
         if role.startswith("metadata.")
     ]
+    first: dict[str, str] = {}  # computed a step before the middle layer, which names them
+    at_seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
     if "event_id" in f:
-        middle["meta_extra"] = (
-            f"json_object('source_event_id', CASE WHEN NOT {middle['source_uuid']} THEN "
-            f"{middle['source_id']} END{''.join(', ' + e for e in extras_sql)})"
-        ).replace("coalesce(source_id,", f"coalesce({middle['source_id']},")
-        middle["source_uuid"] = middle["source_uuid"].replace(
-            "coalesce(source_id,", f"coalesce({middle['source_id']},"
+        first["source_id"] = parse.text(f["event_id"])
+        middle["source_uuid"] = f"regexp_matches(coalesce(source_id, ''), {_quote(_UUID)})"
+        extras_sql.insert(
+            0,
+            "'source_event_id', CASE WHEN NOT regexp_matches(coalesce(source_id, ''), "
+            f"{_quote(_UUID)}) THEN source_id END",
         )
-    elif extras_sql:
-        middle["meta_extra"] = f"json_object({', '.join(extras_sql)})"
-    middle["meta"] = (
-        f"json_merge_patch({base}, meta_extra)" if "meta_extra" in middle else base
-    ).replace("meta_extra", middle.get("meta_extra", "meta_extra"))
-    middle.pop("meta_extra", None)
-    if "event_id" in f:
-        seed = f"'esa-id:' || {middle['source_id']}"
+        # the stream too: two tables' row counters (id 1, 2, 3 in each) are not one event;
+        # a row whose id is missing gets one from its place
+        seed = f"coalesce('esa-id:' || {middle['stream_id']} || chr(31) || source_id, {at_seed})"
     else:
-        seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
+        seed = at_seed
+    middle["meta"] = (
+        f"json_merge_patch({base}, json_object({', '.join(extras_sql)}))" if extras_sql else base
+    )
     middle["h"] = f"md5({seed})"
     occurred, occurred_bad = "NULL", "NULL"
     if mapping.occurred_at is not None:
@@ -492,6 +505,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     if "schema_version" in f:
         columns["schema_version"] = "TRY_CAST(sv_t AS INTEGER)"
     checks = [
+        ("not_text", "'not UTF-8 text'"),
         ("NOT valid", "'not valid JSON'"),
         ("NOT object", "'not a JSON object'"),
         ("stream_id IS NULL", _quote(f"no stream id ({f['stream_id']})")),
@@ -506,11 +520,11 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             ("d IS NULL", _quote(f"no payload ({f['data']})")),
             ("left(d, 1) <> '{'", _quote(f"the payload {f['data']} is not a JSON object")),
         ]
-    else:
-        checks.append(("m IS NULL", "'a key appears twice in the row'"))
     checks.append(
         ("left(meta, 1) <> '{'", _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
     )  # fmt: skip
+    if "category" in f:
+        checks.append(("category IS NULL", _quote(f"no category ({f['category']})")))
     if "schema_version" in f:
         checks.append(
             ("sv_t IS NOT NULL AND TRY_CAST(sv_t AS INTEGER) IS NULL",
@@ -519,27 +533,22 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     reason_parts = " ".join(f"WHEN {cond} THEN {text}" for cond, text in checks)
     reason = f"CASE {reason_parts} ELSE coalesce({occurred_bad}, {recorded_bad}) END"
     outer = ",\n       ".join(f"{expr} AS {column}" for column, expr in columns.items())
-    # The middle layer in steps: values that later ones name (d before meta? no: h names
-    # source_id) are computed in an inner step first.
-    first_step = {k: v for k, v in middle.items() if k in ("source_id",)}
-    second_step = {k: v.replace(middle.get("source_id", "\0"), "source_id") if k in ("h", "source_uuid") and "source_id" in middle else v
-                   for k, v in middle.items() if k not in first_step}  # fmt: skip
-    step1 = "".join(f", {v} AS {k}" for k, v in first_step.items())
-    step2 = ",\n           ".join(f"{v} AS {k}" for k, v in second_step.items())
+    step1 = "".join(f", {v} AS {k}" for k, v in first.items())
+    step2 = ",\n           ".join(f"{v} AS {k}" for k, v in middle.items())
     return f"""
 SELECT src_row AS "row", src_at AS "at",
        {outer},
        {reason} AS reason
 FROM (
-    SELECT src_row, src_at, valid, object, m, {", ".join(first_step) + ", " if first_step else ""}
+    SELECT src_row, src_at, not_text, valid, object{"".join(", " + k for k in first)},
            {step2}
     FROM (
         SELECT *{step1} FROM (
-            SELECT src_row, src_at, valid, object,
-                   CASE WHEN object THEN from_json(line, {parse.spec()}) END AS s,
-                   CASE WHEN object THEN {whole} END AS m
+            SELECT src_row, src_at, line, not_text, valid, object,
+                   CASE WHEN object THEN from_json(line, {parse.spec()}) END AS s
             FROM (
-                SELECT src_row, src_at, line, coalesce(json_valid(line), false) AS valid,
+                SELECT src_row, src_at, line, line IS NULL AS not_text,
+                       coalesce(json_valid(line), false) AS valid,
                        coalesce(json_valid(line) AND left(ltrim(line), 1) = '{{', false) AS object
                 FROM rows
             )

@@ -290,8 +290,12 @@ def validate(table: pa.Table, *, validate_json: bool = True) -> pa.Table:
         category = _string(table, "category")
     else:
         category = pc.list_element(pc.split_pattern(stream_id, "-", max_splits=1), 0)
-    for value in pc.unique(category).to_pylist():
-        validate_category(value)
+    for value in pc.unique(category).to_pylist():  # in order of first appearance
+        try:
+            validate_category(value)
+        except InvalidStreamIdError as error:
+            error.row = _first(pc.equal(category, value))  # type: ignore[attr-defined]
+            raise
     event_type = _string(table, "event_type")
     bad = pc.invert(pc.match_substring_regex(event_type, _EVENT_TYPE_PATTERN))
     if pc.any(bad).as_py():
