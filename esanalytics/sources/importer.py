@@ -17,6 +17,7 @@ committed, in its own order, by the first moment it said S".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,6 +40,8 @@ from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import open_file_source
 from esanalytics.sources.mapping import ImportMapping
 from esanalytics.store import EventStore, open_store
+from esanalytics.store._faults import kill_point
+from esanalytics.store.layout import storage_error
 
 __all__ = ["ImportSummary", "import_events", "rejects_path"]
 
@@ -174,7 +177,7 @@ def import_events(
         summary.mapping = ImportMapping.from_json(stored["mapping"])
     previous = stored
     total = src.size()
-    rejects = _Rejects(rejects_path(store.path, name)) if on_error == "skip" else None
+    rejects = _Rejects(rejects_path(store.path, name), store.path) if on_error == "skip" else None
     import duckdb
 
     con = duckdb.connect()
@@ -363,8 +366,8 @@ class _Rejects:
     written and synced before the batch commits; a row rejected again on a re-run (its
     batch committed nothing) is not written twice."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, lake: Path) -> None:
+        self.path, self.lake = path, lake
         self._seen: set[str] | None = None
 
     def add(self, where: list[str], reasons: list[str], rows: list[str | None]) -> None:
@@ -383,14 +386,37 @@ class _Rejects:
         ]
         if not new:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = False
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                torn = handle.read(1) != b"\n"  # a crash cut the last line: end it first
-        with open(self.path, "ab") as handle:
-            handle.write((("\n" if torn else "") + "\n".join(new) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        whole: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as handle:
+                whole = _whole_lines(self.path)
+                if handle.tell() != whole:  # a crash cut the last line: drop it (its row is new)
+                    handle.truncate(whole)
+                handle.write(("\n".join(new) + "\n").encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            mapped = storage_error(error, self.lake, f"the rejected rows ({self.path})")
+            if mapped is None:
+                raise
+            if whole is not None:
+                with contextlib.suppress(OSError):  # leave no part of them
+                    os.truncate(self.path, whole)
+            raise mapped from error
+        kill_point("import.after_rejects")
         self._seen.update(where)
+
+
+def _whole_lines(path: Path) -> int:
+    """The size of ``path`` up to the end of its last whole line."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            cut = handle.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+    return 0
