@@ -176,6 +176,9 @@ def import_events(
             )
         summary.mapping = ImportMapping.from_json(stored["mapping"])
     previous = stored
+    # Where the next read starts: past the last batch read, even one that committed nothing
+    # (every row rejected or already in the lake), so a follower does not read it again.
+    at = stored["at"] if stored else None
     total = src.size()
     rejects = _Rejects(rejects_path(store.path, name), store.path) if on_error == "skip" else None
     import duckdb
@@ -192,7 +195,6 @@ def import_events(
     seen_rows = False
     try:
         while True:
-            at = previous["at"] if previous else None
             for raw in src.read(at, con=con, follow=follow, name=name):
                 seen_rows = True
                 if resolved is None:
@@ -212,6 +214,7 @@ def import_events(
                 previous = _commit_batch(
                     store, con, raw, resolved, name, src, previous, rejects, summary
                 )
+                at = raw.cursor
                 if progress is not None:
                     progress(raw.done, total)
                 if on_batch is not None:
