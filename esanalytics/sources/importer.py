@@ -18,6 +18,7 @@ committed, in its own order, by the first moment it said S".
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -367,38 +368,40 @@ def _ingest_table(mapped: pa.Table, mapping: ImportMapping) -> pa.Table:
 class _Rejects:
     """The rejects file of an import: one JSON line per rejected row (where, reason, row),
     written and synced before the batch commits; a row rejected again on a re-run (its
-    batch committed nothing) is not written twice."""
+    batch committed nothing), or by two runs of one import at once, is not written twice."""
 
     def __init__(self, path: Path, lake: Path) -> None:
         self.path, self.lake = path, lake
-        self._seen: set[str] | None = None
+        self._seen: set[str] = set()
+        self._read = 0  # how much of the file _seen has taken in
 
     def add(self, where: list[str], reasons: list[str], rows: list[str | None]) -> None:
-        if self._seen is None:
-            self._seen = set()
-            if self.path.exists():
-                for text in self.path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        self._seen.add(json.loads(text)["where"])
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut short by a crash: written again below
-        new = [
-            json.dumps({"where": w, "reason": r, "row": row}, ensure_ascii=False)
-            for w, r, row in zip(where, reasons, rows, strict=True)
-            if w not in self._seen
-        ]
-        if not new:
-            return
         whole: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as handle:
+            with open(self.path, "a+b") as handle:
+                # Runs of one import take turns here, each first taking in what others wrote.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
                 whole = _whole_lines(self.path)
-                if handle.tell() != whole:  # a crash cut the last line: drop it (its row is new)
-                    handle.truncate(whole)
-                handle.write(("\n".join(new) + "\n").encode("utf-8"))
+                handle.seek(min(self._read, whole))
+                for text in handle.read(whole - handle.tell()).splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self._seen.add(json.loads(text)["where"])
+                self._read = whole
+                new = [
+                    json.dumps({"where": w, "reason": r, "row": row}, ensure_ascii=False)
+                    for w, r, row in zip(where, reasons, rows, strict=True)
+                    if w not in self._seen
+                ]
+                if not new:
+                    return
+                if handle.seek(0, os.SEEK_END) != whole:  # a crash cut the last line: drop
+                    handle.truncate(whole)  # it (its row is new)
+                payload = ("\n".join(new) + "\n").encode("utf-8")
+                handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
+                self._read = whole + len(payload)
         except OSError as error:
             mapped = storage_error(error, self.lake, f"the rejected rows ({self.path})")
             if mapped is None:

@@ -170,12 +170,14 @@ def test_follow_counts_a_rejected_row_once_however_many_polls_read_past_it(
     assert [json.loads(line)["where"] for line in path.read_text().splitlines()] == ["src.jsonl:21"]
 
 
-def import_racing(lake: str, source: str, block: int, go: Any, out: str) -> None:
+def import_racing(lake: str, source: str, block: int, on_error: str, go: Any, out: str) -> None:
     """A child: wait for the start signal, import, and say how it ended."""
     go.wait()
     result: dict[str, Any]
     try:
-        summary = esa.import_events(lake, JsonLinesSource(source, block_bytes=block), name=NAME)
+        summary = esa.import_events(
+            lake, JsonLinesSource(source, block_bytes=block), name=NAME, on_error=on_error
+        )
         result = {"ok": True, "events": summary.events}
     except ImportConflictError as error:
         result = {"ok": False, "problem": error.problem, "hint": error.hint}
@@ -185,15 +187,17 @@ def import_racing(lake: str, source: str, block: int, go: Any, out: str) -> None
 def test_two_runs_of_one_import_at_once_end_exactly_once(tmp_path: Path) -> None:
     context = forkserver_context()
     conflicts = 0
-    for round_, block in enumerate((2_048, 4_096, 16_384)):
+    rounds = [(2_048, "raise"), (2_048, "skip"), (16_384, "skip")]
+    for round_, (block, on_error) in enumerate(rounds):
         lake, source = tmp_path / f"lake{round_}", tmp_path / f"src{round_}.jsonl"
-        write_source(source, range(1, 1_501))
+        bad = set(range(3, 1_500, 10)) if on_error == "skip" else set()
+        write_source(source, range(1, 1_501), bad)
         esa.open(lake, create=True)
         go = context.Event()
         outs = [tmp_path / f"out{round_}-{k}.json" for k in range(2)]
         children = [
             context.Process(
-                target=import_racing, args=(str(lake), str(source), block, go, str(out))
+                target=import_racing, args=(str(lake), str(source), block, on_error, go, str(out))
             )
             for out in outs
         ]
@@ -212,8 +216,35 @@ def test_two_runs_of_one_import_at_once_end_exactly_once(tmp_path: Path) -> None
                 assert "one import per source name at a time" in result["hint"]
         assert any(result["ok"] for result in results), results  # one always finishes
         check_lake(lake, source)
-        again = esa.import_events(lake, JsonLinesSource(source, block_bytes=block), name=NAME)
+        again = esa.import_events(
+            lake, JsonLinesSource(source, block_bytes=block), name=NAME, on_error=on_error
+        )
         assert again.already == 0
-        check_finished(lake, source)
-        assert len(esa.open(lake).read_all()) == len(good_lines(source)) == 1_500
+        check_finished(lake, source, on_error=on_error)
+        assert len(esa.open(lake).read_all()) == len(good_lines(source)) == 1_500 - len(bad)
     assert conflicts >= 1, "the two runs never met"
+
+
+def test_a_run_that_loses_the_race_writes_no_rejected_row_twice(tmp_path: Path) -> None:
+    """Run A starts; after its first batch, run B of the same import goes to the end; A's
+    next batch then meets B's cursor (ImportConflictError): the rows A rejected in that batch,
+    which B already wrote to the rejects file, are not written again."""
+    lake, source = tmp_path / "lake", tmp_path / "src.jsonl"
+    write_source(source, range(1, 301), set(range(5, 300, 20)))
+
+    def run(on_batch: Callable[[esa.ImportSummary], None] | None = None) -> esa.ImportSummary:
+        return esa.import_events(
+            lake, JsonLinesSource(source, block_bytes=2_048), name=NAME, on_error="skip",
+            create=True, on_batch=on_batch,
+        )  # fmt: skip
+
+    others: list[esa.ImportSummary] = []
+
+    def second_run(summary: esa.ImportSummary) -> None:
+        if not others:
+            others.append(run())
+
+    with pytest.raises(ImportConflictError):
+        run(second_run)
+    assert others[0].events > 0
+    check_finished(lake, source, on_error="skip")
