@@ -89,6 +89,20 @@ def bad_lines(path: Path, upto: int | None = None) -> set[int]:
     return numbers - set(good_lines(path, upto))
 
 
+def lake_events(lake: Path) -> tuple[pd.DataFrame, list[int]]:
+    """The lake's events, checked: positions 1..N, versions 1..n in each stream, no event id
+    twice, no source row twice; with the source row number (``data.n``) of each."""
+    events = esa.open(lake).read_all().to_arrow().to_pandas()
+    n = len(events)
+    assert events["global_position"].tolist() == list(range(1, n + 1)), "positions have gaps"
+    assert events["event_id"].is_unique, "an event id appears twice"
+    versions = events.groupby("stream_id")["version"]
+    assert (events["version"] == versions.cumcount() + 1).all(), "a stream's versions have gaps"
+    numbers = [int(json.loads(data)["n"]) for data in events["data"]]
+    assert len(set(numbers)) == n, "a source row was imported twice"
+    return events, numbers
+
+
 def check_lake(
     lake: Path, source: Path, *, name: str = NAME, good: dict[int, str] | None = None
 ) -> tuple[pd.DataFrame, int]:
@@ -98,16 +112,8 @@ def check_lake(
     Returns the events and the cursor's line (0: no cursor)."""
     if not (lake / "_esa" / "lake.json").exists():
         return pd.DataFrame(), 0  # a lake whose creation was cut: nothing committed
-    store = esa.open(lake)
-    events = store.read_all().to_arrow().to_pandas()
-    n = len(events)
-    assert events["global_position"].tolist() == list(range(1, n + 1)), "positions have gaps"
-    assert events["event_id"].is_unique, "an event id appears twice"
-    versions = events.groupby("stream_id")["version"]
-    assert (events["version"] == versions.cumcount() + 1).all(), "a stream's versions have gaps"
-    numbers = [json.loads(data)["n"] for data in events["data"]]
-    assert len(set(numbers)) == n, "a source line was imported twice"
-    cursor = store.cursor(name)
+    events, numbers = lake_events(lake)
+    cursor = esa.open(lake).cursor(name)
     line = int(cursor["at"]["line"]) if cursor else 0
     expected = (
         good_lines(source, line)
@@ -274,6 +280,65 @@ def test_an_import_killed_at_each_point_resumes_exactly_once(
     assert summary.resumed == (line > 0)
     assert summary.already == 0, "a committed batch was read again"
     check_finished(lake, source, on_error=on_error)
+
+
+def import_csv_or_parquet(lake: str, kind: str, source: str, spec: str | None) -> None:
+    """The child for CSV and Parquet: small batches, killed at ``spec``."""
+    from esanalytics.sources import CsvSource, ParquetSource
+    from esanalytics.store import _faults
+
+    _faults.arm(spec)
+    src = (
+        CsvSource(source, block_bytes=4_096)
+        if kind == "csv"
+        else ParquetSource(source, batch_rows=100)
+    )
+    esa.import_events(lake, src, name=NAME, create=True)
+
+
+@pytest.mark.parametrize("point", ["ingest.before_commit:3", "ingest.after_commit:7"])
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_csv_or_parquet_import_killed_resumes_exactly_once(
+    kind: str, point: str, tmp_path: Path, forkserver: Any
+) -> None:
+    """The CSV cursor (a row number) and the Parquet one (a file of a folder, a row in it)
+    resume at the row after the last committed batch: rows 1..cursor in the lake, then all."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line_text(n)) for n in range(1, 2_001)]
+    for row in rows:  # flat rows: the payload is the row minus the mapped columns
+        row.update(row.pop("data"))
+    if kind == "csv":
+        source = tmp_path / "src.csv"
+        pd.DataFrame(rows).to_csv(source, index=False)
+    else:
+        source = tmp_path / "exports"
+        source.mkdir()
+        for k in range(4):  # four files of 500 rows
+            pq.write_table(
+                pa.Table.from_pylist(rows[k * 500 : (k + 1) * 500]), source / f"part{k}.parquet"
+            )
+    lake = tmp_path / "lake"
+    child = forkserver.Process(
+        target=import_csv_or_parquet, args=(str(lake), kind, str(source), point)
+    )
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == -signal.SIGKILL, f"{point} was never reached ({child.exitcode})"
+    _, numbers = lake_events(lake)
+    cursor = esa.open(lake).cursor(NAME)
+    assert cursor is not None
+    at = cursor["at"]
+    upto = at["row"] if kind == "csv" else 500 * at["index"] + at["row"]
+    assert sorted(numbers) == list(range(1, upto + 1))
+    occurrence = int(point.rpartition(":")[2])
+    committed = occurrence if "after_commit" in point else occurrence - 1
+    assert _commits_with_cursor(lake) == committed
+    import_csv_or_parquet(str(lake), kind, str(source), None)
+    events, numbers = lake_events(lake)
+    assert sorted(numbers) == list(range(1, 2_001))
+    assert events["stream_id"].tolist() == [f"account-{n % STREAMS}" for n in numbers]
 
 
 def test_the_cli_killed_after_its_commit_resumes_with_nothing_new(tmp_path: Path) -> None:
