@@ -2,7 +2,9 @@
 
 A child process imports a JSON Lines file in small batches (a few hundred bytes to a few kB a
 batch, so a file of a few thousand lines makes dozens of commits) and is SIGKILLed: at each
-named kill point an import reaches (``esanalytics/store/_faults.py``), and at random moments.
+named kill point an import reaches (``esanalytics/store/_faults.py``; random moments are
+``test_import_sigkill.py``'s, which uses the helpers here). CSV and Parquet imports too, and a
+full disk (a small tmpfs, root only).
 After every kill the lake is checked against an independent reading of the file (``json`` and
 ``datetime``, line by line): positions 1..N with no gap, versions with no gap per stream, no
 event twice, and the import's cursor on its events (the events in the lake are exactly the
