@@ -18,6 +18,7 @@ committed, in its own order, by the first moment it said S".
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -42,7 +43,8 @@ from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import open_file_source
 from esanalytics.sources.mapping import ImportMapping
 from esanalytics.store import EventStore, open_store
-from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER
+from esanalytics.store._faults import kill_point
+from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER, storage_error
 
 __all__ = ["ImportSummary", "import_events", "rejects_path"]
 
@@ -215,7 +217,7 @@ def import_events(
         if told and _differs(given, summary.mapping):
             raise _other_mapping(name, summary.mapping, given)
     previous = stored
-    rejects = _Rejects(rejects_path(store.path, name)) if on_error == "skip" else None
+    rejects = _Rejects(rejects_path(store.path, name), store.path) if on_error == "skip" else None
     import duckdb
 
     con = duckdb.connect()
@@ -565,39 +567,68 @@ def _ingest_table(mapped: pa.Table, mapping: ImportMapping) -> pa.Table:
 class _Rejects:
     """The rejects file of an import: one JSON line per rejected row (where, reason, row),
     written and synced before the batch commits; a row rejected again on a re-run (its
-    batch committed nothing) is not written twice."""
+    batch committed nothing), or by two runs of one import at once, is not written twice."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._seen: set[str] | None = None
+    def __init__(self, path: Path, lake: Path) -> None:
+        self.path, self.lake = path, lake
+        self._seen: set[str] = set()
+        self._read = 0  # how much of the file _seen has taken in
 
     def add(self, where: list[str], reasons: list[str], rows: list[str | None]) -> None:
-        if self._seen is None:
-            self._seen = set()
-            if self.path.exists():
-                for text in self.path.read_text(encoding="utf-8").splitlines():
-                    try:
+        whole: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a+b") as handle:
+                # Runs of one import take turns here, each first taking in what others wrote.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                whole = _whole_lines(self.path)
+                handle.seek(min(self._read, whole))
+                for text in handle.read(whole - handle.tell()).splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
                         self._seen.add(json.loads(text)["where"])
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut short by a crash: written again below
-        new = [
-            json.dumps(
-                {"where": w, "reason": r, "row": None if row is None else row.rstrip("\r\n")},
-                ensure_ascii=False,
-            )
-            for w, r, row in zip(where, reasons, rows, strict=True)
-            if w not in self._seen
-        ]
-        if not new:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = False
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                torn = handle.read(1) != b"\n"  # a crash cut the last line: end it first
-        with open(self.path, "ab") as handle:
-            handle.write((("\n" if torn else "") + "\n".join(new) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+                self._read = whole
+                new = [
+                    json.dumps(
+                        {
+                            "where": w,
+                            "reason": r,
+                            "row": None if row is None else row.rstrip("\r\n"),
+                        },
+                        ensure_ascii=False,
+                    )
+                    for w, r, row in zip(where, reasons, rows, strict=True)
+                    if w not in self._seen
+                ]
+                if not new:
+                    return
+                if handle.seek(0, os.SEEK_END) != whole:  # a crash cut the last line: drop
+                    handle.truncate(whole)  # it (its row is new)
+                payload = ("\n".join(new) + "\n").encode("utf-8")
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+                self._read = whole + len(payload)
+        except OSError as error:
+            mapped = storage_error(error, self.lake, f"the rejected rows ({self.path})")
+            if mapped is None:
+                raise
+            if whole is not None:
+                with contextlib.suppress(OSError):  # leave no part of them
+                    os.truncate(self.path, whole)
+            raise mapped from error
+        kill_point("import.after_rejects")
         self._seen.update(where)
+
+
+def _whole_lines(path: Path) -> int:
+    """The size of ``path`` up to the end of its last whole line."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            cut = handle.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+    return 0

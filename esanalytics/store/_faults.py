@@ -21,6 +21,7 @@ The points, by operation (``<kind>`` is ``append`` for a small append held inlin
     refresh.after_pointer        the pointer is swapped, the old state file not yet deleted
     export.after_flush           a checkpoint export sealed the tail and has not yet read it
     create.before_marker         a new lake's folders and empty log exist, its lake.json not yet
+    import.after_rejects         an import's rejected rows are synced, their batch not committed
 """
 
 from __future__ import annotations

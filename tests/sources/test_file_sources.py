@@ -530,7 +530,9 @@ def test_truncated_or_rewritten_source_is_refused(tmp_path: Path) -> None:
         esa.import_events(lake, source)
     assert caught.value.hint
     assert "--name" in caught.value.hint
-    assert "without an id of their own are written again" in caught.value.hint  # rows here have no ids
+    assert (
+        "without an id of their own are written again" in caught.value.hint
+    )  # rows here have no ids
     assert log_bytes(lake) == before
 
     source.write_bytes(original.replace(b'"i": 1}', b'"i": 9}', 1))  # same size, rewritten
