@@ -61,6 +61,7 @@ from esanalytics.exceptions import (
     ValidationError,
 )
 from esanalytics.store import ingest as _ingest
+from esanalytics.store._atomic import temporary_beside
 from esanalytics.store._faults import kill_point
 from esanalytics.store.commitlog import (
     CommitLine,
@@ -2264,7 +2265,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             log.touch()
             fsync_file(log)
             kill_point("create.before_marker")
-            tmp = meta / f".{MARKER}.tmp"
+            # (a name of its own: two processes may make one lake at once; either marker does)
+            tmp = temporary_beside(marker)
             tmp.write_text(
                 json.dumps(
                     {
