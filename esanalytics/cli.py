@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -797,7 +798,6 @@ def _int_arg(value: str, name: str) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
@@ -806,14 +806,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         args.map or [], occurred_at=args.occurred_at, recorded_at=args.recorded_at,
         zone=args.timezone,
     )  # fmt: skip
-    stop = threading.Event()
+    stop = _SignalStop()
     interrupted: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         if interrupted:  # a second Ctrl-C: stop now (the store is safe at any instant)
             raise KeyboardInterrupt
         interrupted.append(signum)
-        stop.set()  # the batch being committed finishes; then the import stops
+        stop.asked = True  # the batch being committed finishes; then the import stops
 
     live: list[Any] = []  # the progress display, once it runs
 
@@ -879,6 +879,22 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "stopped by Ctrl-C after the last committed batch; run the same command to go on."
             )
     return EXIT_OK
+
+
+class _SignalStop(threading.Event):
+    """A stop flag a signal handler may set: a plain attribute, no lock (``Event.set`` takes
+    a lock the interrupted code may hold, and would wait for it forever)."""
+
+    asked = False
+
+    def is_set(self) -> bool:
+        return self.asked or super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while not self.is_set() and time.monotonic() < end:
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        return self.is_set()
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:
