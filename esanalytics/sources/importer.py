@@ -476,7 +476,7 @@ def _commit_batch(
         "source": src.identity,
         "kind": src.kind,
     }
-    while mapped.num_rows:
+    while True:  # (a batch with no row left still commits its cursor)
         table = _ingest_table(mapped, mapping)
         try:
             commit, already = store.import_batch(table, cursor=cursor, previous=previous)
@@ -509,8 +509,8 @@ def _commit_batch(
             mapped = mapped.filter(pa.array(keep))
             continue
         summary.already += already
-        if commit is None:
-            return previous
+        if commit is None:  # no new event: the store committed the cursor alone
+            return cursor
         written = commit.last_position - commit.first_position + 1
         summary.events += written
         summary.batches += 1
@@ -525,7 +525,6 @@ def _commit_batch(
             summary.first_occurred = min(filter(None, [summary.first_occurred, low]))
             summary.last_occurred = max(filter(None, [summary.last_occurred, high]))
         return cursor
-    return previous
 
 
 def _bad_row(name: str, at: str, reason: str, *, hint: str | None = None) -> SourceError:

@@ -22,6 +22,8 @@ The points, by operation (``<kind>`` is ``append`` for a small append held inlin
     export.after_flush           a checkpoint export sealed the tail and has not yet read it
     create.before_marker         a new lake's folders and empty log exist, its lake.json not yet
     import.after_rejects         an import's rejected rows are synced, their batch not committed
+    cursor.before_commit         an import read rows that add no event; its cursor-only line
+                                 is not yet written
 """
 
 from __future__ import annotations

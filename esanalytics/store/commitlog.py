@@ -102,6 +102,9 @@ _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {  # what each kind of commit
     "append": (("first", int), ("last", int), ("last_hash", str), ("recorded_at", int)),
     "seal": (("upto", int), ("add", list)),
     "compact": (("add", list), ("remove", list), ("at", int)),
+    # An import's cursor moved past rows that added no event (all rejected, or all already
+    # in the lake): the line holds the cursor alone.
+    "cursor": (("cursor", dict),),
 }
 
 

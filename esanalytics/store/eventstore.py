@@ -1273,9 +1273,9 @@ class EventStore:
         written). Events whose id is already in the log, or repeated in the batch, are
         skipped; a source's commit times that go back are clamped to the newest before them
         (the original kept in metadata as ``source_recorded_at``). Returns the commit (None if
-        every event was already in the log, when nothing is written and the cursor stays)
-        and how many events were skipped as already there."""
-        batch = _ingest.validate(table)
+        no event was new: then only the cursor is committed, in a line of its own) and how
+        many events were skipped as already there."""
+        batch = _ingest.validate(table) if table.num_rows else table
         name = cursor["name"]
         with writing(self.path, "the import"), self._writer_lock.hold(), self._state_lock:
             self._recover()
@@ -1290,9 +1290,11 @@ class EventStore:
                     expected=previous,
                     actual=0,
                 )
-            fresh = self._new_rows(batch)
+            fresh = self._new_rows(batch) if batch.num_rows else np.zeros(0, np.int64)
             skipped = batch.num_rows - len(fresh)
             if len(fresh) == 0:
+                if cursor != stored:  # rows read, none to write: the cursor moves on alone
+                    self._commit_cursor(cursor)
                 return None, skipped
             if len(fresh) < batch.num_rows:
                 batch = batch.take(pa.array(fresh))
@@ -1322,6 +1324,15 @@ class EventStore:
             if batch.num_rows >= _INDEX_AFTER_ROWS:
                 self._deferred("saving the writer index", self._save_writer_index)
             return commit, skipped
+
+    def _commit_cursor(self, cursor: dict[str, Any]) -> None:
+        """Commit a line that moves an import's cursor and adds no event (under the writer
+        lock, after _recover)."""
+        record = {"n": self._commit_number + 1, "kind": "cursor", "cursor": cursor}
+        kill_point("cursor.before_commit")
+        self._offset = self._log.append(record, valid_end=self._offset)
+        self._finished = self._offset
+        self._apply(record, foreign=False)
 
     def _new_rows(self, batch: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Indexes of the rows of ``batch`` whose event id is neither already in the log nor

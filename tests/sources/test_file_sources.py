@@ -601,10 +601,27 @@ def test_skip_batch_of_only_bad_rows_rerun_does_not_duplicate_rejects(tmp_path: 
     assert first.rejected == 2
     path = rejects_path(lake, "allbad")
     text = path.read_bytes()
+    # the rows added no event, yet the cursor moved past them, in a line of its own
+    log = (Path(lake) / "_esa" / "commits.log").read_bytes()
+    kinds = [json.loads(line.split(b"\t")[0])["kind"] for line in log.splitlines()]
+    assert kinds[-1] == "cursor"
+    head = esa.open(lake).head
     second = esa.import_events(lake, source, on_error="skip")
-    assert second.rejected == 2  # read again (no batch committed), not written again
+    assert (second.rejected, second.events, second.head) == (0, 0, head)  # nothing read again
     assert path.read_bytes() == text
     assert len(text.splitlines()) == 2
+    from esanalytics.audit.verify import verify
+
+    store = esa.open(lake)
+    assert verify(store).ok  # the cursor line verifies
+    assert verify(store, deep=True).ok
+    store.compact()
+    assert verify(esa.open(lake)).ok
+    # a row added later is imported from there
+    with open(source, "ab") as handle:
+        handle.write(b'{"stream": "a-2", "type": "Added"}\n')
+    third = esa.import_events(lake, source, on_error="skip")
+    assert (third.events, third.rejected) == (1, 0)
 
 
 def test_error_in_a_later_batch_keeps_earlier_batches_and_resumes_after_a_fix(

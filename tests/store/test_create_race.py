@@ -22,9 +22,7 @@ def test_processes_making_one_lake_at_once_all_succeed(tmp_path: Path) -> None:
         with context.Manager() as manager:
             start = manager.Event()
             with context.Pool(6) as pool:
-                pending = [
-                    pool.apply_async(_make_and_append, (lake, i, start)) for i in range(6)
-                ]
+                pending = [pool.apply_async(_make_and_append, (lake, i, start)) for i in range(6)]
                 start.set()
                 heads = [p.get(timeout=60) for p in pending]
         assert sorted(heads)[-1] == 6
