@@ -99,7 +99,7 @@ def main() -> None:
     results["import_cpu_s"] = cpu
     results["import_events_per_s"] = args.events / wall
     results["import_vs_duckdb_floor"] = wall / results["duckdb_read_json_copy_s"]
-    # bounded memory: the process's peak so far (the import streams the file in 32 MB blocks)
+    # bounded memory: the process's peak so far (the import streams the file in 16 MB blocks)
     results["peak_rss_mb_after_import"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # -- re-running the finished import: nothing new --------------------------------------

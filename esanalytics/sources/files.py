@@ -32,7 +32,7 @@ from esanalytics.sources.base import (
 
 __all__ = ["CsvSource", "JsonLinesSource", "ParquetSource", "open_file_source"]
 
-BLOCK_BYTES = 32 << 20  # a batch of JSON Lines or CSV: about 100k-300k rows
+BLOCK_BYTES = 16 << 20  # a batch of JSON Lines or CSV: some 40k-150k rows, under 1 GB at work
 PARQUET_BATCH_ROWS = 200_000
 
 
