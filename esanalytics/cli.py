@@ -848,7 +848,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 bar.update(
                     task,
                     description=f"importing {summary.name}: {summary.events:,} events",
-                    rate=f"{summary.events / elapsed:,.0f} events/s",
+                    rate="" if args.follow else f"{summary.events / elapsed:,.0f} events/s",
                 )
                 if args.follow and summary.batches:
                     bar.console.print(
