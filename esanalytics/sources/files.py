@@ -310,6 +310,8 @@ class CsvSource:
         if limit <= len(header_line):
             return
         before = digest_range(self.path, max(0, limit - FINGERPRINT_BYTES), limit)
+        if limit < size:  # (follow) a cursor fingerprints the bytes read, not a row still written
+            size, first = limit, digest_range(self.path, 0, min(limit, FINGERPRINT_BYTES))
         try:
             yield from self._batches(pv, con, names, row, limit, size, first, before)
         except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
