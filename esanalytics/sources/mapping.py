@@ -465,6 +465,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     middle["meta"] = (
         f"json_merge_patch({base}, json_object({', '.join(extras_sql)}))" if extras_sql else base
     )
+    if extras_sql:  # (a merge patch over a value that is not an object replaces it whole)
+        middle["meta_base"] = base
     middle["h"] = f"md5({seed})"
     occurred, occurred_bad = "NULL", "NULL"
     if mapping.occurred_at is not None:
@@ -521,7 +523,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             ("left(d, 1) <> '{'", _quote(f"the payload {f['data']} is not a JSON object")),
         ]
     checks.append(
-        ("left(meta, 1) <> '{'", _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
+        ("left(meta, 1) <> '{'" + (" OR left(meta_base, 1) <> '{'" if extras_sql else ""), _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
     )  # fmt: skip
     if "category" in f:
         checks.append(("category IS NULL", _quote(f"no category ({f['category']})")))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 import esanalytics as esa
 from esanalytics.sources import CsvSource
@@ -30,3 +31,17 @@ def test_csv_follow_resumes_after_a_poll_that_saw_a_row_still_being_written(
     assert [json.loads(line)["stream_id"] for b in again for line in b.lines.to_pylist()] == [
         "order-2"
     ]
+
+
+def test_a_metadata_field_that_is_not_an_object_is_refused_when_the_rows_have_ids(
+    tmp_path: Path,
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    rows = [
+        {"id": "7", "stream_id": "s-1", "event_type": "T", "metadata": {"actor": "ann"}},
+        {"id": "8", "stream_id": "s-1", "event_type": "T", "metadata": "oops"},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(esa.SourceError, match=r"e\.jsonl:2: the metadata metadata is not a JSON"):
+        esa.import_events(lake, source, create=True)
+    assert not lake.exists()
