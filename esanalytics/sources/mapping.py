@@ -274,7 +274,8 @@ def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
 # -- the batch query ----------------------------------------------------------------------
 
 _NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
-_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?)\s*$"
+# (a zone name too: a TIMESTAMP cast would drop "UTC" or "America/New_York" without a word)
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?|[A-Za-z][\w/+-]*)\s*$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _NAME = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
 

@@ -45,3 +45,26 @@ def test_a_metadata_field_that_is_not_an_object_is_refused_when_the_rows_have_id
     with pytest.raises(esa.SourceError, match=r"e\.jsonl:2: the metadata metadata is not a JSON"):
         esa.import_events(lake, source, create=True)
     assert not lake.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-01 09:30:00 America/New_York", "2025-03-01T14:30:00+00:00"),
+        ("2025-03-01 09:30:00 UTC", "2025-03-01T09:30:00+00:00"),
+        ("2025-03-01T09:30:00 EST", "2025-03-01T14:30:00+00:00"),
+    ],
+)
+def test_an_iso_time_with_a_zone_name_is_read_in_that_zone_not_in_the_default_one(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    source.write_text(json.dumps({"stream_id": "s-1", "event_type": "T", "at": text}) + "\n")
+    esa.import_events(lake, source, create=True, occurred_at="at", zone="Europe/Berlin")
+    (event,) = _events(lake)
+    assert event.occurred_at.isoformat() == expected
+    # and without a default zone it is read all the same (it has one)
+    other = tmp_path / "other"
+    esa.import_events(other, source, create=True, occurred_at="at")
+    (event,) = _events(other)
+    assert event.occurred_at.isoformat() == expected
