@@ -118,9 +118,13 @@ def rejects_path(lake: str | os.PathLike[str], name: str) -> Path:
 def _check_zone(zone: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    import duckdb
+
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+        with duckdb.connect() as con:  # (DuckDB's zones: it reads the times)
+            con.execute("SELECT timezone(?, TIMESTAMP '2000-01-01')", [zone])
+    except (ZoneInfoNotFoundError, ValueError, duckdb.Error):
         raise SourceError(
             f"{zone!r} is not a time zone.",
             hint="give an IANA zone name such as UTC, Europe/Berlin or America/New_York.",

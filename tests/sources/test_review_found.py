@@ -68,3 +68,16 @@ def test_an_iso_time_with_a_zone_name_is_read_in_that_zone_not_in_the_default_on
     esa.import_events(other, source, create=True, occurred_at="at")
     (event,) = _events(other)
     assert event.occurred_at.isoformat() == expected
+
+
+@pytest.mark.parametrize("zone", ["posixrules", "localtime"])
+def test_a_zone_duckdb_does_not_know_is_refused_before_the_lake_is_touched(
+    tmp_path: Path, zone: str
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    source.write_text(
+        json.dumps({"stream_id": "s-1", "event_type": "T", "at": "2025-03-01 09:30"}) + "\n"
+    )
+    with pytest.raises(esa.SourceError, match="is not a time zone"):
+        esa.import_events(lake, source, create=True, occurred_at="at", zone=zone)
+    assert not lake.exists()
