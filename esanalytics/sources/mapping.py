@@ -48,7 +48,8 @@ ROLES = tuple(CANDIDATES) + tuple(f"metadata.{key}" for key in META_KEYS)
 REQUIRED = ("stream_id", "event_type")
 TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us")
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
-_PATH = re.compile(r"^[^{}\s.]+(\.[^{}\s.]+)*$")
+# (a name may hold spaces, as CSV headers do: "Account ID"; not at either end)
+_PATH = re.compile(r"^[^{}\s.]([^{}.]*[^{}\s.])?(\.[^{}\s.]([^{}.]*[^{}\s.])?)*$")
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,33 @@ def test_a_zone_duckdb_does_not_know_is_refused_before_the_lake_is_touched(
     with pytest.raises(esa.SourceError, match="is not a time zone"):
         esa.import_events(lake, source, create=True, occurred_at="at", zone=zone)
     assert not lake.exists()
+
+
+def test_csv_columns_whose_names_hold_spaces_can_be_mapped(tmp_path: Path) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "export.csv"
+    source.write_text(
+        "Account ID,Event Type,Created At,Amount\n"
+        "account-1,Deposited,2025-03-01 09:30:00,12\n"
+        "account-1,Withdrawn,2025-03-02 10:00:00,5\n"
+    )
+    summary = esa.import_events(
+        lake,
+        source,
+        mapping={"stream_id": "Account ID", "event_type": "Event Type"},
+        occurred_at="Created At",
+        zone="UTC",
+        create=True,
+    )
+    assert summary.events == 2
+    events = _events(lake)
+    assert [(e.stream_id, e.event_type, e.data) for e in events] == [
+        ("account-1", "Deposited", {"Amount": 12}),
+        ("account-1", "Withdrawn", {"Amount": 5}),
+    ]
+    assert events[1].occurred_at.isoformat() == "2025-03-02T10:00:00+00:00"
+    # and the CLI takes them as the Python API does
+    again = tmp_path / "again"
+    esa.import_events(again, source, mapping=esa.ImportMapping.parse(
+        ["stream_id=Account ID", "event_type=Event Type"], occurred_at="Created At", zone="UTC"
+    ), create=True)  # fmt: skip
+    assert len(_events(again)) == 2
