@@ -415,8 +415,9 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             wanted.append((path, role in ("data", "metadata") or role.startswith("metadata.")))
     wanted += [(t.path, False) for t in times]
     parse = _Parse(wanted)
-    used_top = {path.split(".", 1)[0] for role, where in f.items() if role != "data"
-                for path in _paths(where)} | {t.path.split(".", 1)[0] for t in times}  # fmt: skip
+    used = {path for role, where in f.items() if role != "data"
+            for path in _paths(where)} | {t.path for t in times}  # fmt: skip
+    used_top = {path for path in used if "." not in path}
     # A JSON value read by from_json is minified text: its first character tells its type.
     middle: dict[str, str] = {
         "stream_id": parse.text_or_template(f["stream_id"]),
@@ -433,7 +434,21 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         # the row without the mapped fields (a JSON merge patch's null removes a key; any
         # key, even "" or one with quotes or backslashes, and the order and nulls kept)
         removed = "{" + ",".join(json.dumps(k) + ":null" for k in sorted(used_top) if k) + "}"
-        middle["d"] = f"CASE WHEN object THEN json_merge_patch(line, {_quote(removed)}) END"
+        payload = f"json_merge_patch(line, {_quote(removed)})"
+        # a nested field mapped ("order.id") leaves the rest of its object ("order.total")
+        for path in sorted(p for p in used if "." in p):
+            parts = path.split(".")
+            if any(".".join(parts[:k]) in used for k in range(1, len(parts))):
+                continue  # (an object holding it goes whole)
+            patch: Any = None
+            for part in reversed(parts):
+                patch = {part: patch}
+            payload = (
+                f"json_merge_patch({payload}, CASE WHEN json_type(line, "
+                f"{_json_path('.'.join(parts[:-1]))}) = 'OBJECT' THEN {_quote(json.dumps(patch))} "
+                "ELSE '{}' END)"
+            )
+        middle["d"] = f"CASE WHEN object THEN {payload} END"
     if "metadata" in f:
         raw_meta = parse.value(f["metadata"])
         base = (

@@ -111,3 +111,30 @@ def test_csv_columns_whose_names_hold_spaces_can_be_mapped(tmp_path: Path) -> No
         ["stream_id=Account ID", "event_type=Event Type"], occurred_at="Created At", zone="UTC"
     ), create=True)  # fmt: skip
     assert len(_events(again)) == 2
+
+
+def test_a_nested_field_mapped_leaves_the_rest_of_its_object_in_the_payload(
+    tmp_path: Path,
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "orders.jsonl"
+    rows = [
+        {"order": {"id": 5, "total": 10, "lines": [1, 2]}, "kind": "Placed", "at": "x"},
+        {"order": {"id": 6}, "kind": "Placed", "note": None},
+        {"order": {"id": 7, "by": {"name": "ann", "team": "b"}}, "kind": "Placed"},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    esa.import_events(
+        lake,
+        source,
+        mapping={
+            "stream_id": "order-{order.id}",
+            "event_type": "kind",
+            "metadata.actor": "order.by.name",
+        },
+        create=True,
+    )
+    events = {e.stream_id: e for e in _events(lake)}
+    assert events["order-5"].data == {"order": {"total": 10, "lines": [1, 2]}, "at": "x"}
+    assert events["order-6"].data == {"order": {}, "note": None}
+    assert events["order-7"].data == {"order": {"by": {"team": "b"}}}
+    assert events["order-7"].metadata["actor"] == "ann"
