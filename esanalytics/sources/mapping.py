@@ -362,8 +362,8 @@ def _time(
         what = f" is not a number of {unit[fmt]} since 1970"
         reason = (
             f"CASE WHEN {raw} IS NOT NULL AND {parsed} IS NULL "
-            f"THEN '{spec.path} ' || esa_shown({raw}) || {_quote(what)} "
-            f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN '{spec.path} ' || "
+            f"THEN {_quote(spec.path + ' ')} || esa_shown({raw}) || {_quote(what)} "
+            f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN {_quote(spec.path + ' ')} || "
             f"esa_shown({raw}) || ' is out of range as {fmt}' END"
         )
         return layer, value, reason
@@ -388,12 +388,14 @@ def _time(
         else:
             layer[parsed] = f"CASE WHEN TRY_STRPTIME({raw}, {_quote(fmt)}) IS NOT NULL THEN -1 END"
         format_hint = f"the format {fmt}"
-    no_zone = "NULL" if zone else f"'{spec.path} ' || esa_shown({raw}) || ' has no time zone'"
+    no_zone = (
+        "NULL" if zone else f"{_quote(spec.path + ' ')} || esa_shown({raw}) || ' has no time zone'"
+    )
     # Without a zone to read them in, a time that has none parses to the marker -1.
     value = f"CASE WHEN {zoned_col} OR {_quote(zone or '')} <> '' THEN {parsed} END"
     reason = (
         f"CASE WHEN {raw} IS NULL THEN NULL "
-        f"WHEN {parsed} IS NULL THEN '{spec.path} ' || esa_shown({raw}) || "
+        f"WHEN {parsed} IS NULL THEN {_quote(spec.path + ' ')} || esa_shown({raw}) || "
         f"{_quote(' is not a time in ' + format_hint)} "
         f"WHEN NOT {zoned_col} THEN {no_zone} END"
     )
@@ -547,7 +549,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     if "schema_version" in f:
         checks.append(
             ("sv_t IS NOT NULL AND TRY_CAST(sv_t AS INTEGER) IS NULL",
-             f"'{f['schema_version']} ' || esa_shown(sv_t) || ' is not a whole number'")
+             _quote(f['schema_version'] + ' ') + " || esa_shown(sv_t) || ' is not a whole number'")
         )  # fmt: skip
     reason_parts = " ".join(f"WHEN {cond} THEN {text}" for cond, text in checks)
     reason = f"CASE {reason_parts} ELSE coalesce({occurred_bad}, {recorded_bad}) END"

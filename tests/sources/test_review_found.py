@@ -138,3 +138,35 @@ def test_a_nested_field_mapped_leaves_the_rest_of_its_object_in_the_payload(
     assert events["order-6"].data == {"order": {}, "note": None}
     assert events["order-7"].data == {"order": {"by": {"team": "b"}}}
     assert events["order-7"].metadata["actor"] == "ann"
+
+
+def test_field_names_with_quotes_work_in_every_role(tmp_path: Path) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    rows = [
+        {"it's": "s-1", "ty'pe": "T", "o'clock": 1740821400, "rec'd": "2025-03-01T09:30:00Z",
+         "v'": 2, 'say "hi"': "x"},
+        {"it's": "s-1", "ty'pe": "T", "o'clock": "soon", "rec'd": "2025-03-01T09:31:00Z",
+         "v'": 2, 'say "hi"': "y"},
+        {"it's": "s-1", "ty'pe": "T", "o'clock": 1740821400, "rec'd": "2025-03-01T09:32:00Z",
+         "v'": "two", 'say "hi"': "z"},
+    ]  # fmt: skip
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = esa.import_events(
+        lake,
+        source,
+        mapping={"stream_id": "it's", "event_type": "ty'pe", "schema_version": "v'"},
+        occurred_at="o'clock:epoch_s",
+        recorded_at="rec'd",
+        on_error="skip",
+        create=True,
+    )
+    assert (summary.events, summary.rejected) == (1, 2)
+    (event,) = _events(lake)
+    assert event.occurred_at.isoformat() == "2025-03-01T09:30:00+00:00"
+    assert event.data == {'say "hi"': "x"}
+    assert summary.rejects_path is not None
+    reasons = [json.loads(line)["reason"] for line in summary.rejects_path.read_text().splitlines()]
+    assert reasons == [
+        'o\'clock "soon" is not a number of seconds since 1970',
+        'v\' "two" is not a whole number',
+    ]
