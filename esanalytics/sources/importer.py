@@ -428,7 +428,7 @@ def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMappin
     for text in raw.lines.slice(0, _SAMPLE_ROWS).to_pylist():
         try:
             row = json.loads(text) if text is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested too deep: a bad row, named later)
             continue
         if not isinstance(row, dict):
             continue

@@ -170,3 +170,14 @@ def test_field_names_with_quotes_work_in_every_role(tmp_path: Path) -> None:
         'o\'clock "soon" is not a number of seconds since 1970',
         'v\' "two" is not a whole number',
     ]
+
+
+def test_a_row_nested_too_deep_for_python_is_a_bad_row_not_a_crash(tmp_path: Path) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    deep = '{"stream_id": "s-1", "event_type": "T", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    source.write_text(deep + "\n" + json.dumps({"stream_id": "s-1", "event_type": "T"}) + "\n")
+    summary = esa.import_events(lake, source, on_error="skip", create=True)
+    assert (summary.events, summary.rejected) == (1, 1)
+    assert summary.rejects_path is not None
+    (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
+    assert reject["where"] == "e.jsonl:1"
