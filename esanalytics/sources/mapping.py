@@ -469,7 +469,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     first: dict[str, str] = {}  # computed a step before the middle layer, which names them
     at_seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
     if "event_id" in f:
-        first["source_id"] = parse.text(f["event_id"])
+        source_id = parse.text(f["event_id"])  # (an id of blanks is none: "" is not one id)
+        first["source_id"] = f"CASE WHEN trim({source_id}) <> '' THEN {source_id} END"
         middle["source_uuid"] = f"regexp_matches(coalesce(source_id, ''), {_quote(_UUID)})"
         extras_sql.insert(
             0,
@@ -548,7 +549,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         checks.append(("category IS NULL", _quote(f"no category ({f['category']})")))
     if "schema_version" in f:
         checks.append(
-            ("sv_t IS NOT NULL AND TRY_CAST(sv_t AS INTEGER) IS NULL",
+            ("sv_t IS NOT NULL AND (TRY_CAST(sv_t AS INTEGER) IS NULL "
+             "OR TRY_CAST(sv_t AS DOUBLE) <> TRY_CAST(sv_t AS INTEGER))",  # (1.5 is not 2)
              _quote(f['schema_version'] + ' ') + " || esa_shown(sv_t) || ' is not a whole number'")
         )  # fmt: skip
     reason_parts = " ".join(f"WHEN {cond} THEN {text}" for cond, text in checks)

@@ -181,3 +181,30 @@ def test_a_row_nested_too_deep_for_python_is_a_bad_row_not_a_crash(tmp_path: Pat
     assert summary.rejects_path is not None
     (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
     assert reject["where"] == "e.jsonl:1"
+
+
+def test_a_fractional_schema_version_is_a_bad_row_not_rounded(tmp_path: Path) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    rows = [{"stream_id": "s-1", "event_type": "T", "schema_version": v} for v in (1.5, 2, "3")]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = esa.import_events(lake, source, on_error="skip", create=True)
+    assert (summary.events, summary.rejected) == (2, 1)
+    assert [e.schema_version for e in _events(lake)] == [2, 3]
+    assert summary.rejects_path is not None
+    (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
+    assert (reject["where"], reject["reason"]) == (
+        "e.jsonl:1",
+        'schema_version "1.5" is not a whole number',
+    )
+
+
+def test_rows_whose_id_is_empty_text_are_not_one_event(tmp_path: Path) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    rows = [{"id": i, "stream_id": "s-1", "event_type": "T", "n": n}
+            for n, i in enumerate(["", "", " ", "7", None])]  # fmt: skip
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = esa.import_events(lake, source, create=True)
+    assert (summary.events, summary.already) == (5, 0)
+    assert sorted(e.data["n"] for e in _events(lake)) == [0, 1, 2, 3, 4]
+    # and a re-run under the same name writes none of them again
+    assert esa.import_events(lake, source).events == 0
