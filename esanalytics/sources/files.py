@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -111,6 +112,21 @@ class JsonLinesSource:
         con: Any = None,
         follow: bool = False,
         name: str | None = None,
+    ) -> Iterator[RawBatch]:
+        try:
+            yield from self._read(at, follow=follow, name=name)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise SourceError(
+                f"The file {self.label} is not a whole gzip file: {error}.",
+                hint="it was cut short (a copy or download that did not finish) or is not "
+                "gzip: fetch it again, then run the import again (it continues after the last "
+                "committed batch).",
+                source=name,
+                where=self.path.name,
+            ) from None
+
+    def _read(
+        self, at: dict[str, Any] | None, *, follow: bool, name: str | None
     ) -> Iterator[RawBatch]:
         if not self.path.is_file():
             raise no_such_source(self.label)

@@ -208,3 +208,22 @@ def test_rows_whose_id_is_empty_text_are_not_one_event(tmp_path: Path) -> None:
     assert sorted(e.data["n"] for e in _events(lake)) == [0, 1, 2, 3, 4]
     # and a re-run under the same name writes none of them again
     assert esa.import_events(lake, source).events == 0
+
+
+@pytest.mark.parametrize("cut", ["half", "not gzip"])
+def test_a_gzip_file_cut_short_or_not_gzip_is_a_source_error(tmp_path: Path, cut: str) -> None:
+    import gzip
+
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl.gz"
+    text = "".join(
+        json.dumps({"stream_id": f"s-{i}", "event_type": "T", "pad": "x" * 40}) + "\n"
+        for i in range(5000)
+    )
+    whole = gzip.compress(text.encode())
+    source.write_bytes(whole[: len(whole) // 2] if cut == "half" else b"plain text\n")
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source, create=True)
+    assert "e.jsonl.gz" in caught.value.problem
+    assert "gzip" in caught.value.problem
+    assert caught.value.hint
+    assert not lake.exists()
