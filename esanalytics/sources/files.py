@@ -331,6 +331,16 @@ class CsvSource:
         try:
             yield from self._batches(pv, con, names, row, limit, size, first, before)
         except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
+            if "invalid UTF8" in str(error):
+                raise SourceError(
+                    f"The CSV file {self.label} is not UTF-8 text: "
+                    f"{str(error).removeprefix('In CSV ')}.",
+                    hint="convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8, or save it as "
+                    "'CSV UTF-8'), then run the import again: it continues after the last "
+                    "committed batch.",
+                    source=name,
+                    where=self.path.name,
+                ) from None
             raise SourceError(
                 f"The CSV file {self.label} has a row that does not fit its header "
                 f"({len(names)} columns): {str(error).removeprefix('CSV parse error: ')}.",

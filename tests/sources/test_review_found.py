@@ -227,3 +227,16 @@ def test_a_gzip_file_cut_short_or_not_gzip_is_a_source_error(tmp_path: Path, cut
     assert "gzip" in caught.value.problem
     assert caught.value.hint
     assert not lake.exists()
+
+
+def test_a_csv_file_that_is_not_utf8_says_so_not_that_a_row_does_not_fit(
+    tmp_path: Path,
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "latin1.csv"
+    source.write_bytes("stream_id,event_type,name\ns-1,T,café\n".encode("latin-1"))
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source, create=True)
+    assert "UTF-8" in caught.value.problem
+    assert "does not fit its header" not in caught.value.problem
+    assert "UTF-8" in (caught.value.hint or "")
+    assert not lake.exists()
