@@ -489,8 +489,9 @@ def _commit_batch(
             if row is None or isinstance(error, SourceError):
                 raise
             at = mapped["at"][row].as_py()
+            problem = re.sub(r" at row \d+", "", error.problem)  # (the batch's row: `at` says)
             if rejects is None:
-                raise _bad_row(name, at, error.problem, hint=error.hint) from None
+                raise _bad_row(name, at, problem, hint=error.hint) from None
             keep = np.ones(mapped.num_rows, dtype=bool)
             keep[row] = False
             category = getattr(error, "category", None)
@@ -506,7 +507,7 @@ def _commit_batch(
             out = pa.array(np.flatnonzero(~keep))
             rejects.add(
                 mapped["at"].take(out).to_pylist(),
-                [error.problem] * len(out),
+                [problem] * len(out),
                 raw.lines.take(mapped["row"].take(out)).to_pylist(),
             )
             summary.rejected += len(out)

@@ -240,3 +240,20 @@ def test_a_csv_file_that_is_not_utf8_says_so_not_that_a_row_does_not_fit(
     assert "does not fit its header" not in caught.value.problem
     assert "UTF-8" in (caught.value.hint or "")
     assert not lake.exists()
+
+
+def test_a_row_the_store_refuses_is_named_by_its_place_in_the_source_only(
+    tmp_path: Path,
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    rows = [{"stream_id": s, "event_type": "T"} for s in ("s-1", "s-2", "")]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, source, create=True)
+    assert caught.value.problem.startswith("e.jsonl:3: The stream id '' is empty")
+    assert "at row" not in caught.value.problem  # (row 2 of the batch: not the file's line 3)
+    summary = esa.import_events(lake, source, create=True, on_error="skip")
+    assert summary.rejects_path is not None
+    (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
+    assert reject["where"] == "e.jsonl:3"
+    assert "at row" not in reject["reason"]
