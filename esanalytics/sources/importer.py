@@ -92,7 +92,11 @@ class ImportSummary:
         if self.rejected:
             lines.append(f"  rejected     {self.rejected:,}, with reasons in {self.rejects_path}")
         if not self.events and not self.already and not self.rejected:
-            lines.append("  nothing new in the source since the last run")
+            lines.append(
+                "  nothing new in the source since the last run"
+                if self.resumed
+                else "  nothing imported: the source holds no events yet"
+            )
         lines.append(f"  head         position {self.head:,}")
         used = ", ".join(f"{role} <- {where}" for role, where in self.mapping.describe())
         lines.append(f"  mapping      {used}")

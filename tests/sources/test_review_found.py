@@ -257,3 +257,16 @@ def test_a_row_the_store_refuses_is_named_by_its_place_in_the_source_only(
     (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
     assert reject["where"] == "e.jsonl:3"
     assert "at row" not in reject["reason"]
+
+
+def test_a_first_follow_that_found_no_rows_does_not_speak_of_a_last_run(tmp_path: Path) -> None:
+    import threading
+
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    source.write_text("")
+    stop = threading.Event()
+    stop.set()  # (stops after the first look)
+    summary = esa.import_events(lake, source, create=True, follow=True, stop=stop)
+    assert summary.events == 0
+    assert "since the last run" not in str(summary)
+    assert "no events yet" in str(summary)
