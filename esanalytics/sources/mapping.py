@@ -369,10 +369,17 @@ def _time(
         return layer, value, reason
     if fmt == "iso":
         layer[zoned_col] = f"regexp_matches({raw}, {_quote(_ZONED)})"
-        layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us(TRY_CAST({raw} AS TIMESTAMPTZ)) " + (
-            f"ELSE epoch_us(timezone({_quote(zone)}, TRY_CAST({raw} AS TIMESTAMP))) END"
+        # (RFC 3339 allows a lower-case t and z, which DuckDB does not read)
+        text = (
+            rf"regexp_replace(regexp_replace({raw}, '^(\d+-\d+-\d+)t', '\1T'), "
+            r"'(\d)z\s*$', '\1Z')"
+        )
+        zoned = f"coalesce(TRY_CAST({raw} AS TIMESTAMPTZ), TRY_CAST({text} AS TIMESTAMPTZ))"
+        naive = f"coalesce(TRY_CAST({raw} AS TIMESTAMP), TRY_CAST({text} AS TIMESTAMP))"
+        layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us({zoned}) " + (
+            f"ELSE epoch_us(timezone({_quote(zone)}, {naive})) END"
             if zone
-            else f"WHEN TRY_CAST({raw} AS TIMESTAMP) IS NOT NULL THEN -1 END"
+            else f"WHEN {naive} IS NOT NULL THEN -1 END"
         )
         format_hint = "ISO 8601, e.g. 2025-03-01T09:30:00Z"
     else:

@@ -270,3 +270,12 @@ def test_a_first_follow_that_found_no_rows_does_not_speak_of_a_last_run(tmp_path
     assert summary.events == 0
     assert "since the last run" not in str(summary)
     assert "no events yet" in str(summary)
+
+
+@pytest.mark.parametrize("text", ["2025-03-01T09:30:00z", "2025-03-01t09:30:00z"])
+def test_rfc3339_lower_case_t_and_z_are_read(tmp_path: Path, text: str) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    source.write_text(json.dumps({"stream_id": "s-1", "event_type": "T", "at": text}) + "\n")
+    esa.import_events(lake, source, create=True, occurred_at="at")
+    (event,) = _events(lake)
+    assert event.occurred_at.isoformat() == "2025-03-01T09:30:00+00:00"
