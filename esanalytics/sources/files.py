@@ -481,10 +481,8 @@ class ParquetSource:
         return root, files
 
     def size(self) -> int | None:
-        import pyarrow.parquet as pq
-
         _, files = self._files()
-        return int(sum(pq.ParquetFile(f).metadata.num_rows for f in files))
+        return int(sum(_parquet_file(f, self.label).metadata.num_rows for f in files))
 
     def read(
         self,
@@ -494,8 +492,6 @@ class ParquetSource:
         follow: bool = False,
         name: str | None = None,
     ) -> Iterator[RawBatch]:
-        import pyarrow.parquet as pq
-
         root, files = self._files()
         names = [f.relative_to(root).as_posix() for f in files]
         start_file, start_row = 0, 0
@@ -513,12 +509,12 @@ class ParquetSource:
                 raise changed(self.label, f"{at['file']} was rewritten", name=name)
             start_file, start_row = index, int(at["row"])
             for f in files[:index]:
-                done += pq.ParquetFile(f).metadata.num_rows
+                done += _parquet_file(f, self.label, name).metadata.num_rows
             done += start_row
         for index in range(start_file, len(files)):
             path = files[index]
             relative = names[index]
-            parquet = pq.ParquetFile(path)
+            parquet = _parquet_file(path, self.label, name)
             total = parquet.metadata.num_rows
             row = start_row if index == start_file else 0
             if row >= total:
@@ -545,6 +541,21 @@ class ParquetSource:
                     "size": path.stat().st_size,
                 }
                 yield RawBatch(lines, _coordinates(f"{relative}:row ", numbers), cursor, done)
+
+
+def _parquet_file(path: Path, label: str, name: str | None = None) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceError(
+            f"The file {path.name} of {label} is not a whole Parquet file: {error}",
+            hint="it may still be being written: move only finished files into the folder "
+            "(or name them with a glob that leaves the others out), then run the import again.",
+            source=name,
+            where=path.name,
+        ) from None
 
 
 def _parquet_lines(con: Any, table: pa.Table) -> pa.Array:

@@ -279,3 +279,18 @@ def test_rfc3339_lower_case_t_and_z_are_read(tmp_path: Path, text: str) -> None:
     esa.import_events(lake, source, create=True, occurred_at="at")
     (event,) = _events(lake)
     assert event.occurred_at.isoformat() == "2025-03-01T09:30:00+00:00"
+
+
+def test_a_parquet_file_of_a_folder_that_is_not_parquet_is_a_source_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake, folder = tmp_path / "lake", tmp_path / "exports"
+    folder.mkdir()
+    pq.write_table(pa.table({"stream_id": ["s-1"], "event_type": ["T"]}), folder / "a.parquet")
+    (folder / "b.parquet").write_bytes(b"PAR1 still being written")
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, folder, create=True)
+    assert "b.parquet" in caught.value.problem
+    assert caught.value.hint
+    assert not lake.exists()
