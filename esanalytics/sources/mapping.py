@@ -352,6 +352,7 @@ def _time(
     a zone ``{key}_z``, its parse ``{key}_p``), then the time as epoch microseconds (or NULL)
     and the reason it cannot be read (or NULL), over those columns."""
     raw, zoned_col, parsed = f"{key}_t", f"{key}_z", f"{key}_p"
+    local: str | None = None  # the time read without a zone, when a zone is given for it
     fmt = spec.format
     layer = {raw: parse.text(spec.path)}
     if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
@@ -376,6 +377,7 @@ def _time(
         )
         zoned = f"coalesce(TRY_CAST({raw} AS TIMESTAMPTZ), TRY_CAST({text} AS TIMESTAMPTZ))"
         naive = f"coalesce(TRY_CAST({raw} AS TIMESTAMP), TRY_CAST({text} AS TIMESTAMP))"
+        local = naive if zone else None
         layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us({zoned}) " + (
             f"ELSE epoch_us(timezone({_quote(zone)}, {naive})) END"
             if zone
@@ -388,10 +390,8 @@ def _time(
         if has_zone:
             layer[parsed] = f"epoch_us(TRY_STRPTIME({raw}, {_quote(fmt)}))"
         elif zone:
-            layer[parsed] = (
-                f"epoch_us(timezone({_quote(zone)}, "
-                f"CAST(TRY_STRPTIME({raw}, {_quote(fmt)}) AS TIMESTAMP)))"
-            )
+            local = f"CAST(TRY_STRPTIME({raw}, {_quote(fmt)}) AS TIMESTAMP)"
+            layer[parsed] = f"epoch_us(timezone({_quote(zone)}, {local}))"
         else:
             layer[parsed] = f"CASE WHEN TRY_STRPTIME({raw}, {_quote(fmt)}) IS NOT NULL THEN -1 END"
         format_hint = f"the format {fmt}"
@@ -400,11 +400,21 @@ def _time(
     )
     # Without a zone to read them in, a time that has none parses to the marker -1.
     value = f"CASE WHEN {zoned_col} OR {_quote(zone or '')} <> '' THEN {parsed} END"
+    gap = ""
+    if local is not None and zone:  # a local time the clocks skipped (read as an hour later)
+        layer[f"{key}_g"] = (
+            f"timezone({_quote(zone)}, timezone({_quote(zone)}, {local})) <> {local}"
+        )
+        gap = (
+            f"WHEN NOT {zoned_col} AND {key}_g THEN {_quote(spec.path + ' ')} || "
+            f"esa_shown({raw}) || {_quote(' does not exist in ' + zone)} || "
+            "' (the clocks went forward: a daylight-saving gap)' "
+        )
     reason = (
         f"CASE WHEN {raw} IS NULL THEN NULL "
         f"WHEN {parsed} IS NULL THEN {_quote(spec.path + ' ')} || esa_shown({raw}) || "
         f"{_quote(' is not a time in ' + format_hint)} "
-        f"WHEN NOT {zoned_col} THEN {no_zone} END"
+        f"{gap}WHEN NOT {zoned_col} THEN {no_zone} END"
     )
     return layer, value, reason
 

@@ -294,3 +294,29 @@ def test_a_parquet_file_of_a_folder_that_is_not_parquet_is_a_source_error(tmp_pa
     assert "b.parquet" in caught.value.problem
     assert caught.value.hint
     assert not lake.exists()
+
+
+@pytest.mark.parametrize("occurred_at", ["at", "at:%d.%m.%Y %H:%M"])
+def test_a_local_time_in_a_daylight_saving_gap_is_a_bad_row(
+    tmp_path: Path, occurred_at: str
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "e.jsonl"
+    times = (
+        ["2025-03-30 01:59:00", "2025-03-30 02:30:00", "2025-03-30 03:00:00"]
+        if occurred_at == "at"
+        else ["30.03.2025 01:59", "30.03.2025 02:30", "30.03.2025 03:00"]
+    )
+    rows = [{"stream_id": "s-1", "event_type": "T", "at": t} for t in times]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = esa.import_events(
+        lake, source, create=True, occurred_at=occurred_at, zone="Europe/Berlin", on_error="skip"
+    )
+    assert (summary.events, summary.rejected) == (2, 1)
+    assert [e.occurred_at.isoformat() for e in _events(lake)] == [
+        "2025-03-30T00:59:00+00:00",
+        "2025-03-30T01:00:00+00:00",
+    ]
+    assert summary.rejects_path is not None
+    (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
+    assert reject["where"] == "e.jsonl:2"
+    assert "does not exist in Europe/Berlin" in reject["reason"]
