@@ -217,7 +217,9 @@ def import_events(
             raise SourceError(
                 f"The import {name!r} in this lake reads {stored.get('source')}, not "
                 f"{src.identity}.",
-                hint="give this source its own --name, or point at the same source to continue.",
+                hint="to continue, point at the same path (a file that was moved: move it back); "
+                "another source gets its own --name. A new --name reads a source from its start: "
+                "rows without their own event id that were imported would be written twice.",
                 source=name,
                 where=None,
             )

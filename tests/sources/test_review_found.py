@@ -320,3 +320,19 @@ def test_a_local_time_in_a_daylight_saving_gap_is_a_bad_row(
     (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
     assert reject["where"] == "e.jsonl:2"
     assert "does not exist in Europe/Berlin" in reject["reason"]
+
+
+def test_a_source_moved_under_its_import_name_warns_that_a_new_name_imports_it_again(
+    tmp_path: Path,
+) -> None:
+    lake, source = tmp_path / "lake", tmp_path / "orders.jsonl"
+    source.write_text(json.dumps({"stream_id": "s-1", "event_type": "T"}) + "\n")
+    esa.import_events(lake, source, create=True)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    source.rename(moved / "orders.jsonl")
+    with pytest.raises(esa.SourceError) as caught:
+        esa.import_events(lake, moved / "orders.jsonl")
+    hint = caught.value.hint or ""
+    assert "from its start" in hint
+    assert "twice" in hint
