@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -111,6 +112,21 @@ class JsonLinesSource:
         con: Any = None,
         follow: bool = False,
         name: str | None = None,
+    ) -> Iterator[RawBatch]:
+        try:
+            yield from self._read(at, follow=follow, name=name)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise SourceError(
+                f"The file {self.label} is not a whole gzip file: {error}.",
+                hint="it was cut short (a copy or download that did not finish) or is not "
+                "gzip: fetch it again, then run the import again (it continues after the last "
+                "committed batch).",
+                source=name,
+                where=self.path.name,
+            ) from None
+
+    def _read(
+        self, at: dict[str, Any] | None, *, follow: bool, name: str | None
     ) -> Iterator[RawBatch]:
         if not self.path.is_file():
             raise no_such_source(self.label)
@@ -310,9 +326,21 @@ class CsvSource:
         if limit <= len(header_line):
             return
         before = digest_range(self.path, max(0, limit - FINGERPRINT_BYTES), limit)
+        if limit < size:  # (follow) a cursor fingerprints the bytes read, not a row still written
+            size, first = limit, digest_range(self.path, 0, min(limit, FINGERPRINT_BYTES))
         try:
             yield from self._batches(pv, con, names, row, limit, size, first, before)
         except pa.ArrowInvalid as error:  # a row with more or fewer fields than the header
+            if "invalid UTF8" in str(error):
+                raise SourceError(
+                    f"The CSV file {self.label} is not UTF-8 text: "
+                    f"{str(error).removeprefix('In CSV ')}.",
+                    hint="convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8, or save it as "
+                    "'CSV UTF-8'), then run the import again: it continues after the last "
+                    "committed batch.",
+                    source=name,
+                    where=self.path.name,
+                ) from None
             raise SourceError(
                 f"The CSV file {self.label} has a row that does not fit its header "
                 f"({len(names)} columns): {str(error).removeprefix('CSV parse error: ')}.",
@@ -453,10 +481,8 @@ class ParquetSource:
         return root, files
 
     def size(self) -> int | None:
-        import pyarrow.parquet as pq
-
         _, files = self._files()
-        return int(sum(pq.ParquetFile(f).metadata.num_rows for f in files))
+        return int(sum(_parquet_file(f, self.label).metadata.num_rows for f in files))
 
     def read(
         self,
@@ -466,8 +492,6 @@ class ParquetSource:
         follow: bool = False,
         name: str | None = None,
     ) -> Iterator[RawBatch]:
-        import pyarrow.parquet as pq
-
         root, files = self._files()
         names = [f.relative_to(root).as_posix() for f in files]
         start_file, start_row = 0, 0
@@ -485,12 +509,12 @@ class ParquetSource:
                 raise changed(self.label, f"{at['file']} was rewritten", name=name)
             start_file, start_row = index, int(at["row"])
             for f in files[:index]:
-                done += pq.ParquetFile(f).metadata.num_rows
+                done += _parquet_file(f, self.label, name).metadata.num_rows
             done += start_row
         for index in range(start_file, len(files)):
             path = files[index]
             relative = names[index]
-            parquet = pq.ParquetFile(path)
+            parquet = _parquet_file(path, self.label, name)
             total = parquet.metadata.num_rows
             row = start_row if index == start_file else 0
             if row >= total:
@@ -517,6 +541,21 @@ class ParquetSource:
                     "size": path.stat().st_size,
                 }
                 yield RawBatch(lines, _coordinates(f"{relative}:row ", numbers), cursor, done)
+
+
+def _parquet_file(path: Path, label: str, name: str | None = None) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceError(
+            f"The file {path.name} of {label} is not a whole Parquet file: {error}",
+            hint="it may still be being written: move only finished files into the folder "
+            "(or name them with a glob that leaves the others out), then run the import again.",
+            source=name,
+            where=path.name,
+        ) from None
 
 
 def _parquet_lines(con: Any, table: pa.Table) -> pa.Array:

@@ -92,7 +92,11 @@ class ImportSummary:
         if self.rejected:
             lines.append(f"  rejected     {self.rejected:,}, with reasons in {self.rejects_path}")
         if not self.events and not self.already and not self.rejected:
-            lines.append("  nothing new in the source since the last run")
+            lines.append(
+                "  nothing new in the source since the last run"
+                if self.resumed
+                else "  nothing imported: the source holds no events yet"
+            )
         lines.append(f"  head         position {self.head:,}")
         used = ", ".join(f"{role} <- {where}" for role, where in self.mapping.describe())
         lines.append(f"  mapping      {used}")
@@ -118,9 +122,13 @@ def rejects_path(lake: str | os.PathLike[str], name: str) -> Path:
 def _check_zone(zone: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    import duckdb
+
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+        with duckdb.connect() as con:  # (DuckDB's zones: it reads the times)
+            con.execute("SELECT timezone(?, TIMESTAMP '2000-01-01')", [zone])
+    except (ZoneInfoNotFoundError, ValueError, duckdb.Error):
         raise SourceError(
             f"{zone!r} is not a time zone.",
             hint="give an IANA zone name such as UTC, Europe/Berlin or America/New_York.",
@@ -209,7 +217,9 @@ def import_events(
             raise SourceError(
                 f"The import {name!r} in this lake reads {stored.get('source')}, not "
                 f"{src.identity}.",
-                hint="give this source its own --name, or point at the same source to continue.",
+                hint="to continue, point at the same path (a file that was moved: move it back); "
+                "another source gets its own --name. A new --name reads a source from its start: "
+                "rows without their own event id that were imported would be written twice.",
                 source=name,
                 where=None,
             )
@@ -424,7 +434,7 @@ def _detect(given: ImportMapping, raw: RawBatch, *, source: str) -> ImportMappin
     for text in raw.lines.slice(0, _SAMPLE_ROWS).to_pylist():
         try:
             row = json.loads(text) if text is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested too deep: a bad row, named later)
             continue
         if not isinstance(row, dict):
             continue
@@ -485,8 +495,9 @@ def _commit_batch(
             if row is None or isinstance(error, SourceError):
                 raise
             at = mapped["at"][row].as_py()
+            problem = re.sub(r" at row \d+", "", error.problem)  # (the batch's row: `at` says)
             if rejects is None:
-                raise _bad_row(name, at, error.problem, hint=error.hint) from None
+                raise _bad_row(name, at, problem, hint=error.hint) from None
             keep = np.ones(mapped.num_rows, dtype=bool)
             keep[row] = False
             category = getattr(error, "category", None)
@@ -502,7 +513,7 @@ def _commit_batch(
             out = pa.array(np.flatnonzero(~keep))
             rejects.add(
                 mapped["at"].take(out).to_pylist(),
-                [error.problem] * len(out),
+                [problem] * len(out),
                 raw.lines.take(mapped["row"].take(out)).to_pylist(),
             )
             summary.rejected += len(out)

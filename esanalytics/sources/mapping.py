@@ -48,7 +48,8 @@ ROLES = tuple(CANDIDATES) + tuple(f"metadata.{key}" for key in META_KEYS)
 REQUIRED = ("stream_id", "event_type")
 TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us")
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
-_PATH = re.compile(r"^[^{}\s.]+(\.[^{}\s.]+)*$")
+# (a name may hold spaces, as CSV headers do: "Account ID"; not at either end)
+_PATH = re.compile(r"^[^{}\s.]([^{}.]*[^{}\s.])?(\.[^{}\s.]([^{}.]*[^{}\s.])?)*$")
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
 # -- the batch query ----------------------------------------------------------------------
 
 _NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
-_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?)\s*$"
+# (a zone name too: a TIMESTAMP cast would drop "UTC" or "America/New_York" without a word)
+_ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?|[A-Za-z][\w/+-]*)\s*$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _NAME = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
 
@@ -350,6 +352,7 @@ def _time(
     a zone ``{key}_z``, its parse ``{key}_p``), then the time as epoch microseconds (or NULL)
     and the reason it cannot be read (or NULL), over those columns."""
     raw, zoned_col, parsed = f"{key}_t", f"{key}_z", f"{key}_p"
+    local: str | None = None  # the time read without a zone, when a zone is given for it
     fmt = spec.format
     layer = {raw: parse.text(spec.path)}
     if fmt in ("epoch_s", "epoch_ms", "epoch_us"):
@@ -360,17 +363,25 @@ def _time(
         what = f" is not a number of {unit[fmt]} since 1970"
         reason = (
             f"CASE WHEN {raw} IS NOT NULL AND {parsed} IS NULL "
-            f"THEN '{spec.path} ' || esa_shown({raw}) || {_quote(what)} "
-            f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN '{spec.path} ' || "
+            f"THEN {_quote(spec.path + ' ')} || esa_shown({raw}) || {_quote(what)} "
+            f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN {_quote(spec.path + ' ')} || "
             f"esa_shown({raw}) || ' is out of range as {fmt}' END"
         )
         return layer, value, reason
     if fmt == "iso":
         layer[zoned_col] = f"regexp_matches({raw}, {_quote(_ZONED)})"
-        layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us(TRY_CAST({raw} AS TIMESTAMPTZ)) " + (
-            f"ELSE epoch_us(timezone({_quote(zone)}, TRY_CAST({raw} AS TIMESTAMP))) END"
+        # (RFC 3339 allows a lower-case t and z, which DuckDB does not read)
+        text = (
+            rf"regexp_replace(regexp_replace({raw}, '^(\d+-\d+-\d+)t', '\1T'), "
+            r"'(\d)z\s*$', '\1Z')"
+        )
+        zoned = f"coalesce(TRY_CAST({raw} AS TIMESTAMPTZ), TRY_CAST({text} AS TIMESTAMPTZ))"
+        naive = f"coalesce(TRY_CAST({raw} AS TIMESTAMP), TRY_CAST({text} AS TIMESTAMP))"
+        local = naive if zone else None
+        layer[parsed] = f"CASE WHEN {zoned_col} THEN epoch_us({zoned}) " + (
+            f"ELSE epoch_us(timezone({_quote(zone)}, {naive})) END"
             if zone
-            else f"WHEN TRY_CAST({raw} AS TIMESTAMP) IS NOT NULL THEN -1 END"
+            else f"WHEN {naive} IS NOT NULL THEN -1 END"
         )
         format_hint = "ISO 8601, e.g. 2025-03-01T09:30:00Z"
     else:
@@ -379,21 +390,31 @@ def _time(
         if has_zone:
             layer[parsed] = f"epoch_us(TRY_STRPTIME({raw}, {_quote(fmt)}))"
         elif zone:
-            layer[parsed] = (
-                f"epoch_us(timezone({_quote(zone)}, "
-                f"CAST(TRY_STRPTIME({raw}, {_quote(fmt)}) AS TIMESTAMP)))"
-            )
+            local = f"CAST(TRY_STRPTIME({raw}, {_quote(fmt)}) AS TIMESTAMP)"
+            layer[parsed] = f"epoch_us(timezone({_quote(zone)}, {local}))"
         else:
             layer[parsed] = f"CASE WHEN TRY_STRPTIME({raw}, {_quote(fmt)}) IS NOT NULL THEN -1 END"
         format_hint = f"the format {fmt}"
-    no_zone = "NULL" if zone else f"'{spec.path} ' || esa_shown({raw}) || ' has no time zone'"
+    no_zone = (
+        "NULL" if zone else f"{_quote(spec.path + ' ')} || esa_shown({raw}) || ' has no time zone'"
+    )
     # Without a zone to read them in, a time that has none parses to the marker -1.
     value = f"CASE WHEN {zoned_col} OR {_quote(zone or '')} <> '' THEN {parsed} END"
+    gap = ""
+    if local is not None and zone:  # a local time the clocks skipped (read as an hour later)
+        layer[f"{key}_g"] = (
+            f"timezone({_quote(zone)}, timezone({_quote(zone)}, {local})) <> {local}"
+        )
+        gap = (
+            f"WHEN NOT {zoned_col} AND {key}_g THEN {_quote(spec.path + ' ')} || "
+            f"esa_shown({raw}) || {_quote(' does not exist in ' + zone)} || "
+            "' (the clocks went forward: a daylight-saving gap)' "
+        )
     reason = (
         f"CASE WHEN {raw} IS NULL THEN NULL "
-        f"WHEN {parsed} IS NULL THEN '{spec.path} ' || esa_shown({raw}) || "
+        f"WHEN {parsed} IS NULL THEN {_quote(spec.path + ' ')} || esa_shown({raw}) || "
         f"{_quote(' is not a time in ' + format_hint)} "
-        f"WHEN NOT {zoned_col} THEN {no_zone} END"
+        f"{gap}WHEN NOT {zoned_col} THEN {no_zone} END"
     )
     return layer, value, reason
 
@@ -413,8 +434,9 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             wanted.append((path, role in ("data", "metadata") or role.startswith("metadata.")))
     wanted += [(t.path, False) for t in times]
     parse = _Parse(wanted)
-    used_top = {path.split(".", 1)[0] for role, where in f.items() if role != "data"
-                for path in _paths(where)} | {t.path.split(".", 1)[0] for t in times}  # fmt: skip
+    used = {path for role, where in f.items() if role != "data"
+            for path in _paths(where)} | {t.path for t in times}  # fmt: skip
+    used_top = {path for path in used if "." not in path}
     # A JSON value read by from_json is minified text: its first character tells its type.
     middle: dict[str, str] = {
         "stream_id": parse.text_or_template(f["stream_id"]),
@@ -431,7 +453,21 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         # the row without the mapped fields (a JSON merge patch's null removes a key; any
         # key, even "" or one with quotes or backslashes, and the order and nulls kept)
         removed = "{" + ",".join(json.dumps(k) + ":null" for k in sorted(used_top) if k) + "}"
-        middle["d"] = f"CASE WHEN object THEN json_merge_patch(line, {_quote(removed)}) END"
+        payload = f"json_merge_patch(line, {_quote(removed)})"
+        # a nested field mapped ("order.id") leaves the rest of its object ("order.total")
+        for path in sorted(p for p in used if "." in p):
+            parts = path.split(".")
+            if any(".".join(parts[:k]) in used for k in range(1, len(parts))):
+                continue  # (an object holding it goes whole)
+            patch: Any = None
+            for part in reversed(parts):
+                patch = {part: patch}
+            payload = (
+                f"json_merge_patch({payload}, CASE WHEN json_type(line, "
+                f"{_json_path('.'.join(parts[:-1]))}) = 'OBJECT' THEN {_quote(json.dumps(patch))} "
+                "ELSE '{}' END)"
+            )
+        middle["d"] = f"CASE WHEN object THEN {payload} END"
     if "metadata" in f:
         raw_meta = parse.value(f["metadata"])
         base = (
@@ -450,7 +486,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     first: dict[str, str] = {}  # computed a step before the middle layer, which names them
     at_seed = f"'esa-at:' || {_quote(name)} || chr(31) || src_at"
     if "event_id" in f:
-        first["source_id"] = parse.text(f["event_id"])
+        source_id = parse.text(f["event_id"])  # (an id of blanks is none: "" is not one id)
+        first["source_id"] = f"CASE WHEN trim({source_id}) <> '' THEN {source_id} END"
         middle["source_uuid"] = f"regexp_matches(coalesce(source_id, ''), {_quote(_UUID)})"
         extras_sql.insert(
             0,
@@ -465,6 +502,8 @@ def query(mapping: ImportMapping, *, name: str) -> str:
     middle["meta"] = (
         f"json_merge_patch({base}, json_object({', '.join(extras_sql)}))" if extras_sql else base
     )
+    if extras_sql:  # (a merge patch over a value that is not an object replaces it whole)
+        middle["meta_base"] = base
     middle["h"] = f"md5({seed})"
     occurred, occurred_bad = "NULL", "NULL"
     if mapping.occurred_at is not None:
@@ -521,14 +560,15 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             ("left(d, 1) <> '{'", _quote(f"the payload {f['data']} is not a JSON object")),
         ]
     checks.append(
-        ("left(meta, 1) <> '{'", _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
+        ("left(meta, 1) <> '{'" + (" OR left(meta_base, 1) <> '{'" if extras_sql else ""), _quote(f"the metadata {f.get('metadata', '')} is not a JSON object"))
     )  # fmt: skip
     if "category" in f:
         checks.append(("category IS NULL", _quote(f"no category ({f['category']})")))
     if "schema_version" in f:
         checks.append(
-            ("sv_t IS NOT NULL AND TRY_CAST(sv_t AS INTEGER) IS NULL",
-             f"'{f['schema_version']} ' || esa_shown(sv_t) || ' is not a whole number'")
+            ("sv_t IS NOT NULL AND (TRY_CAST(sv_t AS INTEGER) IS NULL "
+             "OR TRY_CAST(sv_t AS DOUBLE) <> TRY_CAST(sv_t AS INTEGER))",  # (1.5 is not 2)
+             _quote(f['schema_version'] + ' ') + " || esa_shown(sv_t) || ' is not a whole number'")
         )  # fmt: skip
     reason_parts = " ".join(f"WHEN {cond} THEN {text}" for cond, text in checks)
     reason = f"CASE {reason_parts} ELSE coalesce({occurred_bad}, {recorded_bad}) END"

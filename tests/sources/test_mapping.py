@@ -225,7 +225,7 @@ def test_bad_strptime_format_is_refused_before_anything_is_made(tmp_path: Path) 
 
 
 def test_bad_mapping_options(tmp_path: Path) -> None:
-    for pairs in (["stream=acct"], ["stream_id"], ["stream_id=a b"], ["event_id={x}-y"]):
+    for pairs in (["stream=acct"], ["stream_id"], ["event_id={x}-y"]):
         with pytest.raises(esa.SourceError) as caught:
             esa.ImportMapping.parse(pairs)
         assert caught.value.hint
