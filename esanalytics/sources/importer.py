@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from esanalytics.events import TIMESTAMP, from_epoch_us
-from esanalytics.exceptions import SourceError, ValidationError
+from esanalytics.exceptions import DuplicateEventError, SourceError, ValidationError
 from esanalytics.sources import mapping as _mapping
 from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import open_file_source
@@ -180,6 +180,11 @@ def import_events(
     with reasons, to :func:`rejects_path` instead of stopping. ``follow`` keeps reading a
     growing source until ``stop`` is set or the process is interrupted.
     """
+    if not poll_seconds > 0:
+        raise ValidationError(
+            f"poll_seconds is {poll_seconds!r}.",
+            hint="give the seconds between looks at a followed source, more than 0 (--poll 1).",
+        )
     if on_error not in ("raise", "skip"):
         raise ValidationError(
             f"on_error is {on_error!r}.", hint="use on_error='raise' (stop at the first bad "
@@ -490,7 +495,7 @@ def _commit_batch(
         table = _ingest_table(mapped, mapping)
         try:
             commit, already = store.import_batch(table, cursor=cursor, previous=previous)
-        except ValidationError as error:
+        except (ValidationError, DuplicateEventError) as error:
             row = getattr(error, "row", None)
             if row is None or isinstance(error, SourceError):
                 raise

@@ -1336,17 +1336,22 @@ class EventStore:
 
     def _new_rows(self, batch: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Indexes of the rows of ``batch`` whose event id is neither already in the log nor
-        repeated earlier in the batch (ids compared whole; 64-bit keys only find candidates)."""
+        repeated earlier in the batch (ids compared whole; 64-bit keys only find candidates).
+        A row whose id is known but whose stream, type or payload differ is not the same
+        event: :class:`DuplicateEventError` names its row (nothing is written)."""
         n = batch.num_rows
         ids = batch["event_id"].combine_chunks()
-        firsts = (
-            pa.table({"id": ids, "row": pa.array(np.arange(n, dtype=np.int64))})
-            .group_by("id", use_threads=False)
-            .aggregate([("row", "min")])["row_min"]
-            .to_numpy()
-        )
-        keep = np.zeros(n, dtype=bool)
-        keep[firsts] = True
+        codes = pc.dictionary_encode(ids).indices.to_numpy()
+        rows = np.arange(n, dtype=np.int64)
+        first = np.full(int(codes.max()) + 1 if n else 0, n, dtype=np.int64)
+        np.minimum.at(first, codes, rows)
+        first_row = first[codes]
+        keep = first_row == rows
+        repeats = np.flatnonzero(~keep)
+        if len(repeats):
+            self._refuse_other_content(
+                batch, repeats, batch.take(pa.array(first_row[repeats])), "earlier in the batch"
+            )
         known = self._load_ids().knows(uuid_keys(ids)) & keep
         if known.any():
             candidates = np.flatnonzero(known)
@@ -1356,14 +1361,49 @@ class EventStore:
             found = self._scan(
                 list(self._files.values()),
                 pc.field("event_id").isin(wanted),
-                columns=["event_id"],
+                columns=["event_id", "global_position", "stream_id", "event_type", "data"],
                 tail=tail,
             )
-            there = pc.is_in(wanted, value_set=found["event_id"].combine_chunks()).to_numpy(
-                zero_copy_only=False
-            )
+            where = pc.index_in(wanted, value_set=found["event_id"].combine_chunks())
+            there = where.is_valid().to_numpy(zero_copy_only=False)
+            if there.any():
+                stored = found.take(pc.drop_null(where))
+                self._refuse_other_content(batch, candidates[there], stored, "in the log")
             keep[candidates[there]] = False
         return np.flatnonzero(keep)
+
+    def _refuse_other_content(
+        self,
+        batch: pa.Table,
+        rows: np.ndarray[Any, np.dtype[np.int64]],
+        other: pa.Table,
+        place: str,
+    ) -> None:
+        """Raise if any of ``rows`` of ``batch`` differs from the row of ``other`` with its
+        id (in the same order) in stream, type or payload."""
+        mine = batch.take(pa.array(rows))
+        same = np.ones(len(rows), dtype=bool)
+        for column in ("stream_id", "event_type", "data"):
+            same &= pc.fill_null(
+                pc.equal(mine[column].combine_chunks(), other[column].combine_chunks()), False
+            ).to_numpy(zero_copy_only=False)
+        if same.all():
+            return
+        index = int(np.flatnonzero(~same)[0])
+        row, event_id = int(rows[index]), mine["event_id"][index].as_py()
+        at = (
+            f" at position {other['global_position'][index].as_py()}"
+            if "global_position" in other.column_names
+            else ""
+        )
+        raise DuplicateEventError(
+            f"The event id {event_id} is already {place}{at} as another event (its stream, "
+            "type or payload differ).",
+            hint="two different events carry one id in the source; give one of them its own "
+            "id, or map another field as the event id (--map event_id=FIELD).",
+            event_id=event_id,
+            row=row,
+        )
 
     def _refuse_known_ids(
         self,

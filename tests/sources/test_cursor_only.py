@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import esanalytics as esa
 from esanalytics.audit.verify import verify
 from esanalytics.sources.importer import rejects_path
@@ -83,3 +85,35 @@ def test_a_rerun_over_rows_already_in_the_lake_moves_the_cursor_once(tmp_path: P
     assert (again.events, again.already) == (0, 4)
     assert _kinds(lake) == ["append", "cursor"]
     assert esa.import_events(lake, second).already == 0  # not read a second time
+
+
+def test_an_id_already_in_the_lake_on_another_event_is_refused_not_skipped(
+    tmp_path: Path,
+) -> None:
+    """Skipping is for the same event read again; one id on two different events is a
+    conflict an auditor must see, named by its place in the source."""
+    lake, first, second = tmp_path / "lake", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    shared = "00000000-0000-4000-8000-000000000001"
+    first.write_text(json.dumps({"event_id": shared, "stream": "s-1", "type": "T", "v": 1}) + "\n")
+    second.write_text(
+        json.dumps({"event_id": "00000000-0000-4000-8000-000000000002", "stream": "s-2",
+                    "type": "T", "v": 9}) + "\n"
+        + json.dumps({"event_id": shared, "stream": "s-1", "type": "T", "v": 2}) + "\n"
+    )  # fmt: skip
+    assert esa.import_events(lake, first, create=True).events == 1
+    before = (lake / "_esa" / "commits.log").read_bytes()
+    with pytest.raises(esa.SourceError) as caught:  # not skipped silently
+        esa.import_events(lake, second)
+    assert caught.value.where == "b.jsonl:2"
+    assert "already in the log at position 1 as another event" in caught.value.problem
+    assert caught.value.hint is not None
+    assert (lake / "_esa" / "commits.log").read_bytes() == before  # nothing written
+    skipped = esa.import_events(lake, second, on_error="skip")
+    assert (skipped.events, skipped.rejected) == (1, 1)
+    rejected = json.loads(rejects_path(lake, "b").read_text())
+    assert rejected["where"] == "b.jsonl:2"
+    # the same content again is the same event: skipped, not refused
+    third = tmp_path / "c.jsonl"
+    third.write_text(first.read_text() * 2)
+    again = esa.import_events(lake, third)
+    assert (again.events, again.already, again.rejected) == (0, 2, 0)

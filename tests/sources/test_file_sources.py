@@ -389,8 +389,8 @@ def test_event_ids_uuid_kept_others_derived_deterministically(tmp_path: Path) ->
         {"stream": "a-1", "type": "T", "id": ids[1], "data": {}},
         {"stream": "a-1", "type": "T", "id": "evt-0001", "data": {}},
         {"stream": "a-1", "type": "T", "id": 42, "data": {}},
-        {"stream": "a-1", "type": "T", "id": ids[1], "data": {"repeat": True}},  # same id twice
-        {"stream": "a-1", "type": "T", "id": "evt-0001", "data": {"repeat": True}},
+        {"stream": "a-1", "type": "T", "id": ids[1], "data": {}},  # the same event twice
+        {"stream": "a-1", "type": "T", "id": "evt-0001", "data": {}},
     ]
     source = tmp_path / "ids.jsonl"
     write_jsonl(source, rows)
@@ -409,7 +409,13 @@ def test_event_ids_uuid_kept_others_derived_deterministically(tmp_path: Path) ->
     assert one[3]["metadata"]["source_event_id"] == "42"
     assert all(uuid.UUID(e["event_id"]) for e in one)
     assert len({e["event_id"] for e in one}) == 4
-    assert all(not e["data"] for e in one)  # the first of each repeated id stands
+    assert all(not e["data"] for e in one)
+    # one id on two different events is not a repeat: refused, named by its place
+    conflict = tmp_path / "conflict.jsonl"
+    write_jsonl(conflict, [*rows, {"stream": "a-1", "type": "T", "id": ids[1], "data": {"x": 1}}])
+    with pytest.raises(esa.SourceError, match="as another event") as caught:
+        esa.import_events(tmp_path / "three", conflict, create=True)
+    assert caught.value.where == "conflict.jsonl:7"
 
 
 def test_same_file_under_new_name_writes_nothing(tmp_path: Path) -> None:
