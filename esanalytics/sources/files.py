@@ -52,17 +52,13 @@ def _coordinates(prefix: str, numbers: np.ndarray[Any, Any]) -> pa.Array:
     )
 
 
-class JsonLinesSource:
-    """A JSON Lines file (``.jsonl``, ``.ndjson``, either ``.gz``): one JSON object per line.
-    Blank lines are skipped; a row's coordinates are ``file:line``."""
-
-    kind = "jsonl"
+class _OneFile:
+    """What the sources of one file share: its path, name, identity and size in bytes."""
 
     def __init__(self, path: str | os.PathLike[str], *, block_bytes: int = BLOCK_BYTES) -> None:
         self.path = Path(path)
         self.label = str(path)
         self.block_bytes = block_bytes
-        self.compressed = self.path.name.endswith(".gz")
 
     @property
     def identity(self) -> str:
@@ -75,6 +71,17 @@ class JsonLinesSource:
         if not self.path.is_file():
             raise no_such_source(self.label)
         return self.path.stat().st_size
+
+
+class JsonLinesSource(_OneFile):
+    """A JSON Lines file (``.jsonl``, ``.ndjson``, either ``.gz``): one JSON object per line.
+    Blank lines are skipped; a row's coordinates are ``file:line``."""
+
+    kind = "jsonl"
+
+    def __init__(self, path: str | os.PathLike[str], *, block_bytes: int = BLOCK_BYTES) -> None:
+        super().__init__(path, block_bytes=block_bytes)
+        self.compressed = self.path.name.endswith(".gz")
 
     def _open(self) -> IO[bytes]:
         if self.compressed:
@@ -237,7 +244,7 @@ class _Limited(io.RawIOBase):
         return n or 0
 
 
-class CsvSource:
+class CsvSource(_OneFile):
     """A CSV file with a header row. Every value is read as text and becomes, in the
     payload, a JSON number if it is a plain decimal (``12``, ``-3.5``; not ``007`` or
     ``1e5``), ``true``/``false``, null if empty, and text otherwise. Blank lines and rows
@@ -245,23 +252,6 @@ class CsvSource:
     the header, 1-based, blank lines counted)."""
 
     kind = "csv"
-
-    def __init__(self, path: str | os.PathLike[str], *, block_bytes: int = BLOCK_BYTES) -> None:
-        self.path = Path(path)
-        self.label = str(path)
-        self.block_bytes = block_bytes
-
-    @property
-    def identity(self) -> str:
-        return str(self.path.resolve())
-
-    def default_name(self) -> str:
-        return _strip_suffixes(self.path.name)
-
-    def size(self) -> int | None:
-        if not self.path.is_file():
-            raise no_such_source(self.label)
-        return self.path.stat().st_size
 
     def read(
         self,

@@ -1210,18 +1210,7 @@ class EventStore:
             if (ordered[1:] == ordered[:-1]).any() or known.any():
                 self._refuse_known_ids(batch["event_id"], known, keys)
             placed = _ingest.place(batch, heads, self._head, self._last_recorded_us, _now_us())
-            streams = placed.group_by("stream_id").aggregate(
-                [("version", "min"), ("version", "max")]
-            )
-            stream_map = {
-                s: [lo, hi]
-                for s, lo, hi in zip(
-                    streams["stream_id"].to_pylist(),
-                    streams["version_min"].to_pylist(),
-                    streams["version_max"].to_pylist(),
-                    strict=True,
-                )
-            }
+            stream_map = _stream_map(placed)
             commit = self._commit_files(
                 self._hashed_chunks(placed, chunk_rows), stream_map=stream_map, progress=progress
             )
@@ -1302,18 +1291,7 @@ class EventStore:
             placed = _ingest.place(
                 batch, heads, self._head, self._last_recorded_us, _now_us(), clamp=True
             )
-            streams = placed.group_by("stream_id").aggregate(
-                [("version", "min"), ("version", "max")]
-            )
-            stream_map = {
-                s: [lo, hi]
-                for s, lo, hi in zip(
-                    streams["stream_id"].to_pylist(),
-                    streams["version_min"].to_pylist(),
-                    streams["version_max"].to_pylist(),
-                    strict=True,
-                )
-            }
+            stream_map = _stream_map(placed)
             commit = self._commit_files(
                 self._hashed_chunks(placed, chunk_rows),
                 stream_map=stream_map,
@@ -2226,6 +2204,20 @@ class _StreamCut:
         columns = table.columns
         columns.insert(2, pa.array([entry.category] * table.num_rows, pa.string()))
         return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+
+
+def _stream_map(placed: pa.Table) -> dict[str, list[int]]:
+    """Each stream of a placed batch, with the first and last version it gives it."""
+    streams = placed.group_by("stream_id").aggregate([("version", "min"), ("version", "max")])
+    return {
+        s: [lo, hi]
+        for s, lo, hi in zip(
+            streams["stream_id"].to_pylist(),
+            streams["version_min"].to_pylist(),
+            streams["version_max"].to_pylist(),
+            strict=True,
+        )
+    }
 
 
 def _merge_heads(heads: dict[str, int], table: pa.Table) -> None:

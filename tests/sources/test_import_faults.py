@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ import pytest
 import esanalytics as esa
 from esanalytics.sources import JsonLinesSource
 from esanalytics.sources.importer import rejects_path
-from tests.conftest import log_bytes
-from tests.store.conftest import Disk, _mount
+from tests.conftest import Disk, log_bytes
 
 NAME = "orders"
 STREAMS = 37
@@ -387,22 +385,6 @@ def test_a_torn_last_line_of_the_rejects_file_is_replaced_not_kept(tmp_path: Pat
         "src.jsonl:6",
         "src.jsonl:40",
     ]
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Disk]:
-    """The store tests' small tmpfs (``tests/store/conftest.py``), root only."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    target = tmp_path / "disk"
-    target.mkdir()
-    done = _mount(target, "size=8m")
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield Disk(target)
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])

@@ -21,19 +21,12 @@ import pytest
 import esanalytics as esa
 from esanalytics.engine import Session
 from tests.conftest import log_bytes
+from tests.sources.test_file_sources import events_of
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def events_of(lake: Path) -> list[dict[str, Any]]:
-    rows = esa.open(lake).read_all().to_arrow().to_pylist()
-    for row in rows:
-        row["data"] = json.loads(row["data"])
-        row["metadata"] = json.loads(row["metadata"])
-    return rows
 
 
 def imported(tmp_path: Path, rows: list[dict[str, Any]], **options: Any) -> list[dict[str, Any]]:

@@ -18,8 +18,7 @@ import pyarrow as pa
 import pytest
 
 import esanalytics as esa
-from tests.conftest import log_bytes, run_esa
-from tests.store.conftest import Disk
+from tests.conftest import Disk, log_bytes, run_esa
 
 KEY = bytes(range(32))
 

@@ -19,8 +19,7 @@ import esanalytics as esa
 from esanalytics.audit import verify
 from esanalytics.engine import Session
 from esanalytics.store import file_digest
-from tests.conftest import run_esa
-from tests.store.conftest import Disk
+from tests.conftest import Disk, run_esa
 
 
 def _events(count: int) -> list[esa.NewEvent]:
