@@ -1112,16 +1112,20 @@ class EventStore:
                 prev = digest
         return rows, stream_map
 
+    def _find_ids(self, wanted: pa.Array | list[str], columns: list[str] | None = None) -> pa.Table:
+        """The logged events (in the files and the unsealed tail) with these event ids."""
+        wanted_set = set(wanted.to_pylist() if isinstance(wanted, pa.Array) else wanted)
+        with self._state_lock:
+            entries = list(self._files.values())
+            tail = [row for row in self._tail if row[4] in wanted_set]
+        return self._scan(entries, pc.field("event_id").isin(wanted), columns=columns, tail=tail)
+
     def _replay(self, prepared: list[_Prepared]) -> Commit | None:
         """An append some of whose id keys are known: the original commit if it is a retry
         of the same append, None if none of its ids is in the log after all (their keys
         only collide with others), else an error."""
         wanted = [i for p in prepared for i in p.event_ids]
-        wanted_set = set(wanted)
-        with self._state_lock:
-            entries = list(self._files.values())
-            tail = [row for row in self._tail if row[4] in wanted_set]
-        found = self._scan(entries, pc.field("event_id").isin(wanted), tail=tail)
+        found = self._find_ids(wanted)
         by_id = {row["event_id"]: row for row in found.sort_by("global_position").to_pylist()}
         if not by_id:
             return None
@@ -1210,14 +1214,29 @@ class EventStore:
             if (ordered[1:] == ordered[:-1]).any() or known.any():
                 self._refuse_known_ids(batch["event_id"], known, keys)
             placed = _ingest.place(batch, heads, self._head, self._last_recorded_us, _now_us())
-            stream_map = _stream_map(placed)
-            commit = self._commit_files(
-                self._hashed_chunks(placed, chunk_rows), stream_map=stream_map, progress=progress
-            )
-            self._writer.remember(ordered)
-            if batch.num_rows >= _INDEX_AFTER_ROWS:
-                self._deferred("saving the writer index", self._save_writer_index)
-            return commit
+            return self._write_placed(placed, ordered, chunk_rows=chunk_rows, progress=progress)
+
+    def _write_placed(
+        self,
+        placed: pa.Table,
+        ordered_keys: np.ndarray[Any, np.dtype[np.uint64]],
+        *,
+        chunk_rows: int,
+        progress: Callable[[int], None] | None,
+        extra: dict[str, Any] | None = None,
+    ) -> Commit:
+        """Hash, write and commit a placed batch (under the writer lock), then remember its
+        id keys (``ordered_keys``, sorted) and, after a large one, save the writer index."""
+        commit = self._commit_files(
+            self._hashed_chunks(placed, chunk_rows),
+            stream_map=_stream_map(placed),
+            progress=progress,
+            extra=extra,
+        )
+        self._writer.remember(ordered_keys)
+        if placed.num_rows >= _INDEX_AFTER_ROWS:
+            self._deferred("saving the writer index", self._save_writer_index)
+        return commit
 
     def cursor(self, name: str) -> dict[str, Any] | None:
         """The newest cursor committed by the import called ``name``: a dict with ``name``,
@@ -1231,18 +1250,19 @@ class EventStore:
         """Every import's newest cursor, by name."""
         self.refresh()
         with self._state_lock:
-            self._cursor_of("")
-            assert self._cursors is not None
-            return dict(self._cursors)
+            return dict(self._cursor_map())
+
+    def _cursor_map(self) -> dict[str, dict[str, Any]]:
+        if self._cursors is None:  # once per handle; _apply keeps it current after that
+            self._cursors = {
+                record["cursor"]["name"]: record["cursor"]
+                for record in self._all_records()
+                if "cursor" in record
+            }
+        return self._cursors
 
     def _cursor_of(self, name: str) -> dict[str, Any] | None:
-        if self._cursors is None:  # once per handle; _apply keeps it current after that
-            cursors: dict[str, dict[str, Any]] = {}
-            for record in self._all_records():
-                if "cursor" in record:
-                    cursors[record["cursor"]["name"]] = record["cursor"]
-            self._cursors = cursors
-        return self._cursors.get(name)
+        return self._cursor_map().get(name)
 
     def import_batch(
         self,
@@ -1279,7 +1299,8 @@ class EventStore:
                     expected=previous,
                     actual=0,
                 )
-            fresh = self._new_rows(batch) if batch.num_rows else np.zeros(0, np.int64)
+            keys = uuid_keys(batch["event_id"])
+            fresh = self._new_rows(batch, keys)
             skipped = batch.num_rows - len(fresh)
             if len(fresh) == 0:
                 if cursor != stored:  # rows read, none to write: the cursor moves on alone
@@ -1291,16 +1312,13 @@ class EventStore:
             placed = _ingest.place(
                 batch, heads, self._head, self._last_recorded_us, _now_us(), clamp=True
             )
-            stream_map = _stream_map(placed)
-            commit = self._commit_files(
-                self._hashed_chunks(placed, chunk_rows),
-                stream_map=stream_map,
+            commit = self._write_placed(
+                placed,
+                np.sort(keys[fresh]),
+                chunk_rows=chunk_rows,
                 progress=progress,
                 extra={"cursor": cursor},
             )
-            self._writer.remember(np.sort(uuid_keys(batch["event_id"])))
-            if batch.num_rows >= _INDEX_AFTER_ROWS:
-                self._deferred("saving the writer index", self._save_writer_index)
             return commit, skipped
 
     def _commit_cursor(self, cursor: dict[str, Any]) -> None:
@@ -1312,16 +1330,20 @@ class EventStore:
         self._finished = self._offset
         self._apply(record, foreign=False)
 
-    def _new_rows(self, batch: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
+    def _new_rows(
+        self, batch: pa.Table, keys: np.ndarray[Any, np.dtype[np.uint64]]
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Indexes of the rows of ``batch`` whose event id is neither already in the log nor
         repeated earlier in the batch (ids compared whole; 64-bit keys only find candidates).
         A row whose id is known but whose stream, type or payload differ is not the same
         event: :class:`DuplicateEventError` names its row (nothing is written)."""
         n = batch.num_rows
+        if n == 0:  # (a batch whose rows were all refused: nothing to look up)
+            return np.zeros(0, dtype=np.int64)
         ids = batch["event_id"].combine_chunks()
         codes = pc.dictionary_encode(ids).indices.to_numpy()
         rows = np.arange(n, dtype=np.int64)
-        first = np.full(int(codes.max()) + 1 if n else 0, n, dtype=np.int64)
+        first = np.full(int(codes.max()) + 1, n, dtype=np.int64)
         np.minimum.at(first, codes, rows)
         first_row = first[codes]
         keep = first_row == rows
@@ -1330,17 +1352,12 @@ class EventStore:
             self._refuse_other_content(
                 batch, repeats, batch.take(pa.array(first_row[repeats])), "earlier in the batch"
             )
-        known = self._load_ids().knows(uuid_keys(ids)) & keep
+        known = self._load_ids().knows(keys) & keep
         if known.any():
             candidates = np.flatnonzero(known)
             wanted = pc.take(ids, pa.array(candidates))
-            wanted_set = set(wanted.to_pylist())
-            tail = [row for row in self._tail if row[4] in wanted_set]
-            found = self._scan(
-                list(self._files.values()),
-                pc.field("event_id").isin(wanted),
-                columns=["event_id", "global_position", "stream_id", "event_type", "data"],
-                tail=tail,
+            found = self._find_ids(
+                wanted, ["event_id", "global_position", "stream_id", "event_type", "data"]
             )
             where = pc.index_in(wanted, value_set=found["event_id"].combine_chunks())
             there = where.is_valid().to_numpy(zero_copy_only=False)
@@ -1407,16 +1424,7 @@ class EventStore:
         stored = np.flatnonzero(known)
         if len(stored):
             wanted = pc.take(event_ids, pa.array(stored))
-            with self._state_lock:
-                entries = list(self._files.values())
-                wanted_set = set(wanted.to_pylist())
-                tail = [row for row in self._tail if row[4] in wanted_set]
-            found = self._scan(
-                entries,
-                pc.field("event_id").isin(wanted),
-                columns=["event_id", "global_position", "stream_id"],
-                tail=tail,
-            )
+            found = self._find_ids(wanted, ["event_id", "global_position", "stream_id"])
             where = dict(
                 zip(
                     found["event_id"].to_pylist(),
