@@ -88,9 +88,12 @@ class JsonLinesSource(_OneFile):
             return gzip.open(self.path, "rb")  # type: ignore[return-value]
         return open(self.path, "rb")
 
-    def _check(self, handle: IO[bytes], at: dict[str, Any], name: str | None) -> None:
-        """Position ``handle`` at the cursor, after checking the file still holds, there and
-        at its start, the bytes the cursor fingerprinted."""
+    def _check(
+        self, handle: IO[bytes], at: dict[str, Any], name: str | None
+    ) -> tuple[bytes, bytes]:
+        """Check that the file still holds, at its start and before the cursor, the bytes
+        the cursor fingerprinted; returns those bytes (the first and the last before the
+        cursor), with ``handle`` left at the cursor."""
         offset = int(at["offset"])
         if not self.compressed and self.path.stat().st_size < offset:
             raise changed(
@@ -111,6 +114,7 @@ class JsonLinesSource(_OneFile):
             raise changed(
                 self.label, "the bytes before the cursor are not the ones imported", name=name
             )
+        return head, before
 
     def read(
         self,
@@ -140,14 +144,8 @@ class JsonLinesSource(_OneFile):
         offset = int(at["offset"]) if at else 0
         line = int(at["line"]) if at else 0
         with self._open() as handle:
-            head = window = b""  # the file's first bytes; the bytes before the cursor
-            if at:
-                self._check(handle, at, name)
-                handle.seek(0)
-                head = handle.read(min(offset, FINGERPRINT_BYTES))
-                start = max(0, offset - FINGERPRINT_BYTES)
-                handle.seek(start)
-                window = handle.read(offset - start)
+            # the file's first bytes and the bytes before the cursor, for the next cursors
+            head, window = self._check(handle, at, name) if at else (b"", b"")
             raw: Any = getattr(handle, "fileobj", None) or handle  # bytes on disk, for progress
             carry = b""
             while True:
@@ -203,7 +201,6 @@ def _split_lines(body: bytes, line: int) -> tuple[pa.Array, np.ndarray[Any, Any]
         pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)]
     )
     numbers = np.arange(line + 1, line + 1 + len(ends), dtype=np.int64)
-    # blank: the line holds only whitespace (spaces, tabs, \r, the newline)
     # A blank line holds only whitespace. A JSON object starts with "{" (or whitespace):
     # only lines that do not start with a visible byte are looked at one by one.
     first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(0, np.uint8)
