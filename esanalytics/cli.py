@@ -799,7 +799,6 @@ def _int_arg(value: str, name: str) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     import signal
 
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
     mapping = esa.ImportMapping.parse(
@@ -821,9 +820,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         # Printed above the progress bar (on stderr, where the bar is), as soon as the
         # mapping is known; the summary on stdout repeats it in one line.
         console = live[0].console if live else _err_console()
-        console.print("mapping (kept with the import's cursor; a re-run needs no options):")
-        for role, where in used.describe():
-            console.print(f"  {role:22} <- {escape(where)}")
+        for line in used.shown():
+            console.print(line, markup=False)
 
     old = signal.signal(signal.SIGINT, on_signal)
     try:

@@ -104,9 +104,7 @@ class ImportSummary:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """In a notebook: the mapping used, then the summary (as ``esa import`` prints)."""
-        lines = ["mapping (kept with the import's cursor; a re-run needs no options):"]
-        lines += [f"  {role:22} <- {where}" for role, where in self.mapping.describe()]
-        printer.text("\n".join([*lines, str(self)]))
+        printer.text("\n".join([*self.mapping.shown(), str(self)]))
 
 
 def _iso(moment: datetime | None) -> str:
@@ -251,17 +249,8 @@ def import_events(
         the GIL): computed one batch ahead of the commits, in a thread."""
         nonlocal resolved
         for raw in src.read(at, con=con, follow=follow, name=name):
-            if resolved is None:
+            if resolved is None:  # (a first run: a stored mapping was taken above)
                 resolved = _detect(given, raw, source=src.label)
-                if stored is not None and resolved.to_json() != summary.mapping.to_json():
-                    raise SourceError(
-                        f"The import {name!r} was made with the mapping "
-                        f"{summary.mapping.to_json()}, not {resolved.to_json()}.",
-                        hint="run it again without mapping options to keep its mapping, "
-                        "or import under a new --name with the new mapping.",
-                        source=name,
-                        where=None,
-                    )
                 summary.mapping = resolved
                 if on_mapping is not None:
                     on_mapping(resolved)
@@ -469,14 +458,7 @@ def _commit_batch(
         where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
         if rejects is None:
             first = int(where[0])
-            reason = mapped["reason"][first].as_py()
-            hint = (
-                "give the zone the source wrote its times in: --timezone Europe/Berlin "
-                "(zone= in Python), or a format with %z"
-                if reason.endswith("has no time zone")
-                else None
-            )
-            raise _bad_row(name, mapped["at"][first].as_py(), reason, hint=hint)
+            raise _bad_row(name, mapped["at"][first].as_py(), mapped["reason"][first].as_py())
         rejects.add(
             mapped["at"].take(pa.array(where)).to_pylist(),
             mapped["reason"].take(pa.array(where)).to_pylist(),
@@ -545,7 +527,10 @@ def _commit_batch(
 
 def _bad_row(name: str, at: str, reason: str, *, hint: str | None = None) -> SourceError:
     if hint is None and reason.endswith("has no time zone"):
-        hint = "say which zone such times are in, e.g. --timezone UTC or --timezone Europe/Berlin"
+        hint = (
+            "give the zone the source wrote its times in: --timezone Europe/Berlin "
+            "(zone= in Python), or a format with %z"
+        )
     elif hint is None and " is not a time in " in reason:
         hint = "name the format, e.g. --occurred-at 'FIELD:%d/%m/%Y %H:%M' or FIELD:epoch_ms"
     elif hint is None and reason.startswith(("no stream id", "no event type")):

@@ -161,6 +161,13 @@ class ImportMapping:
             zone=zone,
         )
 
+    def shown(self) -> list[str]:
+        """The mapping as ``esa import`` prints it: a heading, then a line per part."""
+        return [
+            "mapping (kept with the import's cursor; a re-run needs no options):",
+            *(f"  {role:22} <- {where}" for role, where in self.describe()),
+        ]
+
     def describe(self) -> list[tuple[str, str]]:
         """(part of the event, where it comes from) for printing."""
         rows = [(role, _shown(self.fields.get(role))) for role in ("stream_id", "event_type")]
@@ -236,20 +243,21 @@ def detect(
             source=source,
             where=None,
         )
+
     # a field named without a format (read as ISO) that holds numbers: epoch, by their size
-    occurred = given.occurred_at
-    if occurred is None and "occurred_at" in fields:
-        occurred = _time_field(fields.pop("occurred_at"), samples)
-    elif occurred is not None and occurred.format == "iso":
-        occurred = _time_field(occurred.path, samples)
-    recorded = given.recorded_at
-    if recorded is None and "recorded_at" in fields:
-        recorded = _time_field(fields.pop("recorded_at"), samples)
-    elif recorded is not None and recorded.format == "iso":
-        recorded = _time_field(recorded.path, samples)
-    fields.pop("occurred_at", None)
-    fields.pop("recorded_at", None)
-    return ImportMapping(fields=fields, occurred_at=occurred, recorded_at=recorded, zone=given.zone)
+    def time_field(role: str, asked: TimeField | None) -> TimeField | None:
+        found = fields.pop(role, None)
+        if asked is not None and asked.format != "iso":
+            return asked
+        path = asked.path if asked is not None else found
+        return None if path is None else _time_field(path, samples)
+
+    return ImportMapping(
+        fields=fields,
+        occurred_at=time_field("occurred_at", given.occurred_at),
+        recorded_at=time_field("recorded_at", given.recorded_at),
+        zone=given.zone,
+    )
 
 
 def _object_like(value: Any) -> bool:
@@ -274,7 +282,6 @@ def _time_field(path: str, samples: Mapping[str, Any]) -> TimeField:
 
 # -- the batch query ----------------------------------------------------------------------
 
-_NUMBER = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$"
 # (a zone name too: a TIMESTAMP cast would drop "UTC" or "America/New_York" without a word)
 _ZONED = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?(:?\d\d)?|[A-Za-z][\w/+-]*)\s*$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -419,7 +426,14 @@ def _time(
     return layer, value, reason
 
 
-_TEXT_ROLES = ("stream_id", "event_type", "event_id", "category", "schema_version")
+def _object_or_its_text(value: str) -> str:
+    """A JSON value as it is, or, if it is a string holding JSON (a payload exported as text),
+    that JSON. A value read by from_json is minified text: its first character tells its type."""
+    inner = f"json_extract_string({value}, '$')"
+    return (
+        f"CASE WHEN left({value}, 1) = '\"' AND json_valid({inner}) "
+        f"THEN json({inner}) ELSE {value} END"
+    )
 
 
 def query(mapping: ImportMapping, *, name: str) -> str:
@@ -443,12 +457,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
         "event_type": parse.text_or_template(f["event_type"]),
     }
     if "data" in f:
-        raw_data = parse.value(f["data"])
-        middle["d"] = (
-            f"CASE WHEN left({raw_data}, 1) = '\"' "
-            f"AND json_valid(json_extract_string({raw_data}, '$')) "
-            f"THEN json(json_extract_string({raw_data}, '$')) ELSE {raw_data} END"
-        )
+        middle["d"] = _object_or_its_text(parse.value(f["data"]))
     else:
         # the row without the mapped fields (a JSON merge patch's null removes a key; any
         # key, even "" or one with quotes or backslashes, and the order and nulls kept)
@@ -469,13 +478,7 @@ def query(mapping: ImportMapping, *, name: str) -> str:
             )
         middle["d"] = f"CASE WHEN object THEN {payload} END"
     if "metadata" in f:
-        raw_meta = parse.value(f["metadata"])
-        base = (
-            f"CASE WHEN {raw_meta} IS NULL THEN JSON '{{}}' "
-            f"WHEN left({raw_meta}, 1) = '\"' "
-            f"AND json_valid(json_extract_string({raw_meta}, '$')) "
-            f"THEN json(json_extract_string({raw_meta}, '$')) ELSE {raw_meta} END"
-        )
+        base = f"coalesce({_object_or_its_text(parse.value(f['metadata']))}, JSON '{{}}')"
     else:
         base = "JSON '{}'"
     extras_sql = [
