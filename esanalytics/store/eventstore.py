@@ -1112,9 +1112,11 @@ class EventStore:
                 prev = digest
         return rows, stream_map
 
-    def _find_ids(self, wanted: pa.Array | list[str], columns: list[str] | None = None) -> pa.Table:
+    def _find_ids(
+        self, wanted: pa.Array | pa.ChunkedArray | list[str], columns: list[str] | None = None
+    ) -> pa.Table:
         """The logged events (in the files and the unsealed tail) with these event ids."""
-        wanted_set = set(wanted.to_pylist() if isinstance(wanted, pa.Array) else wanted)
+        wanted_set = set(wanted if isinstance(wanted, list) else wanted.to_pylist())
         with self._state_lock:
             entries = list(self._files.values())
             tail = [row for row in self._tail if row[4] in wanted_set]
