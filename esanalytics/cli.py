@@ -857,7 +857,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             try:
                 summary = esa.import_events(
                     args.lake, args.source, name=args.name, mapping=mapping,
-                    on_error=args.on_error, follow=args.follow, create=args.create,
+                    on_error=args.on_error, schema=args.schema, follow=args.follow,
+                    create=args.create,
                     poll_seconds=args.poll, stop=stop, progress=advance,
                     on_mapping=show_mapping, on_batch=batch,
                 )  # fmt: skip
@@ -1222,6 +1223,10 @@ def parser() -> argparse.ArgumentParser:
         "Parquet (hive folders too) or a quoted glob",
     )
     imp.add_argument("--name", help="the import's name (default: the file's name)")
+    imp.add_argument(
+        "--schema",
+        help="a database source's event store layout (default: found by its tables)",
+    )
     imp.add_argument(
         "--map",
         action="append",

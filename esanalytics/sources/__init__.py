@@ -8,6 +8,7 @@ from esanalytics.sources.base import RawBatch, Source
 from esanalytics.sources.files import CsvSource, JsonLinesSource, ParquetSource, open_file_source
 from esanalytics.sources.importer import ImportSummary, import_events
 from esanalytics.sources.mapping import ImportMapping, TimeField
+from esanalytics.sources.registry import open_source
 
 __all__ = [
     "CsvSource",
@@ -20,4 +21,5 @@ __all__ = [
     "TimeField",
     "import_events",
     "open_file_source",
+    "open_source",
 ]

@@ -45,7 +45,11 @@ class RawBatch:
 class Source(Protocol):
     """An import source. ``kind`` names it (``jsonl``, ``csv``, ``parquet``); ``label`` is
     what messages call it; ``identity`` is stored with the cursor so that a run under the
-    same name reads the same source."""
+    same name reads the same source.
+
+    A source whose rows have a shape of its own (a Kafka record: key, value, headers) may
+    also define ``detect(given: ImportMapping, raw: RawBatch) -> ImportMapping``, completing
+    the user's mapping from its first batch; the others are mapped by common field names."""
 
     kind: str
     label: str

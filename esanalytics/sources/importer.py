@@ -40,8 +40,8 @@ from esanalytics.events import TIMESTAMP, from_epoch_us
 from esanalytics.exceptions import DuplicateEventError, SourceError, ValidationError
 from esanalytics.sources import mapping as _mapping
 from esanalytics.sources.base import RawBatch, Source
-from esanalytics.sources.files import open_file_source
 from esanalytics.sources.mapping import ImportMapping
+from esanalytics.sources.registry import open_source
 from esanalytics.store import EventStore, open_store
 from esanalytics.store._faults import kill_point
 from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER, storage_error
@@ -157,6 +157,7 @@ def import_events(
     recorded_at: str | None = None,
     zone: str | None = None,
     on_error: str = "raise",
+    schema: str | None = None,
     follow: bool = False,
     create: bool = False,
     poll_seconds: float = 1.0,
@@ -174,7 +175,8 @@ def import_events(
     templates such as ``"account-{account_id}"``); what it leaves out is found by common
     names. ``occurred_at``/``recorded_at`` name time fields (``FIELD`` or
     ``FIELD:FORMAT``: ``epoch_s``, ``epoch_ms``, ``epoch_us``, or a strptime pattern);
-    ``zone`` reads times that carry none. ``on_error="skip"`` writes rows it cannot use,
+    ``zone`` reads times that carry none. ``schema`` picks a database source's event store
+    layout (default: found by its tables). ``on_error="skip"`` writes rows it cannot use,
     with reasons, to :func:`rejects_path` instead of stopping. ``follow`` keeps reading a
     growing source until ``stop`` is set or the process is interrupted.
     """
@@ -189,7 +191,7 @@ def import_events(
             "row) or 'skip' (write bad rows to a rejects file and go on)."
         )  # fmt: skip
     started = time.perf_counter()
-    src: Source = source if isinstance(source, Source) else open_file_source(source)
+    src: Source = source if isinstance(source, Source) else open_source(source, schema=schema)
     name = _check_name(name or src.default_name())
     if isinstance(mapping, Mapping):
         mapping = ImportMapping.parse([f"{k}={v}" for k, v in mapping.items()])
@@ -250,7 +252,10 @@ def import_events(
         nonlocal resolved
         for raw in src.read(at, con=con, follow=follow, name=name):
             if resolved is None:  # (a first run: a stored mapping was taken above)
-                resolved = _detect(given, raw, source=src.label)
+                # a source whose rows have a shape of its own (a Kafka record) completes
+                # the mapping itself; the others by the common field names
+                own = getattr(src, "detect", None)
+                resolved = own(given, raw) if own else _detect(given, raw, source=src.label)
                 summary.mapping = resolved
                 if on_mapping is not None:
                     on_mapping(resolved)
