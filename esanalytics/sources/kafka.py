@@ -272,19 +272,33 @@ class KafkaSource:
 
     def _unreachable(self, error: Any, waited: float) -> SourceError:
         said = self._said()
-        auth = re.search(r"auth|SASL|SSL", said, re.IGNORECASE)
+        where = ",".join(self.brokers)
+        # the line that says why, without librdkafka's prefix ("FAIL [rdkafka#...] [thrd:...]: ")
+        lines = [re.sub(r"^\w+ \[[^]]*\] \[[^]]*\]: (\S+: )?", "", x) for x in self._log.lines]
+        login = [x for x in lines if re.search(r"SASL authentication|Authentication fail", x)]
+        if login:
+            user = self.settings.get("sasl.username")
+            return SourceError(
+                f"The Kafka cluster at {where} refused the login"
+                + (f" of {user!r}" if user else "")
+                + f": {login[-1].rstrip('.')}.",
+                hint="check the user and password in the URL (kafka://USER:PASSWORD@HOST:PORT/"
+                "TOPIC; percent-encode @, : and / in them) and the mechanism the cluster takes: "
+                "?sasl.mechanism=SCRAM-SHA-512 (PLAIN by default), ?security.protocol="
+                "SASL_PLAINTEXT for a cluster without TLS (SASL_SSL by default).",
+                source=None,
+                where=None,
+            )
+        tls = re.search(r"SASL|SSL|handshake", said, re.IGNORECASE)
         return SourceError(
-            f"Could not read the metadata of the Kafka cluster at {','.join(self.brokers)} "
-            f"(tried for {waited:.0f} s): {_text(error)}"
-            + (f" (librdkafka: {said[:400]})" if said else "")
-            + ".",
-            hint="check the bootstrap address(es) and that the brokers run and are reachable "
-            "from here"
+            f"Could not reach the Kafka cluster at {where} (tried for {waited:.0f} s): "
+            f"{_text(error)}" + (f" ({lines[-1].rstrip('.')})" if lines else "") + ".",
+            hint="check the bootstrap address(es) (HOST:PORT, comma-separated) and that the "
+            "brokers run and are reachable from here"
             + (
-                "; the login or TLS was refused: check the user and password in the URL and "
-                "?security.protocol= / ?sasl.mechanism= (SASL_SSL and PLAIN by default with a "
-                "password)"
-                if auth
+                "; the TLS or SASL handshake failed: check ?security.protocol= (SASL_SSL by "
+                "default with a password in the URL) and ?sasl.mechanism="
+                if tls
                 else "; a cluster behind TLS or SASL needs ?security.protocol=SSL (or "
                 "SASL_SSL) and its settings"
             )

@@ -372,7 +372,7 @@ def test_an_unreachable_broker_and_an_unknown_topic_fail_within_seconds(
     with pytest.raises(SourceError) as caught:
         esa.import_events(lake, f"kafka://127.0.0.1:{free_port()}/orders", create=True)
     assert time.monotonic() - started < 12
-    assert "Could not read the metadata of the Kafka cluster at 127.0.0.1:" in str(caught.value)
+    assert "Could not reach the Kafka cluster at 127.0.0.1:" in str(caught.value)
     assert "bootstrap address" in (caught.value.hint or "")
     assert not lake.exists()
     topic = new_topic(kafka)
@@ -426,10 +426,31 @@ def test_esa_import_from_kafka_through_the_cli(kafka: Broker, tmp_path: Path) ->
     failed = run_esa("import", str(lake), f"kafka://127.0.0.1:{free_port()}/{topic}")
     assert time.monotonic() - started < 20
     assert failed.returncode == 1
-    assert failed.stderr.lstrip().startswith(
-        "error: Could not read the metadata of the Kafka cluster"
-    )
+    assert failed.stderr.lstrip().startswith("error: Could not reach the Kafka cluster")
     assert "Hint: check the bootstrap address" in failed.stderr
     assert "Traceback" not in failed.stderr
     help_text = run_esa("import", "--help").stdout
     assert "kafka://HOST:PORT" in help_text
+
+
+def test_a_refused_login_says_so_within_seconds(tmp_path: Path) -> None:
+    from tests.kafka_broker import start_broker
+
+    with start_broker("tansu", authentication=True) as broker:
+        lake = tmp_path / "lake"
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            esa.import_events(
+                lake,
+                f"kafka://alice:wrong@{broker.bootstrap}/orders"
+                "?security.protocol=SASL_PLAINTEXT&sasl.mechanism=SCRAM-SHA-256",
+                create=True,
+            )
+        assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(
+        f"The Kafka cluster at {broker.bootstrap} refused the login of 'alice'"
+    )
+    assert "wrong" not in message
+    assert "sasl.mechanism" in (caught.value.hint or "")
+    assert not lake.exists()
