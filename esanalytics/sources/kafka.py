@@ -19,7 +19,8 @@ cursor; no consumer group is joined and nothing is committed to Kafka: the curso
 the lake with the events is the truth. The cursor holds the cluster id, the topics as given,
 and the next offset of every partition seen (an empty one too). One :meth:`KafkaSource.read`
 reads up to the high watermarks it saw at its start (so an import without ``--follow`` ends
-while producers go on writing), in batches of up to ``batch_records`` records; ``--follow``
+while producers go on writing; records of a transaction still open are left for a later
+read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records; ``--follow``
 calls it again after each poll. A partition (or a topic matching the expression) that appears
 later is read from its start. A stored offset below a partition's low watermark (records
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
@@ -517,9 +518,10 @@ class KafkaSource:
         error = message.error()
         code = error.code()
         place = (message.topic(), message.partition())
-        if code == _EOF:
+        if code == _EOF:  # the end the broker lets this reader see now: the watermark, or
+            # before it the start of a transaction still open (read_committed): done for now
             i = index.get(place)
-            if i is not None and message.offset() >= target[i]:
+            if i is not None:
                 todo.discard(i)
             return
         if code in _TRANSIENT and not error.fatal():
