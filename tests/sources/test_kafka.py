@@ -454,3 +454,36 @@ def test_a_refused_login_says_so_within_seconds(tmp_path: Path) -> None:
     assert "wrong" not in message
     assert "sasl.mechanism" in (caught.value.hint or "")
     assert not lake.exists()
+
+
+def test_types_from_headers_and_cloudevents_ids(kafka_mock: Broker, tmp_path: Path) -> None:
+    binary = new_topic(kafka_mock)  # CloudEvents' binary mode: the type in a ce_type header
+    kafka_mock.produce(
+        binary,
+        [Record(key="A", value={"total": n}, headers={"ce_type": "OrderPlaced"}) for n in range(3)],
+    )
+    lake = tmp_path / "lake"
+    summary = esa.import_events(lake, url(kafka_mock, binary), create=True)
+    assert dict(summary.mapping.describe())["event_type"] == "headers.ce_type"
+    assert [e["event_type"] for e in events_of(lake)] == ["OrderPlaced"] * 3
+    structured = new_topic(kafka_mock)  # its structured mode: id, type, time, data in the value
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    kafka_mock.produce(
+        structured,
+        [
+            Record(key="B", value={"specversion": "1.0", "id": i, "type": "OrderPaid",
+                                   "time": "2025-03-01T10:00:00Z", "data": {"paid": True}})
+            for i in ids
+        ],
+    )  # fmt: skip
+    other = tmp_path / "other"
+    summary = esa.import_events(other, url(kafka_mock, structured), create=True)
+    shown = dict(summary.mapping.describe())
+    assert (shown["event_id"], shown["data"], shown["occurred_at"]) == (
+        "value.id",
+        "value.data",
+        "value.time",
+    )
+    events = events_of(other)
+    assert [e["event_id"] for e in events] == ids
+    assert events[0]["data"] == {"paid": True}
