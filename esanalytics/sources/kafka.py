@@ -45,8 +45,8 @@ value (a tombstone: the key deleted, on a compacted topic) becomes an event of t
 ``Tombstoned`` with an empty payload, not an error.
 
 Mapping (:meth:`KafkaSource.detect`; ``--map`` wins): the stream id is the key; the event type
-is the value's ``event_type``, ``eventType``, ``type`` or ``event`` (else the header of one of
-those names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
+is the first of the value's ``event_type``, ``eventType``, ``type`` and ``event`` it has (else
+a header of one of the first three names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
 envelope with a ``data`` object beside its type; the event id is the value's ``event_id`` or
 ``eventId`` (a CloudEvents value's ``id``), else the record's place (``record``, so the same
 record read under another import name is the same event); ``recorded_at`` is the record's
@@ -208,7 +208,7 @@ class KafkaSource:
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
         self._log = _Log()
-        self._logger = logging.getLogger(f"esanalytics.kafka.{id(self)}")
+        self._logger = logging.Logger("esanalytics.kafka")  # (its own: not kept by logging)
         self._logger.propagate = False
         self._logger.addHandler(self._log)
         self._logger.setLevel(logging.DEBUG)
@@ -856,7 +856,8 @@ SELECT '{"topic":' || to_json(topic) || ',"partition":' || part || ',"offset":' 
        topic || '/' || part || '@' || off AS at,
        v IS NULL AND v64 IS NULL AS tombstone,
        CASE WHEN v64 IS NOT NULL
-            THEN 'the value is not UTF-8 text (' || (length(v64) * 3 // 4) || ' bytes of '
+            THEN 'the value is not UTF-8 text (' || (length(v64) * 3 // 4
+                 - (length(v64) - length(rtrim(v64, '=')))) || ' bytes of '
                  || 'another format: Avro, Protobuf?); esa imports JSON values'
             WHEN v IS NOT NULL AND NOT good
             THEN 'the value is not JSON: ' || to_json(left(v, 60)) END AS reason

@@ -315,7 +315,7 @@ def test_bad_rows_go_to_the_rejects_with_reasons_under_skip(kafka: Broker, tmp_p
     assert set(reasons) == {f"{topic}/0@{n}" for n in (1, 2, 4, 5)}
     assert reasons[f"{topic}/0@1"].startswith("the value is not JSON")
     assert reasons[f"{topic}/0@2"] == 'the value is not JSON: "1,\\"key\\":\\"evil\\""'
-    assert reasons[f"{topic}/0@4"].startswith("the value is not UTF-8 text")
+    assert reasons[f"{topic}/0@4"].startswith("the value is not UTF-8 text (9 bytes of")
     assert reasons[f"{topic}/0@5"] == "no stream id (value.order_id)"
     rows = {r["where"]: json.loads(r["row"]) for r in rejects}
     assert rows[f"{topic}/0@1"]["value_text"] == "not json at all"
