@@ -185,6 +185,10 @@ class KafkaSource:
     the URL, the rows, the cursor, the mapping and the order of events."""
 
     kind = "kafka"
+    empty_hint = (
+        "its partitions hold no records yet (or only records of a transaction still open): "
+        "produce some, or run the import with --follow to wait for them."
+    )
 
     def __init__(
         self,

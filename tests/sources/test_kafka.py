@@ -384,6 +384,9 @@ def test_an_unreachable_broker_and_an_unknown_topic_fail_within_seconds(
     assert topic in str(caught.value)  # (the topics it has are listed)
     with pytest.raises(SourceError, match="has no topic matching"):
         esa.import_events(lake, url(kafka, "^nothing-like-this.*"), create=True)
+    with pytest.raises(SourceError, match="holds no events") as caught:  # (an empty topic)
+        esa.import_events(lake, url(kafka, topic), create=True)
+    assert "--follow" in (caught.value.hint or "")
 
 
 def test_another_cluster_under_the_same_import_name_is_refused(
