@@ -459,6 +459,7 @@ class KafkaSource:
         topic_names = sorted({t for t, _ in places})
         single = topic_names[0] if len(topic_names) == 1 else None
         consumer.assign([TopicPartition(*places[i], int(position[i])) for i in sorted(todo)])
+        assigned = set(todo)
         pending: list[list[Any]] = []
         count = 0
         last_seen = time.monotonic()
@@ -479,7 +480,7 @@ class KafkaSource:
             if count >= self.batch_records or (not todo and count):
                 yield self._batch(con, pending, places, offsets, position, low)
                 pending, count = [], 0
-            self._pause(consumer, places, todo)
+            self._pause(consumer, places, todo, assigned)
 
     def _take(
         self, good: list[Any], single: str | None, index: dict[tuple[str, int], int],
@@ -506,14 +507,16 @@ class KafkaSource:
             pending.append([good, places_at, numbers])
         return len(good)
 
-    def _pause(self, consumer: Any, places: list[tuple[str, int]], todo: set[int]) -> None:
+    def _pause(
+        self, consumer: Any, places: list[tuple[str, int]], todo: set[int], assigned: set[int]
+    ) -> None:
         """Stop fetching partitions read to their target (others go on)."""
         from confluent_kafka import TopicPartition
 
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        done = [places[i] for i in range(len(places)) if i not in todo and places[i] in assigned]
+        done = assigned - todo
         if done:
-            consumer.incremental_unassign([TopicPartition(t, p) for t, p in done])
+            consumer.incremental_unassign([TopicPartition(*places[i]) for i in sorted(done)])
+            assigned -= done
 
     def _event(
         self, message: Any, index: dict[tuple[str, int], int], target: Any, todo: set[int],
@@ -579,9 +582,6 @@ class KafkaSource:
         stamps = [m.timestamp() for m in messages]
         kinds = np.fromiter((s[0] for s in stamps), dtype=np.int8, count=len(stamps))
         millis = np.fromiter((s[1] for s in stamps), dtype=np.int64, count=len(stamps))
-        order = _lake_order(where, numbers, millis)
-        messages = [messages[i] for i in order.tolist()]
-        where, numbers, kinds, millis = where[order], numbers[order], kinds[order], millis[order]
         keys, keys_b64 = _texts([m.key() for m in messages])
         values, values_b64 = _texts([m.value() for m in messages])
         headers = [m.headers() for m in messages]
@@ -607,7 +607,7 @@ class KafkaSource:
                 "v": values,
                 "v64": values_b64,
             }
-        )
+        ).take(pa.array(_lake_order(where, numbers, millis)))
         con.register("kafka_records", table)
         try:
             out = con.sql(_ROWS).to_arrow_table()
