@@ -162,3 +162,37 @@ def test_an_import_killed_mid_way_resumes_to_exactly_once(
     unchanged = log_bytes(lake)
     assert esa.import_events(lake, url(kafka_mock, topic), name="orders").events == 0
     assert log_bytes(lake) == unchanged
+
+
+def test_an_import_without_follow_ends_while_a_producer_goes_on(
+    kafka_mock: Broker, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_mock, 2)
+    kafka_mock.produce(topic, orders(200, 2))
+    stop = threading.Event()
+
+    def write() -> None:
+        start = 200
+        while not stop.is_set():
+            kafka_mock.produce(topic, orders(20, 2, start=start))
+            start += 20
+
+    producer = threading.Thread(target=write)
+    producer.start()
+    lake = tmp_path / "lake"
+    try:
+        started = time.monotonic()
+        first = esa.import_events(lake, url(kafka_mock, topic), create=True)
+        assert time.monotonic() - started < 30
+        deadline = time.monotonic() + 30
+        while len(consume_all(kafka_mock.bootstrap, [topic])) <= first.events:
+            assert time.monotonic() < deadline, "the producer wrote nothing more"
+            time.sleep(0.05)
+        second = esa.import_events(lake, url(kafka_mock, topic))
+    finally:
+        stop.set()
+        producer.join(timeout=60)
+    assert first.events >= 200
+    assert second.events > 0  # (what was written meanwhile, and only that)
+    done = sum(check_cursor(lake, kafka_mock, topic).values())
+    assert done == first.events + second.events
