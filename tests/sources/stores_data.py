@@ -319,6 +319,44 @@ CREATE UNIQUE INDEX pk_mt_events_stream_and_version ON {schema}.mt_events
     USING btree (stream_id, version);
 """
 
+# The same two tables under conjoined tenancy (Events.TenancyStyle = Conjoined): tenant_id
+# first in mt_streams' key, and mt_events keyed to its stream by (tenant_id, stream_id), as
+# the TenancyStyle.Conjoined branches of StreamsTable.cs and EventsTable.cs make them.
+MARTEN_CONJOINED_DDL = """
+CREATE SEQUENCE {schema}.mt_events_sequence;
+CREATE TABLE {schema}.mt_streams (
+    tenant_id           varchar                     NOT NULL DEFAULT '*DEFAULT*',
+    id                  {id_type}                   NOT NULL,
+    type                varchar                     NULL,
+    version             bigint                      NULL,
+    timestamp           timestamptz                 NOT NULL DEFAULT (now()),
+    created             timestamptz                 NOT NULL DEFAULT (now()),
+    is_archived         bool                        NULL DEFAULT FALSE,
+CONSTRAINT pkey_mt_streams_tenant_id_id PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE {schema}.mt_events (
+    seq_id              bigint                      NOT NULL,
+    id                  uuid                        NOT NULL,
+    stream_id           {id_type}                   NULL,
+    version             bigint                      NOT NULL,
+    data                jsonb                       NOT NULL,
+    bdata               bytea                       NULL,
+    type                varchar(500)                NOT NULL,
+    timestamp           timestamptz                 NOT NULL DEFAULT (now()),
+    tenant_id           varchar                     NULL DEFAULT '*DEFAULT*',
+    mt_dotnet_type      varchar                     NULL,
+    correlation_id      varchar                     NULL,
+    causation_id        varchar                     NULL,
+    headers             jsonb                       NULL,
+    is_archived         bool                        NULL DEFAULT FALSE,
+CONSTRAINT pkey_mt_events_seq_id PRIMARY KEY (seq_id),
+CONSTRAINT fkey_mt_events_stream_id_tenant_id FOREIGN KEY(tenant_id, stream_id)
+    REFERENCES {schema}.mt_streams(tenant_id, id)
+);
+CREATE UNIQUE INDEX pk_mt_events_stream_and_version ON {schema}.mt_events
+    USING btree (tenant_id, stream_id, version);
+"""
+
 
 class Marten:
     """Writes as Marten's append path does (QuickAppendEventFunction.cs /
@@ -328,16 +366,20 @@ class Marten:
     ``now()`` unless a timestamp is given. ``ArchiveStream`` sets ``is_archived`` on the
     stream and on its events."""
 
-    def __init__(self, db: Db, *, schema: str = "public", string_ids: bool = False) -> None:
+    def __init__(
+        self, db: Db, *, schema: str = "public", string_ids: bool = False, conjoined: bool = False
+    ) -> None:
         self.db = db
         self.schema = schema
         self.string_ids = string_ids
+        self.conjoined = conjoined
 
     def create(self) -> None:
         if self.schema != "public":
             self.db.script(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        ddl = MARTEN_CONJOINED_DDL if self.conjoined else MARTEN_DDL
         self.db.script(
-            MARTEN_DDL.format(schema=self.schema, id_type="varchar" if self.string_ids else "uuid")
+            ddl.format(schema=self.schema, id_type="varchar" if self.string_ids else "uuid")
         )
 
     def append(
@@ -354,12 +396,15 @@ class Marten:
     ) -> list[int]:
         s = self.schema
         self.db.run("BEGIN")
-        rows = self.db.run(f"SELECT version FROM {s}.mt_streams WHERE id = ?", (stream,))
+        rows = self.db.run(
+            f"SELECT version FROM {s}.mt_streams WHERE id = ? AND tenant_id = ?", (stream, tenant)
+        )
         version = int(rows[0][0]) if rows else 0
         if rows:
             self.db.run(
-                f"UPDATE {s}.mt_streams SET version = ?, timestamp = now() WHERE id = ?",
-                (version + len(events), stream),
+                f"UPDATE {s}.mt_streams SET version = ?, timestamp = now() "
+                "WHERE id = ? AND tenant_id = ?",
+                (version + len(events), stream, tenant),
             )
         else:
             self.db.run(
