@@ -595,18 +595,21 @@ class Axon:
     that no aggregate applied get the event identifier as aggregate identifier, sequence 0
     and no type, as Axon stores them. ``schema`` is ``jpa`` or ``jdbc``."""
 
-    def __init__(self, db: Db, *, schema: str = "jpa", serializer: str = "jackson") -> None:
+    def __init__(
+        self, db: Db, *, schema: str = "jpa", serializer: str = "jackson", lob: str = "bytea"
+    ) -> None:
         self.db = db
         self.names = JPA if schema == "jpa" else JDBC
         self.schema = schema
         self.serializer = serializer
+        self.lob = lob  # "oid": Hibernate's own mapping of @Lob on PostgreSQL (large objects)
         self._block: list[int] = []
 
     def create(self) -> None:
         if self.db.kind == "sqlite":
             self.db.script(AXON_SQLITE_DDL)
         elif self.schema == "jpa":
-            self.db.script(AXON_JPA_DDL.format(lob="bytea"))
+            self.db.script(AXON_JPA_DDL.format(lob=self.lob))
         else:
             self.db.script(AXON_JDBC_DDL)
 
@@ -674,7 +677,12 @@ class Axon:
             if index is not None:
                 columns.insert(0, n.global_index)
                 values.insert(0, index)
-            marks = ", ".join("?" for _ in columns)
+            marks = ", ".join(
+                "lo_from_bytea(0, ?)"
+                if self.lob == "oid" and c in (n.meta_data, n.payload)
+                else "?"
+                for c in columns
+            )
             self.db.run(f"INSERT INTO {n.table} ({', '.join(columns)}) VALUES ({marks})", values)
             ids.append(event_id)
         self.db.run("COMMIT")
