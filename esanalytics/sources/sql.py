@@ -381,59 +381,71 @@ class SqlSource:
         self, url: str, db: Database, layout: Layout, *, batch_rows: int = BATCH_ROWS
     ) -> None:
         self.url = url
-        self.db = db
+        self.kind_of_database = db.kind
         self.layout = layout
         self.label = db.label
         self.batch_rows = batch_rows
 
     @property
     def identity(self) -> str:
-        if self.db.kind == "sqlite":
+        if self.kind_of_database == "sqlite":
             where = str(_sqlite_path(self.url).resolve())
         else:
             parts = urllib.parse.urlsplit(self.url)
             where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
-        return f"{self.db.kind}:{where}#{self.layout.name}:{self.layout.table}"
+        return f"{self.kind_of_database}:{where}#{self.layout.name}:{self.layout.table}"
 
     def default_name(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "-", self.layout.table)
 
     def size(self) -> int | None:
-        t, p = self.db.quote(self.layout.table), self.db.quote(self.layout.position)
-        value = self.db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+        db = connect(self.url)
+        try:
+            t, p = db.quote(self.layout.table), db.quote(self.layout.position)
+            value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+        finally:
+            db.close()
         return int(value) if value is not None else 0
 
     def read(
         self, at: dict[str, Any] | None, *, con: Any, follow: bool = False, name: str | None = None
     ) -> Iterator[RawBatch]:
-        layout = self.layout
-        column = f"{self.db.quote(layout.table)}.{self.db.quote(layout.position)}"
-        after = int(at["position"]) if at else 0
-        gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
-        if at and at.get("table") != layout.table:
+        """Batches after the cursor ``at``, on a connection of their own (closed at the end)."""
+        if at and at.get("table") != self.layout.table:
             raise SourceChangedError(
-                f"The import's cursor is in the table {at.get('table')}, not {layout.table}.",
+                f"The import's cursor is in the table {at.get('table')}, not {self.layout.table}.",
                 hint="import this table under a new --name.",
                 source=name,
                 where=None,
             )
+        db = connect(self.url)
+        try:
+            yield from self._read(db, at, con)
+        finally:
+            db.close()
+
+    def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
+        layout = self.layout
+        column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
+        after = int(at["position"]) if at else 0
+        gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
         while True:
-            now = self.db.now() if self.db.gaps_possible else 0.0
+            now = db.now() if db.gaps_possible else 0.0
             where = f"{column} > {after}" + "".join(
                 f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
             )
-            batch = self.db.query(layout.select(self.db, f"({where})", self.batch_rows))
+            batch = db.query(layout.select(db, f"({where})", self.batch_rows))
             if batch.num_rows == 0:
                 return
             positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
             last = int(positions.max())
-            if self.db.gaps_possible:
+            if db.gaps_possible:
                 gaps = _next_gaps(
                     gaps, positions, after, now, full=batch.num_rows >= self.batch_rows
                 )
             after = max(after, last)
             cursor = {"table": layout.table, "position": after}
-            if self.db.gaps_possible:
+            if db.gaps_possible:
                 cursor["gaps"] = gaps
             lines = layout.rows(con, batch)
             coordinates = pc.binary_join_element_wise(
@@ -487,7 +499,6 @@ def open_sql_source(
     db = connect(url)
     try:
         layout = find_layout(db, schema)
-    except BaseException:
+    finally:
         db.close()
-        raise
     return SqlSource(url, db, layout, batch_rows=batch_rows)
