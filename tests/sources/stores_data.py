@@ -24,20 +24,6 @@ import psycopg
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
 
 
-def import_db(lake: Any, url: str, **options: Any) -> Any:
-    """``esa.import_events(lake, url, ...)``, closing the database connection after (the
-    importer does not close a source it opened from a URL: the SqlSource's psycopg
-    connection would be left to the garbage collector, a ResourceWarning)."""
-    import esanalytics as esa
-    from esanalytics.sources.sql import open_sql_source
-
-    source = open_sql_source(url, schema=options.pop("schema", None))
-    try:
-        return esa.import_events(lake, source, **options)
-    finally:
-        source.db.close()
-
-
 class Db:
     """A DB-API connection to write test rows with: PostgreSQL by URL or SQLite by path.
     Statements use ``?`` placeholders for both; each call commits."""

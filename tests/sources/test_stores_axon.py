@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.importer import rejects_path
 from esanalytics.sources.stores.axon import xstream_json
 from tests.conftest import log_bytes
-from tests.sources.stores_data import JPA, T0, Axon, AxonNames, Db, import_db
+from tests.sources.stores_data import JPA, T0, Axon, AxonNames, Db
 from tests.sources.test_file_sources import events_of
 
 # (schema naming, serializer, database, payload column type)
@@ -171,7 +172,7 @@ def test_round_trip_equals_plain_sql(axon: tuple[str, Axon], tmp_path: Path) -> 
     url, store = axon
     publish_sample(store, 24)
     lake = tmp_path / "lake"
-    assert import_db(lake, url, create=True).events == 24
+    assert esa.import_events(lake, url, create=True).events == 24
     got = lake_reading(lake)
     assert got == plain_reading(url, store.names, store.serializer)
     expected = [payload(i) for i in range(24)]
@@ -194,13 +195,13 @@ def test_a_second_run_writes_nothing_and_a_third_only_what_is_new(
     store.create()
     publish_sample(store, 10)
     lake = tmp_path / "lake"
-    import_db(lake, postgres_url, create=True)
+    esa.import_events(lake, postgres_url, create=True)
     before = log_bytes(lake)
-    again = import_db(lake, postgres_url)
+    again = esa.import_events(lake, postgres_url)
     assert (again.events, again.batches) == (0, 0)
     assert log_bytes(lake) == before
     publish_sample(store, 60, start=10)  # past Hibernate's first block of 50 ids
-    assert import_db(lake, postgres_url).events == 60
+    assert esa.import_events(lake, postgres_url).events == 60
     assert lake_reading(lake) == plain_reading(postgres_url, JPA, "jackson")
 
 
@@ -249,12 +250,12 @@ def test_payloads_esa_cannot_read_are_refused_naming_the_row(
     store.create()
     publish_sample(store, 2)
     lake = tmp_path / "lake"
-    import_db(lake, postgres_url, create=True, name="cards")
+    esa.import_events(lake, postgres_url, create=True, name="cards")
     store.publish("gc-9", [("io.axoniq.giftcard.api.CardIssuedEvent", {})], raw_payload=raw)
     publish_sample(store, 1, start=2)
     before = log_bytes(lake)
     with pytest.raises(SourceError) as caught:
-        import_db(lake, postgres_url, name="cards")
+        esa.import_events(lake, postgres_url, name="cards")
     message = str(caught.value)
     assert message.startswith(f"domain_event_entry#3: the payload is {what}"), message
     assert "JacksonSerializer" in message
@@ -273,10 +274,10 @@ def test_bad_rows_are_named_and_skipped_with_reasons(
     publish_sample(store, 2, start=3)
     lake = tmp_path / "lake"
     with pytest.raises(SourceError) as caught:
-        import_db(lake, postgres_url, create=True)
+        esa.import_events(lake, postgres_url, create=True)
     assert str(caught.value).startswith("domain_event_entry#4: not valid JSON.")
     assert not lake.exists()
-    summary = import_db(lake, postgres_url, create=True, on_error="skip")
+    summary = esa.import_events(lake, postgres_url, create=True, on_error="skip")
     assert (summary.events, summary.rejected) == (5, 2)
     rejected = [json.loads(x) for x in rejects_path(lake, summary.name).read_text().splitlines()]
     assert [(r["where"], r["reason"]) for r in rejected] == [

@@ -22,7 +22,7 @@ import pytest
 
 import esanalytics as esa
 from tests.conftest import log_bytes, run_esa
-from tests.sources.stores_data import Axon, Db, Marten, RailsEventStore, import_db, res_events
+from tests.sources.stores_data import Axon, Db, Marten, RailsEventStore, res_events
 from tests.sources.test_file_sources import events_of
 
 
@@ -134,7 +134,7 @@ def test_a_row_committed_late_below_the_cursor_is_imported(
         )
         res.publish(events[1:], "Ordering::Order$2")
         lake = tmp_path / "lake"
-        assert import_db(lake, postgres_url, create=True).events == 5
+        assert esa.import_events(lake, postgres_url, create=True).events == 5
         late.db.run(
             "INSERT INTO event_store_events_in_streams (stream, position, event_id, created_at) "
             "VALUES ('Ordering::Order$3', 0, ?, now())",
@@ -143,7 +143,7 @@ def test_a_row_committed_late_below_the_cursor_is_imported(
         late.db.run("COMMIT")
     finally:
         slow.close()
-    assert import_db(lake, postgres_url).events == 1
+    assert esa.import_events(lake, postgres_url).events == 1
     got = events_of(lake)
     assert [e["metadata"]["source_position"] for e in got] == [1, 2, 3, 5, 6, 4]
     assert got[-1]["stream_id"] == "Ordering::Order$3"
@@ -235,7 +235,7 @@ def test_an_import_killed_again_and_again_ends_with_every_event_once(
     assert len(ids) == published
     assert verify(esa.open(lake)).ok
     before = log_bytes(lake)
-    assert import_db(lake, postgres_url, name="res").events == 0
+    assert esa.import_events(lake, postgres_url, name="res").events == 0
     assert log_bytes(lake) == before
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.importer import rejects_path
 from tests.conftest import log_bytes, run_esa
-from tests.sources.stores_data import T0, Db, Marten, import_db
+from tests.sources.stores_data import T0, Db, Marten
 from tests.sources.test_file_sources import events_of
 
 KINDS = ["order_placed", "order_paid", "order_shipped"]
@@ -114,7 +115,7 @@ def test_round_trip_equals_plain_sql(
     store.create()
     append_sample(store, 30)
     lake = tmp_path / "lake"
-    assert import_db(lake, postgres_url, create=True).events == 30
+    assert esa.import_events(lake, postgres_url, create=True).events == 30
     got = lake_reading(lake)
     assert got == plain_reading(postgres_url)
     assert {e["category"] for e in got} == {"order", "marten"}
@@ -129,13 +130,13 @@ def test_a_second_run_writes_nothing_and_a_third_only_what_is_new(
     store.create()
     append_sample(store, 12)
     lake = tmp_path / "lake"
-    import_db(lake, postgres_url, create=True)
+    esa.import_events(lake, postgres_url, create=True)
     before = log_bytes(lake)
-    again = import_db(lake, postgres_url)
+    again = esa.import_events(lake, postgres_url)
     assert (again.events, again.batches) == (0, 0)
     assert log_bytes(lake) == before
     append_sample(store, 9, start=12)
-    assert import_db(lake, postgres_url).events == 9
+    assert esa.import_events(lake, postgres_url).events == 9
     assert lake_reading(lake) == plain_reading(postgres_url)
 
 
@@ -149,7 +150,7 @@ def test_tenants_keep_their_streams_apart(pg: Db, postgres_url: str, tmp_path: P
     store.append("order-1", [("order_paid", {"n": 3})], tenant="acme")
     store.append("order-1", [("order_placed", {"n": 4})])
     lake = tmp_path / "lake"
-    import_db(lake, postgres_url, create=True)
+    esa.import_events(lake, postgres_url, create=True)
     got = lake_reading(lake)
     assert got == plain_reading(postgres_url)
     assert [(e["stream_id"], e["metadata"]["source_version"]) for e in got] == [
@@ -169,14 +170,14 @@ def test_archived_streams_are_imported_and_marked(
     ids = append_sample(store, 8)
     store.archive(ids[1])
     lake = tmp_path / "lake"
-    import_db(lake, postgres_url, create=True)
+    esa.import_events(lake, postgres_url, create=True)
     got = lake_reading(lake)
     assert got == plain_reading(postgres_url)
     assert [e["metadata"].get("archived", False) for e in got] == [i % 4 == 1 for i in range(8)]
     # archiving after the import changes rows in place: the cursor does not see it
     store.archive(ids[2])
     before = log_bytes(lake)
-    assert import_db(lake, postgres_url).events == 0
+    assert esa.import_events(lake, postgres_url).events == 0
     assert log_bytes(lake) == before
 
 
@@ -195,10 +196,10 @@ def test_a_row_with_no_stream_id_is_named_and_skipped(
     append_sample(store, 2, start=5)
     lake = tmp_path / "lake"
     with pytest.raises(SourceError) as caught:
-        import_db(lake, postgres_url, create=True)
+        esa.import_events(lake, postgres_url, create=True)
     assert str(caught.value).startswith("mt_events#6: no stream id (stream_id).")
     assert not lake.exists()
-    summary = import_db(lake, postgres_url, create=True, on_error="skip")
+    summary = esa.import_events(lake, postgres_url, create=True, on_error="skip")
     assert (summary.events, summary.rejected) == (7, 1)
     (rejected,) = [json.loads(x) for x in rejects_path(lake, summary.name).read_text().splitlines()]
     assert (rejected["where"], rejected["reason"]) == ("mt_events#6", "no stream id (stream_id)")
@@ -214,7 +215,7 @@ def test_a_binary_event_is_refused_naming_the_row(
     pg.run("UPDATE mt_events SET data = '{}', bdata = ? WHERE seq_id = 2", (b"\x92\xa3abc\x01",))
     lake = tmp_path / "lake"
     with pytest.raises(SourceError) as caught:
-        import_db(lake, postgres_url, create=True)
+        esa.import_events(lake, postgres_url, create=True)
     assert str(caught.value).startswith("mt_events#2: the payload is bytes that are not text")
     assert "binary serializer" in str(caught.value)
     assert not lake.exists()

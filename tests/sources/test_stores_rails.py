@@ -23,7 +23,7 @@ import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.importer import rejects_path
 from tests.conftest import log_bytes
-from tests.sources.stores_data import T0, Db, RailsEventStore, ResEvent, import_db, res_events
+from tests.sources.stores_data import T0, Db, RailsEventStore, ResEvent, res_events
 from tests.sources.test_file_sources import events_of
 
 VARIANTS = ["jsonb", "json", "bytea", "sqlite"]
@@ -135,7 +135,7 @@ def test_round_trip_equals_plain_sql(res: tuple[str, RailsEventStore], tmp_path:
     url, store = res
     publish_sample(store, 40)
     lake = tmp_path / "lake"
-    summary = import_db(lake, url, create=True)
+    summary = esa.import_events(lake, url, create=True)
     assert summary.events == 40
     got, want = lake_reading(lake), plain_reading(url)
     assert got == want
@@ -163,15 +163,15 @@ def test_a_second_run_writes_nothing_and_a_third_only_what_is_new(
     url, store = res
     events = publish_sample(store, 20)
     lake = tmp_path / "lake"
-    import_db(lake, url, create=True)
+    esa.import_events(lake, url, create=True)
     before = log_bytes(lake)
-    again = import_db(lake, url)
+    again = esa.import_events(lake, url)
     assert (again.events, again.batches) == (0, 0)
     assert log_bytes(lake) == before
     # more events, and a link to an event the lake already holds
     publish_sample(store, 15, start=20)
     store.link([events[1].event_id], "Audit$1")
-    third = import_db(lake, url)
+    third = esa.import_events(lake, url)
     assert third.events == 15
     assert lake_reading(lake)[20:] == plain_reading(url)[20:]
     old = lake_reading(lake)[1]
@@ -193,7 +193,7 @@ def test_an_event_in_several_streams_is_imported_once_with_its_links(
     store.link([placed.event_id], "all")  # as RES before 2.0 wrote the global stream
     store.link([placed.event_id], "Report$2025-03", any_version=True)
     lake = tmp_path / "lake"
-    assert import_db(lake, postgres_url, create=True).events == 2
+    assert esa.import_events(lake, postgres_url, create=True).events == 2
     first, second = lake_reading(lake)
     assert first["event_id"] == placed.event_id
     assert second["event_id"] == paid.event_id
@@ -209,7 +209,7 @@ def test_an_event_in_several_streams_is_imported_once_with_its_links(
     lone = res_events(1, start=5)[0]
     store.publish([lone], "all")
     store.link([lone.event_id], "Customer$3")
-    import_db(lake, postgres_url)
+    esa.import_events(lake, postgres_url)
     assert lake_reading(lake)[-1]["stream_id"] == "Customer$3"
 
 
@@ -223,7 +223,7 @@ def test_a_yaml_store_is_refused_naming_the_row_and_writing_nothing(
     esa.open(lake, create=True)
     before = log_bytes(lake)
     with pytest.raises(SourceError) as caught:
-        import_db(lake, postgres_url)
+        esa.import_events(lake, postgres_url)
     message = str(caught.value)
     assert message.startswith("event_store_events#1: the data is YAML"), message
     assert "JSONClient" in message
@@ -246,13 +246,13 @@ def test_encrypted_events_and_marshal_data_are_refused(
     store.publish([secret], "User$1")
     lake = tmp_path / "lake"
     with pytest.raises(SourceError, match=r"event_store_events#1: the data is encrypted"):
-        import_db(lake, postgres_url, create=True)
+        esa.import_events(lake, postgres_url, create=True)
     assert not lake.exists()
     store.db.run(
         "UPDATE event_store_events SET metadata = NULL, data = ?", (b"\x04\x08{\x06:\x06a",)
     )
     with pytest.raises(SourceError, match=r"event_store_events#1: the data is Ruby Marshal data"):
-        import_db(lake, postgres_url, create=True)
+        esa.import_events(lake, postgres_url, create=True)
 
 
 def test_bad_rows_are_named_and_skipped_with_reasons(lite: Db, tmp_path: Path) -> None:
@@ -267,10 +267,10 @@ def test_bad_rows_are_named_and_skipped_with_reasons(lite: Db, tmp_path: Path) -
     esa.open(lake, create=True)
     before = log_bytes(lake)
     with pytest.raises(SourceError) as caught:
-        import_db(lake, url)
+        esa.import_events(lake, url)
     assert str(caught.value).startswith("event_store_events#3: not valid JSON.")
     assert log_bytes(lake) == before
-    summary = import_db(lake, url, on_error="skip")
+    summary = esa.import_events(lake, url, on_error="skip")
     assert (summary.events, summary.rejected) == (4, 2)
     rejected = [
         json.loads(line) for line in rejects_path(lake, summary.name).read_text().splitlines()
@@ -289,7 +289,7 @@ def test_event_ids_that_are_not_uuids_are_kept_as_source_event_id(lite: Db, tmp_
     event = ResEvent("Orders::OrderPlaced", {"n": 1}, {}, T0, event_id="order-1-placed")
     store.publish([event], "Ordering::Order$1")
     lake = tmp_path / "lake"
-    import_db(lake, url, create=True)
+    esa.import_events(lake, url, create=True)
     (got,) = lake_reading(lake)
     assert uuid.UUID(got["event_id"])
     assert got["metadata"]["source_event_id"] == "order-1-placed"
