@@ -152,18 +152,20 @@ class RailsEventStore:
     are NULL for ``expected_version: :any``. ``serializer`` is ``json`` (``JSONClient`` and
     ``serializer: JSON``) or ``yaml`` (the default ``Client``)."""
 
-    def __init__(self, db: Db, *, data_type: str = "jsonb", serializer: str = "json") -> None:
+    def __init__(
+        self, db: Db, *, data_type: str = "jsonb", serializer: str = "json", zoned: bool = False
+    ) -> None:
         self.db = db
         self.data_type = data_type
         self.serializer = serializer
+        self.zoned = zoned  # Rails 7's datetime_type = :timestamptz
 
     def create(self) -> None:
         if self.db.kind == "postgresql":
-            self.db.script(
-                RES_POSTGRES_DDL.format(
-                    type={"binary": "bytea"}.get(self.data_type, self.data_type)
-                )
+            ddl = RES_POSTGRES_DDL.format(
+                type={"binary": "bytea"}.get(self.data_type, self.data_type)
             )
+            self.db.script(ddl.replace("timestamp(6)", "timestamptz(6)") if self.zoned else ddl)
         else:
             self.db.script(RES_SQLITE_DDL)
 
@@ -176,6 +178,8 @@ class RailsEventStore:
     def _time(self, moment: datetime) -> Any:
         # ActiveRecord writes UTC wall time into a column without a zone; SQLite gets its text.
         naive = moment.astimezone(UTC).replace(tzinfo=None)
+        if self.zoned:
+            return moment
         return (
             naive.isoformat(sep=" ", timespec="microseconds") if self.db.kind == "sqlite" else naive
         )

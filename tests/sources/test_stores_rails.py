@@ -87,7 +87,7 @@ def plain_reading(url: str) -> list[dict[str, Any]]:
     def utc(value: Any) -> datetime:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     out = []
     for id_, event_id, event_type, data, metadata, created_at, valid_at in events:
@@ -155,6 +155,28 @@ def test_round_trip_equals_plain_sql(res: tuple[str, RailsEventStore], tmp_path:
     assert [e["version"] for e in stored if e["stream_id"] == "Ordering::Order$1"] == list(
         range(1, 9)
     )
+
+
+@pytest.mark.parametrize("zoned", [False, True])
+def test_times_are_utc_whatever_the_server_time_zone(
+    pg: Db, postgres_url: str, tmp_path: Path, zoned: bool
+) -> None:
+    """``timestamp`` columns hold UTC wall time, ``timestamptz`` ones (Rails 7's
+    datetime_type = :timestamptz) instants: both read right on a server whose sessions
+    show times in Asia/Kolkata."""
+    pg.run(f"ALTER DATABASE {postgres_url.rsplit('/', 1)[1]} SET timezone = 'Asia/Kolkata'")
+    store = RailsEventStore(Db(postgres_url), zoned=zoned)
+    try:
+        store.create()
+        publish_sample(store, 6)
+    finally:
+        store.db.close()
+    lake = tmp_path / "lake"
+    esa.import_events(lake, postgres_url, create=True)
+    got = lake_reading(lake)
+    assert got == plain_reading(postgres_url)
+    assert got[0]["recorded_at"] == T0 + timedelta(microseconds=123456)
+    assert got[1]["occurred_at"] == T0 + timedelta(minutes=1, microseconds=123456, days=-1)
 
 
 def test_a_second_run_writes_nothing_and_a_third_only_what_is_new(

@@ -13,7 +13,9 @@ How a row becomes an event:
   ``Ordering::OrderPlaced``, as written).
 - times: ``occurred_at`` is ``COALESCE(valid_at, created_at)`` (RES's ``as_of``: the
   business time a ``valid_at`` gives, else the time of writing) and ``recorded_at`` is
-  ``created_at`` (``as_at``); RES keeps both as UTC wall time.
+  ``created_at`` (``as_at``); ActiveRecord keeps both as UTC wall time (``timestamp``,
+  SQLite text), or as instants where Rails 7's ``datetime_type = :timestamptz`` made the
+  columns ``timestamptz``.
 - data: the ``data`` column, JSON (``jsonb``/``json``, or JSON text in ``bytea``/``blob`` as
   ``serializer: JSON`` writes it; a doubly encoded JSON string, which older RES versions wrote
   into ``jsonb``, is unwrapped as RES's ``rescue_from_double_json_serialization!`` does).
@@ -132,7 +134,11 @@ class RailsEventStoreLayout:
                 return f"{events}.{column}" + ("" if kind == "bytea" else "::text")
 
             def moment(column: str) -> str:
-                return f"to_char({events}.{column}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+                # ActiveRecord writes UTC wall time into `timestamp`; into `timestamptz`
+                # (Rails 7's datetime_type = :timestamptz) an instant, shown here in UTC
+                zoned = (self._types or {}).get(column) == "timestamp with time zone"
+                value = f"{events}.{column}" + (" AT TIME ZONE 'UTC'" if zoned else "")
+                return f"to_char({value}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
 
             agg = "json_agg(json_build_array(s.id, s.stream, s.position))::text"
             event_id = f"{events}.event_id::text"
