@@ -315,3 +315,24 @@ def test_event_ids_that_are_not_uuids_are_kept_as_source_event_id(lite: Db, tmp_
     (got,) = lake_reading(lake)
     assert uuid.UUID(got["event_id"])
     assert got["metadata"]["source_event_id"] == "order-1-placed"
+
+
+def test_json_written_twice_into_jsonb_is_read_as_res_reads_it(
+    pg: Db, postgres_url: str, tmp_path: Path
+) -> None:
+    """Older RES with ``serializer: JSON`` let ActiveRecord encode the JSON text again: the
+    jsonb holds a string. RES's rescue_from_double_json_serialization! reads the inner JSON;
+    so does the import."""
+    store = RailsEventStore(pg)
+    store.create()
+    store.publish(res_events(2), "Ordering::Order$1")
+    pg.run(
+        "UPDATE event_store_events SET data = to_jsonb(data::text), "
+        "metadata = to_jsonb(metadata::text) WHERE id = 2"
+    )
+    lake = tmp_path / "lake"
+    esa.import_events(lake, postgres_url, create=True)
+    _, second = lake_reading(lake)
+    assert second["data"] == {"order_id": "o-1", "amount": 2.5, "note": "Zoë 1", "lines": [1, 2]}
+    assert second["metadata"]["request_id"] == "req-1"
+    assert second["metadata"]["links"] == [{"stream": "Ordering::Order$1", "position": 1}]

@@ -198,15 +198,19 @@ class RailsEventStoreLayout:
         return pa.array(lines, pa.string())
 
     def _payload(self, value: str | bytes | None, where: str, column: str) -> str | None:
-        text, kind = json_text(value)
-        if kind != "json":
-            raise unreadable(where, column, kind, hint=_HINT)
+        text: str | None = value if isinstance(value, str) else None
+        if text is not None and (self._types or {}).get(column) in ("json", "jsonb"):
+            pass  # (PostgreSQL keeps only valid JSON in these types)
+        else:
+            text, kind = json_text(value)
+            if kind != "json":
+                raise unreadable(where, column, kind, hint=_HINT)
         if text is not None and text.startswith('"'):
             # JSON written into jsonb twice over (RES < 2.9 with serializer: JSON): RES's
             # rescue_from_double_json_serialization! reads the inner text
             inner = json.loads(text)
             if isinstance(inner, str) and inner.lstrip().startswith("{"):
-                return inner
+                return json_text(inner)[0]
         return text
 
 

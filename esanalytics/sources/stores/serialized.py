@@ -73,15 +73,29 @@ def json_text(value: str | bytes | None) -> tuple[str | None, str]:
     parse comes back behind :data:`NOT_JSON`), else None and the kind."""
     if value is None:
         return None, "json"
-    kind = sniff(value)
-    if kind not in ("json", "text"):
-        return None, kind
-    text = text_of(value) or ""
-    try:
-        json.loads(text)
-    except ValueError:
-        return (NOT_JSON + text, "json") if kind == "json" else (None, kind)
-    return text, "json"
+    if isinstance(value, str):
+        text = value
+    else:
+        raw = bytes(value)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, sniff(raw)
+    body = text.lstrip("\ufeff \t\r\n")
+    if body[:1] in ("{", "["):
+        try:
+            json.loads(body)
+        except ValueError:
+            return NOT_JSON + body, "json"
+        return body, "json"
+    kind = sniff(body)
+    if kind == "text":
+        try:
+            json.loads(body)
+        except ValueError:
+            return None, kind
+        return body, "json"
+    return None, kind
 
 
 _WHAT = {
