@@ -5,7 +5,9 @@ A payload column holds JSON text (a ``json``/``jsonb``/``text`` column, or UTF-8
 ``bytea``/``blob`` one), or a format esa cannot read: YAML or Ruby's Marshal (Rails Event
 Store's default and its alternative), Java's object serialization, a cipher or any other bytes.
 Those are told apart by their first bytes (:func:`sniff`), and a layout raises
-:func:`unreadable` for them, naming the row and its serializer. JSON text is passed through
+:func:`unreadable` for them, naming the row and its serializer. That stops the import under
+``--on-error skip`` too: what is wrong is the store's serializer, not one row, and skipping
+would leave out every event it wrote, silently but for a rejects file. JSON text is passed through
 as it is: a row whose text is not valid JSON becomes a line that is not valid JSON, which the
 mapping rejects with that reason under the row's coordinates (``TABLE#POSITION``).
 """
