@@ -526,18 +526,21 @@ def _next_gaps(
     once it is older than GAP_SECONDS."""
     seen = set(positions[positions <= after].tolist()) if gaps else set()
     covered_to = int(positions[-1]) if full else None  # a full batch covers up to its last row
-    kept: list[list[float]] = []
+    pieces: list[list[float]] = []
     for lo, hi, first in gaps:
         lo, hi = int(lo), int(hi)
-        if (covered_to is None or hi <= covered_to) and now - first > GAP_SECONDS:
-            continue
         start = lo
         for p in sorted(x for x in seen if lo <= x <= hi):
             if p > start:
-                kept.append([start, p - 1, first])
+                pieces.append([start, p - 1, first])
             start = p + 1
         if start <= hi:
-            kept.append([start, hi, first])
+            pieces.append([start, hi, first])
+    kept = [
+        [lo, hi, first]
+        for lo, hi, first in pieces
+        if not ((covered_to is None or hi <= covered_to) and now - first > GAP_SECONDS)
+    ]
     new = positions[positions > after]
     if len(new):
         bounds = np.r_[after, new]
