@@ -463,7 +463,9 @@ UNIQUE (eventIdentifier)
 # AxonFramework/AxonFramework (branch axon-4.11.x) the JPA entity
 #   eventsourcing/src/main/java/org/axonframework/eventsourcing/eventstore/jpa/DomainEventEntry.java
 #   (with messaging/.../eventhandling/AbstractEventEntry.java, AbstractDomainEventEntry.java and
-#   AbstractSequencedDomainEventEntry.java) as Hibernate 6 generates it for PostgreSQL under
+#   AbstractSequencedDomainEventEntry.java), with its sibling jpa/SnapshotEventEntry.java
+#   (snapshots, which have no global index and are no events), as Hibernate 6 generates them
+#   for PostgreSQL under
 #   Spring Boot's snake_case naming, with the @Lob columns mapped to bytea as Axon's reference
 #   guide advises for PostgreSQL (Hibernate's own default there is oid; see {lob}).
 AXON_JPA_DDL = """
@@ -481,6 +483,18 @@ create table domain_event_entry (
     type varchar(255),
     primary key (global_index),
     constraint uk8s1f994p4la2ipb13me2xqm1w unique (aggregate_identifier, sequence_number)
+);
+create table snapshot_event_entry (
+    aggregate_identifier varchar(255) not null,
+    sequence_number bigint not null,
+    type varchar(255) not null,
+    event_identifier varchar(255) not null unique,
+    meta_data {lob},
+    payload {lob} not null,
+    payload_revision varchar(255),
+    payload_type varchar(255) not null,
+    time_stamp varchar(255) not null,
+    primary key (aggregate_identifier, sequence_number, type)
 );
 """
 

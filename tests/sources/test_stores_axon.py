@@ -171,6 +171,15 @@ def lake_reading(lake: Path) -> list[dict[str, Any]]:
 def test_round_trip_equals_plain_sql(axon: tuple[str, Axon], tmp_path: Path) -> None:
     url, store = axon
     publish_sample(store, 24)
+    if store.schema == "jpa" and store.db.kind == "postgresql":  # a snapshot is no event
+        value = "lo_from_bytea(0, ?)" if store.lob == "oid" else "?"
+        store.db.run(
+            "INSERT INTO snapshot_event_entry (aggregate_identifier, sequence_number, type, "
+            "event_identifier, meta_data, payload, payload_type, time_stamp) "
+            f"VALUES ('gc-0', 7, 'GiftCard', 'snap-1', NULL, {value}, 'io.axoniq.GiftCard', "
+            "'2025-03-01T09:00:10.500Z')",
+            (b'{"remaining": 70}',),
+        )
     lake = tmp_path / "lake"
     assert esa.import_events(lake, url, create=True).events == 24
     got = lake_reading(lake)
