@@ -37,18 +37,21 @@ class Db:
         )
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows, if it returns any."""
         if self.kind == "postgresql":
             sql = sql.replace("?", "%s")
         cur = self.con.execute(sql, params)
         return list(cur.fetchall()) if cur.description else []
 
     def script(self, ddl: str) -> None:
+        """Run several statements (a DDL script)."""
         if self.kind == "postgresql":
             self.con.execute(ddl)
         else:
             self.con.executescript(ddl)
 
     def close(self) -> None:
+        """Close the connection."""
         self.con.close()
 
 
@@ -161,6 +164,7 @@ class RailsEventStore:
         self.zoned = zoned  # Rails 7's datetime_type = :timestamptz
 
     def create(self) -> None:
+        """Create RES's two tables (the migration for this database and data type)."""
         if self.db.kind == "postgresql":
             ddl = RES_POSTGRES_DDL.format(
                 type={"binary": "bytea"}.get(self.data_type, self.data_type)
@@ -198,6 +202,8 @@ class RailsEventStore:
     def publish(
         self, events: Iterable[ResEvent], stream: str | None, *, any_version: bool = False
     ) -> list[ResEvent]:
+        """``append_to_stream``: the events and, unless ``stream`` is None (the global stream),
+        their links, in one transaction."""
         events = list(events)
         self.db.run("BEGIN")
         for event in events:
@@ -220,6 +226,7 @@ class RailsEventStore:
         return events
 
     def link(self, event_ids: Sequence[str], stream: str, *, any_version: bool = False) -> None:
+        """``link_to_stream``: link stored events into ``stream``."""
         self.db.run("BEGIN")
         self._add(stream, event_ids, any_version=any_version)
         self.db.run("COMMIT")
@@ -384,6 +391,8 @@ class Marten:
         causation_id: str | None = None,
         headers: dict[str, Any] | None = None,
     ) -> list[int]:
+        """Append ``events`` (type alias, data) to ``stream`` of ``tenant``, starting it if new;
+        their seq_ids."""
         s = self.schema
         self.db.run("BEGIN")
         rows = self.db.run(
@@ -627,11 +636,13 @@ class Axon:
         return self._block.pop(0)
 
     def serialize(self, payload_type: str, data: Mapping[str, Any]) -> bytes:
+        """A payload as the configured serializer writes it."""
         if self.serializer == "jackson":
             return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         return xstream(payload_type, data).encode()
 
     def serialize_meta(self, meta: Mapping[str, str]) -> bytes:
+        """MetaData as the configured serializer writes it."""
         if self.serializer == "jackson":
             return json.dumps(meta, separators=(",", ":")).encode()
         return xstream_metadata(meta).encode()
@@ -647,6 +658,8 @@ class Axon:
         revision: str | None = None,
         raw_payload: bytes | None = None,
     ) -> list[str]:
+        """``appendEvents`` of ``events`` (payload type, data) by ``aggregate`` (None: no
+        aggregate); their identifiers. ``raw_payload`` writes those bytes as every payload."""
         n = self.names
         self.db.run("BEGIN")
         start = 0

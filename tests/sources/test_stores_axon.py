@@ -40,6 +40,7 @@ VARIANTS = {
 
 @pytest.fixture(params=list(VARIANTS))
 def axon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Axon]]:
+    """An empty Axon table of each naming, column type, serializer and database, and its URL."""
     naming, serializer, database, lob = VARIANTS[request.param]
     if database == "sqlite":
         url = f"sqlite:///{tmp_path / 'axon.db'}"
@@ -54,12 +55,14 @@ def axon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
 
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Db]:
+    """A connection to a fresh PostgreSQL database, to write Axon's rows with."""
     db = Db(postgres_url)
     yield db
     db.close()
 
 
 def payload(i: int) -> dict[str, Any]:
+    """The ``i``-th sample payload: text, number, boolean, list, nested object, null."""
     return {
         "cardId": f"gc-{i % 3}",
         "amount": i * 10,
@@ -72,6 +75,8 @@ def payload(i: int) -> dict[str, Any]:
 
 
 def publish_sample(store: Axon, n: int, *, start: int = 0) -> list[str]:
+    """``n`` events over three gift cards, every seventh from no aggregate, some with a
+    revision; their identifiers."""
     ids = []
     for i in range(start, start + n):
         kind = ("io.axoniq.giftcard.api.CardIssuedEvent", "io.axoniq.giftcard.api.Card$Redeemed")
@@ -146,6 +151,8 @@ def plain_reading(url: str, names: AxonNames, serializer: str) -> list[dict[str,
 
 
 def _plain_xml(element: ET.Element) -> Any:
+    """The sample's XML shapes read with ElementTree alone: text, a list of ``<string>``, an
+    object."""
     # the sample's shapes only: text, a list of <string>, a nested object
     if len(element) == 0:
         return element.text or ""
@@ -155,6 +162,7 @@ def _plain_xml(element: ET.Element) -> Any:
 
 
 def _is_oid(db: Db, n: AxonNames) -> bool:
+    """Whether the table's payload column is an ``oid`` (Hibernate's large objects)."""
     rows = db.run(
         "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
         (n.table, n.payload),
@@ -163,6 +171,7 @@ def _is_oid(db: Db, n: AxonNames) -> bool:
 
 
 def lake_reading(lake: Path) -> list[dict[str, Any]]:
+    """The lake's events with the fields the plain reading gives, in log order."""
     keys = ("event_id", "stream_id", "event_type", "occurred_at", "recorded_at", "category",
             "data", "metadata")  # fmt: skip
     return [{k: e[k] for k in keys} for e in events_of(lake)]

@@ -28,12 +28,14 @@ from tests.sources.test_file_sources import events_of
 
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Db]:
+    """A connection to a fresh PostgreSQL database, to write the stores' rows with."""
     db = Db(postgres_url)
     yield db
     db.close()
 
 
 def imported(lake: Path, *args: str) -> dict[str, object]:
+    """``esa import LAKE ARGS --create --format json`` in a real process: its summary."""
     done = run_esa("import", str(lake), *args, "--create", "--format", "json")
     assert done.returncode == 0, done.stderr
     summary: dict[str, object] = json.loads(done.stdout)

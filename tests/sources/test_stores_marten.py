@@ -29,6 +29,7 @@ KINDS = ["order_placed", "order_paid", "order_shipped"]
 
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Db]:
+    """A connection to a fresh PostgreSQL database, to write Marten's rows with."""
     db = Db(postgres_url)
     yield db
     db.close()
@@ -87,12 +88,15 @@ def plain_reading(url: str, schema: str = "public") -> list[dict[str, Any]]:
 
 
 def lake_reading(lake: Path) -> list[dict[str, Any]]:
+    """The lake's events with the fields the plain reading gives, in log order."""
     keys = ("event_id", "stream_id", "event_type", "occurred_at", "recorded_at", "category",
             "data", "metadata")  # fmt: skip
     return [{k: e[k] for k in keys} for e in events_of(lake)]
 
 
 def append_sample(store: Marten, n: int, *, start: int = 0, streams: int = 4) -> list[str]:
+    """``n`` one-event appends over ``streams`` streams (a typed stream or not, with or without
+    correlation, causation and headers); the stream ids."""
     ids = [str(uuid.UUID(int=k + 1)) for k in range(streams)]
     for i in range(start, start + n):
         store.append(

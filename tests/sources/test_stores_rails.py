@@ -114,6 +114,7 @@ def plain_reading(url: str) -> list[dict[str, Any]]:
 
 
 def lake_reading(lake: Path) -> list[dict[str, Any]]:
+    """The lake's events with the fields the plain reading gives, in log order."""
     keys = ("event_id", "stream_id", "event_type", "occurred_at", "recorded_at", "data", "metadata")
     return [{k: e[k] for k in keys} for e in events_of(lake)]
 

@@ -35,8 +35,8 @@ How a row becomes an event:
   ``correlation_id`` from its ``traceId`` and ``causation_id`` from its ``correlationId``
   (Axon's ``MessageOriginProvider``: ``correlationId`` is the message that caused this one,
   ``traceId`` the first of the chain) unless the map has those keys, ``aggregate_type``,
-  ``payload_type``, ``payload_revision``, ``source_version`` (``sequence_number``) and ``source_position``
-  (``global_index``).
+  ``payload_type``, ``payload_revision``, ``source_version`` (``sequence_number``) and
+  ``source_position`` (``global_index``).
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ _HINT = (
 
 
 def _naming(columns: set[str]) -> dict[str, str] | None:
+    """Which of Axon's two namings a table's columns follow, if either."""
     for naming in NAMINGS:
         if set(naming.values()) <= columns:
             return naming
@@ -102,6 +103,7 @@ class AxonLayout:
     name: ClassVar[str] = "axon"
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
+        """The one Axon event table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if _naming(columns[t]) is not None]
         if table is not None:
             if table not in tables:
@@ -128,15 +130,18 @@ class AxonLayout:
 
     @classmethod
     def found(cls, columns: Mapping[str, set[str]]) -> bool:
+        """Whether a table has the columns of either naming."""
         return any(_naming(c) is not None for c in columns.values())
 
     def select(self, db: Any, where: str, limit: int) -> str:
+        """The rows after the cursor, the large-object columns read as bytes or text."""
         t = db.quote(self.table)
         c = {role: f"{t}.{db.quote(name)}" for role, name in self.columns.items()}
         if db.kind == "postgresql" and self._types is None:
             self._types = column_types(db, self.table)
 
         def lob(role: str) -> str:
+            """The column as bytes (bytea, blob; an oid through lo_get) or text."""
             kind = (self._types or {}).get(self.columns[role], "bytea")
             if db.kind != "postgresql" or kind == "bytea":
                 return c[role]
@@ -155,6 +160,7 @@ class AxonLayout:
         )
 
     def rows(self, con: Any, batch: pa.Table) -> pa.Array:
+        """Each row as an event line (see the module)."""
         lines = []
         for row in batch.to_pylist():
             where = f"{self.table}#{row['position']}"
@@ -257,6 +263,7 @@ def xstream_json(element: ET.Element, *, root: bool = True) -> Any:
 
 
 def _xml_value(element: ET.Element) -> Any:
+    """One XStream element as JSON (the rule of :func:`xstream_json`)."""
     children = list(element)
     attributes = {
         f"@{_java_name(k)}": v for k, v in element.attrib.items() if k not in _TYPE_ATTRIBUTES
@@ -280,6 +287,7 @@ def _xml_value(element: ET.Element) -> Any:
 
 
 def _key(element: ET.Element) -> str:
+    """A map entry's key element as the object key: its text, else its JSON."""
     value = _xml_value(element)
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

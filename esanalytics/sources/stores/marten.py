@@ -54,6 +54,7 @@ _OPTIONAL = ("tenant_id", "mt_dotnet_type", "correlation_id", "causation_id", "h
 
 
 def _schema_of(table: str) -> str:
+    """``schema.`` of a qualified table name, or nothing."""
     return table.rsplit(".", 1)[0] + "." if "." in table else ""
 
 
@@ -63,6 +64,7 @@ class MartenLayout:
     name: ClassVar[str] = "marten"
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
+        """The one ``mt_events`` table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if self._is_events(t, columns)]
         if table is not None:
             if table not in tables:
@@ -88,13 +90,16 @@ class MartenLayout:
 
     @staticmethod
     def _is_events(table: str, columns: Mapping[str, set[str]]) -> bool:
+        """Whether ``table`` is a Marten ``mt_events``."""
         return table.rsplit(".", 1)[-1] == EVENTS and columns[table] >= _EVENT_COLUMNS
 
     @classmethod
     def found(cls, columns: Mapping[str, set[str]]) -> bool:
+        """Whether some schema holds Marten's ``mt_events``."""
         return any(cls._is_events(t, columns) for t in columns)
 
     def select(self, db: Any, where: str, limit: int) -> str:
+        """The events after the cursor, with their stream's type and the optional columns."""
         if db.kind != "postgresql":
             raise SourceError(
                 "Marten keeps its events in PostgreSQL only; this is a SQLite database.",
@@ -123,6 +128,7 @@ class MartenLayout:
         )
 
     def rows(self, con: Any, batch: pa.Table) -> pa.Array:
+        """Each row as an event line (see the module)."""
         lines = []
         for row in batch.to_pylist():
             if row.get("bdata"):

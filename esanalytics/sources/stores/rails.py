@@ -78,6 +78,7 @@ _HINT = (
 
 
 def _schema_of(table: str) -> str:
+    """``schema.`` of a qualified table name, or nothing."""
     return table.rsplit(".", 1)[0] + "." if "." in table else ""
 
 
@@ -87,6 +88,7 @@ class RailsEventStoreLayout:
     name: ClassVar[str] = "rails_event_store"
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
+        """The one RES events table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if self._is_events(t, columns)]
         if table is not None:
             if table not in tables:
@@ -113,6 +115,7 @@ class RailsEventStoreLayout:
 
     @staticmethod
     def _is_events(table: str, columns: Mapping[str, set[str]]) -> bool:
+        """Whether ``table`` is RES's events table, its links table beside it."""
         return (
             table.rsplit(".", 1)[-1] == EVENTS
             and columns[table] >= _EVENT_COLUMNS
@@ -121,9 +124,11 @@ class RailsEventStoreLayout:
 
     @classmethod
     def found(cls, columns: Mapping[str, set[str]]) -> bool:
+        """Whether some schema holds RES's two tables."""
         return any(cls._is_events(t, columns) for t in columns)
 
     def select(self, db: Any, where: str, limit: int) -> str:
+        """The events after the cursor, each with its links as a JSON array."""
         events, links = db.quote(self.table), db.quote(self.links)
         if db.kind == "postgresql":
             if self._types is None:
@@ -162,6 +167,7 @@ class RailsEventStoreLayout:
         )
 
     def rows(self, con: Any, batch: pa.Table) -> pa.Array:
+        """Each row as an event line (see the module)."""
         lines = []
         for row in batch.to_pylist():
             where = f"{self.table}#{row['position']}"
@@ -198,6 +204,7 @@ class RailsEventStoreLayout:
         return pa.array(lines, pa.string())
 
     def _payload(self, value: str | bytes | None, where: str, column: str) -> str | None:
+        """A data or metadata column as JSON text, or the error naming the row."""
         text: str | None = value if isinstance(value, str) else None
         if text is not None and (self._types or {}).get(column) in ("json", "jsonb"):
             pass  # (PostgreSQL keeps only valid JSON in these types)
@@ -222,6 +229,7 @@ def _utc(moment: str | None) -> str | None:
 
 
 def _category(stream: str) -> str:
+    """The lake category of a RES stream name (see the module)."""
     head = stream.split("$", 1)[0] if "$" in stream else stream.split("-", 1)[0]
     return safe_category(head, GLOBAL)
 

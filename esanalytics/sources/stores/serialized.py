@@ -185,6 +185,7 @@ def column_types(db: Any, table: str) -> dict[str, str]:
     schema, _, name = table.rpartition(".")
 
     def literal(text: str) -> str:
+        """``text`` as an SQL string literal."""
         return "'" + text.replace("'", "''") + "'"
 
     found = db.query(
