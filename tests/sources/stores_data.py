@@ -355,6 +355,27 @@ CREATE UNIQUE INDEX pk_mt_events_stream_and_version ON {schema}.mt_events
 """
 
 
+# mt_events under UseTenantPartitionedEvents (EventsTable.cs: tenant_id joins seq_id in the key
+# and the table is LIST-partitioned by tenant_id; one partition per tenant, made as tenants
+# join; QuickAppendEventFunction.cs draws seq_id from mt_events_sequence_{tenant}).
+MARTEN_TENANT_PARTITIONED_DDL = """
+CREATE TABLE {schema}.mt_streams (
+    tenant_id varchar NOT NULL DEFAULT '*DEFAULT*', id uuid NOT NULL, type varchar NULL,
+    version bigint NULL, timestamp timestamptz NOT NULL DEFAULT (now()),
+    created timestamptz NOT NULL DEFAULT (now()), is_archived bool NULL DEFAULT FALSE,
+CONSTRAINT pkey_mt_streams_tenant_id_id PRIMARY KEY (tenant_id, id)
+) PARTITION BY LIST (tenant_id);
+CREATE TABLE {schema}.mt_events (
+    seq_id bigint NOT NULL, id uuid NOT NULL, stream_id uuid NULL, version bigint NOT NULL,
+    data jsonb NOT NULL, bdata bytea NULL, type varchar(500) NOT NULL,
+    timestamp timestamptz NOT NULL DEFAULT (now()),
+    tenant_id varchar NOT NULL DEFAULT '*DEFAULT*', mt_dotnet_type varchar NULL,
+    is_archived bool NULL DEFAULT FALSE,
+CONSTRAINT pkey_mt_events_seq_id_tenant_id PRIMARY KEY (seq_id, tenant_id)
+) PARTITION BY LIST (tenant_id);
+"""
+
+
 class Marten:
     """Writes as Marten's append path does (QuickAppendEventFunction.cs /
     Events/Operations): the stream row is inserted or its version raised, then each event

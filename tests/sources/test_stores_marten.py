@@ -21,7 +21,7 @@ import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.importer import rejects_path
 from tests.conftest import log_bytes, run_esa
-from tests.sources.stores_data import T0, Db, Marten
+from tests.sources.stores_data import MARTEN_TENANT_PARTITIONED_DDL, T0, Db, Marten
 from tests.sources.test_file_sources import events_of
 
 KINDS = ["order_placed", "order_paid", "order_shipped"]
@@ -246,3 +246,23 @@ def test_two_marten_schemas_are_told_apart_by_schema(
     )
     assert done.returncode == 0, done.stderr
     assert lake_reading(lake) == plain_reading(postgres_url, "billing")
+
+
+def test_events_partitioned_by_tenant_are_refused(
+    pg: Db, postgres_url: str, tmp_path: Path
+) -> None:
+    """Under UseTenantPartitionedEvents every tenant has its own seq_id sequence: there is no
+    one order to read by, so the import refuses, saying why."""
+    pg.script(MARTEN_TENANT_PARTITIONED_DDL.format(schema="public"))
+    for tenant in ("acme", "globex"):
+        pg.script(
+            f"CREATE TABLE mt_events_{tenant} PARTITION OF mt_events FOR VALUES IN ('{tenant}');"
+            f"INSERT INTO mt_events (seq_id, id, stream_id, version, data, type, tenant_id) "
+            f"VALUES (1, gen_random_uuid(), gen_random_uuid(), 1, '{{}}', 'order_placed', "
+            f"'{tenant}')"
+        )
+    lake = tmp_path / "lake"
+    with pytest.raises(SourceError, match="partitioned by tenant") as caught:
+        esa.import_events(lake, postgres_url, create=True)
+    assert "Hint:" in str(caught.value)
+    assert not lake.exists()

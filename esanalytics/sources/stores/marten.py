@@ -28,8 +28,9 @@ How a row becomes an event:
   events stay facts), marked ``archived``. A stream archived after the import read its events
   is not marked: archiving updates rows in place and does not move ``seq_id``, so the cursor
   does not see it. Events moved to an archive partition keep their ``seq_id`` and are read.
-- not read: tenant-partitioned event tables (``UseTenantPartitionedEvents``), where every
-  tenant has its own sequence and ``seq_id`` is no global order.
+- refused: tenant-partitioned event tables (``UseTenantPartitionedEvents``), where every
+  tenant has its own sequence and ``seq_id`` is no global order (an error says so; archive
+  partitioning is read).
 """
 
 from __future__ import annotations
@@ -87,6 +88,30 @@ class MartenLayout:
         self.streams = _schema_of(self.table) + STREAMS
         self.optional = [c for c in _OPTIONAL if c in columns[self.table]]
         self.stream_types = "type" in columns.get(self.streams, set())
+        self._checked = False
+
+    def _refuse_tenant_partitions(self, db: Any) -> None:
+        """Refuse ``mt_events`` partitioned by tenant (``UseTenantPartitionedEvents``): every
+        tenant draws its ``seq_id`` from a sequence of its own, so there is no global order
+        to follow, and reading by ``seq_id`` would miss events."""
+        schema, _, name = (part.replace("'", "''") for part in self.table.rpartition("."))
+        where = f"'{schema}'" if schema else "current_schema()"
+        key = db.query(
+            "SELECT pg_get_partkeydef(c.oid) AS k FROM pg_class c JOIN pg_namespace n "
+            f"ON n.oid = c.relnamespace WHERE c.relname = '{name}' AND n.nspname = {where}"
+        )["k"].to_pylist()
+        if key and key[0] and "tenant_id" in key[0]:
+            raise SourceError(
+                f"{self.table} is partitioned by tenant (Marten's UseTenantPartitionedEvents): "
+                "each tenant numbers its events with a sequence of its own, so seq_id is no "
+                "order esa can import by.",
+                hint="esa reads Marten event tables with one sequence (the default, conjoined "
+                "tenancy without per-tenant partitions, or archive partitioning); export these "
+                "events through Marten (FetchStreamAsync or a subscription writing JSON lines) "
+                "and import the file.",
+                source=None,
+                where=None,
+            )
 
     @staticmethod
     def _is_events(table: str, columns: Mapping[str, set[str]]) -> bool:
@@ -107,6 +132,9 @@ class MartenLayout:
                 source=None,
                 where=None,
             )
+        if not self._checked:
+            self._refuse_tenant_partitions(db)
+            self._checked = True
         e, s = db.quote(self.table), db.quote(self.streams)
         extra = "".join(
             f", {e}.bdata IS NOT NULL AS bdata" if c == "bdata" else f", {e}.{c}::text AS {c}"
