@@ -16,7 +16,12 @@ text or ``jsonb``; on SQLite, blobs or text.
 How a row becomes an event:
 
 - position and cursor: ``global_index`` (the order Axon's tracking processors read, with
-  Axon's own gap-aware token); the row is ``domain_event_entry#GLOBAL_INDEX``.
+  Axon's own gap-aware token); the row is ``domain_event_entry#GLOBAL_INDEX``. Hibernate
+  hands out JPA ids in blocks (allocation size 50), so with several nodes a block one node
+  uses slowly leaves gaps that fill late: like Axon's ``GapAwareTrackingToken`` (its
+  ``gapTimeout``), the cursor waits a bounded time for a gap (see
+  :mod:`esanalytics.sources.sql`), and an id used after that is missed, by esa as by Axon's
+  processors. A sequence of increment 1 (or the JDBC engine's ``BIGSERIAL``) avoids it.
 - event id: ``event_identifier`` (a UUID by Axon's default ``IdentifierFactory``).
 - stream: ``aggregate_identifier``; category: the aggregate ``type`` (``GiftCard``), or
   ``axon`` for an event no aggregate applied (Axon stores those with their own identifier as
