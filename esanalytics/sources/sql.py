@@ -460,11 +460,14 @@ class SqlSource:
     def size(self) -> int | None:
         db = connect(self.url)
         try:
-            t, p = db.quote(self.layout.table), db.quote(self.layout.position)
-            value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+            return self._top(db) or 0
         finally:
             db.close()
-        return int(value) if value is not None else 0
+
+    def _top(self, db: Database) -> int | None:
+        t, p = db.quote(self.layout.table), db.quote(self.layout.position)
+        value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+        return None if value is None else int(value)
 
     def read(
         self, at: dict[str, Any] | None, *, con: Any, follow: bool = False, name: str | None = None
@@ -479,9 +482,28 @@ class SqlSource:
             )
         db = connect(self.url)
         try:
+            if at:
+                self._check(db, int(at["position"]), name)
             yield from self._read(db, at, con)
         finally:
             db.close()
+
+    def _check(self, db: Database, position: int, name: str | None) -> None:
+        """Refuse a table whose sequence is now below the cursor: it was emptied or replaced
+        (its new rows would be taken for rows already imported)."""
+        top = self._top(db)
+        if top is None or top < position:
+            raise SourceChangedError(
+                f"The table {self.layout.table} of {self.label} changed under the import's "
+                f"cursor: the import has read up to position {position:,}, and the table's "
+                f"highest position is now {'none (it is empty)' if top is None else f'{top:,}'}.",
+                hint="the store was emptied, restored from an older backup or replaced: "
+                "restore it to go on; if it was replaced on purpose, import it under a new "
+                "--name (its events are recognised by their event ids, so none is written "
+                "twice).",
+                source=name,
+                where=None,
+            )
 
     def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
         layout = self.layout
