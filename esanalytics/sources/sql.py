@@ -25,6 +25,10 @@ only the :data:`MAX_GAPS` highest gaps are kept. So a transaction that holds its
 value uncommitted for longer than :data:`GAP_SECONDS` while later ones commit can be missed;
 one that commits within it never is. SQLite has one writer at a time and commits rows in
 position order, so its cursor is the highest position alone.
+
+A table whose highest position is below the cursor (emptied, restored from an older backup,
+replaced) is refused with :class:`SourceChangedError`: its new rows would otherwise be taken
+for rows already imported.
 """
 
 from __future__ import annotations
