@@ -63,7 +63,9 @@ __all__ = [
 # database's clock), and how many gap ranges a cursor keeps at most (the highest).
 GAP_SECONDS = 60.0
 MAX_GAPS = 1000
-BATCH_ROWS = 100_000
+BATCH_ROWS = 100_000  # rows a batch at most; BATCH_BYTES of rows as read, about
+BATCH_BYTES = 64 << 20
+FIRST_BATCH_ROWS = 1_000
 CONNECT_SECONDS = 5  # libpq's connect_timeout: an unreachable server fails within it
 
 # The layouts esa knows, by name (``--schema NAME``): each module of esanalytics.sources.stores
@@ -433,7 +435,8 @@ def find_layout(db: Database, schema: str | None) -> Layout:
 
 
 class SqlSource:
-    """A layout's rows in a database, read in batches of ``batch_rows`` by position.
+    """A layout's rows in a database, read by position in batches of about BATCH_BYTES (at
+    most ``batch_rows`` rows; the first of FIRST_BATCH_ROWS, to measure the rows).
 
     The cursor is ``{"table", "position", "gaps"}``: the highest position read and the gaps
     below it (``[low, high, first_seen]`` ranges; see the module's gap rule)."""
@@ -514,20 +517,22 @@ class SqlSource:
         column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
         after = int(at["position"]) if at else 0
         gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
+        # a first batch of a few rows, then as many as make about BATCH_BYTES (a store of
+        # large states is read in fewer rows a batch), at most batch_rows
+        limit = min(self.batch_rows, FIRST_BATCH_ROWS)
         while True:
             now = db.now() if db.gaps_possible else 0.0
             where = f"{column} > {after}" + "".join(
                 f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
             )
-            batch = db.query(layout.select(db, f"({where})", self.batch_rows))
+            batch = db.query(layout.select(db, f"({where})", limit))
             if batch.num_rows == 0:
                 return
+            full = batch.num_rows >= limit
             positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
             last = int(positions.max())
             if db.gaps_possible:
-                gaps = _next_gaps(
-                    gaps, positions, after, now, full=batch.num_rows >= self.batch_rows
-                )
+                gaps = _next_gaps(gaps, positions, after, now, full=full)
             after = max(after, last)
             cursor = {"table": layout.table, "position": after}
             if db.gaps_possible:
@@ -539,8 +544,10 @@ class SqlSource:
                 "",
             )
             yield RawBatch(lines, coordinates, cursor, after)
-            if batch.num_rows < self.batch_rows:
+            if not full:
                 return
+            per_row = max(1, batch.nbytes // batch.num_rows)
+            limit = max(1, min(self.batch_rows, BATCH_BYTES // per_row))
 
 
 def _next_gaps(

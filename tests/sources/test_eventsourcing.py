@@ -446,3 +446,25 @@ def test_a_store_emptied_under_the_cursor_is_refused(store: Store, tmp_path: Pat
     assert "highest position is now 1" in str(caught.value)
     assert "--name" in str(caught.value)
     assert log_bytes(lake) == before
+
+
+def test_large_states_are_read_in_batches_of_bounded_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esanalytics.sources import sql
+
+    monkeypatch.setattr(sql, "FIRST_BATCH_ROWS", 2)
+    monkeypatch.setattr(sql, "BATCH_BYTES", 1 << 20)
+    path = tmp_path / "big.sqlite"
+    with bank(sqlite_env(path)) as app:
+        for n in range(6):
+            account = app.open(f"owner-{n}", deposits=0)
+            big = app.repository.get(account)
+            for _ in range(4):
+                big.deposit(Decimal("1"), {"memo": "x" * 200_000})
+            app.save(big)
+        expected = library_reading(app)
+    summary = esa.import_events(tmp_path / "lake", f"sqlite:///{path}", create=True)
+    assert summary.events == 30
+    assert summary.batches >= 5  # about 5 rows of 200 kB a batch of 1 MB
+    assert lake_reading(tmp_path / "lake") == expected
