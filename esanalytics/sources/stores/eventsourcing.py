@@ -252,22 +252,21 @@ FROM (
 )
 """
 _DATA = (  # the state after the timestamp (and the aggregate class), as an object
-    "CASE WHEN ot_len IS NULL THEN '{' || substr(s, ts_end + 3) "
-    f"ELSE '{{' || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END"
+    "concat('{', CASE WHEN ot_len IS NULL THEN substr(s, ts_end + 3) "
+    f"ELSE substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END)"
 )
 _LINES = f"""
 SELECT line, contains(line, {_sql_text(_MARK)}) AS leftover FROM (
 SELECT CASE
-    WHEN fast THEN
-        '{{"event_id":' || CASE WHEN h IS NULL THEN 'null' ELSE '"' || {_DERIVED_UUID} || '"' END
-        || ',"stream_id":' || coalesce(to_json(stream)::VARCHAR, 'null') || named
-        || ',"occurred_at":"' || substr(s, {len(_TIMESTAMP) + 1}, ts_end - {len(_TIMESTAMP) + 1})
-        || '","schema_version":1,"data":' || data
-        || ',"metadata":{{"source_version":' || coalesce(version::VARCHAR, 'null') || topic_json
-        || CASE WHEN ot_len IS NULL THEN ''
-                ELSE ',"originator_topic":"'
-                     || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}, ot_len - 1) || '"' END
-        || '}}}}'
+    WHEN fast THEN concat(  -- (one copy per row: each || would copy the line so far)
+        '{{"event_id":', CASE WHEN h IS NULL THEN 'null' ELSE '"' || {_DERIVED_UUID} || '"' END,
+        ',"stream_id":', coalesce(to_json(stream)::VARCHAR, 'null'), named,
+        ',"occurred_at":"', substr(s, {len(_TIMESTAMP) + 1}, ts_end - {len(_TIMESTAMP) + 1}),
+        '","schema_version":1,"data":', data,
+        ',"metadata":{{"source_version":', coalesce(version::VARCHAR, 'null'), topic_json,
+        CASE WHEN ot_len IS NOT NULL THEN concat(',"originator_topic":"',
+             substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}, ot_len - 1), '"') END,
+        '}}}}')
     WHEN j IS NULL THEN plain
     ELSE json_object(
         'event_id', CASE WHEN h IS NOT NULL THEN {_DERIVED_UUID} END,
