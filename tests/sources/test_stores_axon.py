@@ -24,7 +24,7 @@ from esanalytics.exceptions import SourceError
 from esanalytics.sources.importer import rejects_path
 from esanalytics.sources.stores.axon import xstream_json
 from tests.conftest import log_bytes
-from tests.sources.stores_data import JPA, T0, Axon, AxonNames, Db
+from tests.sources.stores_data import JDBC, JPA, T0, Axon, AxonNames, Db
 from tests.sources.test_file_sources import events_of
 
 # (schema naming, serializer, database, payload column type)
@@ -302,3 +302,23 @@ def test_bad_rows_are_named_and_skipped_with_reasons(
         ("domain_event_entry#4", "not valid JSON"),
         ("domain_event_entry#5", "the payload data is not a JSON object"),
     ]
+
+
+def test_two_axon_tables_are_told_apart_by_schema(
+    pg: Db, postgres_url: str, tmp_path: Path
+) -> None:
+    """A database holding the JPA and the JDBC engine's tables (an application moved from
+    one to the other): the import asks which, ``--schema axon:TABLE`` names it."""
+    jpa, jdbc = Axon(pg), Axon(pg, schema="jdbc")
+    jpa.create()
+    jdbc.create()
+    publish_sample(jpa, 2)
+    publish_sample(jdbc, 3)
+    lake = tmp_path / "lake"
+    with pytest.raises(SourceError) as caught:
+        esa.import_events(lake, postgres_url, create=True)
+    assert "several Axon event tables: domain_event_entry, domainevententry" in str(caught.value)
+    assert "--schema axon:domain_event_entry" in str(caught.value)
+    summary = esa.import_events(lake, postgres_url, schema="axon:domainevententry", create=True)
+    assert (summary.name, summary.events) == ("domainevententry", 3)
+    assert lake_reading(lake) == plain_reading(postgres_url, JDBC, "jackson")
