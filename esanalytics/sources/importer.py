@@ -260,7 +260,9 @@ def import_events(
                 if on_mapping is not None:
                     on_mapping(resolved)
             table = pa.table({"line": raw.lines, "at": raw.at})
-            yield raw, _mapping.apply(con, table, resolved, name=name)
+            mapped = _mapping.apply(con, table, resolved, name=name)
+            settle = getattr(src, "settle", None)  # (a source's own reasons and fixed rows)
+            yield raw, mapped if settle is None else settle(raw, mapped)
 
     # Where the next look at the source starts: after the last batch this run handled, which
     # is past the stored cursor when a batch held only events already in the lake.
@@ -298,7 +300,8 @@ def import_events(
         _forget_new_lake(store, new_lake)
         raise SourceError(
             f"The source {src.label} holds no events: nothing was imported.",
-            hint="check that it is the right file and not empty (blank lines are skipped).",
+            hint=getattr(src, "empty_hint", None)
+            or "check that it is the right file and not empty (blank lines are skipped).",
             source=name,
             where=None,
         )

@@ -31,6 +31,17 @@ def open_source(spec: str | os.PathLike[str], *, schema: str | None = None) -> S
                 where=None,
             )
         return open_file_source(text)
+    if scheme == "kafka":
+        if schema is not None:
+            raise SourceError(
+                f"--schema {schema} is for a database source, and {text} is Kafka.",
+                hint="leave --schema out for kafka:// sources.",
+                source=None,
+                where=None,
+            )
+        from esanalytics.sources.kafka import open_kafka_source
+
+        return open_kafka_source(text)
     if scheme in ("postgresql", "postgres", "sqlite"):
         from esanalytics.sources.sql import open_sql_source
 
