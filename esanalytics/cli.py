@@ -1211,7 +1211,8 @@ def parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser(
         "import",
-        help="import events from a file (JSON Lines, CSV, Parquet); resumable and idempotent",
+        help="import events from a file (JSON Lines, CSV, Parquet), Kafka topics or an event "
+        "store's tables (PostgreSQL, SQLite); resumable and idempotent",
         description="Import the events of SOURCE into LAKE. The import keeps a cursor in the "
         "lake: running the same command again imports only what is new, and events already "
         "imported are never written twice.",
