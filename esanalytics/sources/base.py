@@ -52,7 +52,9 @@ class Source(Protocol):
     the user's mapping from its first batch; the others are mapped by common field names.
     It may define ``settle(raw: RawBatch, mapped: pa.Table) -> pa.Table`` too, to put its
     own reasons for bad rows (a Kafka value that is not JSON) and rows of its own kind (a
-    tombstone) into a mapped batch before it is checked and committed."""
+    tombstone) into a mapped batch before it is checked and committed. A source whose rows
+    esa makes from another system's columns may define ``origins``
+    (``{"stream_id": "originator_id", ...}``): the mapping is printed in those terms."""
 
     kind: str
     label: str

@@ -18,6 +18,7 @@ committed, in its own order, by the first moment it said S".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -240,7 +241,7 @@ def import_events(
     con.execute("SET threads = 2")
     resolved: ImportMapping | None = None
     if stored is not None:  # (options that differ from it were refused above)
-        resolved = summary.mapping
+        resolved = summary.mapping = _with_origins(summary.mapping, src)
         if on_mapping is not None:
             on_mapping(resolved)
     stop = stop or threading.Event()
@@ -256,6 +257,7 @@ def import_events(
                 # the mapping itself; the others by the common field names
                 own = getattr(src, "detect", None)
                 resolved = own(given, raw) if own else _detect(given, raw, source=src.label)
+                resolved = _with_origins(resolved, src)
                 summary.mapping = resolved
                 if on_mapping is not None:
                     on_mapping(resolved)
@@ -365,6 +367,13 @@ class _ahead(Generic[_T]):
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.1)
         self._thread.join()
+
+
+def _with_origins(mapping: ImportMapping, src: Source) -> ImportMapping:
+    """``mapping`` with what the source's own fields stand for, for printing (a source whose
+    rows esa makes, such as an event store's, says which of its columns each one is)."""
+    origins = getattr(src, "origins", None)
+    return dataclasses.replace(mapping, origins=dict(origins)) if origins else mapping
 
 
 def _check_format(spec: _mapping.TimeField | None) -> None:

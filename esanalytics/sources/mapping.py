@@ -93,6 +93,9 @@ class ImportMapping:
     occurred_at: TimeField | None = None
     recorded_at: TimeField | None = None
     zone: str | None = None
+    # For printing only (not kept, not compared): what a source's own field stands for, for
+    # sources whose rows esa makes (an event store's ``stream_id`` is its ``originator_id``).
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.fields)
@@ -170,6 +173,10 @@ class ImportMapping:
 
     def describe(self) -> list[tuple[str, str]]:
         """(part of the event, where it comes from) for printing."""
+        rows = self._describe()
+        return [(role, self.origins.get(where, where)) for role, where in rows]
+
+    def _describe(self) -> list[tuple[str, str]]:
         rows = [(role, _shown(self.fields.get(role))) for role in ("stream_id", "event_type")]
         rows.append(("event_id", self.fields.get("event_id") or "derived from the row's place"))
         occurred = str(self.occurred_at) if self.occurred_at else "recorded_at"

@@ -461,6 +461,12 @@ class SqlSource:
             where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
         return f"{self.kind_of_database}:{where}#{self.layout.name}:{self.layout.table}"
 
+    @property
+    def origins(self) -> dict[str, str]:
+        """What each field of this source's rows is, in the store's own terms (for printing
+        the mapping): ``stream_id`` is ``originator_id`` ..."""
+        return dict(getattr(self.layout, "origins", {}))
+
     def default_name(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "-", self.layout.table)
 

@@ -106,6 +106,17 @@ class AxonLayout:
     """The layout of Axon's domain event table (see the module)."""
 
     name: ClassVar[str] = "axon"
+    # where each part of the event comes from, as `esa import` prints the mapping
+    origins: ClassVar[dict[str, str]] = {
+        "stream_id": "aggregate_identifier",
+        "event_type": "payload_type",
+        "event_id": "event_identifier",
+        "occurred_at": "time_stamp",
+        "recorded_at": "time_stamp",
+        "data": "payload (XML as JSON by a rule)",
+        "metadata": "meta_data, sequence_number",
+        "category": "type (the aggregate's)",
+    }
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one Axon event table of the database (``table`` picks one of several)."""

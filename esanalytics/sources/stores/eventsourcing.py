@@ -102,6 +102,17 @@ class EventsourcingLayout:
     """The ``eventsourcing`` library's application recorder table (``stored_events``)."""
 
     name: ClassVar[str] = "eventsourcing"
+    # where each part of the event comes from, as `esa import` prints the mapping
+    origins: ClassVar[dict[str, str]] = {
+        "stream_id": "originator_id",
+        "event_type": "topic (its class path)",
+        "event_id": "a UUID of originator_id and originator_version",
+        "occurred_at": "the state's timestamp",
+        "data": "state (its transcoded values as plain JSON)",
+        "metadata": "originator_version, topic",
+        "category": "topic (the aggregate class)",
+        "schema_version": "the state's class_version",
+    }
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None = None) -> None:
         candidates = sorted(t for t, names in columns.items() if self._fits(names))

@@ -63,6 +63,17 @@ class MartenLayout:
     """The layout of Marten's event store tables (see the module)."""
 
     name: ClassVar[str] = "marten"
+    # where each part of the event comes from, as `esa import` prints the mapping
+    origins: ClassVar[dict[str, str]] = {
+        "stream_id": "stream_id (TENANT/ID outside the default tenant)",
+        "event_type": "type",
+        "event_id": "id",
+        "occurred_at": "timestamp",
+        "recorded_at": "timestamp",
+        "data": "data",
+        "metadata": "correlation_id, causation_id, headers, tenant_id, mt_dotnet_type, version",
+        "category": "mt_streams.type",
+    }
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one ``mt_events`` table of the database (``table`` picks one of several)."""

@@ -86,6 +86,17 @@ class RailsEventStoreLayout:
     """The layout of Rails Event Store's ActiveRecord repository (see the module)."""
 
     name: ClassVar[str] = "rails_event_store"
+    # where each part of the event comes from, as `esa import` prints the mapping
+    origins: ClassVar[dict[str, str]] = {
+        "stream_id": "event_store_events_in_streams.stream (the first link)",
+        "event_type": "event_type",
+        "event_id": "event_id",
+        "occurred_at": "valid_at, else created_at",
+        "recorded_at": "created_at",
+        "data": "data",
+        "metadata": "metadata, with every stream link",
+        "category": "the stream name's prefix",
+    }
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one RES events table of the database (``table`` picks one of several)."""
