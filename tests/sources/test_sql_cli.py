@@ -28,7 +28,7 @@ def test_import_a_sqlite_store_then_again(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert f"{count} events written" in out
     assert "import 'stored_events'" in out
-    assert "stream_id <- stream_id" in out
+    assert "stream_id <- originator_id" in out
     before = log_bytes(lake)
     again = esa_run("import", lake, f"sqlite:///{path}", "--format", "json")
     assert again.returncode == 0, again.stderr
