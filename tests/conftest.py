@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,27 @@ def kafka_tansu() -> Iterator[object]:
 def kafka(request: pytest.FixtureRequest) -> object:
     """Each broker in turn (a test runs once against each)."""
     return request.getfixturevalue(f"kafka_{request.param}")
+
+
+# -- a throwaway PostgreSQL cluster (tests/postgres.py), for the SQL event store imports -----
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One PostgreSQL cluster for the test run, on 127.0.0.1 at a free port, stopped after."""
+    from tests import postgres as pg
+
+    try:
+        server = pg.start()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: Any) -> str:
+    """A fresh, empty database in the test run's cluster: its URL (user ``esa``, no password)."""
+    return str(postgres.database())

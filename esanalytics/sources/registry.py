@@ -42,6 +42,10 @@ def open_source(spec: str | os.PathLike[str], *, schema: str | None = None) -> S
         from esanalytics.sources.kafka import open_kafka_source
 
         return open_kafka_source(text)
+    if scheme in ("postgresql", "postgres", "sqlite"):
+        from esanalytics.sources.sql import open_sql_source
+
+        return open_sql_source(text, schema=schema)
     raise SourceError(
         f"esa cannot import from a {scheme}:// source ({text}).",
         hint="import a file path, kafka://BROKER/TOPIC, postgresql://USER@HOST/DATABASE or "

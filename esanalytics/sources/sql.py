@@ -1,0 +1,504 @@
+"""SQL event stores: the tables of an event sourcing framework, read by its global sequence.
+
+``open_sql_source("postgresql://USER@HOST/DB")`` or ``open_sql_source("sqlite:///PATH")``
+connects (PostgreSQL through psycopg 3, SQLite through the standard library, read-only), finds
+which framework's tables the database holds (a *layout*: one module each in
+:mod:`esanalytics.sources.stores`) or takes the one ``schema`` names, and hands back a
+:class:`SqlSource` that reads the layout's rows in batches ordered by the store's global
+sequence (its *position*). The cursor is that sequence.
+
+A layout (:class:`Layout`) says which tables it recognises (:meth:`Layout.found`), the SQL that
+reads its rows (:meth:`Layout.select`, given the position condition the framework writes) and
+how a batch of them becomes event rows (:meth:`Layout.rows`: JSON object text per row with the
+canonical keys). A row's coordinates are ``TABLE#POSITION`` (``stored_events#42``).
+
+The gap rule (PostgreSQL). A sequence value is handed out when a row is inserted, not when its
+transaction commits, so a row with a lower position can become visible after a higher one was
+read: reading "after the highest position" alone would lose it. As Axon's
+``GapAwareTrackingToken`` does, the cursor remembers, besides the highest position read, the
+*gaps* below it: ranges of positions not seen yet, each with the time (the database's clock)
+it was first seen. Every read looks in the gaps again, and a row found there is imported then
+(after the rows already read: the lake's order is the order rows became visible). A gap is
+forgotten at the first read that finds it still empty more than :data:`GAP_SECONDS` after it
+was first seen (a rolled-back insert or a cached sequence leaves gaps that never fill), and
+only the :data:`MAX_GAPS` highest gaps are kept. So a transaction that holds its sequence
+value uncommitted for longer than :data:`GAP_SECONDS` while later ones commit can be missed;
+one that commits within it never is. SQLite has one writer at a time and commits rows in
+position order, so its cursor is the highest position alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from esanalytics.exceptions import SourceChangedError, SourceError
+from esanalytics.sources.base import RawBatch
+
+__all__ = [
+    "GAP_SECONDS",
+    "LAYOUTS",
+    "MAX_GAPS",
+    "Database",
+    "Layout",
+    "SqlSource",
+    "open_sql_source",
+]
+
+# How long a gap in the sequence is looked for before it is forgotten (seconds, by the
+# database's clock), and how many gap ranges a cursor keeps at most (the highest).
+GAP_SECONDS = 60.0
+MAX_GAPS = 1000
+BATCH_ROWS = 100_000
+CONNECT_SECONDS = 5  # libpq's connect_timeout: an unreachable server fails within it
+
+# The layouts esa knows, by name (``--schema NAME``): each module of esanalytics.sources.stores
+# defines ``LAYOUT``, its layout class. A module not present is skipped.
+LAYOUTS: dict[str, str] = {
+    "eventsourcing": "esanalytics.sources.stores.eventsourcing",
+    "rails_event_store": "esanalytics.sources.stores.rails",
+    "marten": "esanalytics.sources.stores.marten",
+    "axon": "esanalytics.sources.stores.axon",
+}
+
+
+class Layout(Protocol):
+    """An event store's tables, as one framework lays them out.
+
+    A layout class is made with the database's tables (``cls(columns, table)``: ``table`` is
+    the table ``--schema NAME:TABLE`` names, else None) after :meth:`found` said yes; it may
+    raise a :class:`SourceError` there (two candidate tables and no ``table``). Its instance
+    says ``table`` (the table holding the global sequence, as :meth:`Database.columns` names
+    it; coordinates are ``TABLE#POSITION``) and ``position`` (that sequence's column in it).
+    """
+
+    name: ClassVar[str]  # "eventsourcing", "rails_event_store", "marten", "axon"
+    table: str
+    position: str
+
+    @classmethod
+    def found(cls, columns: Mapping[str, set[str]]) -> bool:
+        """Whether the database's tables (name -> lower-case column names, as
+        :meth:`Database.columns` gives them) hold this layout."""
+        ...
+
+    def select(self, db: Database, where: str, limit: int) -> str:
+        """The SQL of up to ``limit`` rows for which ``where`` holds, ordered by position.
+
+        ``where`` is a condition the framework writes on the qualified position column
+        (``"stored_events"."notification_id" > 17 OR ... BETWEEN 3 AND 5``): put it in the
+        WHERE clause of the query whose FROM names ``table`` by its name (no alias), so that
+        the database uses its index. The result has a column ``position`` (an integer: the
+        global sequence) and whatever :meth:`rows` needs; write portable SQL or ask
+        ``db.kind`` (``"postgresql"`` or ``"sqlite"``)."""
+        ...
+
+    def rows(self, con: Any, batch: pa.Table) -> pa.Array:
+        """A batch of :meth:`select` rows (a DuckDB connection ``con`` to work in) as JSON
+        object text, one per row (null for a row that cannot be read: it is then named by its
+        coordinates), with the canonical keys: ``event_id`` (a UUID, when the store has one or
+        one can be derived from the stream and its version), ``stream_id``, ``event_type``,
+        ``occurred_at`` (ISO 8601 with a zone), ``recorded_at`` (optional), ``data`` (an
+        object), ``metadata`` (an object of source-specific extras: ``source_version``,
+        ``topic``, ``links``...) and ``category`` (optional)."""
+        ...
+
+
+def _layout_class(name: str) -> type[Layout] | None:
+    try:
+        module = importlib.import_module(LAYOUTS[name])
+    except ModuleNotFoundError:
+        return None
+    layout: type[Layout] = module.LAYOUT
+    return layout
+
+
+# -- the database -----------------------------------------------------------------------------
+
+
+class Database:
+    """One connection to a PostgreSQL (psycopg 3) or SQLite (read-only) database: queries into
+    Arrow, its tables and their columns, its clock. ``kind`` is ``"postgresql"`` or
+    ``"sqlite"``; ``label`` is the URL without its password."""
+
+    def __init__(self, kind: str, label: str, connection: Any) -> None:
+        self.kind = kind
+        self.label = label
+        self._con = connection
+
+    @property
+    def gaps_possible(self) -> bool:
+        """Whether a row with a lower position can become visible after a higher one
+        (PostgreSQL: sequences are not transactional; SQLite: one writer at a time)."""
+        return self.kind == "postgresql"
+
+    def quote(self, name: str) -> str:
+        """A table or column name as SQL (``schema.table`` quoted part by part)."""
+        return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+    def query(self, sql: str) -> pa.Table:
+        """The rows of ``sql`` as an Arrow table (text as string, bytes as binary)."""
+        cursor = self._con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        if not rows:
+            return pa.table({name: pa.array([], pa.null()) for name in names})
+        return pa.table(
+            {
+                name: pa.array(list(values))
+                for name, values in zip(names, zip(*rows, strict=True), strict=True)
+            }
+        )
+
+    def columns(self) -> dict[str, set[str]]:
+        """Each table's (lower-case) column names; PostgreSQL tables outside the current
+        schema are named ``schema.table``. A SQLite table with a rowid lists ``rowid``."""
+        found: dict[str, set[str]] = {}
+        if self.kind == "postgresql":
+            rows = self._con.execute(
+                "SELECT CASE WHEN table_schema = current_schema() THEN table_name "
+                "ELSE table_schema || '.' || table_name END, lower(column_name) "
+                "FROM information_schema.columns "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+            for table, column in rows:
+                found.setdefault(table, set()).add(column)
+            return found
+        tables = [r[0] for r in self._con.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()]  # fmt: skip
+        for table in tables:
+            names = {
+                r[1].lower() for r in self._con.execute(f"PRAGMA table_info({self.quote(table)})")
+            }
+            try:
+                self._con.execute(f"SELECT rowid FROM {self.quote(table)} LIMIT 0")
+                names.add("rowid")
+            except sqlite3.OperationalError:  # a WITHOUT ROWID table
+                pass
+            found[table] = names
+        return found
+
+    def now(self) -> float:
+        """The database's clock, in seconds since the epoch (for the gap rule)."""
+        if self.kind == "postgresql":
+            return float(
+                self._con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
+            )
+        return time.time()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _connect_postgres(url: str) -> Database:
+    try:
+        import psycopg
+    except ImportError:
+        raise SourceError(
+            f"Reading {_redact(url)} needs psycopg, which is not installed.",
+            hint='pip install "esanalytics[postgres]" (or: pip install "psycopg[binary]").',
+            source=None,
+            where=None,
+        ) from None
+    parts = urllib.parse.urlsplit(url)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    database = parts.path.lstrip("/") or parts.username or "(the user's name)"
+    try:
+        con = psycopg.connect(url, connect_timeout=CONNECT_SECONDS, autocommit=True)
+    except psycopg.Error as error:
+        raise _connect_error(str(error), _redact(url), where, parts.username, database) from None
+    return Database("postgresql", _redact(url), con)
+
+
+def _connect_error(
+    text: str, label: str, where: str, user: str | None, database: str
+) -> SourceError:
+    said = " ".join(text.split())
+    if (
+        "password authentication failed" in said
+        or "no password supplied" in said
+        or ("role" in said and "does not exist" in said)
+        or "pg_hba.conf" in said
+    ):
+        problem = (
+            f"The PostgreSQL server at {where} refused the login of {user or 'the user'}: {said}"
+        )
+        hint = ("give the user and its password in the URL (postgresql://USER:PASSWORD@HOST/"
+                "DATABASE) or in PGPASSWORD or ~/.pgpass, and check that the server lets "
+                "that user in from here (pg_hba.conf).")  # fmt: skip
+    elif "database" in said and "does not exist" in said:
+        problem = f"There is no database {database!r} on the PostgreSQL server at {where}."
+        hint = "check the database name after the last / of the URL (psql -l lists them)."
+    else:
+        problem = f"The PostgreSQL server at {where} cannot be reached: {said}"
+        hint = (f"check that PostgreSQL runs there and listens on that address and port "
+                f"(pg_isready -h {where.rsplit(':', 1)[0]} -p {where.rsplit(':', 1)[1]}), "
+                "and that no firewall is in the way; esa waits "
+                f"{CONNECT_SECONDS} seconds for an answer.")  # fmt: skip
+    return SourceError(f"{problem} ({label})", hint=hint, source=None, where=None)
+
+
+def _sqlite_path(url: str) -> Path:
+    # sqlite:///abs/path and SQLAlchemy's sqlite:////abs/path both name /abs/path; its
+    # relative sqlite:///file.db names ./file.db when there is no /file.db
+    rest = urllib.parse.unquote(url.split("://", 1)[1].split("?", 1)[0])
+    path = Path(rest)
+    if not path.exists() and rest.startswith("/") and Path(rest[1:]).exists():
+        path = Path(rest[1:])
+    return path
+
+
+def _connect_sqlite(url: str) -> Database:
+    path = _sqlite_path(url)
+    if not path.is_file():
+        raise SourceError(
+            f"There is no SQLite database file {path} ({url}).",
+            hint="check the path: sqlite:///PATH with an absolute PATH, e.g. "
+            "sqlite:///home/me/app.sqlite (esa opens it read-only and never creates one).",
+            source=None,
+            where=None,
+        )
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:
+        con.close()
+        raise SourceError(
+            f"The file {path} is not a SQLite database: {error}.",
+            hint="give the database file the application writes (its SQLITE_DBNAME).",
+            source=None,
+            where=None,
+        ) from None
+    return Database("sqlite", url, con)
+
+
+def connect(url: str) -> Database:
+    """A :class:`Database` for a ``postgresql://`` (``postgres://``) or ``sqlite:///`` URL;
+    a :class:`SourceError` naming the problem when it cannot be opened."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        return _connect_postgres(url)
+    if scheme == "sqlite":
+        return _connect_sqlite(url)
+    raise SourceError(
+        f"{url} is not a database URL esa reads.",
+        hint="give postgresql://USER@HOST/DATABASE or sqlite:///PATH.",
+        source=None,
+        where=None,
+    )
+
+
+# -- finding the layout -----------------------------------------------------------------------
+
+
+def find_layout(db: Database, schema: str | None) -> Layout:
+    """The layout ``schema`` names (``NAME`` or ``NAME:TABLE``), else the one layout whose
+    tables the database holds; a :class:`SourceError` listing what was found otherwise."""
+    columns = db.columns()
+    name, _, table = (schema or "").partition(":")
+    if schema is not None:
+        if name not in LAYOUTS:
+            raise SourceError(
+                f"--schema {schema}: esa knows no event store layout {name!r}.",
+                hint=f"give one of {', '.join(LAYOUTS)} (optionally NAME:TABLE).",
+                source=None,
+                where=None,
+            )
+        cls = _layout_class(name)
+        if cls is None or not cls.found(columns):
+            raise SourceError(
+                f"The database {db.label} does not hold {name} tables"
+                + (
+                    f" (its tables: {', '.join(sorted(columns))})."
+                    if columns
+                    else " (it has no tables)."
+                ),
+                hint=f"check the URL (the database, the schema); --schema takes one of {', '.join(LAYOUTS)}.",
+                source=None,
+                where=None,
+            )
+        return cls(columns, table or None)  # type: ignore[call-arg]
+    classes = [c for n in LAYOUTS if (c := _layout_class(n)) is not None]
+    found = [c for c in classes if c.found(columns)]
+    if len(found) == 1:
+        return found[0](columns, None)  # type: ignore[call-arg]
+    if not found:
+        raise SourceError(
+            f"The database {db.label} holds no event store esa knows"
+            + (
+                f" (its tables: {', '.join(sorted(columns))})."
+                if columns
+                else " (it has no tables)."
+            ),
+            hint=f"esa reads the tables of {', '.join(LAYOUTS)}; check the URL (the database, "
+            "the schema, PGOPTIONS=-csearch_path=...), or name the layout with --schema.",
+            source=None,
+            where=None,
+        )
+    raise SourceError(
+        f"The database {db.label} holds the tables of several event stores: "
+        f"{', '.join(c.name for c in found)}.",
+        hint=f"choose one with --schema {found[0].name} (or another of them).",
+        source=None,
+        where=None,
+    )
+
+
+# -- the source ---------------------------------------------------------------------------------
+
+
+class SqlSource:
+    """A layout's rows in a database, read in batches of ``batch_rows`` by position.
+
+    The cursor is ``{"table", "position", "gaps"}``: the highest position read and the gaps
+    below it (``[low, high, first_seen]`` ranges; see the module's gap rule)."""
+
+    kind = "sql"
+
+    def __init__(
+        self, url: str, db: Database, layout: Layout, *, batch_rows: int = BATCH_ROWS
+    ) -> None:
+        self.url = url
+        self.kind_of_database = db.kind
+        self.layout = layout
+        self.label = db.label
+        self.batch_rows = batch_rows
+
+    @property
+    def identity(self) -> str:
+        if self.kind_of_database == "sqlite":
+            where = str(_sqlite_path(self.url).resolve())
+        else:
+            parts = urllib.parse.urlsplit(self.url)
+            where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+        return f"{self.kind_of_database}:{where}#{self.layout.name}:{self.layout.table}"
+
+    def default_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "-", self.layout.table)
+
+    def size(self) -> int | None:
+        db = connect(self.url)
+        try:
+            t, p = db.quote(self.layout.table), db.quote(self.layout.position)
+            value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+        finally:
+            db.close()
+        return int(value) if value is not None else 0
+
+    def read(
+        self, at: dict[str, Any] | None, *, con: Any, follow: bool = False, name: str | None = None
+    ) -> Iterator[RawBatch]:
+        """Batches after the cursor ``at``, on a connection of their own (closed at the end)."""
+        if at and at.get("table") != self.layout.table:
+            raise SourceChangedError(
+                f"The import's cursor is in the table {at.get('table')}, not {self.layout.table}.",
+                hint="import this table under a new --name.",
+                source=name,
+                where=None,
+            )
+        db = connect(self.url)
+        try:
+            yield from self._read(db, at, con)
+        finally:
+            db.close()
+
+    def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
+        layout = self.layout
+        column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
+        after = int(at["position"]) if at else 0
+        gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
+        while True:
+            now = db.now() if db.gaps_possible else 0.0
+            where = f"{column} > {after}" + "".join(
+                f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
+            )
+            batch = db.query(layout.select(db, f"({where})", self.batch_rows))
+            if batch.num_rows == 0:
+                return
+            positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
+            last = int(positions.max())
+            if db.gaps_possible:
+                gaps = _next_gaps(
+                    gaps, positions, after, now, full=batch.num_rows >= self.batch_rows
+                )
+            after = max(after, last)
+            cursor = {"table": layout.table, "position": after}
+            if db.gaps_possible:
+                cursor["gaps"] = gaps
+            lines = layout.rows(con, batch)
+            coordinates = pc.binary_join_element_wise(
+                pa.array([f"{layout.table}#"] * len(positions), pa.string()),
+                pa.array(positions).cast(pa.string()),
+                "",
+            )
+            yield RawBatch(lines, coordinates, cursor, after)
+            if batch.num_rows < self.batch_rows:
+                return
+
+
+def _next_gaps(
+    gaps: list[list[float]], positions: np.ndarray[Any, Any], after: int, now: float, *, full: bool
+) -> list[list[float]]:
+    """The gap ranges after a read that saw ``positions`` (ordered) at time ``now``, the
+    highest position read before being ``after``: filled positions split their range, the
+    missing ones above ``after`` become new ranges, and a range the read covered is forgotten
+    once it is older than GAP_SECONDS."""
+    seen = set(positions[positions <= after].tolist()) if gaps else set()
+    covered_to = int(positions[-1]) if full else None  # a full batch covers up to its last row
+    kept: list[list[float]] = []
+    for lo, hi, first in gaps:
+        lo, hi = int(lo), int(hi)
+        if (covered_to is None or hi <= covered_to) and now - first > GAP_SECONDS:
+            continue
+        start = lo
+        for p in sorted(x for x in seen if lo <= x <= hi):
+            if p > start:
+                kept.append([start, p - 1, first])
+            start = p + 1
+        if start <= hi:
+            kept.append([start, hi, first])
+    new = positions[positions > after]
+    if len(new):
+        bounds = np.r_[after, new]
+        jumps = np.flatnonzero(np.diff(bounds) > 1)
+        for index in jumps.tolist():
+            kept.append([int(bounds[index]) + 1, int(bounds[index + 1]) - 1, now])
+    kept.sort(key=lambda g: g[0])
+    return kept[-MAX_GAPS:]
+
+
+def open_sql_source(
+    url: str, *, schema: str | None = None, batch_rows: int = BATCH_ROWS
+) -> SqlSource:
+    """The event store in the database at ``url`` (``postgresql://USER[:PASSWORD]@HOST[:PORT]/
+    DATABASE``, ``postgres://...`` or ``sqlite:///PATH``), its layout found by its tables or
+    named by ``schema`` (``eventsourcing``, ``rails_event_store``, ``marten``, ``axon``;
+    ``NAME:TABLE`` to pick one of several tables)."""
+    db = connect(url)
+    try:
+        layout = find_layout(db, schema)
+    finally:
+        db.close()
+    return SqlSource(url, db, layout, batch_rows=batch_rows)
