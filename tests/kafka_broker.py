@@ -231,6 +231,8 @@ class Broker:
             with contextlib.suppress(OSError):
                 if self.process.stdin is not None:
                     self.process.stdin.close()
+                if self.process.stdout is not None:
+                    self.process.stdout.close()
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

@@ -90,6 +90,7 @@ TOMBSTONE = "Tombstoned"
 _EOF, _OUT_OF_RANGE, _AUTO_RESET = -191, 1, -140
 _TRANSIENT = {-195, -187, -185}  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT: retried
 _SAMPLE_ROWS = 1000
+_REFUSED = re.compile(r"refused|resolve|not known|no address|authentication|handshake", re.I)
 _TYPE_NAMES = ("event_type", "eventType", "type", "event")
 _HEADER_TYPES = ("event_type", "eventType", "type", "ce_type")
 _ID_NAMES = ("event_id", "eventId")
@@ -265,12 +266,18 @@ class KafkaSource:
                 where=None,
             ) from None
 
-    def _unreachable(self, error: Any) -> SourceError:
-        said = "; ".join(dict.fromkeys(self._log.lines)) or _text(error)
+    def _said(self) -> str:
+        """librdkafka's last log lines, each once."""
+        return "; ".join(dict.fromkeys(self._log.lines))
+
+    def _unreachable(self, error: Any, waited: float) -> SourceError:
+        said = self._said()
         auth = re.search(r"auth|SASL|SSL", said, re.IGNORECASE)
         return SourceError(
             f"Could not read the metadata of the Kafka cluster at {','.join(self.brokers)} "
-            f"within {METADATA_SECONDS:.0f} s: {_text(error)} (librdkafka: {said[:400]}).",
+            f"(tried for {waited:.0f} s): {_text(error)}"
+            + (f" (librdkafka: {said[:400]})" if said else "")
+            + ".",
             hint="check the bootstrap address(es) and that the brokers run and are reachable "
             "from here"
             + (
@@ -291,10 +298,16 @@ class KafkaSource:
         named must exist; an expression must match one)."""
         from confluent_kafka import KafkaException
 
-        try:
-            metadata = consumer.list_topics(timeout=METADATA_SECONDS)
-        except KafkaException as error:
-            raise self._unreachable(error) from None
+        started = time.monotonic()
+        while True:  # (short looks: a refused connection or unknown host ends it early)
+            try:
+                metadata = consumer.list_topics(timeout=1.0)
+                break
+            except KafkaException as error:
+                consumer.poll(0)  # (serves librdkafka's log lines to self._log)
+                waited = time.monotonic() - started
+                if waited > METADATA_SECONDS or (waited > 2 and _REFUSED.search(self._said())):
+                    raise self._unreachable(error, waited) from None
         self._cluster = str(metadata.cluster_id or ",".join(sorted(self.brokers)))
         held = {name: t for name, t in metadata.topics.items() if not t.error}
         if self.pattern is not None:
@@ -335,7 +348,7 @@ class KafkaSource:
                         TopicPartition(topic, number), timeout=METADATA_SECONDS
                     )
                 except KafkaException as error:
-                    raise self._unreachable(error) from None
+                    raise self._unreachable(error, METADATA_SECONDS) from None
                 marks[(topic, number)] = (int(low), int(high))
         return marks
 
@@ -442,30 +455,37 @@ class KafkaSource:
                 for message in messages:
                     if message.error() is not None:
                         self._event(message, index, target, todo, name)
-            if not good:
-                continue
-            if single is not None:
-                where = [index[(single, p)] for p in [m.partition() for m in good]]
-            else:
-                where = [index[(m.topic(), m.partition())] for m in good]
-            places_at = np.array(where, dtype=np.int64)
-            numbers = np.array([m.offset() for m in good], dtype=np.int64)
-            inside = numbers < target[places_at]
-            if not inside.all():  # (records written after this read started: the next one's)
-                keep = np.flatnonzero(inside)
-                good = [good[i] for i in keep.tolist()]
-                places_at, numbers = places_at[keep], numbers[keep]
-            for i in np.unique(places_at[numbers + 1 >= target[places_at]]).tolist():
-                todo.discard(int(i))
-            for i in set(np.flatnonzero(~inside).tolist()):
-                todo.discard(int(where[i]))
             if good:
-                pending.append([good, places_at, numbers])
-                count += len(good)
+                count += self._take(good, single, index, target, todo, pending)
             if count >= self.batch_records or (not todo and count):
                 yield self._batch(con, pending, places, offsets, position, low)
                 pending, count = [], 0
             self._pause(consumer, places, todo)
+
+    def _take(
+        self, good: list[Any], single: str | None, index: dict[tuple[str, int], int],
+        target: Any, todo: set[int], pending: list[list[Any]],
+    ) -> int:  # fmt: skip
+        """Keep the records below their partition's target (those after it are the next
+        read's), marking partitions read to their target; returns how many were kept."""
+        if single is not None:
+            where = [index[(single, p)] for p in [m.partition() for m in good]]
+        else:
+            where = [index[(m.topic(), m.partition())] for m in good]
+        places_at = np.array(where, dtype=np.int64)
+        numbers = np.array([m.offset() for m in good], dtype=np.int64)
+        inside = numbers < target[places_at]
+        if not inside.all():  # (records written after this read started: the next one's)
+            keep = np.flatnonzero(inside)
+            good = [good[i] for i in keep.tolist()]
+            places_at, numbers = places_at[keep], numbers[keep]
+        for i in np.unique(places_at[numbers + 1 >= target[places_at]]).tolist():
+            todo.discard(int(i))
+        for i in set(np.flatnonzero(~inside).tolist()):
+            todo.discard(int(where[i]))
+        if good:
+            pending.append([good, places_at, numbers])
+        return len(good)
 
     def _pause(self, consumer: Any, places: list[tuple[str, int]], todo: set[int]) -> None:
         """Stop fetching partitions read to their target (others go on)."""

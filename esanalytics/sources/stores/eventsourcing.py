@@ -148,7 +148,7 @@ class EventsourcingLayout:
         )
 
     def rows(self, con: Any, batch: pa.Table) -> pa.Array:
-        return _assemble(con, batch, _rewrite(con, self._texts(batch)))
+        return _lines(con, batch, self._texts(batch))
 
     def _texts(self, batch: pa.Table) -> pa.Array:
         """The states as text: zlib-compressed ones decompressed; an encrypted one raises."""
@@ -200,37 +200,109 @@ class EventsourcingLayout:
         )
 
 
-def _rewrite(con: Any, states: pa.Array) -> pa.Array:
-    """The states with the library's transcoded values replaced by plain JSON values."""
-    states_table = pa.table({"s": states})  # noqa: F841  (read by DuckDB by name)
-    out = (
-        con.sql(
-            "SELECT regexp_replace(regexp_replace(s, ?, '\"\\1-\\2-\\3-\\4-\\5\"', 'g'), ?, '\\1', 'g') "
-            "AS s FROM states_table",
-            params=[_UUID_HEX, _SCALAR],
-        )
-        .to_arrow_table()["s"]
-        .combine_chunks()
-    )
-    left = pc.fill_null(pc.match_substring(out, _MARK), False)
-    if pc.any(left).as_py():
-        values = out.to_pylist()
-        for index in np.flatnonzero(left.to_numpy(zero_copy_only=False)).tolist():
-            values[index] = _decode_in_python(values[index])
-        out = pa.array(values, pa.large_string())
-    return out
-
-
 _DERIVED_UUID = (
     "substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-3' || substr(h, 14, 3) || '-8' || "
     "substr(h, 18, 3) || '-' || substr(h, 21, 12)"
 )
+# How the library's states begin (its event objects' attributes in order, the originator id
+# and version taken out): the timestamp, then a created event's aggregate class.
+_TIMESTAMP = '{"timestamp":{"_type_":"datetime_iso","_data_":"'
+_ORIGINATOR_TOPIC = ',"originator_topic":"'
 
 
-def _assemble(con: Any, batch: pa.Table, texts: pa.Array) -> pa.Array:
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _untranscoded(expr: str) -> str:
+    """SQL of JSON text ``expr`` with the library's transcoded values made plain (each
+    rewrite only where the text holds one)."""
+    uuids = (
+        f"CASE WHEN contains({expr}, '\"uuid_hex\"') THEN regexp_replace({expr}, "
+        f"{_sql_text(_UUID_HEX)}, '\"\\1-\\2-\\3-\\4-\\5\"', 'g') ELSE {expr} END"
+    )
+    return (
+        f"CASE WHEN contains({expr}, {_sql_text(_MARK)}) THEN regexp_replace(({uuids}), "
+        f"{_sql_text(_SCALAR)}, '\\1', 'g') ELSE {expr} END"
+    )
+
+
+# A row's event as JSON text, in two queries. The states as the library writes them (the
+# timestamp first, no class_version) are cut and joined as text: the first query finds where
+# the timestamp and a created event's aggregate class end (small columns), the second cuts
+# there (each offset a column, so no cut is computed twice). No JSON is parsed on this path,
+# and a state that is not JSON makes a line that is not JSON, which the mapping names. Other
+# states are parsed.
+_OFFSETS = f"""
+SELECT fast, stream, qualname, category, ts_end,
+    CASE WHEN fast AND substr(s, ts_end + 2, {len(_ORIGINATOR_TOPIC)}) = {_sql_text(_ORIGINATOR_TOPIC)}
+         THEN strpos(substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}), '"') END AS ot_len,
+    CASE WHEN stream IS NOT NULL AND version IS NOT NULL THEN
+        md5('eventsourcing' || chr(31) || stream || chr(31) || version) END AS h
+FROM (
+    SELECT s, version,
+        starts_with(s, {_sql_text(_TIMESTAMP)}) AND NOT contains(s, '"class_version":') AS fast,
+        strpos(s, '"}}') AS ts_end,
+        CASE WHEN regexp_full_match(originator_id, '[0-9a-fA-F]{{32}}')
+             THEN lower(substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-'
+                  || substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-'
+                  || substr(originator_id, 21))
+             ELSE originator_id END AS stream,
+        substr(topic, strpos(topic, ':') + 1) AS qualname,
+        CASE WHEN contains(qualname, '.')
+             THEN left(qualname, length(qualname) - strpos(reverse(qualname), '.')) END
+             AS category
+    FROM rows
+)
+"""
+_DATA = (  # the state after the timestamp (and the aggregate class), as an object
+    "CASE WHEN ot_len IS NULL THEN '{' || substr(s, ts_end + 3) "
+    f"ELSE '{{' || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END"
+)
+_LINES = f"""
+SELECT CASE
+    WHEN fast THEN
+        '{{"event_id":' || CASE WHEN h IS NULL THEN 'null' ELSE '"' || {_DERIVED_UUID} || '"' END
+        || ',"stream_id":' || coalesce(to_json(stream)::VARCHAR, 'null')
+        || ',"event_type":' || coalesce(to_json(qualname)::VARCHAR, 'null')
+        || ',"category":' || coalesce(to_json(category)::VARCHAR, 'null')
+        || ',"occurred_at":"' || substr(s, {len(_TIMESTAMP) + 1}, ts_end - {len(_TIMESTAMP) + 1})
+        || '","schema_version":1,"data":' || data
+        || ',"metadata":{{"source_version":' || coalesce(version::VARCHAR, 'null')
+        || ',"topic":' || coalesce(to_json(topic)::VARCHAR, 'null')
+        || CASE WHEN ot_len IS NULL THEN ''
+                ELSE ',"originator_topic":"'
+                     || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}, ot_len - 1) || '"' END
+        || '}}}}'
+    WHEN j IS NULL THEN plain
+    ELSE json_object(
+        'event_id', CASE WHEN h IS NOT NULL THEN {_DERIVED_UUID} END,
+        'stream_id', stream,
+        'event_type', qualname,
+        'category', category,
+        'occurred_at', j->>'$.timestamp',
+        'schema_version', coalesce(TRY_CAST(j->>'$.class_version' AS INTEGER), 1),
+        'data', json_merge_patch(j,
+            '{{"timestamp":null,"originator_topic":null,"class_version":null}}'),
+        'metadata', json_merge_patch(json_object('source_version', version, 'topic', topic),
+            json_object('originator_topic', j->>'$.originator_topic'))
+    )::VARCHAR END AS line
+FROM (
+    SELECT *, CASE WHEN NOT fast AND json_valid(plain) AND json_type(plain::JSON) = 'OBJECT'
+                   THEN plain::JSON END AS j
+    FROM (
+        SELECT *, CASE WHEN fast THEN {_untranscoded("raw")} END AS data,
+            CASE WHEN NOT fast THEN {_untranscoded("s")} END AS plain
+        FROM (SELECT *, CASE WHEN fast THEN {_DATA} END AS raw FROM rows POSITIONAL JOIN offsets)
+    )
+)
+"""
+
+
+def _lines(con: Any, batch: pa.Table, texts: pa.Array) -> pa.Array:
     """JSON object text per row with the canonical keys (a state that is not a JSON object
     is handed on as it is, for the mapping to name)."""
-    rows = pa.table(  # noqa: F841  (read by DuckDB by name)
+    rows = pa.table(
         {
             "originator_id": batch["originator_id"].cast(pa.string()),
             "version": batch["originator_version"].cast(pa.int64()),
@@ -238,42 +310,16 @@ def _assemble(con: Any, batch: pa.Table, texts: pa.Array) -> pa.Array:
             "s": texts,
         }
     )
-    return (
-        con.sql(
-            f"""
-        WITH parsed AS (
-            SELECT *, CASE WHEN json_valid(s) AND json_type(s::JSON) = 'OBJECT'
-                      THEN s::JSON END AS j,
-                   CASE WHEN regexp_matches(originator_id, '^[0-9a-fA-F]{{32}}$')
-                        THEN lower(substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4)
-                             || '-' || substr(originator_id, 13, 4) || '-'
-                             || substr(originator_id, 17, 4) || '-' || substr(originator_id, 21))
-                        ELSE originator_id END AS stream,
-                   substr(topic, strpos(topic, ':') + 1) AS qualname
-            FROM rows
-        ), named AS (
-            SELECT *, md5('eventsourcing' || chr(31) || stream || chr(31) || version) AS h
-            FROM parsed
-        )
-        SELECT CASE WHEN j IS NULL THEN s ELSE json_object(
-            'event_id', CASE WHEN stream IS NOT NULL AND version IS NOT NULL
-                        THEN {_DERIVED_UUID} END,
-            'stream_id', stream,
-            'event_type', qualname,
-            'category', CASE WHEN strpos(qualname, '.') > 0
-                        THEN regexp_extract(qualname, '^(.*)\\.[^.]*$', 1) END,
-            'occurred_at', j->>'$.timestamp',
-            'schema_version', coalesce(TRY_CAST(j->>'$.class_version' AS INTEGER), 1),
-            'data', json_merge_patch(j, '{{"timestamp":null,"originator_topic":null,"class_version":null}}'),
-            'metadata', json_merge_patch(json_object('source_version', version, 'topic', topic),
-                json_object('originator_topic', j->>'$.originator_topic'))
-        )::VARCHAR END AS line
-        FROM named
-        """
-        )
-        .to_arrow_table()["line"]
-        .combine_chunks()
-    )
+    offsets = con.sql(_OFFSETS).to_arrow_table()
+    assert len(offsets) == len(rows)
+    out = con.sql(_LINES).to_arrow_table()["line"].combine_chunks()
+    left = pc.fill_null(pc.match_substring(out, _MARK), False)
+    if pc.any(left).as_py():  # a transcoding whose data is an object or an array
+        values = out.to_pylist()
+        for index in np.flatnonzero(left.to_numpy(zero_copy_only=False)).tolist():
+            values[index] = _decode_in_python(values[index])
+        out = pa.array(values, pa.large_string())
+    return out
 
 
 LAYOUT = EventsourcingLayout
