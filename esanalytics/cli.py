@@ -1226,7 +1226,9 @@ def parser() -> argparse.ArgumentParser:
         "?security.protocol=SASL_SSL; USER:PASSWORD@ before the host logs in with SASL; "
         "the stream id is the record key, recorded_at its timestamp, the headers its metadata)",
     )
-    imp.add_argument("--name", help="the import's name (default: the file's name)")
+    imp.add_argument(
+        "--name", help="the import's name (default: the file's name, or the first topic's)"
+    )
     imp.add_argument(
         "--schema",
         help="a database source's event store layout (default: found by its tables)",

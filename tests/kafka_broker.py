@@ -256,7 +256,7 @@ def _start_mock(brokers: int = 1) -> Broker:
     return Broker("mock", bootstrap.split(",")[0], process)
 
 
-def _start_tansu(folder: Path | None = None) -> Broker:
+def _start_tansu(*, authentication: bool = False) -> Broker:
     binary = tansu_binary()
     for _ in range(5):  # (a free port may be taken between the probe and the bind)
         port = free_port()
@@ -264,9 +264,9 @@ def _start_tansu(folder: Path | None = None) -> Broker:
         log = open(os.devnull, "w")  # noqa: SIM115 (the process holds it)
         process = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--silent"],
+             "--storage-engine", "memory://tansu/", "--silent",
+             *(["--authentication"] if authentication else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True,
-            cwd=folder,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 15
@@ -280,11 +280,12 @@ def _start_tansu(folder: Path | None = None) -> Broker:
 
 
 @contextlib.contextmanager
-def start_broker(kind: str = "mock") -> Iterator[Broker]:
-    """A broker of ``kind`` (``mock`` or ``tansu``) on 127.0.0.1, stopped on leaving."""
+def start_broker(kind: str = "mock", *, authentication: bool = False) -> Iterator[Broker]:
+    """A broker of ``kind`` (``mock`` or ``tansu``) on 127.0.0.1, stopped on leaving.
+    ``authentication`` (tansu): every client must log in with SASL, and no user exists."""
     if kind not in KINDS:
         raise ValueError(f"kind is {kind!r}: use one of {KINDS}")
-    broker = _start_mock() if kind == "mock" else _start_tansu()
+    broker = _start_mock() if kind == "mock" else _start_tansu(authentication=authentication)
     try:
         yield broker
     finally:

@@ -300,7 +300,8 @@ def import_events(
         _forget_new_lake(store, new_lake)
         raise SourceError(
             f"The source {src.label} holds no events: nothing was imported.",
-            hint="check that it is the right file and not empty (blank lines are skipped).",
+            hint=getattr(src, "empty_hint", None)
+            or "check that it is the right file and not empty (blank lines are skipped).",
             source=name,
             where=None,
         )

@@ -19,7 +19,8 @@ cursor; no consumer group is joined and nothing is committed to Kafka: the curso
 the lake with the events is the truth. The cursor holds the cluster id, the topics as given,
 and the next offset of every partition seen (an empty one too). One :meth:`KafkaSource.read`
 reads up to the high watermarks it saw at its start (so an import without ``--follow`` ends
-while producers go on writing), in batches of up to ``batch_records`` records; ``--follow``
+while producers go on writing; records of a transaction still open are left for a later
+read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records; ``--follow``
 calls it again after each poll. A partition (or a topic matching the expression) that appears
 later is read from its start. A stored offset below a partition's low watermark (records
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
@@ -44,8 +45,8 @@ value (a tombstone: the key deleted, on a compacted topic) becomes an event of t
 ``Tombstoned`` with an empty payload, not an error.
 
 Mapping (:meth:`KafkaSource.detect`; ``--map`` wins): the stream id is the key; the event type
-is the value's ``event_type``, ``eventType``, ``type`` or ``event`` (else the header of one of
-those names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
+is the first of the value's ``event_type``, ``eventType``, ``type`` and ``event`` it has (else
+a header of one of the first three names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
 envelope with a ``data`` object beside its type; the event id is the value's ``event_id`` or
 ``eventId`` (a CloudEvents value's ``id``), else the record's place (``record``, so the same
 record read under another import name is the same event); ``recorded_at`` is the record's
@@ -184,6 +185,10 @@ class KafkaSource:
     the URL, the rows, the cursor, the mapping and the order of events."""
 
     kind = "kafka"
+    empty_hint = (
+        "its partitions hold no records yet (or only records of a transaction still open): "
+        "produce some, or run the import with --follow to wait for them."
+    )
 
     def __init__(
         self,
@@ -207,7 +212,7 @@ class KafkaSource:
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
         self._log = _Log()
-        self._logger = logging.getLogger(f"esanalytics.kafka.{id(self)}")
+        self._logger = logging.Logger("esanalytics.kafka")  # (its own: not kept by logging)
         self._logger.propagate = False
         self._logger.addHandler(self._log)
         self._logger.setLevel(logging.DEBUG)
@@ -272,19 +277,33 @@ class KafkaSource:
 
     def _unreachable(self, error: Any, waited: float) -> SourceError:
         said = self._said()
-        auth = re.search(r"auth|SASL|SSL", said, re.IGNORECASE)
+        where = ",".join(self.brokers)
+        # the line that says why, without librdkafka's prefix ("FAIL [rdkafka#...] [thrd:...]: ")
+        lines = [re.sub(r"^\w+ \[[^]]*\] \[[^]]*\]: (\S+: )?", "", x) for x in self._log.lines]
+        login = [x for x in lines if re.search(r"SASL authentication|Authentication fail", x)]
+        if login:
+            user = self.settings.get("sasl.username")
+            return SourceError(
+                f"The Kafka cluster at {where} refused the login"
+                + (f" of {user!r}" if user else "")
+                + f": {login[-1].rstrip('.')}.",
+                hint="check the user and password in the URL (kafka://USER:PASSWORD@HOST:PORT/"
+                "TOPIC; percent-encode @, : and / in them) and the mechanism the cluster takes: "
+                "?sasl.mechanism=SCRAM-SHA-512 (PLAIN by default), ?security.protocol="
+                "SASL_PLAINTEXT for a cluster without TLS (SASL_SSL by default).",
+                source=None,
+                where=None,
+            )
+        tls = re.search(r"SASL|SSL|handshake", said, re.IGNORECASE)
         return SourceError(
-            f"Could not read the metadata of the Kafka cluster at {','.join(self.brokers)} "
-            f"(tried for {waited:.0f} s): {_text(error)}"
-            + (f" (librdkafka: {said[:400]})" if said else "")
-            + ".",
-            hint="check the bootstrap address(es) and that the brokers run and are reachable "
-            "from here"
+            f"Could not reach the Kafka cluster at {where} (tried for {waited:.0f} s): "
+            f"{_text(error)}" + (f" ({lines[-1].rstrip('.')})" if lines else "") + ".",
+            hint="check the bootstrap address(es) (HOST:PORT, comma-separated) and that the "
+            "brokers run and are reachable from here"
             + (
-                "; the login or TLS was refused: check the user and password in the URL and "
-                "?security.protocol= / ?sasl.mechanism= (SASL_SSL and PLAIN by default with a "
-                "password)"
-                if auth
+                "; the TLS or SASL handshake failed: check ?security.protocol= (SASL_SSL by "
+                "default with a password in the URL) and ?sasl.mechanism="
+                if tls
                 else "; a cluster behind TLS or SASL needs ?security.protocol=SSL (or "
                 "SASL_SSL) and its settings"
             )
@@ -440,6 +459,7 @@ class KafkaSource:
         topic_names = sorted({t for t, _ in places})
         single = topic_names[0] if len(topic_names) == 1 else None
         consumer.assign([TopicPartition(*places[i], int(position[i])) for i in sorted(todo)])
+        assigned = set(todo)
         pending: list[list[Any]] = []
         count = 0
         last_seen = time.monotonic()
@@ -460,7 +480,7 @@ class KafkaSource:
             if count >= self.batch_records or (not todo and count):
                 yield self._batch(con, pending, places, offsets, position, low)
                 pending, count = [], 0
-            self._pause(consumer, places, todo)
+            self._pause(consumer, places, todo, assigned)
 
     def _take(
         self, good: list[Any], single: str | None, index: dict[tuple[str, int], int],
@@ -487,14 +507,16 @@ class KafkaSource:
             pending.append([good, places_at, numbers])
         return len(good)
 
-    def _pause(self, consumer: Any, places: list[tuple[str, int]], todo: set[int]) -> None:
+    def _pause(
+        self, consumer: Any, places: list[tuple[str, int]], todo: set[int], assigned: set[int]
+    ) -> None:
         """Stop fetching partitions read to their target (others go on)."""
         from confluent_kafka import TopicPartition
 
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        done = [places[i] for i in range(len(places)) if i not in todo and places[i] in assigned]
+        done = assigned - todo
         if done:
-            consumer.incremental_unassign([TopicPartition(t, p) for t, p in done])
+            consumer.incremental_unassign([TopicPartition(*places[i]) for i in sorted(done)])
+            assigned -= done
 
     def _event(
         self, message: Any, index: dict[tuple[str, int], int], target: Any, todo: set[int],
@@ -503,9 +525,10 @@ class KafkaSource:
         error = message.error()
         code = error.code()
         place = (message.topic(), message.partition())
-        if code == _EOF:
+        if code == _EOF:  # the end the broker lets this reader see now: the watermark, or
+            # before it the start of a transaction still open (read_committed): done for now
             i = index.get(place)
-            if i is not None and message.offset() >= target[i]:
+            if i is not None:
                 todo.discard(i)
             return
         if code in _TRANSIENT and not error.fatal():
@@ -559,9 +582,6 @@ class KafkaSource:
         stamps = [m.timestamp() for m in messages]
         kinds = np.fromiter((s[0] for s in stamps), dtype=np.int8, count=len(stamps))
         millis = np.fromiter((s[1] for s in stamps), dtype=np.int64, count=len(stamps))
-        order = _lake_order(where, numbers, millis)
-        messages = [messages[i] for i in order.tolist()]
-        where, numbers, kinds, millis = where[order], numbers[order], kinds[order], millis[order]
         keys, keys_b64 = _texts([m.key() for m in messages])
         values, values_b64 = _texts([m.value() for m in messages])
         headers = [m.headers() for m in messages]
@@ -587,7 +607,7 @@ class KafkaSource:
                 "v": values,
                 "v64": values_b64,
             }
-        )
+        ).take(pa.array(_lake_order(where, numbers, millis)))
         con.register("kafka_records", table)
         try:
             out = con.sql(_ROWS).to_arrow_table()
@@ -840,7 +860,8 @@ SELECT '{"topic":' || to_json(topic) || ',"partition":' || part || ',"offset":' 
        topic || '/' || part || '@' || off AS at,
        v IS NULL AND v64 IS NULL AS tombstone,
        CASE WHEN v64 IS NOT NULL
-            THEN 'the value is not UTF-8 text (' || (length(v64) * 3 // 4) || ' bytes of '
+            THEN 'the value is not UTF-8 text (' || (length(v64) * 3 // 4
+                 - (length(v64) - length(rtrim(v64, '=')))) || ' bytes of '
                  || 'another format: Avro, Protobuf?); esa imports JSON values'
             WHEN v IS NOT NULL AND NOT good
             THEN 'the value is not JSON: ' || to_json(left(v, 60)) END AS reason

@@ -25,6 +25,10 @@ only the :data:`MAX_GAPS` highest gaps are kept. So a transaction that holds its
 value uncommitted for longer than :data:`GAP_SECONDS` while later ones commit can be missed;
 one that commits within it never is. SQLite has one writer at a time and commits rows in
 position order, so its cursor is the highest position alone.
+
+A table whose highest position is below the cursor (emptied, restored from an older backup,
+replaced) is refused with :class:`SourceChangedError`: its new rows would otherwise be taken
+for rows already imported.
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ __all__ = [
 # database's clock), and how many gap ranges a cursor keeps at most (the highest).
 GAP_SECONDS = 60.0
 MAX_GAPS = 1000
-BATCH_ROWS = 100_000
+BATCH_ROWS = 100_000  # rows a batch at most; BATCH_BYTES of rows as read, about
+BATCH_BYTES = 64 << 20
+FIRST_BATCH_ROWS = 1_000
 CONNECT_SECONDS = 5  # libpq's connect_timeout: an unreachable server fails within it
 
 # The layouts esa knows, by name (``--schema NAME``): each module of esanalytics.sources.stores
@@ -429,7 +435,8 @@ def find_layout(db: Database, schema: str | None) -> Layout:
 
 
 class SqlSource:
-    """A layout's rows in a database, read in batches of ``batch_rows`` by position.
+    """A layout's rows in a database, read by position in batches of about BATCH_BYTES (at
+    most ``batch_rows`` rows; the first of FIRST_BATCH_ROWS, to measure the rows).
 
     The cursor is ``{"table", "position", "gaps"}``: the highest position read and the gaps
     below it (``[low, high, first_seen]`` ranges; see the module's gap rule)."""
@@ -460,11 +467,14 @@ class SqlSource:
     def size(self) -> int | None:
         db = connect(self.url)
         try:
-            t, p = db.quote(self.layout.table), db.quote(self.layout.position)
-            value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+            return self._top(db) or 0
         finally:
             db.close()
-        return int(value) if value is not None else 0
+
+    def _top(self, db: Database) -> int | None:
+        t, p = db.quote(self.layout.table), db.quote(self.layout.position)
+        value = db.query(f"SELECT max({t}.{p}) AS m FROM {t}")["m"][0].as_py()
+        return None if value is None else int(value)
 
     def read(
         self, at: dict[str, Any] | None, *, con: Any, follow: bool = False, name: str | None = None
@@ -479,29 +489,50 @@ class SqlSource:
             )
         db = connect(self.url)
         try:
+            if at:
+                self._check(db, int(at["position"]), name)
             yield from self._read(db, at, con)
         finally:
             db.close()
+
+    def _check(self, db: Database, position: int, name: str | None) -> None:
+        """Refuse a table whose sequence is now below the cursor: it was emptied or replaced
+        (its new rows would be taken for rows already imported)."""
+        top = self._top(db)
+        if top is None or top < position:
+            raise SourceChangedError(
+                f"The table {self.layout.table} of {self.label} changed under the import's "
+                f"cursor: the import has read up to position {position:,}, and the table's "
+                f"highest position is now {'none (it is empty)' if top is None else f'{top:,}'}.",
+                hint="the store was emptied, restored from an older backup or replaced: "
+                "restore it to go on; if it was replaced on purpose, import it under a new "
+                "--name (its events are recognised by their event ids, so none is written "
+                "twice).",
+                source=name,
+                where=None,
+            )
 
     def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
         layout = self.layout
         column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
         after = int(at["position"]) if at else 0
         gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
+        # a first batch of a few rows, then as many as make about BATCH_BYTES (a store of
+        # large states is read in fewer rows a batch), at most batch_rows
+        limit = min(self.batch_rows, FIRST_BATCH_ROWS)
         while True:
             now = db.now() if db.gaps_possible else 0.0
             where = f"{column} > {after}" + "".join(
                 f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
             )
-            batch = db.query(layout.select(db, f"({where})", self.batch_rows))
+            batch = db.query(layout.select(db, f"({where})", limit))
             if batch.num_rows == 0:
                 return
+            full = batch.num_rows >= limit
             positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
             last = int(positions.max())
             if db.gaps_possible:
-                gaps = _next_gaps(
-                    gaps, positions, after, now, full=batch.num_rows >= self.batch_rows
-                )
+                gaps = _next_gaps(gaps, positions, after, now, full=full)
             after = max(after, last)
             cursor = {"table": layout.table, "position": after}
             if db.gaps_possible:
@@ -513,8 +544,10 @@ class SqlSource:
                 "",
             )
             yield RawBatch(lines, coordinates, cursor, after)
-            if batch.num_rows < self.batch_rows:
+            if not full:
                 return
+            per_row = max(1, batch.nbytes // batch.num_rows)
+            limit = max(1, min(self.batch_rows, BATCH_BYTES // per_row))
 
 
 def _next_gaps(
@@ -526,18 +559,21 @@ def _next_gaps(
     once it is older than GAP_SECONDS."""
     seen = set(positions[positions <= after].tolist()) if gaps else set()
     covered_to = int(positions[-1]) if full else None  # a full batch covers up to its last row
-    kept: list[list[float]] = []
+    pieces: list[list[float]] = []
     for lo, hi, first in gaps:
         lo, hi = int(lo), int(hi)
-        if (covered_to is None or hi <= covered_to) and now - first > GAP_SECONDS:
-            continue
         start = lo
         for p in sorted(x for x in seen if lo <= x <= hi):
             if p > start:
-                kept.append([start, p - 1, first])
+                pieces.append([start, p - 1, first])
             start = p + 1
         if start <= hi:
-            kept.append([start, hi, first])
+            pieces.append([start, hi, first])
+    kept = [
+        [lo, hi, first]
+        for lo, hi, first in pieces
+        if not ((covered_to is None or hi <= covered_to) and now - first > GAP_SECONDS)
+    ]
     new = positions[positions > after]
     if len(new):
         bounds = np.r_[after, new]

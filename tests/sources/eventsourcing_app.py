@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import Cipher
+from eventsourcing.persistence import Cipher, JSONTranscoder, Transcoding
 from eventsourcing.utils import Environment
 
 
@@ -104,3 +105,64 @@ class ToyCipher(Cipher):
     def decrypt(self, ciphertext: bytes) -> bytes:
         nonce, body = ciphertext[:12], ciphertext[12:]
         return bytes(a ^ b for a, b in zip(body, self._stream(nonce, len(body)), strict=True))
+
+
+@dataclass(frozen=True)
+class Point:
+    """A value the library cannot store without a transcoding of the application's own."""
+
+    x: int
+    y: int
+
+
+class PointAsDict(Transcoding):
+    """A custom transcoding whose data is an object (not text)."""
+
+    type = Point
+    name = "point"
+
+    def encode(self, obj: Point) -> dict[str, int]:
+        return {"x": obj.x, "y": obj.y}
+
+    def decode(self, data: dict[str, int]) -> Point:
+        return Point(**data)
+
+
+class Parcel(Aggregate):
+    """A parcel: a created event holding a custom-transcoded value and awkward text, and an
+    event class at version 2 (its states carry ``class_version``)."""
+
+    @event("Sent")
+    def __init__(self, label: str, at: Point) -> None:
+        self.label = label
+        self.at = at
+
+    class Moved(Aggregate.Event):
+        class_version = 2
+        to: Point
+        note: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            aggregate.at = self.to  # type: ignore[attr-defined]
+
+    def move(self, to: Point, note: str) -> None:
+        self.trigger_event(self.Moved, to=to, note=note)
+
+
+class Post(Application[UUID]):
+    """An application with a transcoding of its own."""
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(PointAsDict())
+
+    def send(self, label: str) -> UUID:
+        parcel = Parcel(label, Point(1, 2))
+        parcel.move(
+            Point(3, 4),
+            'text that looks like {"_type_":"uuid_hex","_data_":"'
+            + "0" * 32
+            + '"} and a \\ backslash, a "quote", a\nnewline, ünïcödé ✓',
+        )
+        self.save(parcel)
+        return parcel.id

@@ -21,7 +21,7 @@ from uuid import UUID
 import pytest
 
 import esanalytics as esa
-from esanalytics.exceptions import SourceError
+from esanalytics.exceptions import SourceChangedError, SourceError
 from esanalytics.sources.importer import rejects_path
 from esanalytics.sources.sql import open_sql_source
 from tests.conftest import log_bytes
@@ -62,6 +62,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 def plain(value: Any) -> Any:
     """A decoded state value as the import keeps it in JSON."""
+    from tests.sources.eventsourcing_app import Point
+
+    if isinstance(value, Point):
+        return {"x": value.x, "y": value.y}
     if isinstance(value, UUID | Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -401,3 +405,66 @@ def test_a_gap_that_never_fills_is_forgotten_after_the_bound(
     cursor = esa.open(lake).cursor("bank_events")
     assert cursor is not None
     assert cursor["at"] == {"table": "bank_events", "position": 7, "gaps": []}
+
+
+def test_transcodings_of_every_shape_are_decoded(tmp_path: Path) -> None:
+    """The library's own transcodings, one of the application's own whose data is an object,
+    a class_version 2 event (parsed, not cut), and text that looks like a transcoding."""
+    from tests.sources.eventsourcing_app import Post
+
+    path = tmp_path / "post.sqlite"
+    app = Post(env=sqlite_env(path))
+    try:
+        for n in range(3):
+            app.send(f"parcel-{n}")
+        expected = library_reading(app)  # type: ignore[arg-type]
+    finally:
+        app.close()
+    summary = esa.import_events(tmp_path / "lake", f"sqlite:///{path}", create=True)
+    assert summary.events == 6
+    assert lake_reading(tmp_path / "lake") == expected
+    events = esa.open(tmp_path / "lake").read_all().to_arrow().to_pylist()
+    assert [e["schema_version"] for e in events[:2]] == [1, 2]
+    moved = json.loads(events[1]["data"])
+    assert moved["to"] == {"x": 3, "y": 4}
+    assert moved["note"].startswith('text that looks like {"_type_":"uuid_hex","_data_":"000')
+
+
+def test_a_store_emptied_under_the_cursor_is_refused(store: Store, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with bank(store.env) as app:
+        write(app, 3)
+    esa.import_events(lake, store.url, create=True)
+    before = log_bytes(lake)
+    store.execute(f"DELETE FROM {store.table}")
+    if store.kind == "postgres":
+        store.execute(f"ALTER SEQUENCE {store.table}_notification_id_seq RESTART WITH 1")
+    with bank(store.env) as app:
+        write(app, 1, close=False)  # positions 1..1 again, below the cursor (7)
+    with pytest.raises(SourceChangedError, match="changed under the import's cursor") as caught:
+        esa.import_events(lake, store.url)
+    assert "highest position is now 1" in str(caught.value)
+    assert "--name" in str(caught.value)
+    assert log_bytes(lake) == before
+
+
+def test_large_states_are_read_in_batches_of_bounded_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esanalytics.sources import sql
+
+    monkeypatch.setattr(sql, "FIRST_BATCH_ROWS", 2)
+    monkeypatch.setattr(sql, "BATCH_BYTES", 1 << 20)
+    path = tmp_path / "big.sqlite"
+    with bank(sqlite_env(path)) as app:
+        for n in range(6):
+            account = app.open(f"owner-{n}", deposits=0)
+            big = app.repository.get(account)
+            for _ in range(4):
+                big.deposit(Decimal("1"), {"memo": "x" * 200_000})
+            app.save(big)
+        expected = library_reading(app)
+    summary = esa.import_events(tmp_path / "lake", f"sqlite:///{path}", create=True)
+    assert summary.events == 30
+    assert summary.batches >= 5  # about 5 rows of 200 kB a batch of 1 MB
+    assert lake_reading(tmp_path / "lake") == expected

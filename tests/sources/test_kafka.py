@@ -315,7 +315,7 @@ def test_bad_rows_go_to_the_rejects_with_reasons_under_skip(kafka: Broker, tmp_p
     assert set(reasons) == {f"{topic}/0@{n}" for n in (1, 2, 4, 5)}
     assert reasons[f"{topic}/0@1"].startswith("the value is not JSON")
     assert reasons[f"{topic}/0@2"] == 'the value is not JSON: "1,\\"key\\":\\"evil\\""'
-    assert reasons[f"{topic}/0@4"].startswith("the value is not UTF-8 text")
+    assert reasons[f"{topic}/0@4"].startswith("the value is not UTF-8 text (9 bytes of")
     assert reasons[f"{topic}/0@5"] == "no stream id (value.order_id)"
     rows = {r["where"]: json.loads(r["row"]) for r in rejects}
     assert rows[f"{topic}/0@1"]["value_text"] == "not json at all"
@@ -372,7 +372,7 @@ def test_an_unreachable_broker_and_an_unknown_topic_fail_within_seconds(
     with pytest.raises(SourceError) as caught:
         esa.import_events(lake, f"kafka://127.0.0.1:{free_port()}/orders", create=True)
     assert time.monotonic() - started < 12
-    assert "Could not read the metadata of the Kafka cluster at 127.0.0.1:" in str(caught.value)
+    assert "Could not reach the Kafka cluster at 127.0.0.1:" in str(caught.value)
     assert "bootstrap address" in (caught.value.hint or "")
     assert not lake.exists()
     topic = new_topic(kafka)
@@ -384,6 +384,9 @@ def test_an_unreachable_broker_and_an_unknown_topic_fail_within_seconds(
     assert topic in str(caught.value)  # (the topics it has are listed)
     with pytest.raises(SourceError, match="has no topic matching"):
         esa.import_events(lake, url(kafka, "^nothing-like-this.*"), create=True)
+    with pytest.raises(SourceError, match="holds no events") as caught:  # (an empty topic)
+        esa.import_events(lake, url(kafka, topic), create=True)
+    assert "--follow" in (caught.value.hint or "")
 
 
 def test_another_cluster_under_the_same_import_name_is_refused(
@@ -426,10 +429,64 @@ def test_esa_import_from_kafka_through_the_cli(kafka: Broker, tmp_path: Path) ->
     failed = run_esa("import", str(lake), f"kafka://127.0.0.1:{free_port()}/{topic}")
     assert time.monotonic() - started < 20
     assert failed.returncode == 1
-    assert failed.stderr.lstrip().startswith(
-        "error: Could not read the metadata of the Kafka cluster"
-    )
+    assert failed.stderr.lstrip().startswith("error: Could not reach the Kafka cluster")
     assert "Hint: check the bootstrap address" in failed.stderr
     assert "Traceback" not in failed.stderr
     help_text = run_esa("import", "--help").stdout
     assert "kafka://HOST:PORT" in help_text
+
+
+def test_a_refused_login_says_so_within_seconds(tmp_path: Path) -> None:
+    from tests.kafka_broker import start_broker
+
+    with start_broker("tansu", authentication=True) as broker:
+        lake = tmp_path / "lake"
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            esa.import_events(
+                lake,
+                f"kafka://alice:wrong@{broker.bootstrap}/orders"
+                "?security.protocol=SASL_PLAINTEXT&sasl.mechanism=SCRAM-SHA-256",
+                create=True,
+            )
+        assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(
+        f"The Kafka cluster at {broker.bootstrap} refused the login of 'alice'"
+    )
+    assert "wrong" not in message
+    assert "sasl.mechanism" in (caught.value.hint or "")
+    assert not lake.exists()
+
+
+def test_types_from_headers_and_cloudevents_ids(kafka_mock: Broker, tmp_path: Path) -> None:
+    binary = new_topic(kafka_mock)  # CloudEvents' binary mode: the type in a ce_type header
+    kafka_mock.produce(
+        binary,
+        [Record(key="A", value={"total": n}, headers={"ce_type": "OrderPlaced"}) for n in range(3)],
+    )
+    lake = tmp_path / "lake"
+    summary = esa.import_events(lake, url(kafka_mock, binary), create=True)
+    assert dict(summary.mapping.describe())["event_type"] == "headers.ce_type"
+    assert [e["event_type"] for e in events_of(lake)] == ["OrderPlaced"] * 3
+    structured = new_topic(kafka_mock)  # its structured mode: id, type, time, data in the value
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    kafka_mock.produce(
+        structured,
+        [
+            Record(key="B", value={"specversion": "1.0", "id": i, "type": "OrderPaid",
+                                   "time": "2025-03-01T10:00:00Z", "data": {"paid": True}})
+            for i in ids
+        ],
+    )  # fmt: skip
+    other = tmp_path / "other"
+    summary = esa.import_events(other, url(kafka_mock, structured), create=True)
+    shown = dict(summary.mapping.describe())
+    assert (shown["event_id"], shown["data"], shown["occurred_at"]) == (
+        "value.id",
+        "value.data",
+        "value.time",
+    )
+    events = events_of(other)
+    assert [e["event_id"] for e in events] == ids
+    assert events[0]["data"] == {"paid": True}

@@ -92,3 +92,8 @@ def test_a_known_layout_not_in_the_database(tmp_path: Path) -> None:
 def test_a_file_is_not_given_a_schema(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is for a database source"):
         open_source(tmp_path / "x.jsonl", schema="eventsourcing")
+
+
+def test_postgres_scheme_is_postgresql(postgres_url: str) -> None:
+    # postgres:// connects as postgresql:// does: the empty database is found and named
+    refused(postgres_url.replace("postgresql://", "postgres://", 1), "no tables")

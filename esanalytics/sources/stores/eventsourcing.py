@@ -234,7 +234,7 @@ def _untranscoded(expr: str) -> str:
 # and a state that is not JSON makes a line that is not JSON, which the mapping names. Other
 # states are parsed.
 _OFFSETS = f"""
-SELECT fast, stream, qualname, category, ts_end,
+SELECT fast, stream, ts_end,
     CASE WHEN fast AND substr(s, ts_end + 2, {len(_ORIGINATOR_TOPIC)}) = {_sql_text(_ORIGINATOR_TOPIC)}
          THEN strpos(substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}), '"') END AS ot_len,
     CASE WHEN stream IS NOT NULL AND version IS NOT NULL THEN
@@ -247,33 +247,26 @@ FROM (
              THEN lower(substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-'
                   || substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-'
                   || substr(originator_id, 21))
-             ELSE originator_id END AS stream,
-        substr(topic, strpos(topic, ':') + 1) AS qualname,
-        CASE WHEN contains(qualname, '.')
-             THEN left(qualname, length(qualname) - strpos(reverse(qualname), '.')) END
-             AS category
-    FROM rows
+             ELSE originator_id END AS stream
+    FROM esa_es_rows
 )
 """
 _DATA = (  # the state after the timestamp (and the aggregate class), as an object
-    "CASE WHEN ot_len IS NULL THEN '{' || substr(s, ts_end + 3) "
-    f"ELSE '{{' || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END"
+    "concat('{', CASE WHEN ot_len IS NULL THEN substr(s, ts_end + 3) "
+    f"ELSE substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END)"
 )
 _LINES = f"""
+SELECT line, contains(line, {_sql_text(_MARK)}) AS leftover FROM (
 SELECT CASE
-    WHEN fast THEN
-        '{{"event_id":' || CASE WHEN h IS NULL THEN 'null' ELSE '"' || {_DERIVED_UUID} || '"' END
-        || ',"stream_id":' || coalesce(to_json(stream)::VARCHAR, 'null')
-        || ',"event_type":' || coalesce(to_json(qualname)::VARCHAR, 'null')
-        || ',"category":' || coalesce(to_json(category)::VARCHAR, 'null')
-        || ',"occurred_at":"' || substr(s, {len(_TIMESTAMP) + 1}, ts_end - {len(_TIMESTAMP) + 1})
-        || '","schema_version":1,"data":' || data
-        || ',"metadata":{{"source_version":' || coalesce(version::VARCHAR, 'null')
-        || ',"topic":' || coalesce(to_json(topic)::VARCHAR, 'null')
-        || CASE WHEN ot_len IS NULL THEN ''
-                ELSE ',"originator_topic":"'
-                     || substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}, ot_len - 1) || '"' END
-        || '}}}}'
+    WHEN fast THEN concat(  -- (one copy per row: each || would copy the line so far)
+        '{{"event_id":', CASE WHEN h IS NULL THEN 'null' ELSE '"' || {_DERIVED_UUID} || '"' END,
+        ',"stream_id":', coalesce(to_json(stream)::VARCHAR, 'null'), named,
+        ',"occurred_at":"', substr(s, {len(_TIMESTAMP) + 1}, ts_end - {len(_TIMESTAMP) + 1}),
+        '","schema_version":1,"data":', data,
+        ',"metadata":{{"source_version":', coalesce(version::VARCHAR, 'null'), topic_json,
+        CASE WHEN ot_len IS NOT NULL THEN concat(',"originator_topic":"',
+             substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 2}, ot_len - 1), '"') END,
+        '}}}}')
     WHEN j IS NULL THEN plain
     ELSE json_object(
         'event_id', CASE WHEN h IS NOT NULL THEN {_DERIVED_UUID} END,
@@ -293,27 +286,63 @@ FROM (
     FROM (
         SELECT *, CASE WHEN fast THEN {_untranscoded("raw")} END AS data,
             CASE WHEN NOT fast THEN {_untranscoded("s")} END AS plain
-        FROM (SELECT *, CASE WHEN fast THEN {_DATA} END AS raw FROM rows POSITIONAL JOIN offsets)
+        FROM (SELECT *, CASE WHEN fast THEN {_DATA} END AS raw FROM esa_es_rows POSITIONAL JOIN esa_es_offsets)
     )
-)
+))
 """
+
+
+def _by_topic(topics: pa.Array) -> dict[str, pa.Array]:
+    """What each row's topic gives (the type, the category and their JSON), worked out once
+    per distinct topic."""
+    encoded = pc.dictionary_encode(topics)
+    qualnames, categories, named, topic_json = [], [], [], []
+    for topic in encoded.dictionary.to_pylist():
+        qualname = topic.partition(":")[2] if ":" in topic else topic
+        category = qualname.rpartition(".")[0] or None
+        qualnames.append(qualname)
+        categories.append(category)
+        named.append(
+            f',"event_type":{json.dumps(qualname, ensure_ascii=False)}'
+            f',"category":{json.dumps(category, ensure_ascii=False)}'
+        )
+        topic_json.append(f',"topic":{json.dumps(topic, ensure_ascii=False)}')
+    columns = {
+        "qualname": qualnames,
+        "category": categories,
+        "named": named,
+        "topic_json": topic_json,
+    }
+    none = {"named": ',"event_type":null,"category":null', "topic_json": ',"topic":null'}
+    out = {}
+    for name, values in columns.items():
+        column = pa.array(values, pa.string()).take(encoded.indices)
+        out[name] = pc.fill_null(column, none[name]) if name in none else column
+    return out
 
 
 def _lines(con: Any, batch: pa.Table, texts: pa.Array) -> pa.Array:
     """JSON object text per row with the canonical keys (a state that is not a JSON object
     is handed on as it is, for the mapping to name)."""
+    topics = batch["topic"].cast(pa.string()).combine_chunks()
     rows = pa.table(
         {
             "originator_id": batch["originator_id"].cast(pa.string()),
             "version": batch["originator_version"].cast(pa.int64()),
-            "topic": batch["topic"].cast(pa.string()),
+            "topic": topics,
             "s": texts,
+            **_by_topic(topics),
         }
     )
-    offsets = con.sql(_OFFSETS).to_arrow_table()
-    assert len(offsets) == len(rows)
-    out = con.sql(_LINES).to_arrow_table()["line"].combine_chunks()
-    left = pc.fill_null(pc.match_substring(out, _MARK), False)
+    con.register("esa_es_rows", rows)
+    try:
+        con.register("esa_es_offsets", con.sql(_OFFSETS).to_arrow_table())
+        result = con.sql(_LINES).to_arrow_table()
+    finally:
+        con.unregister("esa_es_rows")
+        con.unregister("esa_es_offsets")
+    out = result["line"].combine_chunks()
+    left = pc.fill_null(result["leftover"].combine_chunks(), False)
     if pc.any(left).as_py():  # a transcoding whose data is an object or an array
         values = out.to_pylist()
         for index in np.flatnonzero(left.to_numpy(zero_copy_only=False)).tolist():
