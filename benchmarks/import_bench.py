@@ -256,9 +256,10 @@ def produce_sample(bootstrap: str, topic: str, events: int) -> int:
     return count
 
 
-def bare_consume(bootstrap: str, topic: str) -> tuple[int, int]:
+def bare_consume(bootstrap: str, topic: str, *, fields: bool = False) -> tuple[int, int]:
     """A bare consume loop: every partition from its start to its high watermark, each
-    value touched; (records, value bytes)."""
+    value touched (with ``fields``, also the key, headers and timestamp taken, as an import
+    needs them); (records, value bytes)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -283,6 +284,8 @@ def bare_consume(bootstrap: str, topic: str) -> tuple[int, int]:
                     continue
                 records += 1
                 size += len(message.value() or b"")
+                if fields:
+                    message.key(), message.headers(), message.timestamp()
                 if (message.offset() or 0) + 1 >= ends[message.partition()]:
                     todo.discard(message.partition())
         return records, size
@@ -309,6 +312,10 @@ def bench_kafka(events: int, work: Path) -> dict[str, Any]:
         results["bare_consume_cpu_s"] = cpu
         results["bare_consume_records_per_s"] = events / wall
         results["value_mb"] = size / 1e6
+        wall, cpu, (read, _) = timed(lambda: bare_consume(bootstrap, topic, fields=True))
+        assert read == events, (read, events)
+        results["bare_consume_all_fields_s"] = wall
+        results["bare_consume_all_fields_cpu_s"] = cpu
 
         lake = work / "kafka-lake"
         shutil.rmtree(lake, ignore_errors=True)
@@ -468,7 +475,9 @@ def select_sqlite(path: Path) -> pa.Table:
     finally:
         con.close()
     names = ["notification_id", "originator_id", "originator_version", "topic", "state"]
-    return pa.table(dict(zip(names, (list(c) for c in zip(*rows, strict=True)), strict=True)))
+    types = [pa.int64(), pa.string(), pa.int64(), pa.string(), pa.binary()]
+    columns = zip(*rows, strict=True)
+    return pa.table({n: pa.array(c, t) for n, c, t in zip(names, columns, types, strict=True)})
 
 
 def select_postgres(url: str) -> pa.Table:
@@ -491,13 +500,16 @@ def _measure_store(
     wall, cpu, read = timed(lambda: read_with_recorder(app))
     assert read == events, (read, events)
     results["recorder_select_notifications_s"] = wall
+    results["recorder_select_notifications_cpu_s"] = cpu
     results["recorder_events_per_s"] = events / wall
     wall, cpu, read = timed(lambda: read_with_recorder(app, decode=True))
     assert read == events
     results["recorder_and_mapper_s"] = wall
+    results["recorder_and_mapper_cpu_s"] = cpu
     wall, cpu, table = timed(lambda: select(url if kind == "postgresql" else work / "es.sqlite"))
     assert table.num_rows == events
     results["plain_select_arrow_s"] = wall
+    results["plain_select_arrow_cpu_s"] = cpu
     lake = work / f"es-{kind}-lake"
     shutil.rmtree(lake, ignore_errors=True)
     wall, cpu, summary = timed(lambda: esa.import_events(lake, url, create=True))
