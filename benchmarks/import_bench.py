@@ -443,7 +443,11 @@ def write_library_stores(count: int, apps: list[Any]) -> None:
     mapper, inserted in bulk through its recorder (``insert_events``)."""
     for chunk in _library_events(count):
         for app in apps:
-            app.recorder.insert_events([app.mapper.to_stored_event(e) for e in chunk])
+            stored = [app.mapper.to_stored_event(e) for e in chunk]
+            # (2,000 rows an insert: the PostgreSQL recorder sends an insert's rows in one psycopg
+            # pipeline, and one of 20,000 rows once stalled for good, both ends waiting)
+            for start in range(0, len(stored), 2_000):
+                app.recorder.insert_events(stored[start : start + 2_000])
 
 
 def read_with_recorder(app: Any, *, decode: bool = False) -> int:
@@ -608,6 +612,7 @@ def main() -> None:
         bench, default = PARTS[part]
         print(f"-- {part} ...", flush=True)
         results[part] = bench(args.events or default, work)
+        print(json.dumps(_rounded(results[part])), flush=True)
     print(json.dumps(_rounded(results), indent=2))
     print()
     for part in parts:
