@@ -343,19 +343,27 @@ def bench_kafka(events: int, work: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(folder: Path) -> Iterator[str]:
-    """A PostgreSQL cluster from Debian's server binaries on 127.0.0.1 at a free port (as
-    tests/postgres.py starts it: a small copy, as root run by the postgres user): the URL of
-    its ``postgres`` database for the trusted user ``esa``; stopped and removed on leaving."""
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster from Debian's server binaries on 127.0.0.1 at a free port, in a
+    temporary folder (as tests/postgres.py starts it: a small copy; as root run by the
+    postgres user, which must reach the folder): the URL of its ``postgres`` database for the
+    trusted user ``esa``; stopped and removed on leaving."""
     import glob
     import pwd
     import socket
 
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        raise RuntimeError("no PostgreSQL server binaries: apt-get install -y postgresql")
+    given = os.environ.get("ESA_PG_BIN")
+    found = (
+        [str(Path(given) / "initdb")] if given else glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    )
+    found = sorted(found, key=lambda f: int(p) if (p := Path(f).parents[1].name).isdigit() else 0)
+    if not found or not Path(found[-1]).is_file():
+        raise RuntimeError(
+            "no PostgreSQL server binaries: apt-get install -y postgresql (or point ESA_PG_BIN "
+            "at a folder holding initdb and pg_ctl)"
+        )
     bin_ = Path(found[-1]).parent
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="esa-bench-pg-"))
     run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
@@ -536,7 +544,7 @@ def bench_eventsourcing(events: int, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"events": events}
     sqlite_path = work / "es.sqlite"
     sqlite_path.unlink(missing_ok=True)
-    with throwaway_postgres(work / "pg") as server:
+    with throwaway_postgres() as server:
         import psycopg
 
         with psycopg.connect(server, autocommit=True) as con:
