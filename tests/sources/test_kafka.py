@@ -490,3 +490,19 @@ def test_types_from_headers_and_cloudevents_ids(kafka_mock: Broker, tmp_path: Pa
     events = events_of(other)
     assert [e["event_id"] for e in events] == ids
     assert events[0]["data"] == {"paid": True}
+
+
+def test_a_key_that_is_not_text_is_kept_as_base64_and_is_no_stream_id(
+    kafka_mock: Broker, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_mock)
+    good = {"type": "OrderNoted"}
+    kafka_mock.produce(topic, [Record(key="A", value=good), Record(key=b"\xff\x00k", value=good)])
+    lake = tmp_path / "lake"
+    summary = esa.import_events(lake, url(kafka_mock, topic), on_error="skip", create=True)
+    assert summary.events == 1
+    (reject,) = [json.loads(x) for x in rejects_path(lake, topic).read_text().splitlines()]
+    assert (reject["where"], reject["reason"]) == (f"{topic}/0@1", "no stream id (key)")
+    row = json.loads(reject["row"])
+    assert row["key"] is None
+    assert base64.b64decode(row["key_base64"]) == b"\xff\x00k"
