@@ -54,10 +54,17 @@ timestamp; ``occurred_at`` is the value's ``occurred_at``, ``timestamp``, ``time
 one, else the record's timestamp; the headers are the metadata, with ``correlation_id`` and
 ``causation_id`` taken from the headers (or the value) where present.
 
-Order in the lake: within a batch, partitions are merged by their records' timestamps taken
-as a running maximum along each partition (so one partition's records, which hold each key's
-events in order, are never reordered, whatever its timestamps do), then by topic and
-partition, then offset. Batches follow one another in the order they were read.
+Order in the lake: partitions are merged by their records' timestamps taken as a running
+maximum along each partition (so one partition's records, which hold each key's events in
+order, are never reordered, whatever its timestamps do), then by topic and partition, then
+offset. The merge holds across batches as far as memory allows: a batch takes only the records
+up to the *watermark*, the earliest of the latest timestamps read from each partition still
+being read, and keeps the rest for the next batch (a partition that is behind in time is not
+overtaken by one that is ahead); when more than four batches' worth of records wait, a
+batch takes them all (:data:`HOLD_BATCHES`). Partitions are fetched in turns of 256 KB
+(``max.partition.fetch.bytes``), so a backlog arrives interleaved. So a backlog read from many
+partitions keeps its recorded times instead of having most of them raised to a later batch's
+(the lake's recorded times never go back).
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ from esanalytics.sources.mapping import ImportMapping, TimeField
 __all__ = ["KafkaBatch", "KafkaSource", "open_kafka_source"]
 
 BATCH_RECORDS = 50_000
+HOLD_BATCHES = 4  # records held back for the merge across batches: at most 4 batches' worth
 METADATA_SECONDS = 10.0  # a broker that does not answer metadata in this long is unreachable
 STALL_SECONDS = 60.0  # no record for this long while partitions are below their watermark
 TOMBSTONE = "Tombstoned"
@@ -208,6 +216,7 @@ class KafkaSource:
         self.pattern = pattern
         self.settings = dict(settings or {})
         self.batch_records = batch_records
+        self.hold_records = HOLD_BATCHES * batch_records
         self.spec = pattern if pattern is not None else ",".join(self.topics)
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
@@ -257,6 +266,9 @@ class KafkaSource:
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "error",  # (records deleted under the reader: an error)
+            # partitions fetched in turns of at most this much, so a backlog arrives
+            # interleaved and the merge by time holds few records back (see the module)
+            "max.partition.fetch.bytes": 262_144,
             "logger": self._logger,
             **self.settings,
         }
@@ -462,6 +474,8 @@ class KafkaSource:
         assigned = set(todo)
         pending: list[list[Any]] = []
         count = 0
+        # each partition's running maximum timestamp over the records batches took so far
+        taken = np.full(len(places), np.iinfo(np.int64).min, dtype=np.int64)
         last_seen = time.monotonic()
         while todo:
             messages = consumer.consume(min(self.batch_records, 10_000), 0.2)
@@ -478,8 +492,12 @@ class KafkaSource:
             if good:
                 count += self._take(good, single, index, target, todo, pending)
             if count >= self.batch_records or (not todo and count):
-                yield self._batch(con, pending, places, offsets, position, low)
-                pending, count = [], 0
+                ready, pending = _up_to_watermark(
+                    pending, taken, todo, hold=bool(todo) and count < self.hold_records
+                )
+                count = sum(len(chunk[0]) for chunk in pending)
+                if ready:
+                    yield self._batch(con, ready, places, offsets, position, low)
             self._pause(consumer, places, todo, assigned)
 
     def _take(
@@ -504,7 +522,8 @@ class KafkaSource:
         for i in set(np.flatnonzero(~inside).tolist()):
             todo.discard(int(where[i]))
         if good:
-            pending.append([good, places_at, numbers])
+            millis = np.fromiter((m.timestamp()[1] for m in good), dtype=np.int64, count=len(good))
+            pending.append([good, places_at, numbers, millis])
         return len(good)
 
     def _pause(
@@ -781,6 +800,52 @@ def _text(error: Any) -> str:
     inner = error.args[0] if getattr(error, "args", None) else error
     text = inner.str() if hasattr(inner, "str") else str(inner)
     return str(text).rstrip(".")
+
+
+def _up_to_watermark(
+    pending: list[list[Any]], taken: Any, todo: set[int], *, hold: bool
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Split the records read into those a batch takes now and those it holds back: with
+    ``hold``, a record goes only when its running-maximum timestamp is at most the watermark
+    (the earliest of the partitions still being read's latest timestamps), so a batch never
+    takes a record ahead in time of one another partition has yet to hand over. ``taken``
+    (each partition's running maximum over the records batches took) is updated."""
+    where = np.concatenate([chunk[1] for chunk in pending])
+    numbers = np.concatenate([chunk[2] for chunk in pending])
+    millis = np.concatenate([chunk[3] for chunk in pending])
+    # running maximum along each partition, starting from what earlier batches took
+    order = np.lexsort((numbers, where))
+    running = millis[order].copy()
+    places = where[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(places)) + 1]
+    for begin, end in zip(starts, np.r_[starts[1:], len(running)], strict=True):
+        part = int(places[begin])
+        running[begin:end] = np.maximum.accumulate(
+            np.maximum(running[begin:end], np.int64(taken[part]))
+        )
+    key = np.empty_like(running)
+    key[order] = running
+    latest = taken.copy()
+    np.maximum.at(latest, where, key)
+    go = key <= min(int(latest[i]) for i in todo) if hold else np.ones(len(key), dtype=bool)
+    np.maximum.at(taken, where[go], key[go])
+    if go.all():
+        return pending, []
+    ready: list[list[Any]] = []
+    held: list[list[Any]] = []
+    start = 0
+    for chunk in pending:
+        size = len(chunk[0])
+        take = go[start : start + size]
+        start += size
+        for target, mask in ((ready, take), (held, ~take)):
+            if mask.any():
+                rows = np.flatnonzero(mask)
+                target.append([
+                    [chunk[0][i] for i in rows.tolist()],
+                    chunk[1][rows], chunk[2][rows], chunk[3][rows],
+                ])  # fmt: skip
+    return ready, held
 
 
 def _lake_order(where: Any, numbers: Any, millis: Any) -> Any:

@@ -23,7 +23,7 @@ import pytest
 import esanalytics as esa
 from esanalytics.exceptions import SourceChangedError, SourceError
 from esanalytics.sources.importer import rejects_path
-from esanalytics.sources.kafka import TOMBSTONE, open_kafka_source
+from esanalytics.sources.kafka import HOLD_BATCHES, TOMBSTONE, open_kafka_source
 from tests.conftest import log_bytes, run_esa
 from tests.kafka_broker import Broker, Record, consume_all, free_port
 from tests.sources.test_file_sources import events_of
@@ -174,7 +174,8 @@ def test_small_batches_keep_each_partition_in_order_and_commit_their_cursors(
     source = open_kafka_source(url(kafka_mock, topic), batch_records=37)
     summary = esa.import_events(lake, source, create=True)
     assert summary.events == 500
-    assert summary.batches >= 500 // 37
+    # (a batch may wait for other partitions' records, up to HOLD_BATCHES batches' worth)
+    assert summary.batches >= 500 // (37 * HOLD_BATCHES)
     events = events_of(lake)
     places = [place_of(e) for e in events]
     assert len(set(places)) == 500
