@@ -33,6 +33,7 @@ for rows already imported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sqlite3
@@ -67,6 +68,7 @@ BATCH_ROWS = 100_000  # rows a batch at most; BATCH_BYTES of rows as read, about
 BATCH_BYTES = 64 << 20
 FIRST_BATCH_ROWS = 1_000
 CONNECT_SECONDS = 5  # libpq's connect_timeout: an unreachable server fails within it
+LOCK_SECONDS = 10  # lock_timeout: a table another session holds locked fails within it
 
 # The layouts esa knows, by name (``--schema NAME``): each module of esanalytics.sources.stores
 # defines ``LAYOUT``, its layout class. A module not present is skipped.
@@ -154,20 +156,37 @@ class Database:
         (PostgreSQL: sequences are not transactional; SQLite: one writer at a time)."""
         return self.kind == "postgresql"
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A PostgreSQL error while reading (the server ended the connection, a lock held
+        longer than LOCK_SECONDS) as a :class:`SourceError` saying which."""
+        try:
+            yield
+        except Exception as error:
+            # (psycopg's and ADBC's: a lost connection, a server shut down, a lock timeout)
+            state = str(getattr(error, "sqlstate", None) or "")
+            if self.kind != "postgresql" or not (
+                state.startswith(("08", "57", "55P03"))
+                or any(c.__name__ == "OperationalError" for c in type(error).__mro__)
+            ):
+                raise
+            raise _read_error(error, self.label) from None
+
     def quote(self, name: str) -> str:
         """A table or column name as SQL (``schema.table`` quoted part by part)."""
         return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
     def query(self, sql: str) -> pa.Table:
         """The rows of ``sql`` as an Arrow table (text as string, bytes as binary)."""
-        arrow = self._adbc()
-        if arrow is not None:
-            with arrow.cursor() as cursor:
-                cursor.execute(sql)
-                return cursor.fetch_arrow_table()
-        cursor = self._con.execute(sql)
-        names = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
+        with self._reading():
+            arrow = self._adbc()
+            if arrow is not None:
+                with arrow.cursor() as cursor:
+                    cursor.execute(sql)
+                    return cursor.fetch_arrow_table()
+            cursor = self._con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
         if not rows:
             return pa.table({name: pa.array([], pa.null()) for name in names})
         return pa.table(
@@ -188,6 +207,8 @@ class Database:
                 return None
             try:
                 self._arrow = adbc.connect(_with_timeout(self._url), autocommit=True)
+                with self._arrow.cursor() as cursor:
+                    cursor.execute(f"SET lock_timeout = '{LOCK_SECONDS}s'")
             except adbc.Error as error:  # (the psycopg connection was made a moment ago)
                 parts = urllib.parse.urlsplit(self._url)
                 raise _connect_error(
@@ -232,9 +253,10 @@ class Database:
     def now(self) -> float:
         """The database's clock, in seconds since the epoch (for the gap rule)."""
         if self.kind == "postgresql":
-            return float(
-                self._con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
-            )
+            with self._reading():
+                return float(
+                    self._con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
+                )
         return time.time()
 
     def close(self) -> None:
@@ -291,6 +313,7 @@ def _connect_postgres(url: str) -> Database:
     database = parts.path.lstrip("/") or parts.username or "(the user's name)"
     try:
         con = psycopg.connect(url, connect_timeout=CONNECT_SECONDS, autocommit=True)
+        con.execute(f"SET lock_timeout = '{LOCK_SECONDS}s'")
     except psycopg.Error as error:
         raise _connect_error(str(error), _redact(url), where, parts.username, database) from None
     return Database("postgresql", _redact(url), con, url)
@@ -322,6 +345,29 @@ def _connect_error(
                 "and that no firewall is in the way; esa waits "
                 f"{CONNECT_SECONDS} seconds for an answer.")  # fmt: skip
     return SourceError(f"{problem} ({label})", hint=hint, source=None, where=None)
+
+
+def _read_error(error: Exception, label: str) -> SourceError:
+    said = " ".join(str(error).split())
+    if getattr(error, "sqlstate", None) == "55P03" or "lock timeout" in said:
+        return SourceError(
+            f"A table the import reads is locked by another session, and stayed locked for "
+            f"{LOCK_SECONDS} seconds: {said} ({label}). Nothing of this batch was written.",
+            hint="see which session holds it (SELECT * FROM pg_locks JOIN pg_stat_activity "
+            "USING (pid) WHERE relation = 'TABLE'::regclass): a migration, a LOCK TABLE or a "
+            "VACUUM FULL; run the import again when it is done (it goes on after its last "
+            "committed batch).",
+            source=None,
+            where=None,
+        )
+    return SourceError(
+        f"The PostgreSQL server broke off the import's read: {said} ({label}). Nothing of "
+        "this batch was written.",
+        hint="the lake keeps the batches committed before it; run it again when the server is "
+        "back (it goes on after its last committed batch).",
+        source=None,
+        where=None,
+    )
 
 
 def _sqlite_path(url: str) -> Path:

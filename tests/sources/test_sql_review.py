@@ -6,14 +6,23 @@ as the independent answer."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 import esanalytics as esa
+from esanalytics.exceptions import SourceError
+from esanalytics.sources import sql
 from esanalytics.sources.importer import import_events
+from esanalytics.sources.sql import open_sql_source
+from tests.conftest import log_bytes
+from tests.sources.eventsourcing_app import postgres_env
 
 
 class Lamp(Aggregate):
@@ -28,9 +37,13 @@ class Lamp(Aggregate):
         pass
 
 
+class Lamps(Application[Any]):
+    """The application (PostgreSQL: its table is ``lamps_events``)."""
+
+
 def lamps(env: dict[str, str], count: int) -> list[Any]:
     """Install ``count`` lamps, switch each twice; the notifications as the library reads them."""
-    app = Application[Any](env=env)
+    app = Lamps(env=env)
     try:
         for _ in range(count):
             lamp = Lamp()
@@ -46,9 +59,7 @@ def test_events_with_no_attributes_of_their_own_are_read(tmp_path: Path) -> None
     # the library stores such an event's state as the timestamp alone
     # ({"timestamp":{...}}) or with the aggregate's class ({..., "originator_topic":"..."})
     path = tmp_path / "lamps.sqlite"
-    notifications = lamps(
-        {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}, 3
-    )
+    notifications = lamps(sqlite_env(path), 3)
     summary = import_events(tmp_path / "lake", f"sqlite:///{path}", create=True)
     assert summary.events == len(notifications) == 9
     events = esa.open(tmp_path / "lake").read_all().to_arrow().to_pylist()
@@ -57,3 +68,71 @@ def test_events_with_no_attributes_of_their_own_are_read(tmp_path: Path) -> None
     assert [json.loads(e["metadata"])["source_version"] for e in events] == [
         n.originator_version for n in notifications
     ]
+
+
+def sqlite_env(path: Path) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+
+
+def others(url: str) -> list[int]:
+    """The backends of ``url``'s database but the caller's (the import's connections)."""
+    with psycopg.connect(url, autocommit=True) as con:
+        rows = con.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_a_locked_table_is_an_error_within_seconds_not_a_hang(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lamps(postgres_env(postgres_url), 2)
+    monkeypatch.setattr(sql, "LOCK_SECONDS", 1)
+    lake = tmp_path / "lake"
+    with psycopg.connect(postgres_url) as holder:  # (a migration, a LOCK TABLE, a VACUUM FULL)
+        holder.execute("LOCK TABLE lamps_events IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            import_events(lake, postgres_url, create=True)
+        assert time.monotonic() - started < 10
+        holder.rollback()
+    text = str(caught.value)
+    assert "locked" in text, text
+    assert "pg_locks" in text
+    assert not lake.exists()
+    assert others(postgres_url) == []  # (no connection left open)
+    assert import_events(lake, postgres_url, create=True).events == 6
+
+
+def test_a_connection_the_server_breaks_off_is_an_error_and_whole_batches_stay(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    lamps(postgres_env(postgres_url), 10)  # 30 events
+    lake = tmp_path / "lake"
+    broke = threading.Event()
+
+    def break_off(summary: Any) -> None:  # after the first commit: the server ends the reads
+        if not broke.is_set():
+            broke.set()
+            with psycopg.connect(postgres_url, autocommit=True) as con:
+                con.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+
+    source = open_sql_source(postgres_url, batch_rows=4)
+    with pytest.raises(SourceError) as caught:
+        import_events(lake, source, create=True, on_batch=break_off)
+    text = str(caught.value)
+    assert "broke off" in text, text
+    assert "run it again" in text.split("Hint:")[1]
+    written = esa.open(lake).read_all().to_arrow().num_rows
+    assert written > 0
+    assert written % 4 == 0  # whole batches
+    before = log_bytes(lake)
+    assert import_events(lake, open_sql_source(postgres_url, batch_rows=4)).events == 30 - written
+    assert log_bytes(lake) != before
+    events = esa.open(lake).read_all().to_arrow()
+    assert events.num_rows == len(set(events["event_id"].to_pylist())) == 30
