@@ -28,13 +28,16 @@ position order, so its cursor is the highest position alone.
 
 A table whose highest position is below the cursor (emptied, restored from an older backup,
 replaced) is refused with :class:`SourceChangedError`: its new rows would otherwise be taken
-for rows already imported.
+for rows already imported. So is one whose row at the cursor's position is gone or is another
+event (the cursor keeps that row's event id as ``mark``): a table truncated, or recreated and
+written past the cursor again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import re
 import sqlite3
 import time
@@ -484,8 +487,9 @@ class SqlSource:
     """A layout's rows in a database, read by position in batches of about BATCH_BYTES (at
     most ``batch_rows`` rows; the first of FIRST_BATCH_ROWS, to measure the rows).
 
-    The cursor is ``{"table", "position", "gaps"}``: the highest position read and the gaps
-    below it (``[low, high, first_seen]`` ranges; see the module's gap rule)."""
+    The cursor is ``{"table", "position", "gaps", "mark"}``: the highest position read, the
+    gaps below it (``[low, high, first_seen]`` ranges; see the module's gap rule) and the
+    event id of the row at that position."""
 
     kind = "sql"
 
@@ -537,6 +541,8 @@ class SqlSource:
         try:
             if at:
                 self._check(db, int(at["position"]), name)
+                if at.get("mark") is not None:
+                    self._check_mark(db, con, int(at["position"]), at["mark"], name)
             yield from self._read(db, at, con)
         finally:
             db.close()
@@ -558,11 +564,33 @@ class SqlSource:
                 where=None,
             )
 
+    def _check_mark(
+        self, db: Database, con: Any, position: int, mark: str, name: str | None
+    ) -> None:
+        """Refuse a table whose row at the cursor's position is gone or another event: it was
+        truncated, or recreated and written past the cursor again."""
+        column = f"{db.quote(self.layout.table)}.{db.quote(self.layout.position)}"
+        batch = db.query(self.layout.select(db, f"({column} = {int(position)})", 1))
+        now = _event_id(self.layout.rows(con, batch)) if batch.num_rows else None
+        if now != mark:
+            what = "gone" if not batch.num_rows else f"now the event {now}"
+            raise SourceChangedError(
+                f"The table {self.layout.table} of {self.label} changed under the import's "
+                f"cursor: the import has read up to position {position:,}, the event {mark}, "
+                f"and that row is {what} (the table was emptied, recreated or replaced).",
+                hint="restore the store to go on; if it was replaced on purpose, import it "
+                "under a new --name (its events are recognised by their event ids, so none is "
+                "written twice).",
+                source=name,
+                where=None,
+            )
+
     def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
         layout = self.layout
         column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
         after = int(at["position"]) if at else 0
         gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
+        mark = at.get("mark") if at else None
         # a first batch of a few rows, then as many as make about BATCH_BYTES (a store of
         # large states is read in fewer rows a batch), at most batch_rows
         limit = min(self.batch_rows, FIRST_BATCH_ROWS)
@@ -579,11 +607,14 @@ class SqlSource:
             last = int(positions.max())
             if db.gaps_possible:
                 gaps = _next_gaps(gaps, positions, after, now, full=full)
+            lines = layout.rows(con, batch)
+            if last >= after:  # (rows are ordered: the last is the one at the new position)
+                mark = _event_id(lines.slice(len(lines) - 1))
             after = max(after, last)
             cursor = {"table": layout.table, "position": after}
             if db.gaps_possible:
                 cursor["gaps"] = gaps
-            lines = layout.rows(con, batch)
+            cursor["mark"] = mark
             coordinates = pc.binary_join_element_wise(
                 pa.array([f"{layout.table}#"] * len(positions), pa.string()),
                 pa.array(positions).cast(pa.string()),
@@ -594,6 +625,17 @@ class SqlSource:
                 return
             per_row = max(1, batch.nbytes // batch.num_rows)
             limit = max(1, min(self.batch_rows, BATCH_BYTES // per_row))
+
+
+def _event_id(lines: pa.Array) -> str | None:
+    """The event id of a one-row batch's line (None when it has none or is not JSON)."""
+    text = lines[0].as_py()
+    try:
+        row = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    value = row.get("event_id") if isinstance(row, dict) else None
+    return None if value is None else str(value)
 
 
 def _next_gaps(

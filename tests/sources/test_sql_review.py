@@ -17,7 +17,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 import esanalytics as esa
-from esanalytics.exceptions import SourceError
+from esanalytics.exceptions import SourceChangedError, SourceError
 from esanalytics.sources import sql
 from esanalytics.sources.importer import import_events
 from esanalytics.sources.sql import open_sql_source
@@ -136,3 +136,45 @@ def test_a_connection_the_server_breaks_off_is_an_error_and_whole_batches_stay(
     assert log_bytes(lake) != before
     events = esa.open(lake).read_all().to_arrow()
     assert events.num_rows == len(set(events["event_id"].to_pylist())) == 30
+
+
+def test_a_sqlite_store_recreated_with_more_rows_is_refused_not_read_from_the_middle(
+    tmp_path: Path,
+) -> None:
+    # SQLite numbers a new table's rows from 1 again: a store deleted and written anew
+    # reaches the old cursor's position, and its first rows must not be taken as imported
+    path, lake = tmp_path / "lamps.sqlite", tmp_path / "lake"
+    lamps(sqlite_env(path), 2)
+    assert import_events(lake, f"sqlite:///{path}", create=True).events == 6
+    path.unlink()
+    lamps(sqlite_env(path), 4)  # 12 rows: positions 1..12, none of them imported
+    before = log_bytes(lake)
+    with pytest.raises(SourceChangedError) as caught:
+        import_events(lake, f"sqlite:///{path}")
+    assert "changed under the import's cursor" in str(caught.value)
+    assert "position 6" in str(caught.value)
+    assert log_bytes(lake) == before
+
+
+def test_a_postgres_table_truncated_then_written_again_is_refused(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # TRUNCATE keeps the sequence: new rows come after the cursor, and the ones it
+    # removed are gone; either way the table is no longer the one the import was reading
+    lake = tmp_path / "lake"
+    lamps(postgres_env(postgres_url), 2)
+    assert import_events(lake, postgres_url, create=True).events == 6
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("TRUNCATE lamps_events")
+    lamps(postgres_env(postgres_url), 3)  # positions 7..15
+    before = log_bytes(lake)
+    with pytest.raises(SourceChangedError, match="changed under the import's cursor"):
+        import_events(lake, postgres_url)
+    assert log_bytes(lake) == before
+    # and a table recreated (its sequence from 1 again) with more rows than the cursor
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP TABLE lamps_events")
+    lamps(postgres_env(postgres_url), 3)  # positions 1..9
+    with pytest.raises(SourceChangedError, match="changed under the import's cursor"):
+        import_events(lake, postgres_url)
+    assert log_bytes(lake) == before
