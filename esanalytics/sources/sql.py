@@ -253,6 +253,15 @@ class Database:
             found[table] = names
         return found
 
+    def current_schema(self) -> str | None:
+        """PostgreSQL's current schema (the first of the search_path that exists); None
+        for SQLite."""
+        if self.kind != "postgresql":
+            return None
+        with self._reading():
+            value = self._con.execute("SELECT current_schema()").fetchone()[0]
+        return None if value is None else str(value)
+
     def now(self) -> float:
         """The database's clock, in seconds since the epoch (for the gap rule)."""
         if self.kind == "postgresql":
@@ -501,6 +510,9 @@ class SqlSource:
         self.layout = layout
         self.label = db.label
         self.batch_rows = batch_rows
+        # the schema a table named without one is in (search_path), so that the identity
+        # names the table whatever the search_path of a later run
+        self.schema = db.current_schema()
 
     @property
     def identity(self) -> str:
@@ -509,7 +521,10 @@ class SqlSource:
         else:
             parts = urllib.parse.urlsplit(self.url)
             where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
-        return f"{self.kind_of_database}:{where}#{self.layout.name}:{self.layout.table}"
+        table = self.layout.table
+        if self.schema is not None and "." not in table:
+            table = f"{self.schema}.{table}"
+        return f"{self.kind_of_database}:{where}#{self.layout.name}:{table}"
 
     def default_name(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "-", self.layout.table)
@@ -682,6 +697,6 @@ def open_sql_source(
     db = connect(url)
     try:
         layout = find_layout(db, schema)
+        return SqlSource(url, db, layout, batch_rows=batch_rows)
     finally:
         db.close()
-    return SqlSource(url, db, layout, batch_rows=batch_rows)

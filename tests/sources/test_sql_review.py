@@ -178,3 +178,25 @@ def test_a_postgres_table_truncated_then_written_again_is_refused(
     with pytest.raises(SourceChangedError, match="changed under the import's cursor"):
         import_events(lake, postgres_url)
     assert log_bytes(lake) == before
+
+
+def test_the_same_table_name_in_another_postgres_schema_is_another_source(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # with search_path=a, "lamps_events" is a.lamps_events; without, public.lamps_events: the
+    # import must say it reads another table, not go on in it (or call it changed)
+    lamps(postgres_env(postgres_url), 2)  # public.lamps_events
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("CREATE SCHEMA a")
+    lamps(postgres_env(postgres_url, POSTGRES_SCHEMA="a"), 3)  # a.lamps_events
+    lake, table = tmp_path / "lake", "eventsourcing:lamps_events"
+    in_a = postgres_url + "?options=-csearch_path%3Da"
+    assert import_events(lake, in_a, create=True, name="lamps", schema=table).events == 9
+    before = log_bytes(lake)
+    with pytest.raises(SourceError) as caught:
+        import_events(lake, postgres_url, name="lamps", schema=table)
+    text = str(caught.value)
+    assert "a.lamps_events" in text, text
+    assert "public.lamps_events" in text
+    assert log_bytes(lake) == before
+    assert import_events(lake, in_a, name="lamps", schema=table).events == 0
