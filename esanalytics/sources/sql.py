@@ -215,7 +215,7 @@ class Database:
             except adbc.Error as error:  # (the psycopg connection was made a moment ago)
                 parts = urllib.parse.urlsplit(self._url)
                 raise _connect_error(
-                    str(error),
+                    _scrub(str(error), self._url),
                     self.label,
                     f"{parts.hostname or 'localhost'}:{parts.port or 5432}",
                     parts.username,
@@ -301,13 +301,38 @@ def _with_timeout(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+_USERINFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")  # (to the netloc's last @)
+_URL_HINT = (
+    "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE?OPTION=VALUE (libpq's "
+    "options), with @ : / % in the user or password percent-encoded (%40 %3A %2F %25)."
+)
+
+
 def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password (in the user part or a ``password=`` option); it need
+    not be a valid URL."""
+    found = _USERINFO.match(url)
+    if found and ":" in found.group(2):
+        url = found.group(1) + found.group(2).split(":", 1)[0] + "@" + url[found.end() :]
+    base, question, rest = url.partition("?")
+    if not question:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    query, hash_, fragment = rest.partition("#")
+    kept = [p for p in query.split("&") if not p.lower().startswith("password=")]
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the URL's password, as written or decoded, hidden."""
+    secrets = []
+    found = _USERINFO.match(url)
+    if found and ":" in found.group(2):
+        secrets.append(found.group(2).split(":", 1)[1])
+    secrets += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    for secret in sorted({*secrets, *map(urllib.parse.unquote, secrets)}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _connect_postgres(url: str) -> Database:
@@ -320,14 +345,24 @@ def _connect_postgres(url: str) -> Database:
             source=None,
             where=None,
         ) from None
-    parts = urllib.parse.urlsplit(url)
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError as error:  # (a port that is no number, a broken [IPv6] host)
+        raise SourceError(
+            f"{_redact(url)} is not a PostgreSQL URL esa can read: {_scrub(str(error), url)}.",
+            hint=_URL_HINT,
+            source=None,
+            where=None,
+        ) from None
     database = parts.path.lstrip("/") or parts.username or "(the user's name)"
     try:
         con = psycopg.connect(url, connect_timeout=CONNECT_SECONDS, autocommit=True)
         con.execute(f"SET lock_timeout = '{LOCK_SECONDS}s'")
     except psycopg.Error as error:
-        raise _connect_error(str(error), _redact(url), where, parts.username, database) from None
+        raise _connect_error(
+            _scrub(str(error), url), _redact(url), where, parts.username, database
+        ) from None
     return Database("postgresql", _redact(url), con, url)
 
 
@@ -350,6 +385,9 @@ def _connect_error(
     elif "database" in said and "does not exist" in said:
         problem = f"There is no database {database!r} on the PostgreSQL server at {where}."
         hint = "check the database name after the last / of the URL (psql -l lists them)."
+    elif "invalid" in said and "connection to server" not in said:  # (libpq read the URL)
+        problem = f"The URL is not one PostgreSQL reads: {said}"
+        hint = _URL_HINT
     else:
         problem = f"The PostgreSQL server at {where} cannot be reached: {said}"
         hint = (f"check that PostgreSQL runs there and listens on that address and port "

@@ -23,6 +23,7 @@ from esanalytics.sources.importer import import_events
 from esanalytics.sources.sql import open_sql_source
 from tests.conftest import log_bytes
 from tests.sources.eventsourcing_app import postgres_env
+from tests.sources.test_import_cli import esa_run, failed
 
 
 class Lamp(Aggregate):
@@ -200,3 +201,27 @@ def test_the_same_table_name_in_another_postgres_schema_is_another_source(
     assert "public.lamps_events" in text
     assert log_bytes(lake) == before
     assert import_events(lake, in_a, name="lamps", schema=table).events == 0
+
+
+def test_a_password_in_the_url_is_shown_nowhere(postgres: Any, tmp_path: Path) -> None:
+    # libpq takes the password from the URL's user part or from ?password=; either may be
+    # wrong in its percent-encoding, and libpq's message then quotes it
+    url = postgres.database()
+    lamps(postgres_env(url), 1)
+    lake = tmp_path / "lake"
+    done = esa_run("import", lake, url + "?password=Hunter2pw", "--create")
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout + done.stderr + esa_run("info", lake).stdout
+    assert "Hunter2pw" not in shown, shown
+    assert not [p for p in lake.rglob("*") if p.is_file() and b"Hunter2pw" in p.read_bytes()]
+    port = postgres.port
+    for bad, words in [
+        (f"postgresql://esa:Hunter2%pw@127.0.0.1:{port}/postgres", ["URL"]),
+        (f"postgresql://esa@127.0.0.1:{port}/postgres?password=Hunter2pw&sslmode=no", ["URL"]),
+        ("postgresql://esa:Hunter2pw@127.0.0.1:port/postgres", ["URL", "Port"]),
+        ("postgresql://esa:Hunter2pw@127.0.0.1:99999/postgres", ["URL", "Port"]),
+        ("postgresql://esa:Hunter2pw@[::1/postgres", ["URL"]),
+    ]:
+        text = failed(esa_run("import", tmp_path / "other", bad, "--create"), *words)
+        assert "Hunter2" not in text, text
+        assert "Unexpected" not in text, text
