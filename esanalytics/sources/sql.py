@@ -168,6 +168,8 @@ class Database:
         except Exception as error:
             # (psycopg's and ADBC's: a lost connection, a server shut down, a lock timeout)
             state = str(getattr(error, "sqlstate", None) or "")
+            if self.kind == "sqlite" and _sqlite_locked(error):
+                raise _sqlite_locked_error(self.label) from None
             if self.kind != "postgresql" or not (
                 state.startswith(("08", "57", "55P03"))
                 or any(c.__name__ == "OperationalError" for c in type(error).__mro__)
@@ -430,6 +432,24 @@ def _sqlite_path(url: str) -> Path:
     return path
 
 
+def _sqlite_locked(error: Exception) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
+
+
+def _sqlite_locked_error(where: str) -> SourceError:
+    return SourceError(
+        f"The SQLite database {where} is locked by a writer, and stayed locked for "
+        f"{LOCK_SECONDS} seconds. Nothing of this batch was written.",
+        hint="run the import again when the application's write is done (it goes on after "
+        "its last committed batch); a database in WAL mode (PRAGMA journal_mode = WAL) lets "
+        "esa read while the application writes.",
+        source=None,
+        where=None,
+    )
+
+
 def _connect_sqlite(url: str) -> Database:
     path = _sqlite_path(url)
     if not path.is_file():
@@ -441,11 +461,13 @@ def _connect_sqlite(url: str) -> Database:
             where=None,
         )
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    con = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=LOCK_SECONDS)
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as error:
         con.close()
+        if _sqlite_locked(error):
+            raise _sqlite_locked_error(str(path)) from None
         raise SourceError(
             f"The file {path} is not a SQLite database: {error}.",
             hint="give the database file the application writes (its SQLITE_DBNAME).",

@@ -225,3 +225,31 @@ def test_a_password_in_the_url_is_shown_nowhere(postgres: Any, tmp_path: Path) -
         text = failed(esa_run("import", tmp_path / "other", bad, "--create"), *words)
         assert "Hunter2" not in text, text
         assert "Unexpected" not in text, text
+
+
+def test_a_locked_sqlite_database_is_said_to_be_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in the rollback-journal mode (not WAL), a writer's EXCLUSIVE lock keeps readers out
+    import sqlite3
+
+    path, lake = tmp_path / "lamps.sqlite", tmp_path / "lake"
+    lamps(sqlite_env(path), 1)
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA journal_mode = DELETE")
+    monkeypatch.setattr(sql, "LOCK_SECONDS", 1)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            import_events(lake, f"sqlite:///{path}", create=True)
+        assert time.monotonic() - started < 10
+    finally:
+        writer.close()
+    text = str(caught.value)
+    assert "locked" in text, text
+    assert "not a SQLite database" not in text
+    assert not lake.exists()
+    assert import_events(lake, f"sqlite:///{path}", create=True).events == 3
+
