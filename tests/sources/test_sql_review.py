@@ -253,3 +253,25 @@ def test_a_locked_sqlite_database_is_said_to_be_locked(
     assert not lake.exists()
     assert import_events(lake, f"sqlite:///{path}", create=True).events == 3
 
+
+def test_esa_info_says_where_a_sql_import_stands_in_words(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # positions taken and never used (rolled-back inserts) are gaps the cursor keeps looking
+    # in: up to 1000 of them, which esa info printed as raw JSON
+    lamps(postgres_env(postgres_url), 1)
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        for _ in range(40):  # every other position: 40 gaps
+            con.execute("SELECT nextval('lamps_events_notification_id_seq')")
+            with con.transaction():
+                con.execute(
+                    "INSERT INTO lamps_events (originator_id, originator_version, topic, state) "
+                    "SELECT gen_random_uuid(), originator_version, topic, state FROM lamps_events "
+                    "WHERE notification_id = 1"
+                )
+    lake = tmp_path / "lake"
+    assert import_events(lake, postgres_url, create=True).events == 43
+    out = esa_run("info", lake).stdout
+    line = " ".join(out[out.index("import 'lamps_events'") :].split())  # (lines wrap)
+    assert "up to lamps_events position 83, 40 gaps below it looked in" in line, line
+    assert len(line) < 300, line
