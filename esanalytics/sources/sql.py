@@ -183,23 +183,47 @@ class Database:
 
     def query(self, sql: str) -> pa.Table:
         """The rows of ``sql`` as an Arrow table (text as string, bytes as binary)."""
+        return self.query_upto(sql, None)[0]
+
+    def query_upto(self, sql: str, max_bytes: int | None) -> tuple[pa.Table, bool]:
+        """The rows of ``sql`` as :meth:`query` gives them, read no further than the row
+        (ADBC: the record batch, of about a quarter of ``max_bytes``) that brings their
+        text and bytes past ``max_bytes``; and whether it stopped there, rows left unread
+        (the rows being ordered, what it read is a prefix of them)."""
         with self._reading():
             arrow = self._adbc()
             if arrow is not None:
                 with arrow.cursor() as cursor:
+                    if max_bytes is None:
+                        cursor.execute(sql)
+                        return cursor.fetch_arrow_table(), False
+                    cursor.adbc_statement.set_options(
+                        **{"adbc.postgresql.batch_size_hint_bytes": str(max(1, max_bytes // 4))}
+                    )
                     cursor.execute(sql)
-                    return cursor.fetch_arrow_table()
+                    reader = cursor.fetch_record_batch()
+                    chunks, size = [], 0
+                    for chunk in reader:
+                        chunks.append(chunk)
+                        size += chunk.nbytes
+                        if size >= max_bytes:
+                            reader.close()  # (the rest is not read)
+                            return pa.Table.from_batches(chunks, reader.schema), True
+                    return pa.Table.from_batches(chunks, reader.schema), False
             cursor = self._con.execute(sql)
             names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        if not rows:
-            return pa.table({name: pa.array([], pa.null()) for name in names})
-        return pa.table(
-            {
-                name: _column(values)
-                for name, values in zip(names, zip(*rows, strict=True), strict=True)
-            }
-        )
+            if max_bytes is None:
+                return _rows_table(names, cursor.fetchall()), False
+            rows, size = [], 0
+            for row in cursor:  # (sqlite3 steps through the rows as they are asked for)
+                rows.append(row)
+                for value in row:
+                    if isinstance(value, _SIZED):
+                        size += len(value)
+                if size >= max_bytes:
+                    cursor.close()
+                    return _rows_table(names, rows), True
+            return _rows_table(names, rows), False
 
     def _adbc(self) -> Any:
         if self.kind != "postgresql" or self._url is None:
@@ -280,6 +304,16 @@ class Database:
 
 
 _TYPES = {int: pa.int64(), str: pa.string(), bytes: pa.binary(), memoryview: pa.binary()}
+_SIZED = (str, bytes, memoryview)
+
+
+def _rows_table(names: list[str], rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Rows of Python values as an Arrow table (no rows: columns of type null)."""
+    if not rows:
+        return pa.table({name: pa.array([], pa.null()) for name in names})
+    return pa.table(
+        {name: _column(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+    )
 
 
 def _column(values: tuple[Any, ...]) -> pa.Array:
@@ -667,17 +701,18 @@ class SqlSource:
         gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
         mark = at.get("mark") if at else None
         # a first batch of a few rows, then as many as make about BATCH_BYTES (a store of
-        # large states is read in fewer rows a batch), at most batch_rows
+        # large states is read in fewer rows a batch), at most batch_rows; and a batch is
+        # cut once it has read BATCH_BYTES (rows larger than those before them)
         limit = min(self.batch_rows, FIRST_BATCH_ROWS)
         while True:
             now = db.now() if db.gaps_possible else 0.0
             where = f"{column} > {after}" + "".join(
                 f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
             )
-            batch = db.query(layout.select(db, f"({where})", limit))
+            batch, cut = db.query_upto(layout.select(db, f"({where})", limit), BATCH_BYTES)
             if batch.num_rows == 0:
                 return
-            full = batch.num_rows >= limit
+            full = cut or batch.num_rows >= limit  # (a cut batch is followed by more)
             positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
             last = int(positions.max())
             if db.gaps_possible:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psycopg
 import pytest
 from eventsourcing.application import Application
@@ -275,3 +276,48 @@ def test_esa_info_says_where_a_sql_import_stands_in_words(
     line = " ".join(out[out.index("import 'lamps_events'") :].split())  # (lines wrap)
     assert "up to lamps_events position 83, 40 gaps below it looked in" in line, line
     assert len(line) < 300, line
+
+
+class Note(Aggregate):
+    """An aggregate whose events grow: small at first, then of ``size`` characters."""
+
+    @event("Written")
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class Notes(Application[Any]):
+    """The application (PostgreSQL: its table is ``notes_events``)."""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_batches_stay_bounded_in_bytes_when_the_rows_grow(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    # a batch's row count came from the rows before it: 1,000 small rows, then rows of
+    # 100 kB, made a batch of every large row (30 times the bound here; at 64 MB with
+    # 100,000-row batches, gigabytes)
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+        env = sqlite_env(tmp_path / "notes.sqlite")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        env = postgres_env(url)
+    app = Notes(env=env)
+    try:
+        for n in range(1200):
+            app.save(Note(f"n{n}"))
+        for n in range(150):
+            app.save(Note(f"{n:04}" + "x" * 100_000))
+    finally:
+        app.close()
+    bound = 1 << 20
+    monkeypatch.setattr(sql, "BATCH_BYTES", bound)
+    con = duckdb.connect()
+    sizes, rows = [], []
+    for batch in open_sql_source(url).read(None, con=con):
+        sizes.append(sum(len(line) for line in batch.lines.to_pylist()))
+        rows += batch.at.to_pylist()
+    assert len(rows) == len(set(rows)) == 1350  # every row once
+    # the bound, the row that passes it, and what a line adds to a row (ids, metadata)
+    assert max(sizes[1:]) <= bound + 200_000, sizes
