@@ -168,6 +168,18 @@ class Database:
         except Exception as error:
             # (psycopg's and ADBC's: a lost connection, a server shut down, a lock timeout)
             state = str(getattr(error, "sqlstate", None) or "")
+            if state == "42P01" or (  # (undefined_table)
+                isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
+            ):
+                said = " ".join(str(error).split("\n")[0].split())
+                raise SourceChangedError(
+                    f"A table the import reads is gone from {self.label}: {said}.",
+                    hint="the store was dropped, renamed or moved to another schema: restore "
+                    "it to go on; if it was replaced on purpose, import it under a new --name "
+                    "(its events are recognised by their event ids, so none is written twice).",
+                    source=None,
+                    where=None,
+                ) from None
             if self.kind == "sqlite" and _sqlite_locked(error):
                 raise _sqlite_locked_error(self.label) from None
             if self.kind != "postgresql" or not (

@@ -321,3 +321,35 @@ def test_batches_stay_bounded_in_bytes_when_the_rows_grow(
     assert len(rows) == len(set(rows)) == 1350  # every row once
     # the bound, the row that passes it, and what a line adds to a row (ids, metadata)
     assert max(sizes[1:]) <= bound + 200_000, sizes
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_table_dropped_while_followed_is_a_changed_source(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        path = tmp_path / "lamps.sqlite"
+        url, env, table = f"sqlite:///{path}", sqlite_env(path), "stored_events"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        env, table = postgres_env(url), "lamps_events"
+    lamps(env, 1)
+    lake, stop = tmp_path / "lake", threading.Event()
+
+    def drop(summary: Any) -> None:  # after the first commit, the application's table goes
+        if kind == "sqlite":
+            import sqlite3
+
+            with sqlite3.connect(path) as con:
+                con.execute(f"DROP TABLE {table}")
+        else:
+            with psycopg.connect(url, autocommit=True) as con:
+                con.execute(f"DROP TABLE {table}")
+
+    with pytest.raises(SourceChangedError) as caught:
+        import_events(
+            lake, url, create=True, follow=True, poll_seconds=0.05, stop=stop, on_batch=drop
+        )
+    assert table in str(caught.value)
+    assert "Hint:" in str(caught.value)
+    assert esa.open(lake).read_all().to_arrow().num_rows == 3
