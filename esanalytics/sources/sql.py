@@ -343,10 +343,12 @@ def _column(values: tuple[Any, ...]) -> pa.Array:
 def _with_timeout(url: str) -> str:
     """``url`` with libpq's connect_timeout, unless it sets one."""
     parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query)
-    if not any(key == "connect_timeout" for key, _ in query):
-        query.append(("connect_timeout", str(CONNECT_SECONDS)))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    if any(key == "connect_timeout" for key, _ in urllib.parse.parse_qsl(parts.query)):
+        return url
+    # (the query as written: re-encoding it would make an encoded space '+', which libpq
+    # does not read as a space)
+    query = (parts.query + "&" if parts.query else "") + f"connect_timeout={CONNECT_SECONDS}"
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 _USERINFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")  # (to the netloc's last @)

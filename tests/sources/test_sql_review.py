@@ -353,3 +353,19 @@ def test_a_table_dropped_while_followed_is_a_changed_source(
     assert table in str(caught.value)
     assert "Hint:" in str(caught.value)
     assert esa.open(lake).read_all().to_arrow().num_rows == 3
+
+
+def test_libpq_options_with_an_encoded_space_reach_both_connections(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # ?options=-c%20search_path%3Da is libpq's way to pick a schema in a URL; re-encoding it
+    # for the Arrow connection made the space a '+', which PostgreSQL refused
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("CREATE SCHEMA a")
+    lamps(postgres_env(postgres_url, POSTGRES_SCHEMA="a"), 2)
+    lamps(postgres_env(postgres_url), 1)
+    url = postgres_url + "?options=-c%20search_path%3Da"
+    summary = import_events(
+        tmp_path / "lake", url, create=True, schema="eventsourcing:lamps_events"
+    )
+    assert summary.events == 6  # a.lamps_events, not public's 3
