@@ -438,6 +438,11 @@ def _connect_error(
     elif "invalid" in said and "connection to server" not in said:  # (libpq read the URL)
         problem = f"The URL is not one PostgreSQL reads: {said}"
         hint = _URL_HINT
+    elif "FATAL:" in said:  # (the server answered, and said no)
+        problem = f"The PostgreSQL server at {where} refused the connection: {said}"
+        hint = ("check what the URL asks of the server (its options= settings, the database, "
+                "sslmode) and that the server takes connections now (not starting up or "
+                "shutting down, not at max_connections).")  # fmt: skip
     else:
         problem = f"The PostgreSQL server at {where} cannot be reached: {said}"
         hint = (f"check that PostgreSQL runs there and listens on that address and port "

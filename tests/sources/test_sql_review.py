@@ -369,3 +369,11 @@ def test_libpq_options_with_an_encoded_space_reach_both_connections(
         tmp_path / "lake", url, create=True, schema="eventsourcing:lamps_events"
     )
     assert summary.events == 6  # a.lamps_events, not public's 3
+
+
+def test_a_server_that_answers_no_is_not_called_unreachable(postgres: Any, tmp_path: Path) -> None:
+    # the server was reached and refused what the URL asked (a setting it does not know)
+    url = postgres.url("postgres") + "?options=-c%20no_such_setting%3D1"
+    text = failed(esa_run("import", tmp_path / "lake", url, "--create"), "no_such_setting")
+    assert "cannot be reached" not in text
+    assert "pg_isready" not in text
