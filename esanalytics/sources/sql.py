@@ -180,6 +180,8 @@ class Database:
                     source=None,
                     where=None,
                 ) from None
+            if state == "42501":  # (insufficient_privilege)
+                raise _privilege_error(error, self.label) from None
             if self.kind == "sqlite" and _sqlite_locked(error):
                 raise _sqlite_locked_error(self.label) from None
             if self.kind != "postgresql" or not (
@@ -266,11 +268,17 @@ class Database:
         schema are named ``schema.table``. A SQLite table with a rowid lists ``rowid``."""
         found: dict[str, set[str]] = {}
         if self.kind == "postgresql":
+            # (pg_catalog, not information_schema: that lists only the tables the user may
+            # use, and a user not granted SELECT would be told there are none)
             rows = self._con.execute(
-                "SELECT CASE WHEN table_schema = current_schema() THEN table_name "
-                "ELSE table_schema || '.' || table_name END, lower(column_name) "
-                "FROM information_schema.columns "
-                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                "SELECT CASE WHEN n.nspname = current_schema() THEN c.relname "
+                "ELSE n.nspname || '.' || c.relname END, lower(a.attname) "
+                "FROM pg_catalog.pg_attribute a "
+                "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 "
+                "AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
             ).fetchall()
             for table, column in rows:
                 found.setdefault(table, set()).add(column)
@@ -450,6 +458,24 @@ def _connect_error(
                 "and that no firewall is in the way; esa waits "
                 f"{CONNECT_SECONDS} seconds for an answer.")  # fmt: skip
     return SourceError(f"{problem} ({label})", hint=hint, source=None, where=None)
+
+
+def _privilege_error(error: Exception, label: str) -> SourceError:
+    said = " ".join(str(error).split("\n")[0].split())
+    found = re.search(r"permission denied for (?:table|relation|view) (\S+)", said)
+    table = found.group(1) if found else "TABLE"
+    try:
+        user = urllib.parse.urlsplit(label).username or "USER"
+    except ValueError:
+        user = "USER"
+    return SourceError(
+        f"The user {user} may not read a table the import reads: {said} ({label}).",
+        hint=f"have its owner grant it: GRANT SELECT ON {table} TO {user} (Rails Event Store "
+        "reads event_store_events_in_streams too, Marten mt_streams), or import as a user "
+        "who may read it.",
+        source=None,
+        where=None,
+    )
 
 
 def _read_error(error: Exception, label: str) -> SourceError:

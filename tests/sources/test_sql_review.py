@@ -377,3 +377,23 @@ def test_a_server_that_answers_no_is_not_called_unreachable(postgres: Any, tmp_p
     text = failed(esa_run("import", tmp_path / "lake", url, "--create"), "no_such_setting")
     assert "cannot be reached" not in text
     assert "pg_isready" not in text
+
+
+def test_a_user_without_select_is_told_to_be_granted_it(postgres_url: str, tmp_path: Path) -> None:
+    # information_schema lists only the tables a user may use: one without SELECT was told
+    # the database "has no tables"
+    lamps(postgres_env(postgres_url), 1)
+    user = "reader_" + postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f"CREATE ROLE {user} LOGIN")
+    url = postgres_url.replace("esa@", f"{user}@", 1)
+    lake = tmp_path / "lake"
+    with pytest.raises(SourceError) as caught:
+        import_events(lake, url, create=True)
+    text = str(caught.value)
+    assert "lamps_events" in text, text
+    assert f"GRANT SELECT ON lamps_events TO {user}" in text
+    assert not lake.exists()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f"GRANT SELECT ON lamps_events TO {user}")
+    assert import_events(lake, url, create=True).events == 3
