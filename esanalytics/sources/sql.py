@@ -251,7 +251,8 @@ class Database:
             try:
                 self._arrow = adbc.connect(_with_timeout(self._url), autocommit=True)
                 with self._arrow.cursor() as cursor:
-                    cursor.execute(f"SET lock_timeout = '{LOCK_SECONDS}s'")
+                    for setting in _session():
+                        cursor.execute(setting)
             except adbc.Error as error:  # (the psycopg connection was made a moment ago)
                 parts = urllib.parse.urlsplit(self._url)
                 raise _connect_error(
@@ -366,6 +367,12 @@ _URL_HINT = (
 )
 
 
+def _session() -> tuple[str, str]:
+    """Each connection's settings: how long a lock may keep a read waiting, and text in
+    UTF-8 (Arrow's strings) whatever the database's encoding (ADBC hands on its bytes)."""
+    return f"SET lock_timeout = '{LOCK_SECONDS}s'", "SET client_encoding = 'UTF8'"
+
+
 def _redact(url: str) -> str:
     """``url`` without its password (in the user part or a ``password=`` option); it need
     not be a valid URL."""
@@ -416,7 +423,8 @@ def _connect_postgres(url: str) -> Database:
     database = parts.path.lstrip("/") or parts.username or "(the user's name)"
     try:
         con = psycopg.connect(url, connect_timeout=CONNECT_SECONDS, autocommit=True)
-        con.execute(f"SET lock_timeout = '{LOCK_SECONDS}s'")
+        for setting in _session():
+            con.execute(setting)
     except psycopg.Error as error:
         raise _connect_error(
             _scrub(str(error), url), _redact(url), where, parts.username, database

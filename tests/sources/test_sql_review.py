@@ -397,3 +397,24 @@ def test_a_user_without_select_is_told_to_be_granted_it(postgres_url: str, tmp_p
     with psycopg.connect(postgres_url, autocommit=True) as con:
         con.execute(f"GRANT SELECT ON lamps_events TO {user}")
     assert import_events(lake, url, create=True).events == 3
+
+
+def test_a_latin1_database_is_read_as_its_text_says(postgres: Any, tmp_path: Path) -> None:
+    # ADBC took the server's encoding's bytes for UTF-8: 'é' in a LATIN1 database broke
+    name = "latin1_" + postgres.database().rsplit("/", 1)[1]
+    with psycopg.connect(postgres.url(), autocommit=True) as con:
+        con.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    url = postgres.url(name)
+    lamps(postgres_env(url), 1)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(
+            "UPDATE lamps_events SET topic = 'crème.brûlée:Lamp.Installed' WHERE notification_id = 1"
+        )
+        topics = [r[0] for r in con.execute("SELECT topic FROM lamps_events ORDER BY 1")]
+    assert import_events(tmp_path / "lake", url, create=True).events == 3
+    events = esa.open(tmp_path / "lake").read_all().to_arrow().to_pylist()
+    assert sorted(json.loads(e["metadata"])["topic"] for e in events) == topics
+    assert "crème.brûlée:Lamp.Installed" in topics
