@@ -673,6 +673,14 @@ class SqlSource:
             table = f"{self.schema}.{table}"
         return f"{self.kind_of_database}:{where}#{self.layout.name}:{table}"
 
+    other_source_hint = (
+        "to continue, give the URL and --schema of the import's first run: the same host name "
+        "(localhost and 127.0.0.1 are told apart), port and database, and the same table; "
+        "another database or table gets its own --name. A new --name reads the store from its "
+        "start and writes none of its events twice (each has its event id), so a store that "
+        "moved to another host can be imported under a new name."
+    )
+
     def default_name(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "-", self.layout.table)
 

@@ -418,3 +418,20 @@ def test_a_latin1_database_is_read_as_its_text_says(postgres: Any, tmp_path: Pat
     events = esa.open(tmp_path / "lake").read_all().to_arrow().to_pylist()
     assert sorted(json.loads(e["metadata"])["topic"] for e in events) == topics
     assert "crème.brûlée:Lamp.Installed" in topics
+
+
+def test_another_url_for_an_import_is_explained_in_database_terms(
+    postgres: Any, tmp_path: Path
+) -> None:
+    # the hint spoke of paths and moved files, and of rows written twice under a new name,
+    # which an event store's rows (each with its event id) never are
+    url = postgres.database()
+    lamps(postgres_env(url), 1)
+    lake = tmp_path / "lake"
+    assert esa_run("import", lake, url, "--create", "--name", "lamps").returncode == 0
+    other = url.replace("127.0.0.1", "localhost", 1)
+    text = failed(esa_run("import", lake, other, "--name", "lamps"), "localhost")
+    hint = text.split("Hint:")[1]
+    assert "path" not in hint, hint
+    assert "host" in hint
+    assert "--schema" in hint
