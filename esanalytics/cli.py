@@ -242,6 +242,10 @@ def _cursor_place(at: dict[str, Any]) -> str:
         return f"{at.get('file')} line {at['line']:,} (byte {at.get('offset', 0):,})"
     if "row" in at:
         return f"{at.get('file')} row {at['row']:,}"
+    if "table" in at and "position" in at:  # a SQL event store (its gaps: up to 1000)
+        gaps = len(at.get("gaps") or [])
+        looked = f", {gaps:,} gap{'' if gaps == 1 else 's'} below it looked in" if gaps else ""
+        return f"{at['table']} position {at['position']:,}{looked}"
     return json.dumps(at)
 
 

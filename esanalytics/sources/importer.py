@@ -223,7 +223,8 @@ def import_events(
             raise SourceError(
                 f"The import {name!r} in this lake reads {stored.get('source')}, not "
                 f"{src.identity}.",
-                hint="to continue, point at the same path (a file that was moved: move it back); "
+                hint=getattr(src, "other_source_hint", None)
+                or "to continue, point at the same path (a file that was moved: move it back); "
                 "another source gets its own --name. A new --name reads a source from its start: "
                 "rows without their own event id that were imported would be written twice.",
                 source=name,

@@ -28,12 +28,16 @@ position order, so its cursor is the highest position alone.
 
 A table whose highest position is below the cursor (emptied, restored from an older backup,
 replaced) is refused with :class:`SourceChangedError`: its new rows would otherwise be taken
-for rows already imported.
+for rows already imported. So is one whose row at the cursor's position is gone or is another
+event (the cursor keeps that row's event id as ``mark``): a table truncated, or recreated and
+written past the cursor again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import re
 import sqlite3
 import time
@@ -67,6 +71,7 @@ BATCH_ROWS = 100_000  # rows a batch at most; BATCH_BYTES of rows as read, about
 BATCH_BYTES = 64 << 20
 FIRST_BATCH_ROWS = 1_000
 CONNECT_SECONDS = 5  # libpq's connect_timeout: an unreachable server fails within it
+LOCK_SECONDS = 10  # lock_timeout: a table another session holds locked fails within it
 
 # The layouts esa knows, by name (``--schema NAME``): each module of esanalytics.sources.stores
 # defines ``LAYOUT``, its layout class. A module not present is skipped.
@@ -154,28 +159,85 @@ class Database:
         (PostgreSQL: sequences are not transactional; SQLite: one writer at a time)."""
         return self.kind == "postgresql"
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A PostgreSQL error while reading (the server ended the connection, a lock held
+        longer than LOCK_SECONDS) as a :class:`SourceError` saying which."""
+        try:
+            yield
+        except Exception as error:
+            # (psycopg's and ADBC's: a lost connection, a server shut down, a lock timeout)
+            state = str(getattr(error, "sqlstate", None) or "")
+            if state == "42P01" or (  # (undefined_table)
+                isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
+            ):
+                said = " ".join(str(error).split("\n")[0].split())
+                raise SourceChangedError(
+                    f"A table the import reads is gone from {self.label}: {said}.",
+                    hint="the store was dropped, renamed or moved to another schema: restore "
+                    "it to go on; if it was replaced on purpose, import it under a new --name "
+                    "(its events are recognised by their event ids, so none is written twice).",
+                    source=None,
+                    where=None,
+                ) from None
+            if state == "42501":  # (insufficient_privilege)
+                raise _privilege_error(error, self.label) from None
+            if self.kind == "sqlite" and _sqlite_locked(error):
+                raise _sqlite_locked_error(self.label) from None
+            if self.kind != "postgresql" or not (
+                state.startswith(("08", "57", "55P03"))
+                or any(c.__name__ == "OperationalError" for c in type(error).__mro__)
+            ):
+                raise
+            raise _read_error(error, self.label) from None
+
     def quote(self, name: str) -> str:
         """A table or column name as SQL (``schema.table`` quoted part by part)."""
         return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
     def query(self, sql: str) -> pa.Table:
         """The rows of ``sql`` as an Arrow table (text as string, bytes as binary)."""
-        arrow = self._adbc()
-        if arrow is not None:
-            with arrow.cursor() as cursor:
-                cursor.execute(sql)
-                return cursor.fetch_arrow_table()
-        cursor = self._con.execute(sql)
-        names = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-        if not rows:
-            return pa.table({name: pa.array([], pa.null()) for name in names})
-        return pa.table(
-            {
-                name: _column(values)
-                for name, values in zip(names, zip(*rows, strict=True), strict=True)
-            }
-        )
+        return self.query_upto(sql, None)[0]
+
+    def query_upto(self, sql: str, max_bytes: int | None) -> tuple[pa.Table, bool]:
+        """The rows of ``sql`` as :meth:`query` gives them, read no further than the row
+        (ADBC: the record batch, of about a quarter of ``max_bytes``) that brings their
+        text and bytes past ``max_bytes``; and whether it stopped there, rows left unread
+        (the rows being ordered, what it read is a prefix of them)."""
+        with self._reading():
+            arrow = self._adbc()
+            if arrow is not None:
+                with arrow.cursor() as cursor:
+                    if max_bytes is None:
+                        cursor.execute(sql)
+                        return cursor.fetch_arrow_table(), False
+                    cursor.adbc_statement.set_options(
+                        **{"adbc.postgresql.batch_size_hint_bytes": str(max(1, max_bytes // 4))}
+                    )
+                    cursor.execute(sql)
+                    reader = cursor.fetch_record_batch()
+                    chunks, size = [], 0
+                    for chunk in reader:
+                        chunks.append(chunk)
+                        size += chunk.nbytes
+                        if size >= max_bytes:
+                            reader.close()  # (the rest is not read)
+                            return pa.Table.from_batches(chunks, reader.schema), True
+                    return pa.Table.from_batches(chunks, reader.schema), False
+            cursor = self._con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            if max_bytes is None:
+                return _rows_table(names, cursor.fetchall()), False
+            rows, size = [], 0
+            for row in cursor:  # (sqlite3 steps through the rows as they are asked for)
+                rows.append(row)
+                for value in row:
+                    if isinstance(value, _SIZED):
+                        size += len(value)
+                if size >= max_bytes:
+                    cursor.close()
+                    return _rows_table(names, rows), True
+            return _rows_table(names, rows), False
 
     def _adbc(self) -> Any:
         if self.kind != "postgresql" or self._url is None:
@@ -188,10 +250,13 @@ class Database:
                 return None
             try:
                 self._arrow = adbc.connect(_with_timeout(self._url), autocommit=True)
+                with self._arrow.cursor() as cursor:
+                    for setting in _session():
+                        cursor.execute(setting)
             except adbc.Error as error:  # (the psycopg connection was made a moment ago)
                 parts = urllib.parse.urlsplit(self._url)
                 raise _connect_error(
-                    str(error),
+                    _scrub(str(error), self._url),
                     self.label,
                     f"{parts.hostname or 'localhost'}:{parts.port or 5432}",
                     parts.username,
@@ -204,11 +269,17 @@ class Database:
         schema are named ``schema.table``. A SQLite table with a rowid lists ``rowid``."""
         found: dict[str, set[str]] = {}
         if self.kind == "postgresql":
+            # (pg_catalog, not information_schema: that lists only the tables the user may
+            # use, and a user not granted SELECT would be told there are none)
             rows = self._con.execute(
-                "SELECT CASE WHEN table_schema = current_schema() THEN table_name "
-                "ELSE table_schema || '.' || table_name END, lower(column_name) "
-                "FROM information_schema.columns "
-                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                "SELECT CASE WHEN n.nspname = current_schema() THEN c.relname "
+                "ELSE n.nspname || '.' || c.relname END, lower(a.attname) "
+                "FROM pg_catalog.pg_attribute a "
+                "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 "
+                "AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
             ).fetchall()
             for table, column in rows:
                 found.setdefault(table, set()).add(column)
@@ -229,12 +300,22 @@ class Database:
             found[table] = names
         return found
 
+    def current_schema(self) -> str | None:
+        """PostgreSQL's current schema (the first of the search_path that exists); None
+        for SQLite."""
+        if self.kind != "postgresql":
+            return None
+        with self._reading():
+            value = self._con.execute("SELECT current_schema()").fetchone()[0]
+        return None if value is None else str(value)
+
     def now(self) -> float:
         """The database's clock, in seconds since the epoch (for the gap rule)."""
         if self.kind == "postgresql":
-            return float(
-                self._con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
-            )
+            with self._reading():
+                return float(
+                    self._con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
+                )
         return time.time()
 
     def close(self) -> None:
@@ -244,6 +325,16 @@ class Database:
 
 
 _TYPES = {int: pa.int64(), str: pa.string(), bytes: pa.binary(), memoryview: pa.binary()}
+_SIZED = (str, bytes, memoryview)
+
+
+def _rows_table(names: list[str], rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Rows of Python values as an Arrow table (no rows: columns of type null)."""
+    if not rows:
+        return pa.table({name: pa.array([], pa.null()) for name in names})
+    return pa.table(
+        {name: _column(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+    )
 
 
 def _column(values: tuple[Any, ...]) -> pa.Array:
@@ -261,19 +352,52 @@ def _column(values: tuple[Any, ...]) -> pa.Array:
 def _with_timeout(url: str) -> str:
     """``url`` with libpq's connect_timeout, unless it sets one."""
     parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query)
-    if not any(key == "connect_timeout" for key, _ in query):
-        query.append(("connect_timeout", str(CONNECT_SECONDS)))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    if any(key == "connect_timeout" for key, _ in urllib.parse.parse_qsl(parts.query)):
+        return url
+    # (the query as written: re-encoding it would make an encoded space '+', which libpq
+    # does not read as a space)
+    query = (parts.query + "&" if parts.query else "") + f"connect_timeout={CONNECT_SECONDS}"
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+_USERINFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")  # (to the netloc's last @)
+_URL_HINT = (
+    "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE?OPTION=VALUE (libpq's "
+    "options), with @ : / % in the user or password percent-encoded (%40 %3A %2F %25)."
+)
+
+
+def _session() -> tuple[str, str]:
+    """Each connection's settings: how long a lock may keep a read waiting, and text in
+    UTF-8 (Arrow's strings) whatever the database's encoding (ADBC hands on its bytes)."""
+    return f"SET lock_timeout = '{LOCK_SECONDS}s'", "SET client_encoding = 'UTF8'"
 
 
 def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password (in the user part or a ``password=`` option); it need
+    not be a valid URL."""
+    found = _USERINFO.match(url)
+    if found and ":" in found.group(2):
+        url = found.group(1) + found.group(2).split(":", 1)[0] + "@" + url[found.end() :]
+    base, question, rest = url.partition("?")
+    if not question:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    query, hash_, fragment = rest.partition("#")
+    kept = [p for p in query.split("&") if not p.lower().startswith("password=")]
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the URL's password, as written or decoded, hidden."""
+    secrets = []
+    found = _USERINFO.match(url)
+    if found and ":" in found.group(2):
+        secrets.append(found.group(2).split(":", 1)[1])
+    secrets += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    for secret in sorted({*secrets, *map(urllib.parse.unquote, secrets)}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _connect_postgres(url: str) -> Database:
@@ -286,13 +410,25 @@ def _connect_postgres(url: str) -> Database:
             source=None,
             where=None,
         ) from None
-    parts = urllib.parse.urlsplit(url)
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError as error:  # (a port that is no number, a broken [IPv6] host)
+        raise SourceError(
+            f"{_redact(url)} is not a PostgreSQL URL esa can read: {_scrub(str(error), url)}.",
+            hint=_URL_HINT,
+            source=None,
+            where=None,
+        ) from None
     database = parts.path.lstrip("/") or parts.username or "(the user's name)"
     try:
         con = psycopg.connect(url, connect_timeout=CONNECT_SECONDS, autocommit=True)
+        for setting in _session():
+            con.execute(setting)
     except psycopg.Error as error:
-        raise _connect_error(str(error), _redact(url), where, parts.username, database) from None
+        raise _connect_error(
+            _scrub(str(error), url), _redact(url), where, parts.username, database
+        ) from None
     return Database("postgresql", _redact(url), con, url)
 
 
@@ -315,6 +451,14 @@ def _connect_error(
     elif "database" in said and "does not exist" in said:
         problem = f"There is no database {database!r} on the PostgreSQL server at {where}."
         hint = "check the database name after the last / of the URL (psql -l lists them)."
+    elif "invalid" in said and "connection to server" not in said:  # (libpq read the URL)
+        problem = f"The URL is not one PostgreSQL reads: {said}"
+        hint = _URL_HINT
+    elif "FATAL:" in said:  # (the server answered, and said no)
+        problem = f"The PostgreSQL server at {where} refused the connection: {said}"
+        hint = ("check what the URL asks of the server (its options= settings, the database, "
+                "sslmode) and that the server takes connections now (not starting up or "
+                "shutting down, not at max_connections).")  # fmt: skip
     else:
         problem = f"The PostgreSQL server at {where} cannot be reached: {said}"
         hint = (f"check that PostgreSQL runs there and listens on that address and port "
@@ -322,6 +466,47 @@ def _connect_error(
                 "and that no firewall is in the way; esa waits "
                 f"{CONNECT_SECONDS} seconds for an answer.")  # fmt: skip
     return SourceError(f"{problem} ({label})", hint=hint, source=None, where=None)
+
+
+def _privilege_error(error: Exception, label: str) -> SourceError:
+    said = " ".join(str(error).split("\n")[0].split())
+    found = re.search(r"permission denied for (?:table|relation|view) (\S+)", said)
+    table = found.group(1) if found else "TABLE"
+    try:
+        user = urllib.parse.urlsplit(label).username or "USER"
+    except ValueError:
+        user = "USER"
+    return SourceError(
+        f"The user {user} may not read a table the import reads: {said} ({label}).",
+        hint=f"have its owner grant it: GRANT SELECT ON {table} TO {user} (Rails Event Store "
+        "reads event_store_events_in_streams too, Marten mt_streams), or import as a user "
+        "who may read it.",
+        source=None,
+        where=None,
+    )
+
+
+def _read_error(error: Exception, label: str) -> SourceError:
+    said = " ".join(str(error).split())
+    if getattr(error, "sqlstate", None) == "55P03" or "lock timeout" in said:
+        return SourceError(
+            f"A table the import reads is locked by another session, and stayed locked for "
+            f"{LOCK_SECONDS} seconds: {said} ({label}). Nothing of this batch was written.",
+            hint="see which session holds it (SELECT * FROM pg_locks JOIN pg_stat_activity "
+            "USING (pid) WHERE relation = 'TABLE'::regclass): a migration, a LOCK TABLE or a "
+            "VACUUM FULL; run the import again when it is done (it goes on after its last "
+            "committed batch).",
+            source=None,
+            where=None,
+        )
+    return SourceError(
+        f"The PostgreSQL server broke off the import's read: {said} ({label}). Nothing of "
+        "this batch was written.",
+        hint="the lake keeps the batches committed before it; run it again when the server is "
+        "back (it goes on after its last committed batch).",
+        source=None,
+        where=None,
+    )
 
 
 def _sqlite_path(url: str) -> Path:
@@ -332,6 +517,24 @@ def _sqlite_path(url: str) -> Path:
     if not path.exists() and rest.startswith("/") and Path(rest[1:]).exists():
         path = Path(rest[1:])
     return path
+
+
+def _sqlite_locked(error: Exception) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
+
+
+def _sqlite_locked_error(where: str) -> SourceError:
+    return SourceError(
+        f"The SQLite database {where} is locked by a writer, and stayed locked for "
+        f"{LOCK_SECONDS} seconds. Nothing of this batch was written.",
+        hint="run the import again when the application's write is done (it goes on after "
+        "its last committed batch); a database in WAL mode (PRAGMA journal_mode = WAL) lets "
+        "esa read while the application writes.",
+        source=None,
+        where=None,
+    )
 
 
 def _connect_sqlite(url: str) -> Database:
@@ -345,11 +548,13 @@ def _connect_sqlite(url: str) -> Database:
             where=None,
         )
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    con = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=LOCK_SECONDS)
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as error:
         con.close()
+        if _sqlite_locked(error):
+            raise _sqlite_locked_error(str(path)) from None
         raise SourceError(
             f"The file {path} is not a SQLite database: {error}.",
             hint="give the database file the application writes (its SQLITE_DBNAME).",
@@ -438,8 +643,9 @@ class SqlSource:
     """A layout's rows in a database, read by position in batches of about BATCH_BYTES (at
     most ``batch_rows`` rows; the first of FIRST_BATCH_ROWS, to measure the rows).
 
-    The cursor is ``{"table", "position", "gaps"}``: the highest position read and the gaps
-    below it (``[low, high, first_seen]`` ranges; see the module's gap rule)."""
+    The cursor is ``{"table", "position", "gaps", "mark"}``: the highest position read, the
+    gaps below it (``[low, high, first_seen]`` ranges; see the module's gap rule) and the
+    event id of the row at that position."""
 
     kind = "sql"
 
@@ -451,6 +657,9 @@ class SqlSource:
         self.layout = layout
         self.label = db.label
         self.batch_rows = batch_rows
+        # the schema a table named without one is in (search_path), so that the identity
+        # names the table whatever the search_path of a later run
+        self.schema = db.current_schema()
 
     @property
     def identity(self) -> str:
@@ -459,7 +668,18 @@ class SqlSource:
         else:
             parts = urllib.parse.urlsplit(self.url)
             where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
-        return f"{self.kind_of_database}:{where}#{self.layout.name}:{self.layout.table}"
+        table = self.layout.table
+        if self.schema is not None and "." not in table:
+            table = f"{self.schema}.{table}"
+        return f"{self.kind_of_database}:{where}#{self.layout.name}:{table}"
+
+    other_source_hint = (
+        "to continue, give the URL and --schema of the import's first run: the same host name "
+        "(localhost and 127.0.0.1 are told apart), port and database, and the same table; "
+        "another database or table gets its own --name. A new --name reads the store from its "
+        "start and writes none of its events twice (each has its event id), so a store that "
+        "moved to another host can be imported under a new name."
+    )
 
     @property
     def origins(self) -> dict[str, str]:
@@ -497,6 +717,8 @@ class SqlSource:
         try:
             if at:
                 self._check(db, int(at["position"]), name)
+                if at.get("mark") is not None:
+                    self._check_mark(db, con, int(at["position"]), at["mark"], name)
             yield from self._read(db, at, con)
         finally:
             db.close()
@@ -518,32 +740,58 @@ class SqlSource:
                 where=None,
             )
 
+    def _check_mark(
+        self, db: Database, con: Any, position: int, mark: str, name: str | None
+    ) -> None:
+        """Refuse a table whose row at the cursor's position is gone or another event: it was
+        truncated, or recreated and written past the cursor again."""
+        column = f"{db.quote(self.layout.table)}.{db.quote(self.layout.position)}"
+        batch = db.query(self.layout.select(db, f"({column} = {int(position)})", 1))
+        now = _event_id(self.layout.rows(con, batch)) if batch.num_rows else None
+        if now != mark:
+            what = "gone" if not batch.num_rows else f"now the event {now}"
+            raise SourceChangedError(
+                f"The table {self.layout.table} of {self.label} changed under the import's "
+                f"cursor: the import has read up to position {position:,}, the event {mark}, "
+                f"and that row is {what} (the table was emptied, recreated or replaced).",
+                hint="restore the store to go on; if it was replaced on purpose, import it "
+                "under a new --name (its events are recognised by their event ids, so none is "
+                "written twice).",
+                source=name,
+                where=None,
+            )
+
     def _read(self, db: Database, at: dict[str, Any] | None, con: Any) -> Iterator[RawBatch]:
         layout = self.layout
         column = f"{db.quote(layout.table)}.{db.quote(layout.position)}"
         after = int(at["position"]) if at else 0
         gaps: list[list[float]] = [list(g) for g in at.get("gaps", [])] if at else []
+        mark = at.get("mark") if at else None
         # a first batch of a few rows, then as many as make about BATCH_BYTES (a store of
-        # large states is read in fewer rows a batch), at most batch_rows
+        # large states is read in fewer rows a batch), at most batch_rows; and a batch is
+        # cut once it has read BATCH_BYTES (rows larger than those before them)
         limit = min(self.batch_rows, FIRST_BATCH_ROWS)
         while True:
             now = db.now() if db.gaps_possible else 0.0
             where = f"{column} > {after}" + "".join(
                 f" OR {column} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi, _ in gaps
             )
-            batch = db.query(layout.select(db, f"({where})", limit))
+            batch, cut = db.query_upto(layout.select(db, f"({where})", limit), BATCH_BYTES)
             if batch.num_rows == 0:
                 return
-            full = batch.num_rows >= limit
+            full = cut or batch.num_rows >= limit  # (a cut batch is followed by more)
             positions = batch["position"].to_numpy(zero_copy_only=False).astype(np.int64)
             last = int(positions.max())
             if db.gaps_possible:
                 gaps = _next_gaps(gaps, positions, after, now, full=full)
+            lines = layout.rows(con, batch)
+            if last >= after:  # (rows are ordered: the last is the one at the new position)
+                mark = _event_id(lines.slice(len(lines) - 1))
             after = max(after, last)
             cursor = {"table": layout.table, "position": after}
             if db.gaps_possible:
                 cursor["gaps"] = gaps
-            lines = layout.rows(con, batch)
+            cursor["mark"] = mark
             coordinates = pc.binary_join_element_wise(
                 pa.array([f"{layout.table}#"] * len(positions), pa.string()),
                 pa.array(positions).cast(pa.string()),
@@ -554,6 +802,17 @@ class SqlSource:
                 return
             per_row = max(1, batch.nbytes // batch.num_rows)
             limit = max(1, min(self.batch_rows, BATCH_BYTES // per_row))
+
+
+def _event_id(lines: pa.Array) -> str | None:
+    """The event id of a one-row batch's line (None when it has none or is not JSON)."""
+    text = lines[0].as_py()
+    try:
+        row = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    value = row.get("event_id") if isinstance(row, dict) else None
+    return None if value is None else str(value)
 
 
 def _next_gaps(
@@ -600,6 +859,6 @@ def open_sql_source(
     db = connect(url)
     try:
         layout = find_layout(db, schema)
+        return SqlSource(url, db, layout, batch_rows=batch_rows)
     finally:
         db.close()
-    return SqlSource(url, db, layout, batch_rows=batch_rows)

@@ -262,9 +262,12 @@ FROM (
     FROM esa_es_rows
 )
 """
-_DATA = (  # the state after the timestamp (and the aggregate class), as an object
-    "concat('{', CASE WHEN ot_len IS NULL THEN substr(s, ts_end + 3) "
-    f"ELSE substr(s, ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len) END)"
+_REST = (  # where the state goes on after the timestamp (and the aggregate class)
+    f"CASE WHEN ot_len IS NULL THEN ts_end + 3 ELSE ts_end + {len(_ORIGINATOR_TOPIC) + 3} + ot_len END"
+)
+_DATA = (  # the state after the timestamp (and the aggregate class), as an object: {} when
+    # they were all it held (an event with no attributes of its own)
+    f"CASE WHEN substr(s, {_REST} - 1, 1) = '}}' THEN '{{}}' ELSE concat('{{', substr(s, {_REST})) END"
 )
 _LINES = f"""
 SELECT line, contains(line, {_sql_text(_MARK)}) AS leftover FROM (
