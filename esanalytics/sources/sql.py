@@ -649,6 +649,15 @@ class SqlSource:
 
     kind = "sql"
 
+    @property
+    def empty_hint(self) -> str:
+        """The hint when the store holds no events yet (a first run)."""
+        return (
+            f"the table {self.layout.table} ({self.layout.name}) has no rows yet: check that "
+            "the URL names the application's database (and --schema its table), or run the "
+            "import with --follow to wait for its first events."
+        )
+
     def __init__(
         self, url: str, db: Database, layout: Layout, *, batch_rows: int = BATCH_ROWS
     ) -> None:

@@ -45,3 +45,20 @@ def test_the_cli_prints_the_store_columns_and_the_lake_keeps_the_plain_mapping(
     again = esa.import_events(lake, f"sqlite:///{path}")
     assert again.events == 0
     assert ("stream_id", "originator_id") in again.mapping.describe()
+
+
+def test_an_empty_store_says_which_table_is_empty_and_leaves_no_lake(tmp_path: Path) -> None:
+    path = tmp_path / "bank.sqlite"
+    with bank(sqlite_env(path)) as app:
+        app.open("owner-1", deposits=0)
+    import sqlite3
+
+    with sqlite3.connect(path) as con:  # the library's table, emptied
+        con.execute("DELETE FROM stored_events")
+    lake = tmp_path / "lake"
+    done = run_esa("import", str(lake), f"sqlite:///{path}", "--create")
+    assert done.returncode == 1
+    assert "holds no events" in done.stderr
+    assert "stored_events (eventsourcing) has no rows yet" in done.stderr
+    assert "blank lines" not in done.stderr
+    assert not lake.exists()
