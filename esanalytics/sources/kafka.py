@@ -26,7 +26,9 @@ later is read from its start. A stored offset below a partition's low watermark 
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
 topic deleted and made again), is an error naming the topic, partition and offsets, never a
 silent skip. A broker that cannot be reached, or a topic that does not exist, is an error
-within seconds (metadata calls with a timeout; librdkafka alone would retry forever).
+within seconds (metadata calls with a timeout; librdkafka alone would retry forever); so are
+brokers that all go away during a read (after ``DOWN_SECONDS``), the batches committed
+before kept.
 
 A record becomes one JSON object (its row; a row's place in messages is ``topic/partition@offset``)::
 
@@ -87,9 +89,11 @@ __all__ = ["KafkaBatch", "KafkaSource", "open_kafka_source"]
 BATCH_RECORDS = 50_000
 METADATA_SECONDS = 10.0  # a broker that does not answer metadata in this long is unreachable
 STALL_SECONDS = 60.0  # no record for this long while partitions are below their watermark
+DOWN_SECONDS = METADATA_SECONDS  # no record for this long while every broker is unreachable
 TOMBSTONE = "Tombstoned"
 _EOF, _OUT_OF_RANGE, _AUTO_RESET = -191, 1, -140
 _TRANSIENT = {-195, -187, -185}  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT: retried
+_DOWN = {-195, -187}  # _TRANSPORT, _ALL_BROKERS_DOWN: no broker to read from
 _SAMPLE_ROWS = 1000
 _REFUSED = re.compile(r"refused|resolve|not known|no address|authentication|handshake", re.I)
 _TYPE_NAMES = ("event_type", "eventType", "type", "event")
@@ -211,6 +215,7 @@ class KafkaSource:
         self.spec = pattern if pattern is not None else ",".join(self.topics)
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
+        self._down: float | None = None  # when librdkafka last said every broker is down
         self._log = _Log()
         self._logger = logging.Logger("esanalytics.kafka")  # (its own: not kept by logging)
         self._logger.propagate = False
@@ -258,6 +263,7 @@ class KafkaSource:
             "enable.partition.eof": True,
             "auto.offset.reset": "error",  # (records deleted under the reader: an error)
             "logger": self._logger,
+            "error_cb": self._error,
             **self.settings,
         }
         try:
@@ -270,6 +276,12 @@ class KafkaSource:
                 source=None,
                 where=None,
             ) from None
+
+    def _error(self, error: Any) -> None:
+        """librdkafka's client-wide errors (served by ``consume``): keeps when the brokers
+        were last all unreachable."""
+        if error.code() in _DOWN:
+            self._down = time.monotonic()
 
     def _said(self) -> str:
         """librdkafka's last log lines, each once."""
@@ -466,8 +478,11 @@ class KafkaSource:
         while todo:
             messages = consumer.consume(min(self.batch_records, 10_000), 0.2)
             if not messages:
-                if time.monotonic() - last_seen > STALL_SECONDS:
-                    raise self._stalled(places, todo, position, target, name)
+                quiet = time.monotonic() - last_seen
+                if quiet > STALL_SECONDS or (
+                    quiet > DOWN_SECONDS and self._down is not None and self._down > last_seen
+                ):
+                    raise self._stalled(places, todo, quiet, name)
                 continue
             last_seen = time.monotonic()
             good = [m for m in messages if m.error() is None]
@@ -551,15 +566,14 @@ class KafkaSource:
         )
 
     def _stalled(
-        self, places: list[tuple[str, int]], todo: set[int], position: Any, target: Any,
-        name: str | None,
-    ) -> SourceError:  # fmt: skip
+        self, places: list[tuple[str, int]], todo: set[int], quiet: float, name: str | None
+    ) -> SourceError:
         first = places[min(todo)]
         said = "; ".join(dict.fromkeys(self._log.lines))[:400]
         return SourceError(
             f"The Kafka cluster at {','.join(self.brokers)} sent no record of {first[0]}/"
             f"{first[1]} (and {len(todo) - 1} more partitions below their end) for "
-            f"{STALL_SECONDS:.0f} s" + (f" (librdkafka: {said})" if said else "") + ".",
+            f"{quiet:.0f} s" + (f" (librdkafka: {said})" if said else "") + ".",
             hint="check that the brokers run and that this login may read the topics, then run "
             "the import again: it continues after the last committed batch.",
             source=name,

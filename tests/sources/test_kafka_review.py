@@ -1,0 +1,58 @@
+"""A second reading of the Kafka import: the faults a demanding user and an auditor found,
+each against a real broker on 127.0.0.1 (``tests/kafka_broker.py``), checked against a plain
+consumer's reading or the lake's own cursor."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import esanalytics as esa
+from esanalytics.exceptions import SourceError
+from esanalytics.sources.kafka import open_kafka_source
+from tests.kafka_broker import Record, start_broker
+from tests.sources.test_file_sources import events_of
+
+# librdkafka settings (query parameters of the URL) that make the reader fetch a few records
+# at a time, so that it still needs the broker after the first batches are committed
+SMALL_FETCHES = (
+    "?message.max.bytes=2000&fetch.max.bytes=2000&max.partition.fetch.bytes=2000"
+    "&queued.max.messages.kbytes=1&fetch.wait.max.ms=10"
+)
+
+
+def test_a_broker_gone_mid_import_is_an_error_within_seconds_keeping_the_batches(
+    tmp_path: Path,
+) -> None:
+    with start_broker("mock") as broker:
+        topic = f"t{uuid.uuid4().hex[:10]}"
+        broker.create_topic(topic, 2)
+        broker.produce(
+            topic, [Record(key=f"k{i % 5}", value={"type": "X", "i": i}) for i in range(3000)]
+        )
+        source = open_kafka_source(
+            f"kafka://{broker.bootstrap}/{topic}{SMALL_FETCHES}", batch_records=100
+        )
+        lake = tmp_path / "lake"
+        batches = []
+
+        def on_batch(summary: esa.ImportSummary) -> None:
+            batches.append(summary.events)
+            if len(batches) == 2:
+                broker.stop()
+
+        started = time.monotonic()
+        try:
+            esa.import_events(lake, source, create=True, on_batch=on_batch)
+        except SourceError as error:
+            caught = error
+        else:
+            raise AssertionError("the import ended without its broker")
+    assert time.monotonic() - started < 25, "a broker gone hangs the import"
+    assert "sent no record of" in str(caught)
+    assert "Connection refused" in str(caught)
+    kept = events_of(lake)
+    cursor = esa.open(lake).cursor(topic)
+    assert cursor is not None
+    assert len(kept) == sum(cursor["at"]["offsets"][topic].values()) >= 200
