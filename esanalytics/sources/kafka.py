@@ -49,7 +49,9 @@ value (a tombstone: the key deleted, on a compacted topic) becomes an event of t
 Mapping (:meth:`KafkaSource.detect`; ``--map`` wins): the stream id is the key; the event type
 is the first of the value's ``event_type``, ``eventType``, ``type`` and ``event`` it has (else
 a header of one of the first three names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
-envelope with a ``data`` object beside its type; the event id is the value's ``event_id`` or
+envelope: a ``data`` object beside its type and other attributes of the event only (ids,
+times, stream, metadata, CloudEvents' attributes; a field of its own beside them makes the
+whole value the payload, so nothing is dropped); the event id is the value's ``event_id`` or
 ``eventId`` (a CloudEvents value's ``id``), else the record's place (``record``, so the same
 record read under another import name is the same event); ``recorded_at`` is the record's
 timestamp; ``occurred_at`` is the value's ``occurred_at``, ``timestamp``, ``time`` ... if it has
@@ -101,6 +103,14 @@ _HEADER_TYPES = ("event_type", "eventType", "type", "ce_type")
 _ID_NAMES = ("event_id", "eventId")
 _HEADER_IDS = ("event_id", "eventId", "ce_id")
 _TIME_NAMES = _mapping.CANDIDATES["occurred_at"]
+# the fields an envelope may hold beside its data: the event's attributes (CloudEvents' too)
+_ENVELOPE = frozenset(
+    ("data", "id", "specversion", "source", "subject", "datacontenttype", "dataschema",
+     "version", *_TYPE_NAMES, *(n for role in ("stream_id", "event_id", "occurred_at",
+     "recorded_at", "metadata", "category", "schema_version")
+     for n in _mapping.CANDIDATES[role]), *(n for names in _mapping.META_KEYS.values()
+     for n in names))
+)  # fmt: skip
 _META = {"correlation_id": ("correlation_id", "correlationId", "ce_correlationid"),
          "causation_id": ("causation_id", "causationId", "ce_causationid")}  # fmt: skip
 
@@ -701,9 +711,15 @@ class KafkaSource:
                 fields["event_type"] = f"value.{_TYPE_NAMES[2]}"
         type_key = fields["event_type"].removeprefix("value.")
         if "data" not in fields:
+            # an envelope holds nothing but its data and attributes of the event: a value with
+            # fields of its own beside a data field is the payload (none of it dropped)
             envelope = any(
                 isinstance(v.get("data"), dict) and type_key in v for v in values
-            ) and all(isinstance(v.get("data"), dict) for v in values if type_key in v)
+            ) and all(
+                isinstance(v.get("data"), dict) and set(v) <= _ENVELOPE | {type_key}
+                for v in values
+                if type_key in v
+            )
             fields["data"] = "value.data" if envelope else "value"
         if "event_id" not in fields:
             cloud = any("specversion" in v and "id" in v for v in values)

@@ -11,8 +11,9 @@ from pathlib import Path
 import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.kafka import open_kafka_source
-from tests.kafka_broker import Record, start_broker
+from tests.kafka_broker import Broker, Record, start_broker
 from tests.sources.test_file_sources import events_of
+from tests.sources.test_kafka import new_topic, url
 
 # librdkafka settings (query parameters of the URL) that make the reader fetch a few records
 # at a time, so that it still needs the broker after the first batches are committed
@@ -56,3 +57,33 @@ def test_a_broker_gone_mid_import_is_an_error_within_seconds_keeping_the_batches
     cursor = esa.open(lake).cursor(topic)
     assert cursor is not None
     assert len(kept) == sum(cursor["at"]["offsets"][topic].values()) >= 200
+
+
+def test_a_value_with_a_data_field_beside_fields_of_its_own_is_no_envelope(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka)
+    values = [
+        {"type": "OrderPlaced", "data": {"sku": "A-1"}, "amount": 5, "currency": "EUR"},
+        {"type": "OrderPlaced", "data": {"sku": "B-2"}, "amount": 7, "currency": "EUR"},
+    ]
+    kafka.produce(topic, [Record(key="order-1", value=v) for v in values])
+    lake = tmp_path / "lake"
+    summary = esa.import_events(lake, url(kafka, topic), create=True)
+    assert dict(summary.mapping.describe())["data"] == "value"
+    assert [e["data"] for e in events_of(lake)] == values, "fields of the value were dropped"
+    # a CloudEvents value (its attributes beside data) is still an envelope
+    cloud = new_topic(kafka)
+    kafka.produce(
+        cloud,
+        [
+            Record(key="order-2", value={"specversion": "1.0", "id": str(uuid.uuid4()),
+                                         "source": "/shop", "type": "OrderPaid",
+                                         "datacontenttype": "application/json",
+                                         "data": {"paid": n}})
+            for n in range(2)
+        ],
+    )  # fmt: skip
+    other = tmp_path / "other"
+    esa.import_events(other, url(kafka, cloud), create=True)
+    assert [e["data"] for e in events_of(other)] == [{"paid": 0}, {"paid": 1}]
