@@ -133,6 +133,15 @@ def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaS
         userinfo, hosts = "", netloc
     brokers = [h.strip() for h in hosts.split(",") if h.strip()]
     spec = unquote(parts.path.lstrip("/"))
+    if not at and "@" in parts.path:  # (a user:password cut by a '/')
+        raise SourceError(
+            "The Kafka URL has an '@' after its host part: a user or password in it holds a "
+            "'/' (the URL is not shown, so the password is not either).",
+            hint="percent-encode those characters in the user and password (/ as %2F, ? as "
+            "%3F, # as %23, @ as %40, : as %3A): kafka://USER:PASSWORD@HOST:PORT/TOPIC.",
+            source=None,
+            where=None,
+        )
     if not brokers or not spec:
         raise SourceError(
             f"{_safe(url)} names no {'broker' if not brokers else 'topic'}.",
@@ -170,8 +179,9 @@ def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaS
 
 
 def _safe(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
+    """The URL without its password (in the user part or a setting)."""
+    url = re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"((?:password|secret)=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)

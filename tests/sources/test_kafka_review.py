@@ -8,9 +8,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 import esanalytics as esa
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.kafka import open_kafka_source
+from tests.conftest import run_esa
 from tests.kafka_broker import Broker, Record, start_broker
 from tests.sources.test_file_sources import events_of
 from tests.sources.test_kafka import new_topic, url
@@ -87,3 +90,21 @@ def test_a_value_with_a_data_field_beside_fields_of_its_own_is_no_envelope(
     other = tmp_path / "other"
     esa.import_events(other, url(kafka, cloud), create=True)
     assert [e["data"] for e in events_of(other)] == [{"paid": 0}, {"paid": 1}]
+
+
+def test_a_password_in_a_url_esa_cannot_read_is_never_shown() -> None:
+    # a '/' not percent-encoded ends the URL's host part inside the password
+    for given in (
+        "kafka://alice:pa/ss3cret@127.0.0.1:9092/orders",
+        "kafka://127.0.0.1:9092/?sasl.password=s3cret",
+        "kafka://127.0.0.1:9092/?ssl.key.password=s3cret&sasl.oauthbearer.client.secret=s3cret",
+    ):
+        with pytest.raises(SourceError) as caught:
+            open_kafka_source(given)
+        assert "s3cret" not in str(caught.value), str(caught.value)
+    given = "kafka://127.0.0.1:9092/orders?sasl.username=alice@example.com&sasl.password=s3cret"
+    assert open_kafka_source(given).settings["sasl.username"] == "alice@example.com"
+    done = run_esa("import", "lake-not-made", "kafka://alice:pa/ss3cret@127.0.0.1:9092/orders")
+    assert done.returncode == 1
+    assert "ss3cret" not in done.stderr + done.stdout
+    assert "percent-encode" in done.stderr
