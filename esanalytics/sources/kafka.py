@@ -25,7 +25,8 @@ calls it again after each poll. A partition (or a topic matching the expression)
 later is read from its start. A stored offset below a partition's low watermark (records
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
 topic deleted and made again), is an error naming the topic, partition and offsets, never a
-silent skip. A broker that cannot be reached, or a topic that does not exist, is an error
+silent skip; so is a topic made again with more records than were read, where the cluster
+gives topic ids (Kafka 2.8 and later; the cursor keeps them). A broker that cannot be reached, or a topic that does not exist, is an error
 within seconds (metadata calls with a timeout; librdkafka alone would retry forever); so are
 brokers that all go away during a read (after ``DOWN_SECONDS``), the batches committed
 before kept.
@@ -236,6 +237,8 @@ class KafkaSource:
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
         self._down: float | None = None  # when librdkafka last said every broker is down
+        self._controller = False  # whether the cluster names a controller (admin requests)
+        self._ids: dict[str, str] = {}  # each topic's id, where the cluster gives them
         self._log = _Log()
         self._logger = logging.Logger("esanalytics.kafka")  # (its own: not kept by logging)
         self._logger.propagate = False
@@ -360,6 +363,7 @@ class KafkaSource:
                 if waited > METADATA_SECONDS or (waited > 2 and _REFUSED.search(self._said())):
                     raise self._unreachable(error, waited) from None
         self._cluster = str(metadata.cluster_id or ",".join(sorted(self.brokers)))
+        self._controller = metadata.controller_id in metadata.brokers
         held = {name: t for name, t in metadata.topics.items() if not t.error}
         if self.pattern is not None:
             expression = re.compile(self.pattern)
@@ -385,6 +389,29 @@ class KafkaSource:
                 where=None,
             )
         return self._cluster, {n: sorted(held[n].partitions) for n in names}
+
+    def _topic_ids(self, names: list[str]) -> dict[str, str]:
+        """Each topic's id (a topic deleted and made again under its name has another), for
+        the topics whose id the cluster gives (none when it names no controller, as
+        librdkafka's mock cluster does not)."""
+        from confluent_kafka import KafkaException, TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        if not self._controller or not names:
+            return {}
+        config: dict[str, Any] = {"bootstrap.servers": ",".join(self.brokers),
+                                  "logger": self._logger, **self.settings}  # fmt: skip
+        admin = AdminClient(config)
+        futures = admin.describe_topics(TopicCollection(names), request_timeout=METADATA_SECONDS)
+        ids = {}
+        for name, future in futures.items():
+            try:
+                found = future.result(timeout=METADATA_SECONDS)
+            except KafkaException:  # (a cluster without topic ids: no check)
+                continue
+            if found.topic_id is not None:
+                ids[name] = str(found.topic_id)
+        return ids
 
     def _marks(
         self, consumer: Any, partitions: dict[str, list[int]]
@@ -440,6 +467,16 @@ class KafkaSource:
             raise _changed(
                 self.label, f"the topic {gone[0]} it read is not there any more", name=name
             )
+        self._ids = self._topic_ids(sorted(partitions))
+        known_ids: dict[str, str] = (at or {}).get("ids", {})
+        for topic, now in sorted(self._ids.items()):
+            if known_ids.get(topic, now) != now:
+                raise _changed(
+                    self.label,
+                    f"the topic {topic} was deleted and made again (its id was "
+                    f"{known_ids[topic]}, it is {now})",
+                    name=name,
+                )
         marks = self._marks(consumer, partitions)
         offsets: dict[str, dict[str, int]] = {}
         for (topic, number), (low, high) in sorted(marks.items()):
@@ -651,11 +688,13 @@ class KafkaSource:
         np.maximum.at(position, where, numbers + 1)
         for i, (topic, number) in enumerate(places):
             offsets[topic][str(number)] = int(position[i])
-        cursor = {
+        cursor: dict[str, Any] = {
             "cluster": self._cluster,
             "topics": self.spec,
             "offsets": {t: dict(p) for t, p in offsets.items()},
         }
+        if self._ids:
+            cursor["ids"] = dict(self._ids)
         reasons = out["reason"].combine_chunks()
         return KafkaBatch(
             lines=out["line"].combine_chunks(),

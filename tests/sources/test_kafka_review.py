@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import esanalytics as esa
-from esanalytics.exceptions import SourceError
+from esanalytics.exceptions import SourceChangedError, SourceError
 from esanalytics.sources.kafka import open_kafka_source
-from tests.conftest import run_esa
+from tests.conftest import log_bytes, run_esa
 from tests.kafka_broker import Broker, Record, start_broker
 from tests.sources.test_file_sources import events_of
 from tests.sources.test_kafka import new_topic, url
@@ -108,3 +108,27 @@ def test_a_password_in_a_url_esa_cannot_read_is_never_shown() -> None:
     assert done.returncode == 1
     assert "ss3cret" not in done.stderr + done.stdout
     assert "percent-encode" in done.stderr
+
+
+def test_a_topic_deleted_and_made_again_with_more_records_is_refused(
+    kafka_tansu: Broker, tmp_path: Path
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    topic = new_topic(kafka_tansu)
+    kafka_tansu.produce(topic, [Record(key="a", value={"type": "Old", "i": i}) for i in range(3)])
+    lake = tmp_path / "lake"
+    assert esa.import_events(lake, url(kafka_tansu, topic), create=True).events == 3
+    admin = AdminClient({"bootstrap.servers": kafka_tansu.bootstrap, "log_level": 0})
+    admin.delete_topics([topic], request_timeout=10)[topic].result(timeout=15)
+    deadline = time.monotonic() + 15
+    while topic in admin.list_topics(timeout=5).topics:
+        assert time.monotonic() < deadline, "the topic was not deleted"
+        time.sleep(0.05)
+    kafka_tansu.create_topic(topic, 1)
+    kafka_tansu.produce(topic, [Record(key="a", value={"type": "New", "i": i}) for i in range(5)])
+    before = log_bytes(lake)
+    with pytest.raises(SourceChangedError) as caught:  # (not the last 2 records of 5, silently)
+        esa.import_events(lake, url(kafka_tansu, topic))
+    assert f"the topic {topic} was deleted and made again" in str(caught.value)
+    assert log_bytes(lake) == before
