@@ -38,7 +38,8 @@ A record becomes one JSON object (its row; a row's place in messages is ``topic/
      "key": "A-1", "headers": {"trace": "x"}, "value": {...the value, as it is...}}
 
 ``timestamp_type`` is ``create`` (the producer's time) or ``log_append`` (the broker's), as the
-topic says. A key that is not UTF-8 is ``"key": null, "key_base64": "..."``; header values are
+topic says; a record of the format before Kafka 0.10 has neither (both null: a bad row unless
+``--recorded-at``/``--occurred-at`` name fields of the value). A key that is not UTF-8 is ``"key": null, "key_base64": "..."``; header values are
 text (a repeated header name holds a list; values that are not UTF-8 go to
 ``headers_base64``). The value is embedded as it is (it is checked to be exactly one JSON
 value, so a value cannot add fields to its row). A value that is not JSON (or not UTF-8
@@ -924,7 +925,7 @@ def _headers(items: list[tuple[str, bytes | None]] | None) -> tuple[str | None, 
 _ROWS = r"""
 SELECT concat('{"topic":', to_json(topic), ',"partition":', part, ',"offset":', off,
               ',"record":"', place, '","timestamp":',
-              CASE WHEN ts >= 0 THEN concat('"', strftime(epoch_ms(ts), '%Y-%m-%dT%H:%M:%S.%gZ'), '"')
+              CASE WHEN kind IN (1, 2) AND ts >= 0 THEN concat('"', strftime(epoch_ms(ts), '%Y-%m-%dT%H:%M:%S.%gZ'), '"')
                    ELSE 'null' END,
               ',"timestamp_type":', CASE kind WHEN 1 THEN '"create"' WHEN 2 THEN '"log_append"'
                                     ELSE 'null' END,

@@ -14,7 +14,7 @@ import esanalytics as esa
 from esanalytics.exceptions import SourceChangedError, SourceError
 from esanalytics.sources.kafka import open_kafka_source
 from tests.conftest import log_bytes, run_esa
-from tests.kafka_broker import Broker, Record, start_broker
+from tests.kafka_broker import Broker, Record, consume_all, start_broker
 from tests.sources.test_file_sources import events_of
 from tests.sources.test_kafka import new_topic, url
 
@@ -132,3 +132,19 @@ def test_a_topic_deleted_and_made_again_with_more_records_is_refused(
         esa.import_events(lake, url(kafka_tansu, topic))
     assert f"the topic {topic} was deleted and made again" in str(caught.value)
     assert log_bytes(lake) == before
+
+
+def test_a_record_of_the_old_format_without_a_timestamp_is_not_dated_1970(
+    kafka_mock: Broker, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_mock)
+    old_client = {"api.version.request": False, "broker.version.fallback": "0.9.0"}
+    kafka_mock.produce(topic, [Record(key="a", value={"type": "A"})], settings=old_client)
+    (plain,) = consume_all(kafka_mock.bootstrap, [topic])
+    assert plain["timestamp_type"] == 0  # (TIMESTAMP_NOT_AVAILABLE: its value means nothing)
+    lake = tmp_path / "lake"
+    with pytest.raises(SourceError) as caught:
+        esa.import_events(lake, url(kafka_mock, topic), create=True)
+    assert caught.value.where == f"{topic}/0@0"
+    assert "no timestamp" in str(caught.value)
+    assert not lake.exists()
