@@ -20,7 +20,7 @@ the lake with the events is the truth. The cursor holds the cluster id, the topi
 and the next offset of every partition seen (an empty one too). One :meth:`KafkaSource.read`
 reads up to the high watermarks it saw at its start (so an import without ``--follow`` ends
 while producers go on writing; records of a transaction still open are left for a later
-read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records; ``--follow``
+read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records (or ``batch_bytes`` of values); ``--follow``
 calls it again after each poll. A partition (or a topic matching the expression) that appears
 later is read from its start. A stored offset below a partition's low watermark (records
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
@@ -91,6 +91,7 @@ from esanalytics.sources.mapping import ImportMapping, TimeField
 __all__ = ["KafkaBatch", "KafkaSource", "open_kafka_source"]
 
 BATCH_RECORDS = 50_000
+BATCH_BYTES = 32 << 20  # a batch's keys and values (its rows take about 20 times as much)
 METADATA_SECONDS = 10.0  # a broker that does not answer metadata in this long is unreachable
 STALL_SECONDS = 60.0  # no record for this long while partitions are below their watermark
 DOWN_SECONDS = METADATA_SECONDS  # no record for this long while every broker is unreachable
@@ -126,7 +127,9 @@ def _missing_client() -> SourceError:
     )
 
 
-def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaSource:
+def open_kafka_source(
+    url: str, *, batch_records: int = BATCH_RECORDS, batch_bytes: int = BATCH_BYTES
+) -> KafkaSource:
     """The source a ``kafka://`` URL names (see the module for its form)."""
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -177,7 +180,7 @@ def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaS
         topics = tuple(t.strip() for t in spec.split(",") if t.strip())
         pattern = None
     return KafkaSource(brokers, topics, pattern=pattern, settings=settings,
-                       batch_records=batch_records)  # fmt: skip
+                       batch_records=batch_records, batch_bytes=batch_bytes)  # fmt: skip
 
 
 def _safe(url: str) -> str:
@@ -224,6 +227,7 @@ class KafkaSource:
         pattern: str | None = None,
         settings: dict[str, str] | None = None,
         batch_records: int = BATCH_RECORDS,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         try:
             import confluent_kafka  # noqa: F401
@@ -234,6 +238,7 @@ class KafkaSource:
         self.pattern = pattern
         self.settings = dict(settings or {})
         self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
         self.spec = pattern if pattern is not None else ",".join(self.topics)
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
@@ -531,7 +536,7 @@ class KafkaSource:
         consumer.assign([TopicPartition(*places[i], int(position[i])) for i in sorted(todo)])
         assigned = set(todo)
         pending: list[list[Any]] = []
-        count = 0
+        count = size = 0
         last_seen = time.monotonic()
         while todo:
             messages = consumer.consume(min(self.batch_records, 10_000), 0.2)
@@ -548,11 +553,15 @@ class KafkaSource:
                 for message in messages:
                     if message.error() is not None:
                         self._event(message, index, target, todo, name)
-            if good:
-                count += self._take(good, single, index, target, todo, pending)
+            for chunk, held in _by_bytes(good, self.batch_bytes - size, self.batch_bytes):
+                count += self._take(chunk, single, index, target, todo, pending)
+                size += held
+                if size >= self.batch_bytes:
+                    yield self._batch(con, pending, places, offsets, position, low)
+                    pending, count, size = [], 0, 0
             if count >= self.batch_records or (not todo and count):
                 yield self._batch(con, pending, places, offsets, position, low)
-                pending, count = [], 0
+                pending, count, size = [], 0, 0
             self._pause(consumer, places, todo, assigned)
 
     def _take(
@@ -861,6 +870,26 @@ def _text(error: Any) -> str:
     inner = error.args[0] if getattr(error, "args", None) else error
     text = inner.str() if hasattr(inner, "str") else str(inner)
     return str(text).rstrip(".")
+
+
+def _by_bytes(good: list[Any], room: int, full: int) -> list[tuple[list[Any], int]]:
+    """The records in runs of their values' bytes: the first up to ``room``, the others up
+    to ``full`` each (a run ends with the record that reaches its bound), with their bytes."""
+    sizes = [len(m) for m in good]  # (a message's len is its value's)
+    if sum(sizes) < room:
+        return [(good, sum(sizes))] if good else []
+    runs: list[tuple[list[Any], int]] = []
+    run: list[Any] = []
+    held, bound = 0, room
+    for message, size in zip(good, sizes, strict=True):
+        run.append(message)
+        held += size
+        if held >= bound:
+            runs.append((run, held))
+            run, held, bound = [], 0, full
+    if run:
+        runs.append((run, held))
+    return runs
 
 
 def _lake_order(where: Any, numbers: Any, millis: Any) -> Any:
