@@ -242,6 +242,13 @@ def _cursor_place(at: dict[str, Any]) -> str:
         return f"{at.get('file')} line {at['line']:,} (byte {at.get('offset', 0):,})"
     if "row" in at:
         return f"{at.get('file')} row {at['row']:,}"
+    if "offsets" in at:  # a Kafka import: each partition's next offset (all: --format json)
+        return "; ".join(
+            f"{topic} next offsets "
+            + ", ".join(f"{p}:{o:,}" for p, o in sorted(parts.items(), key=lambda x: int(x[0]))[:8])
+            + (f" ... ({len(parts)} partitions)" if len(parts) > 8 else "")
+            for topic, parts in sorted(at["offsets"].items())
+        )
     return json.dumps(at)
 
 

@@ -166,3 +166,19 @@ def test_big_values_are_committed_in_batches_bounded_by_bytes(
     summary = esa.import_events(lake, url(kafka_mock, topic), create=True)
     assert summary.events == len(consume_all(kafka_mock.bootstrap, [topic])) == 80
     assert summary.batches >= 72_000_000 // BATCH_BYTES
+
+
+def test_esa_info_says_where_a_kafka_import_stands_in_offsets(
+    kafka_mock: Broker, tmp_path: Path
+) -> None:
+    topics = [new_topic(kafka_mock, 2), new_topic(kafka_mock, 20)]
+    for topic in topics:
+        kafka_mock.produce(topic, [Record(key="a", value={"type": "A"}, partition=1)] * 3)
+    lake = tmp_path / "lake"
+    esa.import_events(lake, url(kafka_mock, ",".join(topics)), name="orders", create=True)
+    info = run_esa("info", str(lake))
+    assert info.returncode == 0, info.stderr
+    line = " ".join(info.stdout.partition("import 'orders'")[2].split())  # (lines wrapped)
+    assert f"up to {topics[0]} next offsets 0:0, 1:3; {topics[1]} next offsets 0:0, 1:3, " in line
+    assert "(20 partitions)" in line
+    assert '"cluster"' not in line
