@@ -57,7 +57,8 @@ whole value the payload, so nothing is dropped); the event id is the value's ``e
 ``eventId`` (a CloudEvents value's ``id``), else the record's place (``record``, so the same
 record read under another import name is the same event); ``recorded_at`` is the record's
 timestamp; ``occurred_at`` is the value's ``occurred_at``, ``timestamp``, ``time`` ... if it has
-one, else the record's timestamp; the headers are the metadata, with ``correlation_id`` and
+one (a number there that would be a time before 2000 is no time: a duration, a counter),
+else the record's timestamp; the headers are the metadata, with ``correlation_id`` and
 ``causation_id`` taken from the headers (or the value) where present.
 
 Order in the lake: within a batch, partitions are merged by their records' timestamps taken
@@ -106,6 +107,7 @@ _HEADER_TYPES = ("event_type", "eventType", "type", "ce_type")
 _ID_NAMES = ("event_id", "eventId")
 _HEADER_IDS = ("event_id", "eventId", "ce_id")
 _TIME_NAMES = _mapping.CANDIDATES["occurred_at"]
+_YEAR_2000 = 946_684_800  # seconds from 1970: a smaller number in a time field is no time
 # the fields an envelope may hold beside its data: the event's attributes (CloudEvents' too)
 _ENVELOPE = frozenset(
     ("data", "id", "specversion", "source", "subject", "datacontenttype", "dataschema",
@@ -807,8 +809,11 @@ class KafkaSource:
         occurred = given.occurred_at
         if occurred is None or occurred.format == "iso":
             path = occurred.path if occurred is not None else None
-            if path is None:
-                found = first(values, _TIME_NAMES)
+            if path is None:  # (a number that would be a time before 2000 is none: a lap time)
+                present = {key for obj in values for key in obj}
+                found = next((n for n in _TIME_NAMES if n in present and not any(
+                    isinstance(v.get(n), int | float) and not isinstance(v.get(n), bool)
+                    and abs(v[n]) < _YEAR_2000 for v in values)), None)  # fmt: skip
                 path = f"value.{found}" if found else "timestamp"
             top = path.removeprefix("value.")
             guess = _mapping._time_field(

@@ -186,3 +186,24 @@ def test_esa_info_says_where_a_kafka_import_stands_in_offsets(
     )
     assert f"up to {min(topics)} next offsets" in line  # (topics in order)
     assert '"cluster"' not in line
+
+
+def test_a_number_named_like_a_time_that_is_no_time_is_not_the_occurred_time(
+    kafka_mock: Broker, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_mock)
+    laps = [{"type": "LapCompleted", "time": 83.2}, {"type": "LapCompleted", "time": 79.9}]
+    kafka_mock.produce(
+        topic, [Record(key="car-7", value=v, timestamp=1_750_000_000_000 + i) for i, v in
+                enumerate(laps)],
+    )  # fmt: skip
+    lake = tmp_path / "lake"
+    summary = esa.import_events(lake, url(kafka_mock, topic), create=True)
+    assert dict(summary.mapping.describe())["occurred_at"] == "timestamp"  # (not 1970 + 83 s)
+    assert [e["occurred_at"].year for e in events_of(lake)] == [2025, 2025]
+    # a value's epoch time is still taken
+    other = new_topic(kafka_mock)
+    kafka_mock.produce(other, [Record(key="car-7", value={"type": "LapCompleted",
+                                                          "time": 1_700_000_000})])  # fmt: skip
+    summary = esa.import_events(tmp_path / "other", url(kafka_mock, other), create=True)
+    assert dict(summary.mapping.describe())["occurred_at"] == "value.time:epoch_s"
