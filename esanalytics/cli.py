@@ -246,6 +246,13 @@ def _cursor_place(at: dict[str, Any]) -> str:
         gaps = len(at.get("gaps") or [])
         looked = f", {gaps:,} gap{'' if gaps == 1 else 's'} below it looked in" if gaps else ""
         return f"{at['table']} position {at['position']:,}{looked}"
+    if "offsets" in at:  # a Kafka import: each partition's next offset (all: --format json)
+        return "; ".join(
+            f"{topic} next offsets "
+            + ", ".join(f"{p}:{o:,}" for p, o in sorted(parts.items(), key=lambda x: int(x[0]))[:8])
+            + (f" ... ({len(parts)} partitions)" if len(parts) > 8 else "")
+            for topic, parts in sorted(at["offsets"].items())
+        )
     return json.dumps(at)
 
 

@@ -20,13 +20,16 @@ the lake with the events is the truth. The cursor holds the cluster id, the topi
 and the next offset of every partition seen (an empty one too). One :meth:`KafkaSource.read`
 reads up to the high watermarks it saw at its start (so an import without ``--follow`` ends
 while producers go on writing; records of a transaction still open are left for a later
-read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records; ``--follow``
+read: the reader is read_committed, librdkafka's default), in batches of up to ``batch_records`` records (or ``batch_bytes`` of values); ``--follow``
 calls it again after each poll. A partition (or a topic matching the expression) that appears
 later is read from its start. A stored offset below a partition's low watermark (records
 deleted by retention or DeleteRecords before this import read them), or one beyond its end (a
 topic deleted and made again), is an error naming the topic, partition and offsets, never a
-silent skip. A broker that cannot be reached, or a topic that does not exist, is an error
-within seconds (metadata calls with a timeout; librdkafka alone would retry forever).
+silent skip; so is a topic made again with more records than were read, where the cluster
+gives topic ids (Kafka 2.8 and later; the cursor keeps them). A broker that cannot be reached, or a topic that does not exist, is an error
+within seconds (metadata calls with a timeout; librdkafka alone would retry forever); so are
+brokers that all go away during a read (after ``DOWN_SECONDS``), the batches committed
+before kept.
 
 A record becomes one JSON object (its row; a row's place in messages is ``topic/partition@offset``)::
 
@@ -35,7 +38,8 @@ A record becomes one JSON object (its row; a row's place in messages is ``topic/
      "key": "A-1", "headers": {"trace": "x"}, "value": {...the value, as it is...}}
 
 ``timestamp_type`` is ``create`` (the producer's time) or ``log_append`` (the broker's), as the
-topic says. A key that is not UTF-8 is ``"key": null, "key_base64": "..."``; header values are
+topic says; a record of the format before Kafka 0.10 has neither (both null: a bad row unless
+``--recorded-at``/``--occurred-at`` name fields of the value). A key that is not UTF-8 is ``"key": null, "key_base64": "..."``; header values are
 text (a repeated header name holds a list; values that are not UTF-8 go to
 ``headers_base64``). The value is embedded as it is (it is checked to be exactly one JSON
 value, so a value cannot add fields to its row). A value that is not JSON (or not UTF-8
@@ -47,11 +51,14 @@ value (a tombstone: the key deleted, on a compacted topic) becomes an event of t
 Mapping (:meth:`KafkaSource.detect`; ``--map`` wins): the stream id is the key; the event type
 is the first of the value's ``event_type``, ``eventType``, ``type`` and ``event`` it has (else
 a header of one of the first three names, or ``ce_type``); the payload is the value, or ``value.data`` when the value is an
-envelope with a ``data`` object beside its type; the event id is the value's ``event_id`` or
+envelope: a ``data`` object beside its type and other attributes of the event only (ids,
+times, stream, metadata, CloudEvents' attributes; a field of its own beside them makes the
+whole value the payload, so nothing is dropped); the event id is the value's ``event_id`` or
 ``eventId`` (a CloudEvents value's ``id``), else the record's place (``record``, so the same
 record read under another import name is the same event); ``recorded_at`` is the record's
 timestamp; ``occurred_at`` is the value's ``occurred_at``, ``timestamp``, ``time`` ... if it has
-one, else the record's timestamp; the headers are the metadata, with ``correlation_id`` and
+one (a number there that would be a time before 2000 is no time: a duration, a counter),
+else the record's timestamp; the headers are the metadata, with ``correlation_id`` and
 ``causation_id`` taken from the headers (or the value) where present.
 
 Order in the lake: partitions are merged by their records' timestamps taken as a running
@@ -93,11 +100,14 @@ __all__ = ["KafkaBatch", "KafkaSource", "open_kafka_source"]
 
 BATCH_RECORDS = 50_000
 HOLD_BATCHES = 4  # records held back for the merge across batches: at most 4 batches' worth
+BATCH_BYTES = 32 << 20  # a batch's keys and values (its rows take about 20 times as much)
 METADATA_SECONDS = 10.0  # a broker that does not answer metadata in this long is unreachable
 STALL_SECONDS = 60.0  # no record for this long while partitions are below their watermark
+DOWN_SECONDS = METADATA_SECONDS  # no record for this long while every broker is unreachable
 TOMBSTONE = "Tombstoned"
 _EOF, _OUT_OF_RANGE, _AUTO_RESET = -191, 1, -140
 _TRANSIENT = {-195, -187, -185}  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT: retried
+_DOWN = {-187}  # _ALL_BROKERS_DOWN: no broker to read from (one gone is -195: others may lead)
 _SAMPLE_ROWS = 1000
 _REFUSED = re.compile(r"refused|resolve|not known|no address|authentication|handshake", re.I)
 _TYPE_NAMES = ("event_type", "eventType", "type", "event")
@@ -105,6 +115,15 @@ _HEADER_TYPES = ("event_type", "eventType", "type", "ce_type")
 _ID_NAMES = ("event_id", "eventId")
 _HEADER_IDS = ("event_id", "eventId", "ce_id")
 _TIME_NAMES = _mapping.CANDIDATES["occurred_at"]
+_YEAR_2000 = 946_684_800  # seconds from 1970: a smaller number in a time field is no time
+# the fields an envelope may hold beside its data: the event's attributes (CloudEvents' too)
+_ENVELOPE = frozenset(
+    ("data", "id", "specversion", "source", "subject", "datacontenttype", "dataschema",
+     "version", *_TYPE_NAMES, *(n for role in ("stream_id", "event_id", "occurred_at",
+     "recorded_at", "metadata", "category", "schema_version")
+     for n in _mapping.CANDIDATES[role]), *(n for names in _mapping.META_KEYS.values()
+     for n in names))
+)  # fmt: skip
 _META = {"correlation_id": ("correlation_id", "correlationId", "ce_correlationid"),
          "causation_id": ("causation_id", "causationId", "ce_causationid")}  # fmt: skip
 
@@ -118,7 +137,9 @@ def _missing_client() -> SourceError:
     )
 
 
-def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaSource:
+def open_kafka_source(
+    url: str, *, batch_records: int = BATCH_RECORDS, batch_bytes: int = BATCH_BYTES
+) -> KafkaSource:
     """The source a ``kafka://`` URL names (see the module for its form)."""
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -127,6 +148,15 @@ def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaS
         userinfo, hosts = "", netloc
     brokers = [h.strip() for h in hosts.split(",") if h.strip()]
     spec = unquote(parts.path.lstrip("/"))
+    if not at and "@" in parts.path:  # (a user:password cut by a '/')
+        raise SourceError(
+            "The Kafka URL has an '@' after its host part: a user or password in it holds a "
+            "'/' (the URL is not shown, so the password is not either).",
+            hint="percent-encode those characters in the user and password (/ as %2F, ? as "
+            "%3F, # as %23, @ as %40, : as %3A): kafka://USER:PASSWORD@HOST:PORT/TOPIC.",
+            source=None,
+            where=None,
+        )
     if not brokers or not spec:
         raise SourceError(
             f"{_safe(url)} names no {'broker' if not brokers else 'topic'}.",
@@ -160,12 +190,13 @@ def open_kafka_source(url: str, *, batch_records: int = BATCH_RECORDS) -> KafkaS
         topics = tuple(t.strip() for t in spec.split(",") if t.strip())
         pattern = None
     return KafkaSource(brokers, topics, pattern=pattern, settings=settings,
-                       batch_records=batch_records)  # fmt: skip
+                       batch_records=batch_records, batch_bytes=batch_bytes)  # fmt: skip
 
 
 def _safe(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
+    """The URL without its password (in the user part or a setting)."""
+    url = re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"((?:password|secret)=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -206,6 +237,7 @@ class KafkaSource:
         pattern: str | None = None,
         settings: dict[str, str] | None = None,
         batch_records: int = BATCH_RECORDS,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         try:
             import confluent_kafka  # noqa: F401
@@ -217,9 +249,13 @@ class KafkaSource:
         self.settings = dict(settings or {})
         self.batch_records = batch_records
         self.hold_records = HOLD_BATCHES * batch_records
+        self.batch_bytes = batch_bytes
         self.spec = pattern if pattern is not None else ",".join(self.topics)
         self.label = f"kafka://{','.join(self.brokers)}/{self.spec}"
         self._cluster: str | None = None
+        self._down: float | None = None  # when librdkafka last said every broker is down
+        self._controller = False  # whether the cluster names a controller (admin requests)
+        self._ids: dict[str, str] = {}  # each topic's id, where the cluster gives them
         self._log = _Log()
         self._logger = logging.Logger("esanalytics.kafka")  # (its own: not kept by logging)
         self._logger.propagate = False
@@ -270,6 +306,7 @@ class KafkaSource:
             # interleaved and the merge by time holds few records back (see the module)
             "max.partition.fetch.bytes": 262_144,
             "logger": self._logger,
+            "error_cb": self._error,
             **self.settings,
         }
         try:
@@ -282,6 +319,12 @@ class KafkaSource:
                 source=None,
                 where=None,
             ) from None
+
+    def _error(self, error: Any) -> None:
+        """librdkafka's client-wide errors (served by ``consume``): keeps when the brokers
+        were last all unreachable."""
+        if error.code() in _DOWN:
+            self._down = time.monotonic()
 
     def _said(self) -> str:
         """librdkafka's last log lines, each once."""
@@ -340,6 +383,7 @@ class KafkaSource:
                 if waited > METADATA_SECONDS or (waited > 2 and _REFUSED.search(self._said())):
                     raise self._unreachable(error, waited) from None
         self._cluster = str(metadata.cluster_id or ",".join(sorted(self.brokers)))
+        self._controller = metadata.controller_id in metadata.brokers
         held = {name: t for name, t in metadata.topics.items() if not t.error}
         if self.pattern is not None:
             expression = re.compile(self.pattern)
@@ -365,6 +409,29 @@ class KafkaSource:
                 where=None,
             )
         return self._cluster, {n: sorted(held[n].partitions) for n in names}
+
+    def _topic_ids(self, names: list[str]) -> dict[str, str]:
+        """Each topic's id (a topic deleted and made again under its name has another), for
+        the topics whose id the cluster gives (none when it names no controller, as
+        librdkafka's mock cluster does not)."""
+        from confluent_kafka import KafkaException, TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        if not self._controller or not names:
+            return {}
+        config: dict[str, Any] = {"bootstrap.servers": ",".join(self.brokers),
+                                  "logger": self._logger, **self.settings}  # fmt: skip
+        admin = AdminClient(config)
+        futures = admin.describe_topics(TopicCollection(names), request_timeout=METADATA_SECONDS)
+        ids = {}
+        for name, future in futures.items():
+            try:
+                found = future.result(timeout=METADATA_SECONDS)
+            except KafkaException:  # (a cluster without topic ids: no check)
+                continue
+            if found.topic_id is not None:
+                ids[name] = str(found.topic_id)
+        return ids
 
     def _marks(
         self, consumer: Any, partitions: dict[str, list[int]]
@@ -420,6 +487,16 @@ class KafkaSource:
             raise _changed(
                 self.label, f"the topic {gone[0]} it read is not there any more", name=name
             )
+        self._ids = self._topic_ids(sorted(partitions))
+        known_ids: dict[str, str] = (at or {}).get("ids", {})
+        for topic, now in sorted(self._ids.items()):
+            if known_ids.get(topic, now) != now:
+                raise _changed(
+                    self.label,
+                    f"the topic {topic} was deleted and made again (its id was "
+                    f"{known_ids[topic]}, it is {now})",
+                    name=name,
+                )
         marks = self._marks(consumer, partitions)
         offsets: dict[str, dict[str, int]] = {}
         for (topic, number), (low, high) in sorted(marks.items()):
@@ -473,15 +550,18 @@ class KafkaSource:
         consumer.assign([TopicPartition(*places[i], int(position[i])) for i in sorted(todo)])
         assigned = set(todo)
         pending: list[list[Any]] = []
-        count = 0
+        count = size = 0
         # each partition's running maximum timestamp over the records batches took so far
         taken = np.full(len(places), np.iinfo(np.int64).min, dtype=np.int64)
         last_seen = time.monotonic()
         while todo:
             messages = consumer.consume(min(self.batch_records, 10_000), 0.2)
             if not messages:
-                if time.monotonic() - last_seen > STALL_SECONDS:
-                    raise self._stalled(places, todo, position, target, name)
+                quiet = time.monotonic() - last_seen
+                if quiet > STALL_SECONDS or (
+                    quiet > DOWN_SECONDS and self._down is not None and self._down > last_seen
+                ):
+                    raise self._stalled(places, todo, quiet, name)
                 continue
             last_seen = time.monotonic()
             good = [m for m in messages if m.error() is None]
@@ -489,13 +569,19 @@ class KafkaSource:
                 for message in messages:
                     if message.error() is not None:
                         self._event(message, index, target, todo, name)
-            if good:
-                count += self._take(good, single, index, target, todo, pending)
+            for chunk, held in _by_bytes(good, self.batch_bytes - size, self.batch_bytes):
+                count += self._take(chunk, single, index, target, todo, pending)
+                size += held
+                if size >= self.batch_bytes and pending:  # (bounded in memory: all go)
+                    ready, _ = _up_to_watermark(pending, taken, todo, hold=False)
+                    yield self._batch(con, ready, places, offsets, position, low)
+                    pending, count, size = [], 0, 0
             if count >= self.batch_records or (not todo and count):
                 ready, pending = _up_to_watermark(
                     pending, taken, todo, hold=bool(todo) and count < self.hold_records
                 )
                 count = sum(len(chunk[0]) for chunk in pending)
+                size = sum(len(m) for chunk in pending for m in chunk[0])
                 if ready:
                     yield self._batch(con, ready, places, offsets, position, low)
             self._pause(consumer, places, todo, assigned)
@@ -570,15 +656,14 @@ class KafkaSource:
         )
 
     def _stalled(
-        self, places: list[tuple[str, int]], todo: set[int], position: Any, target: Any,
-        name: str | None,
-    ) -> SourceError:  # fmt: skip
+        self, places: list[tuple[str, int]], todo: set[int], quiet: float, name: str | None
+    ) -> SourceError:
         first = places[min(todo)]
         said = "; ".join(dict.fromkeys(self._log.lines))[:400]
         return SourceError(
             f"The Kafka cluster at {','.join(self.brokers)} sent no record of {first[0]}/"
             f"{first[1]} (and {len(todo) - 1} more partitions below their end) for "
-            f"{STALL_SECONDS:.0f} s" + (f" (librdkafka: {said})" if said else "") + ".",
+            f"{quiet:.0f} s" + (f" (librdkafka: {said})" if said else "") + ".",
             hint="check that the brokers run and that this login may read the topics, then run "
             "the import again: it continues after the last committed batch.",
             source=name,
@@ -636,11 +721,13 @@ class KafkaSource:
         np.maximum.at(position, where, numbers + 1)
         for i, (topic, number) in enumerate(places):
             offsets[topic][str(number)] = int(position[i])
-        cursor = {
+        cursor: dict[str, Any] = {
             "cluster": self._cluster,
             "topics": self.spec,
             "offsets": {t: dict(p) for t, p in offsets.items()},
         }
+        if self._ids:
+            cursor["ids"] = dict(self._ids)
         reasons = out["reason"].combine_chunks()
         return KafkaBatch(
             lines=out["line"].combine_chunks(),
@@ -706,9 +793,15 @@ class KafkaSource:
                 fields["event_type"] = f"value.{_TYPE_NAMES[2]}"
         type_key = fields["event_type"].removeprefix("value.")
         if "data" not in fields:
+            # an envelope holds nothing but its data and attributes of the event: a value with
+            # fields of its own beside a data field is the payload (none of it dropped)
             envelope = any(
                 isinstance(v.get("data"), dict) and type_key in v for v in values
-            ) and all(isinstance(v.get("data"), dict) for v in values if type_key in v)
+            ) and all(
+                isinstance(v.get("data"), dict) and set(v) <= _ENVELOPE | {type_key}
+                for v in values
+                if type_key in v
+            )
             fields["data"] = "value.data" if envelope else "value"
         if "event_id" not in fields:
             cloud = any("specversion" in v and "id" in v for v in values)
@@ -737,8 +830,11 @@ class KafkaSource:
         occurred = given.occurred_at
         if occurred is None or occurred.format == "iso":
             path = occurred.path if occurred is not None else None
-            if path is None:
-                found = first(values, _TIME_NAMES)
+            if path is None:  # (a number that would be a time before 2000 is none: a lap time)
+                present = {key for obj in values for key in obj}
+                found = next((n for n in _TIME_NAMES if n in present and not any(
+                    isinstance(v.get(n), int | float) and not isinstance(v.get(n), bool)
+                    and abs(v[n]) < _YEAR_2000 for v in values)), None)  # fmt: skip
                 path = f"value.{found}" if found else "timestamp"
             top = path.removeprefix("value.")
             guess = _mapping._time_field(
@@ -848,6 +944,26 @@ def _up_to_watermark(
     return ready, held
 
 
+def _by_bytes(good: list[Any], room: int, full: int) -> list[tuple[list[Any], int]]:
+    """The records in runs of their values' bytes: the first up to ``room``, the others up
+    to ``full`` each (a run ends with the record that reaches its bound), with their bytes."""
+    sizes = [len(m) for m in good]  # (a message's len is its value's)
+    if sum(sizes) < room:
+        return [(good, sum(sizes))] if good else []
+    runs: list[tuple[list[Any], int]] = []
+    run: list[Any] = []
+    held, bound = 0, room
+    for message, size in zip(good, sizes, strict=True):
+        run.append(message)
+        held += size
+        if held >= bound:
+            runs.append((run, held))
+            run, held, bound = [], 0, full
+    if run:
+        runs.append((run, held))
+    return runs
+
+
 def _lake_order(where: Any, numbers: Any, millis: Any) -> Any:
     """Rows in the lake's order: partitions merged by the running maximum of their
     timestamps, then by topic and partition, then offset."""
@@ -910,7 +1026,7 @@ def _headers(items: list[tuple[str, bytes | None]] | None) -> tuple[str | None, 
 _ROWS = r"""
 SELECT concat('{"topic":', to_json(topic), ',"partition":', part, ',"offset":', off,
               ',"record":"', place, '","timestamp":',
-              CASE WHEN ts >= 0 THEN concat('"', strftime(epoch_ms(ts), '%Y-%m-%dT%H:%M:%S.%gZ'), '"')
+              CASE WHEN kind IN (1, 2) AND ts >= 0 THEN concat('"', strftime(epoch_ms(ts), '%Y-%m-%dT%H:%M:%S.%gZ'), '"')
                    ELSE 'null' END,
               ',"timestamp_type":', CASE kind WHEN 1 THEN '"create"' WHEN 2 THEN '"log_append"'
                                     ELSE 'null' END,
