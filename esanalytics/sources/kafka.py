@@ -885,8 +885,10 @@ def _changed(label: str, what: str, *, name: str | None) -> SourceChangedError:
     return SourceChangedError(
         f"The source {label} is not the one the import's cursor was made on: {what}.",
         hint="point at the cluster and topics the import read (see esa info LAKE). Another "
-        "cluster or a topic made again is another source: import it under a new --name "
-        "(records already imported are recognised by their place and skipped).",
+        "cluster, or a topic made again, is another source whose records reuse the old "
+        "places (topic/partition@offset): import it into a new lake, or, when its values "
+        "carry event ids of their own, under a new --name (records already imported are "
+        "then recognised by their ids and skipped).",
         source=name,
         where=None,
     )
