@@ -317,7 +317,9 @@ def test_two_axon_tables_are_told_apart_by_schema(
     lake = tmp_path / "lake"
     with pytest.raises(SourceError) as caught:
         esa.import_events(lake, postgres_url, create=True)
-    assert "several Axon event tables: domain_event_entry, domainevententry" in str(caught.value)
+    assert "several Axon domain event tables: domain_event_entry, domainevententry" in str(
+        caught.value
+    )
     assert "--schema axon:domain_event_entry" in str(caught.value)
     summary = esa.import_events(lake, postgres_url, schema="axon:domainevententry", create=True)
     assert (summary.name, summary.events) == ("domainevententry", 3)

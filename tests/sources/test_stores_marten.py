@@ -238,7 +238,7 @@ def test_two_marten_schemas_are_told_apart_by_schema(
     lake = tmp_path / "lake"
     done = run_esa("import", str(lake), postgres_url, "--create")
     assert done.returncode == 1
-    assert "several schemas: billing.mt_events, mt_events" in done.stderr
+    assert "several Marten events tables: billing.mt_events, mt_events" in done.stderr
     assert "Hint: choose one with --schema marten:billing.mt_events" in done.stderr
     assert "Traceback" not in done.stderr
     done = run_esa(

@@ -53,9 +53,9 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from esanalytics.exceptions import SourceError
 from esanalytics.sources.stores.serialized import (
     NOT_JSON,
+    choose_table,
     column_types,
     event_line,
     json_text,
@@ -121,23 +121,7 @@ class AxonLayout:
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one Axon event table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if _naming(columns[t]) is not None]
-        if table is not None:
-            if table not in tables:
-                raise SourceError(
-                    f"--schema axon:{table}: there is no Axon domain event table {table}.",
-                    hint=f"give one of {', '.join(sorted(tables)) or 'domain_event_entry'}.",
-                    source=None,
-                    where=None,
-                )
-            tables = [table]
-        if len(tables) > 1:
-            raise SourceError(
-                f"The database holds several Axon event tables: {', '.join(sorted(tables))}.",
-                hint=f"choose one with --schema axon:{sorted(tables)[0]}.",
-                source=None,
-                where=None,
-            )
-        self.table = tables[0]
+        self.table = choose_table("axon", "Axon domain event table", tables, table)
         naming = _naming(columns[self.table])
         assert naming is not None
         self.columns = naming

@@ -60,6 +60,7 @@ import pyarrow.compute as pc
 
 from esanalytics.exceptions import SourceError
 from esanalytics.sources.sql import Database
+from esanalytics.sources.stores.serialized import choose_table
 
 __all__ = ["LAYOUT", "EventsourcingLayout"]
 
@@ -115,26 +116,8 @@ class EventsourcingLayout:
     }
 
     def __init__(self, columns: Mapping[str, set[str]], table: str | None = None) -> None:
-        candidates = sorted(t for t, names in columns.items() if self._fits(names))
-        if table is not None:
-            if table not in candidates:
-                raise SourceError(
-                    f"--schema eventsourcing:{table}: there is no eventsourcing events table "
-                    f"{table!r} (found: {', '.join(candidates) or 'none'}).",
-                    hint="name one of the tables found, or leave :TABLE out.",
-                    source=None,
-                    where=None,
-                )
-            candidates = [table]
-        if len(candidates) > 1:
-            raise SourceError(
-                f"The database holds several eventsourcing events tables: {', '.join(candidates)}.",
-                hint=f"choose one with --schema eventsourcing:{candidates[0]} (one import each, "
-                "with its own --name).",
-                source=None,
-                where=None,
-            )
-        self.table = candidates[0]
+        candidates = [t for t, names in columns.items() if self._fits(names)]
+        self.table = choose_table("eventsourcing", "eventsourcing events table", candidates, table)
         self.position = "notification_id" if "notification_id" in columns[self.table] else "rowid"
 
     @staticmethod

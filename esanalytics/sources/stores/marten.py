@@ -42,7 +42,13 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from esanalytics.exceptions import SourceError
-from esanalytics.sources.stores.serialized import event_line, safe_category, unreadable
+from esanalytics.sources.stores.serialized import (
+    choose_table,
+    event_line,
+    safe_category,
+    schema_of,
+    unreadable,
+)
 
 __all__ = ["LAYOUT", "MartenLayout"]
 
@@ -52,11 +58,6 @@ DEFAULT_TENANT = "*DEFAULT*"
 _EVENT_COLUMNS = {"seq_id", "id", "stream_id", "version", "data", "type", "timestamp"}
 _OPTIONAL = ("tenant_id", "mt_dotnet_type", "correlation_id", "causation_id", "headers",
              "user_name", "is_archived", "bdata")  # fmt: skip
-
-
-def _schema_of(table: str) -> str:
-    """``schema.`` of a qualified table name, or nothing."""
-    return table.rsplit(".", 1)[0] + "." if "." in table else ""
 
 
 class MartenLayout:
@@ -78,25 +79,9 @@ class MartenLayout:
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one ``mt_events`` table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if self._is_events(t, columns)]
-        if table is not None:
-            if table not in tables:
-                raise SourceError(
-                    f"--schema marten:{table}: there is no Marten events table {table}.",
-                    hint=f"give one of {', '.join(sorted(tables)) or EVENTS}.",
-                    source=None,
-                    where=None,
-                )
-            tables = [table]
-        if len(tables) > 1:
-            raise SourceError(
-                f"The database holds Marten events in several schemas: {', '.join(sorted(tables))}.",
-                hint=f"choose one with --schema marten:{sorted(tables)[0]}.",
-                source=None,
-                where=None,
-            )
-        self.table = tables[0]
+        self.table = choose_table("marten", "Marten events table", tables, table)
         self.position = "seq_id"
-        self.streams = _schema_of(self.table) + STREAMS
+        self.streams = schema_of(self.table) + STREAMS
         self.optional = [c for c in _OPTIONAL if c in columns[self.table]]
         self.stream_types = "type" in columns.get(self.streams, set())
         self._checked = False

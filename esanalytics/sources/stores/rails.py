@@ -49,13 +49,14 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from esanalytics.exceptions import SourceError
 from esanalytics.sources.stores.serialized import (
+    choose_table,
     column_types,
     event_line,
     json_text,
     parse_object,
     safe_category,
+    schema_of,
     unreadable,
 )
 
@@ -77,11 +78,6 @@ _HINT = (
 )
 
 
-def _schema_of(table: str) -> str:
-    """``schema.`` of a qualified table name, or nothing."""
-    return table.rsplit(".", 1)[0] + "." if "." in table else ""
-
-
 class RailsEventStoreLayout:
     """The layout of Rails Event Store's ActiveRecord repository (see the module)."""
 
@@ -101,26 +97,9 @@ class RailsEventStoreLayout:
     def __init__(self, columns: Mapping[str, set[str]], table: str | None) -> None:
         """The one RES events table of the database (``table`` picks one of several)."""
         tables = [t for t in columns if self._is_events(t, columns)]
-        if table is not None:
-            if table not in tables:
-                raise SourceError(
-                    f"--schema rails_event_store:{table}: there is no Rails Event Store "
-                    f"table {table} with its {LINKS} beside it.",
-                    hint=f"give one of {', '.join(sorted(tables)) or EVENTS}.",
-                    source=None,
-                    where=None,
-                )
-            tables = [table]
-        if len(tables) > 1:
-            raise SourceError(
-                f"The database holds Rails Event Store tables in several schemas: "
-                f"{', '.join(sorted(tables))}.",
-                hint=f"choose one with --schema rails_event_store:{sorted(tables)[0]}.",
-                source=None,
-                where=None,
-            )
-        self.table = tables[0]
-        self.links = _schema_of(self.table) + LINKS
+        what = f"Rails Event Store events table (with its {LINKS} beside it)"
+        self.table = choose_table("rails_event_store", what, tables, table)
+        self.links = schema_of(self.table) + LINKS
         self.position = "id"
         self._types: dict[str, str] | None = None
 
@@ -130,7 +109,7 @@ class RailsEventStoreLayout:
         return (
             table.rsplit(".", 1)[-1] == EVENTS
             and columns[table] >= _EVENT_COLUMNS
-            and columns.get(_schema_of(table) + LINKS, set()) >= _LINK_COLUMNS
+            and columns.get(schema_of(table) + LINKS, set()) >= _LINK_COLUMNS
         )
 
     @classmethod

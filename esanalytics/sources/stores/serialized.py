@@ -21,15 +21,48 @@ from typing import Any
 from esanalytics.exceptions import SourceError
 
 __all__ = [
+    "choose_table",
     "column_types",
     "event_line",
     "json_text",
     "parse_object",
     "safe_category",
+    "schema_of",
     "sniff",
     "text_of",
     "unreadable",
 ]
+
+
+def choose_table(layout: str, what: str, tables: list[str], table: str | None) -> str:
+    """The one table of a layout among ``tables`` (those the database holds), or ``table``
+    when ``--schema LAYOUT:TABLE`` names one; ``what`` says what such a table is."""
+    tables = sorted(tables)
+    if table is not None:
+        if table not in tables:
+            raise SourceError(
+                f"--schema {layout}:{table}: there is no {what} {table} (found: "
+                f"{', '.join(tables) or 'none'}).",
+                hint="name one of the tables found, or leave :TABLE out.",
+                source=None,
+                where=None,
+            )
+        return table
+    if len(tables) > 1:
+        raise SourceError(
+            f"The database holds several {what}s: {', '.join(tables)}.",
+            hint=f"choose one with --schema {layout}:{tables[0]} (one import each, with its "
+            "own --name).",
+            source=None,
+            where=None,
+        )
+    return tables[0]
+
+
+def schema_of(table: str) -> str:
+    """``schema.`` of a qualified table name, or nothing."""
+    return table.rsplit(".", 1)[0] + "." if "." in table else ""
+
 
 # Put before text that looks like JSON and is not: the event line then does not parse either
 # (even when the text would complete it), and the mapping rejects the row by its coordinates.
