@@ -293,13 +293,13 @@ def bare_consume(bootstrap: str, topic: str, *, fields: bool = False) -> tuple[i
         consumer.close()
 
 
-def bench_kafka(events: int, work: Path) -> dict[str, Any]:
+def bench_kafka(events: int, work: Path, partitions: int | None = None) -> dict[str, Any]:
     """The Kafka part (see the module)."""
     results: dict[str, Any] = {"events": events}
     topic = "bench-events"
     # The mock keeps about 5 MB a partition (older batches are dropped and the partition's low
     # watermark moves on): 10,000 records of ~280 bytes a partition stay well inside it.
-    partitions = max(4, -(-events // 10_000))
+    partitions = partitions or max(4, -(-events // 10_000))
     with mock_broker(topic, partitions) as bootstrap:
         wall, _, produced = timed(lambda: produce_sample(bootstrap, topic, events))
         assert produced == events
@@ -621,6 +621,13 @@ def main() -> None:
     parser.add_argument(
         "--only", default=",".join(PARTS), help=f"parts to run, of {', '.join(PARTS)}"
     )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="the Kafka topic's partitions (default: one per 10,000 records; the mock cluster "
+        "keeps about 5 MB a partition)",
+    )
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -633,7 +640,8 @@ def main() -> None:
     for part in parts:
         bench, default = PARTS[part]
         print(f"-- {part} ...", flush=True)
-        results[part] = bench(args.events or default, work)
+        more = {"partitions": args.partitions} if part == "kafka" and args.partitions else {}
+        results[part] = bench(args.events or default, work, **more)
         print(json.dumps(_rounded(results[part])), flush=True)
     print(json.dumps(_rounded(results), indent=2))
     print()
