@@ -320,6 +320,16 @@ class KafkaSource:
                 where=None,
             ) from None
 
+    def _answers(self, consumer: Any) -> bool:
+        """Whether the cluster answers a metadata request within a few seconds."""
+        from confluent_kafka import KafkaException
+
+        try:
+            consumer.list_topics(timeout=3)
+        except KafkaException:
+            return False
+        return True
+
     def _error(self, error: Any) -> None:
         """librdkafka's client-wide errors (served by ``consume``): keeps when the brokers
         were last all unreachable."""
@@ -558,10 +568,14 @@ class KafkaSource:
             messages = consumer.consume(min(self.batch_records, 10_000), 0.2)
             if not messages:
                 quiet = time.monotonic() - last_seen
-                if quiet > STALL_SECONDS or (
-                    quiet > DOWN_SECONDS and self._down is not None and self._down > last_seen
-                ):
+                if quiet > STALL_SECONDS:
                     raise self._stalled(places, todo, quiet, name)
+                if quiet > DOWN_SECONDS and self._down is not None:
+                    # every broker was said down (records fetched before may have come after
+                    # that): ask the cluster once more, briefly
+                    if not self._answers(consumer):
+                        raise self._stalled(places, todo, quiet, name)
+                    self._down = None
                 continue
             last_seen = time.monotonic()
             good = [m for m in messages if m.error() is None]
