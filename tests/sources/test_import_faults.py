@@ -208,6 +208,20 @@ def forkserver_context() -> Any:
     return context
 
 
+def finished_or_killed(context: Any, target: Any, args: tuple[Any, ...], timeout: float) -> bool:
+    """Run ``target(*args)`` in a child of ``context``: True if it finished within ``timeout``
+    seconds (with exit code 0, asserted), False if it was SIGKILLed then."""
+    child = context.Process(target=target, args=args)
+    child.start()
+    child.join(timeout=timeout)
+    if child.exitcode is not None:
+        assert child.exitcode == 0, f"the import failed ({child.exitcode})"
+        return True
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    return False
+
+
 @pytest.fixture(scope="module")
 def forkserver() -> Any:
     return forkserver_context()

@@ -12,9 +12,7 @@ clean, every bad line in the rejects file exactly once, a re-run writes nothing.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from tests.sources.test_import_faults import (
     check_finished,
     check_lake,
     check_rejects,
+    finished_or_killed,
     forkserver_context,
     good_lines,
     run_import,
@@ -59,16 +58,10 @@ def test_an_import_killed_50_times_at_random_moments_ends_exactly_once(
         good = good_lines(source)
         lines_before = 0
         while True:
-            child = forkserver.Process(
-                target=run_import, args=(str(lake), str(source), BLOCK, on_error, None)
-            )
-            child.start()
-            child.join(timeout=rng.uniform(0.02, 0.4) if kills < KILLS else 120)
-            if child.exitcode is not None:
-                assert child.exitcode == 0, f"the import failed ({child.exitcode})"
+            timeout = rng.uniform(0.02, 0.4) if kills < KILLS else 120
+            args = (str(lake), str(source), BLOCK, on_error, None)
+            if finished_or_killed(forkserver, run_import, args, timeout):
                 break
-            os.kill(child.pid, signal.SIGKILL)
-            child.join()
             kills += 1
             _, line = check_lake(lake, source, good=good)
             assert line >= lines_before, "the cursor went back"

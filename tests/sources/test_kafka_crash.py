@@ -12,7 +12,6 @@ round, every record once, ``verify`` clean, and a re-run writes nothing.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from esanalytics.audit import verify
 from tests.conftest import log_bytes
 from tests.kafka_broker import Broker, consume_all
 from tests.sources.test_file_sources import events_of
-from tests.sources.test_import_faults import forkserver_context
+from tests.sources.test_import_faults import finished_or_killed, forkserver_context
 from tests.sources.test_kafka import new_topic, orders, place_of, url
 
 KILLS = 8
@@ -145,14 +144,10 @@ def test_an_import_killed_mid_way_resumes_to_exactly_once(
         assert rounds <= 6, f"only {kills} kills in {rounds - 1} rounds"
         lake, before = tmp_path / f"lake{rounds}", 0
         while True:
-            child = forkserver.Process(target=run_import, args=(str(lake), url(kafka_mock, topic)))
-            child.start()
-            child.join(timeout=rng.uniform(0.2, 0.8) if kills < KILLS else 120)
-            if child.exitcode is not None:
-                assert child.exitcode == 0, f"the import failed ({child.exitcode})"
+            timeout = rng.uniform(0.2, 0.8) if kills < KILLS else 120
+            args = (str(lake), url(kafka_mock, topic))
+            if finished_or_killed(forkserver, run_import, args, timeout):
                 break
-            os.kill(child.pid, signal.SIGKILL)
-            child.join()
             kills += 1
             done = sum(check_cursor(lake, kafka_mock, topic, "orders", records=records).values())
             assert done >= before, "the cursor went back"

@@ -10,10 +10,8 @@ clean and a further run writes nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 import esanalytics as esa
 from tests.conftest import log_bytes
 from tests.sources.eventsourcing_app import bank, postgres_env, sqlite_env
-from tests.sources.test_import_faults import forkserver_context
+from tests.sources.test_import_faults import finished_or_killed, forkserver_context
 
 KILLS = 4
 ACCOUNTS = 300  # 2,100 events
@@ -82,18 +80,13 @@ def test_an_import_killed_at_random_moments_ends_exactly_once(
     rng = random.Random(7)
     kills, position, moved = 0, 0, 0
     for _ in range(40):
-        child = forkserver.Process(target=run_import, args=(str(lake), url))
-        child.start()
-        child.join(timeout=rng.uniform(0.3, 1.5) if kills < KILLS else 120)
-        if child.exitcode is not None:
-            assert child.exitcode == 0, f"the import failed ({child.exitcode})"
+        timeout = rng.uniform(0.3, 1.5) if kills < KILLS else 120
+        if finished_or_killed(forkserver, run_import, (str(lake), url), timeout):
             if kills >= KILLS:
                 break
             shutil.rmtree(lake)  # it finished before a kill: start again from nothing
             position = 0
             continue
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
         kills += 1
         now = check(lake, rows)
         assert now >= position, "the cursor went back"
