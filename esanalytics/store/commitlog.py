@@ -33,6 +33,7 @@ __all__ = [
     "CommitLog",
     "FileEntry",
     "LogState",
+    "TypedTwin",
     "file_digest",
     "replay",
 ]
@@ -44,6 +45,37 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes (OpenSSL, streamed, off the GIL)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TypedTwin:
+    """The typed twin of a committed events file (see :mod:`esanalytics.store.typed`): its
+    path below ``typed/`` (the events file's own path), digest and size, the payload fields
+    it holds as columns (name to DuckDB type) and whether the payloads hold more fields."""
+
+    path: str
+    sha256: str
+    bytes: int
+    fields: dict[str, str]
+    more: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "fields": self.fields,
+        } | ({"more": True} if self.more else {})
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TypedTwin:
+        return cls(
+            path=raw["path"],
+            sha256=raw["sha256"],
+            bytes=raw["bytes"],
+            fields=dict(raw["fields"]),
+            more=bool(raw.get("more", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +94,23 @@ class FileEntry:
     max_stream: str
     bytes: int
     sha256: str | None = None  # of the file's bytes; None in lakes written before digests
+    typed: TypedTwin | None = None  # its typed twin; None in files written without one
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "category": self.category,
-            "month": self.month,
-            "rows": self.rows,
-            "pos": [self.min_position, self.max_position],
-            "rec": [self.min_recorded_us, self.max_recorded_us],
-            "streams": [self.min_stream, self.max_stream],
-            "bytes": self.bytes,
-        } | ({} if self.sha256 is None else {"sha256": self.sha256})
+        return (
+            {
+                "path": self.path,
+                "category": self.category,
+                "month": self.month,
+                "rows": self.rows,
+                "pos": [self.min_position, self.max_position],
+                "rec": [self.min_recorded_us, self.max_recorded_us],
+                "streams": [self.min_stream, self.max_stream],
+                "bytes": self.bytes,
+            }
+            | ({} if self.sha256 is None else {"sha256": self.sha256})
+            | ({} if self.typed is None else {"typed": self.typed.to_json()})
+        )
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:
@@ -90,6 +127,7 @@ class FileEntry:
             max_stream=raw["streams"][1],
             bytes=raw["bytes"],
             sha256=raw.get("sha256"),
+            typed=None if raw.get("typed") is None else TypedTwin.from_json(raw["typed"]),
         )
 
 
