@@ -15,12 +15,15 @@ Three parts:
    payload fields as typed Parquet columns (which this script writes with DuckDB first: the
    account events with ``data.amount``, ``data.payout``, ``data.overdraft_limit`` and
    ``data.owner`` as real columns), and one ``sum(amount)`` by stream over them; (b) the same
-   aggregate written by hand over the lake's files, parsing the JSON (``->>`` per field, and
-   one ``from_json`` per event: the better of the two is the "best hand-written SQL"); (c)
-   pandas. Target (issue 15): the rebuild within 1.2x of the typed-column aggregate.
-2. The ad hoc questions (:data:`QUESTIONS`), each timed with esanalytics and with plain
-   pandas (reading the Parquet files itself) for the same answer; a question whose answers
-   disagree fails the run. Target: about a second each at 10M events.
+   aggregate written by hand over the lake's files, parsing the JSON (``->>``, which is
+   ``json_extract_string``, per field; and one ``from_json`` per event: the better of the
+   two is the "best hand-written SQL"); (c) pandas. Target (issue 15): the rebuild within
+   1.2x of the typed-column aggregate.
+2. The ad hoc questions (:func:`questions`: one entry per question, with its esanalytics
+   call and its pandas code; point an entry at a new API by changing its ``esa``), each
+   timed with esanalytics and with plain pandas (reading the Parquet files itself) for the
+   same answer; a question whose answers disagree fails the run. Target: about a second
+   each at 10M events.
 3. An incremental refresh of a materialized ``account_balances`` after 10k new events
    (target < 200 ms), answers from its checkpoints, one entity's history (target < 50 ms),
    and the replay rate beside the ``eventsourcing`` library's (target 500x).
@@ -1075,9 +1078,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    if only and only - {"rebuild", "questions", "refresh", "peer"}:
+    unknown = (only or set()) - {"rebuild", "questions", "refresh", "peer"}
+    if unknown:
         parser.error(
-            f"unknown part(s) {','.join(sorted(only))}: use rebuild, questions, refresh, peer"
+            f"unknown part(s) {','.join(sorted(unknown))}: use rebuild, questions, refresh, peer"
         )
     if args.lake:
         lake = Path(args.lake)
