@@ -50,13 +50,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from esanalytics._typing import TimeLike
-from esanalytics.engine import Session
+from esanalytics.engine import Session, sql_time
 from esanalytics.events import to_epoch_us, to_utc, validate_position
 from esanalytics.exceptions import CorruptLakeError, ValidationError
 from esanalytics.projections import Projection, diff_sql
@@ -71,6 +71,7 @@ __all__ = ["MaterializedProjection", "Refresh", "stored_state_problems"]
 _STORED = re.compile(r"(state|checkpoint)-v\d+-\d{12}\.parquet")
 #: Times a read follows a pointer that moved on while it read, before it gives up.
 _READ_ATTEMPTS = 10
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -399,7 +400,7 @@ class MaterializedProjection:
 
         def read() -> pa.Table:
             current = self._ready()
-            query = self._state_query(session, current, as_of, position)
+            _, query = self._state_query(session, current, as_of, position)
             if query == self._read(self.folder / current["file"]):  # the stored state as is
                 import pyarrow.parquet as pq
 
@@ -408,7 +409,7 @@ class MaterializedProjection:
 
         return self._visible(self._settled(read))
 
-    def _settled(self, read: Callable[[], pa.Table]) -> pa.Table:
+    def _settled(self, read: Callable[[], _T]) -> _T:
         """``read()``; when a refresh in another process replaced a stored file it was
         reading (the pointer has moved on since), it reads again from the new pointer: a
         transient move is never reported as corruption."""
@@ -450,7 +451,7 @@ class MaterializedProjection:
         def read() -> pa.Table:
             current = self._ready()
             left, right = (
-                self._state_query(session, current, **cut) for cut in (before, after or {})
+                self._state_query(session, current, **cut)[1] for cut in (before, after or {})
             )
             query = diff_sql(left, right, self.projection.fields)
             return session.sql(query).to_arrow_table()
@@ -464,10 +465,7 @@ class MaterializedProjection:
         than the rows the log's own answer reads (row counts the commit log knows, so
         choosing opens no file)."""
         session = Session(self.store)
-        current = self._ready()
-        target = self._target(session, as_of, position)
-        stored = int(current["position"])
-        return stored if target >= stored else self._start(session, current, target)
+        return self._settled(lambda: self._state_query(session, self._ready(), as_of, position))[0]
 
     def _ready(self) -> dict[str, Any]:
         """The pointer to a stored state of this version, refreshing first if there is none."""
@@ -516,25 +514,29 @@ class MaterializedProjection:
         inside = pc.and_(pc.greater(tail, after), pc.less_equal(tail, upto))
         return rows + int(pc.sum(inside.cast("int64")).as_py() or 0)
 
-    def _bound(self, session: Session, as_of: TimeLike | None, position: int | None) -> int:
-        """A position at or after the cut's, known without opening a file: the last position
-        of the files (and tail events) recorded from before ``as_of`` on."""
+    def _bounds(
+        self, session: Session, as_of: TimeLike | None, position: int | None
+    ) -> tuple[int, int]:
+        """Positions at or before and at or after the cut's, known without opening a file:
+        the last of the files recorded wholly by ``as_of``, and of those recorded partly by
+        then (the unsealed tail, in memory, is looked at exactly)."""
         high = (
             session.position
             if position is None
             else min(validate_position(position), session.position)
         )
         if as_of is None:
-            return high
+            return high, high
         import pyarrow.compute as pc
 
         cut = to_utc(as_of, what="as_of")
         us = to_epoch_us(cut)
         snapshot = session._snapshot
-        files = [e.max_position for e in snapshot.entries if e.min_recorded_us <= us]
         tail = snapshot.tail.filter(pc.less_equal(snapshot.tail["recorded_at"], cut))
-        last = pc.max(tail["global_position"]).as_py() if tail.num_rows else 0
-        return min(high, max([*files, int(last or 0)], default=0))
+        last = int(pc.max(tail["global_position"]).as_py() or 0) if tail.num_rows else 0
+        wholly = [e.max_position for e in snapshot.entries if e.max_recorded_us <= us]
+        partly = [e.max_position for e in snapshot.entries if e.min_recorded_us <= us]
+        return min(high, max([*wholly, last])), min(high, max([*partly, last]))
 
     def _state_query(
         self,
@@ -542,25 +544,42 @@ class MaterializedProjection:
         current: Mapping[str, Any],
         as_of: TimeLike | None = None,
         position: int | None = None,
-    ) -> str:
-        """SQL for the state at a cut: the stored state (with the events since merged in),
-        the nearest checkpoint (likewise), or the projection's own query over the log. The
-        log's answer is chosen before the cut's exact position is looked up when even a
-        bound of it shows no checkpoint reads fewer rows."""
+    ) -> tuple[int, str]:
+        """The position an answer at a cut starts from and its SQL: the stored state (with
+        the events since merged in), the nearest checkpoint (likewise), or (0) the
+        projection's own query over the log.
+
+        The choice is made on bounds of the cut's position, known without opening a file;
+        the exact position is looked up (:meth:`Session.position_at`, which reads the files
+        recorded around ``as_of``) only when the bounds leave the choice open. A checkpoint
+        known to lie before the cut takes the events after it up to ``as_of`` by their
+        recorded time, which is the same cut: recorded times never decrease along the log."""
         stored = int(current["position"])
-        high = self._bound(session, as_of, position)
+        low, high = self._bounds(session, as_of, position)
         past = as_of is None or to_utc(as_of, what="as_of") <= datetime.now(UTC)  # no warning
-        if high < stored and past and not self._start(session, current, high):
-            return self.projection.state_sql(session, as_of=as_of, position=position)
+        if high < stored and past:
+            mark = self._start(session, current, high)
+            if not mark:
+                return 0, self.projection.state_sql(session, as_of=as_of, position=position)
+            if mark <= low:
+                checkpoint = self._read(self._kept(mark, self._recorded(current)))
+                events = session.events_after(mark, high)
+                if as_of is not None:
+                    cut = sql_time(to_utc(as_of, what="as_of"))
+                    events = f"(SELECT * FROM {events} WHERE recorded_at <= {cut})"
+                delta = self.projection.aggregate_sql(events)
+                return mark, self.projection.merge_sql(checkpoint, delta)
         target = self._target(session, as_of, position)
         if target >= stored:
             state = self._read(self._checked(self.folder / current["file"], current["sha256"]))
-            return state if target == stored else self._merged(session, state, stored, target)
+            return stored, (
+                state if target == stored else self._merged(session, state, stored, target)
+            )
         mark = self._start(session, current, target)
         if not mark:
-            return self.projection.state_sql(session, position=target)
-        checkpoint = self._kept(mark, self._recorded(current))
-        return self._merged(session, self._read(checkpoint), mark, target)
+            return 0, self.projection.state_sql(session, position=target)
+        checkpoint = self._read(self._kept(mark, self._recorded(current)))
+        return mark, self._merged(session, checkpoint, mark, target)
 
     @staticmethod
     def _visible(table: pa.Table) -> pa.Table:

@@ -160,6 +160,14 @@ def test_an_answer_starts_from_a_checkpoint_only_when_it_reads_fewer_rows(lake: 
     for position in (15, 25, 230):
         expected = rows(PROJECTION.state(session, position=position).to_arrow_table())
         assert rows(view.state(position=position)) == expected
+        # As of the time position was recorded: from the checkpoint before it, the events
+        # after it cut by recorded time (no lookup of the cut's position needed).
+        expected = rows(PROJECTION.state(session, as_of=times[position - 1]).to_arrow_table())
+        assert rows(view.state(as_of=times[position - 1])) == expected
+    cuts = ({"as_of": times[24]}, {"as_of": times[229]})
+    assert (
+        view.diff(*cuts).to_pylist() == PROJECTION.diff(session, *cuts).to_arrow_table().to_pylist()
+    )
     # Every event a new key: a checkpoint holds as many rows as the log, so it never helps.
     wide = esa.open(lake.parent / "wide", create=True)
     for b in range(6):
