@@ -27,8 +27,8 @@ many, evenly spread, and their disk stays bounded (at most 32 states). When the 
 the spacing, a refresh drops every other checkpoint (the pointer stops naming them, then the
 files are deleted); the ones kept are already on the wider grid, so nothing is recomputed.
 A read answers from whichever of the log and the checkpoints before the cut reads the
-fewest rows (the committed files' row counts, known unopened), so it never does more work
-than the same question asked of the log.
+fewest rows (the committed files' row counts, known unopened), so it reads no more than the
+same question asked of the log.
 
 The state is derived, so it is not covered by the log's hash chains: ``current.json``
 records the SHA-256 of the state file and of every checkpoint file, and each read checks the
