@@ -559,6 +559,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         esa.open(args.lake),
         _projection(args.projection, reducer=True),
         checkpoint_every=args.checkpoint_every,
+        max_checkpoints=args.max_checkpoints,
     )
     done = view.refresh(rebuild=args.rebuild)
     print(json.dumps({**dataclasses.asdict(done), "checkpoints_kept": len(view.checkpoints())}))
@@ -1126,7 +1127,17 @@ def parser() -> argparse.ArgumentParser:
     materialize.add_argument("lake", help=LAKE)
     materialize.add_argument("projection", help=PROJECTION_HELP)
     materialize.add_argument("--rebuild", action="store_true", help="recompute from the whole log")
-    materialize.add_argument("--checkpoint-every", type=int, default=1_000_000, metavar="EVENTS")
+    materialize.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10_000,
+        metavar="EVENTS",
+        help="the finest checkpoint spacing (default 10,000; 0: no checkpoints), doubled as "
+        "the lake grows to keep at most --max-checkpoints",
+    )
+    materialize.add_argument(
+        "--max-checkpoints", type=int, default=32, metavar="N", help="default 32"
+    )
     materialize.set_defaults(run=cmd_materialize)
 
     chart = sub.add_parser(

@@ -3,7 +3,7 @@ the log position it is current to, and checkpoints of its past states.
 
     lake/projections/<name>/current.json   {"file", "position", "version", "sha256", "checkpoints"}
     lake/projections/<name>/state-v<version>-<position>.parquet
-    lake/projections/<name>/checkpoint-v<version>-<position>.parquet   every N events
+    lake/projections/<name>/checkpoint-v<version>-<position>.parquet   at multiples of a spacing
 
 ``refresh()`` is incremental for reducer projections: it folds only the events after the
 stored position (reading only the files that can hold them) and merges them into the stored
@@ -19,6 +19,16 @@ nearest checkpoint at or before it with the few events after it merged in, the s
 an incremental refresh does. Recorded times never decrease along the log, so a system-time
 cut is a position cut. Checkpoint files are written once (to a temporary name, then
 renamed) and never change; a checkpoint is a pure function of the log up to its position.
+
+Checkpoints sit at the multiples of a spacing that grows with the lake: ``checkpoint_every``
+events (10,000 by default), doubled as often as it takes to keep at most
+``max_checkpoints`` (32) of them. A lake of any size then has between half that many and that
+many, evenly spread, and their disk stays bounded (at most 32 states). When the log outgrows
+the spacing, a refresh drops every other checkpoint (the pointer stops naming them, then the
+files are deleted); the ones kept are already on the wider grid, so nothing is recomputed.
+A read answers from whichever of the log and the checkpoints before the cut reads the
+fewest rows (the committed files' row counts, known unopened), so it reads no more than the
+same question asked of the log.
 
 The state is derived, so it is not covered by the log's hash chains: ``current.json``
 records the SHA-256 of the state file and of every checkpoint file, and each read checks the
@@ -38,15 +48,16 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from esanalytics._typing import TimeLike
-from esanalytics.engine import Session
-from esanalytics.events import validate_position
+from esanalytics.engine import Session, sql_time
+from esanalytics.events import to_epoch_us, to_utc, validate_position
 from esanalytics.exceptions import CorruptLakeError, ValidationError
 from esanalytics.projections import Projection, diff_sql
 from esanalytics.store import EventStore, file_digest
@@ -60,6 +71,7 @@ __all__ = ["MaterializedProjection", "Refresh", "stored_state_problems"]
 _STORED = re.compile(r"(state|checkpoint)-v\d+-\d{12}\.parquet")
 #: Times a read follows a pointer that moved on while it read, before it gives up.
 _READ_ATTEMPTS = 10
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -76,8 +88,10 @@ class Refresh:
 
 
 class MaterializedProjection:
-    """A reducer projection kept as Parquet in the lake, with a checkpoint of its state every
-    ``checkpoint_every`` events (0: none) for fast answers as of a past time.
+    """A reducer projection kept as Parquet in the lake, with checkpoints of its past states
+    for fast answers as of a past time: at the multiples of ``checkpoint_every`` events (0:
+    none), a spacing doubled as the log grows so that at most ``max_checkpoints`` are kept
+    (None: never thinned).
 
     >>> import tempfile, esanalytics as esa
     >>> from esanalytics.catalog import account_balances
@@ -89,7 +103,12 @@ class MaterializedProjection:
     """
 
     def __init__(
-        self, store: EventStore, projection: Projection, *, checkpoint_every: int = 1_000_000
+        self,
+        store: EventStore,
+        projection: Projection,
+        *,
+        checkpoint_every: int = 10_000,
+        max_checkpoints: int | None = 32,
     ) -> None:
         if checkpoint_every < 0:
             raise ValidationError(
@@ -97,9 +116,16 @@ class MaterializedProjection:
                 hint="pass a number of events (0 for no checkpoints).",
                 cli_hint="--checkpoint-every takes a number of events (0 for no checkpoints).",
             )
+        if max_checkpoints is not None and max_checkpoints < 1:
+            raise ValidationError(
+                f"max_checkpoints={max_checkpoints} keeps no checkpoint.",
+                hint="pass 1 or more (None never thins them; checkpoint_every=0 keeps none).",
+                cli_hint="--max-checkpoints takes 1 or more (--checkpoint-every 0 keeps none).",
+            )
         self.store = store
         self.projection = projection
         self.checkpoint_every = checkpoint_every
+        self.max_checkpoints = max_checkpoints
         self.folder = store.path / "projections" / projection.name
 
     def current(self) -> dict[str, Any] | None:
@@ -183,54 +209,107 @@ class MaterializedProjection:
     def _refresh(self, rebuild: bool) -> Refresh:
         started = time.perf_counter()
         session = Session(self.store)
+        head = session.position
         current = self.current()
         stale = current is None or current["version"] != self.projection.version
-        if (
-            not rebuild
-            and not stale
-            and current is not None
-            and current["position"] == session.position
-        ):
-            return Refresh(
-                "unchanged", session.position, 0, current["rows"], time.perf_counter() - started
-            )
         mode: Literal["rebuild", "incremental"]
+        recorded: dict[int, str] = {}
         if rebuild or stale or current is None:
-            mode, since, base, start = "rebuild", 0, None, 0
+            mode, since = "rebuild", 0
         else:
             mode, since = "incremental", int(current["position"])
+            recorded = self._recorded(current)
+        marks = self.spacing_marks(head)
+        kept = {m: recorded[m] for m in marks if m in recorded}  # off the grid: thinned
+        todo = [m for m in marks if m not in kept]
+        same = current is not None and mode == "incremental" and since == head
+        if same and not todo and kept == recorded:
+            assert current is not None
+            return Refresh("unchanged", head, 0, current["rows"], time.perf_counter() - started)
+        base = None
+        if current is not None and mode == "incremental":
             base = self._read(self._checked(self.folder / current["file"], current["sha256"]))
-            start = since
-        digests: dict[str, str] = {} if current is None or mode == "rebuild" else dict(
-            current.get("checkpoints", {})
-        )  # fmt: skip
-        # Walk checkpoint by checkpoint up to the session's position: each step merges the
-        # events of one stretch into the state before it.
-        written = 0
-        state_sql = base
-        position = start
-        for mark in self._marks(position, session.position):
-            state_sql = self._merged(session, state_sql, position, mark)
-            self._write(session, state_sql, self._checkpoint_path(mark))
-            digests[self._checkpoint_path(mark).name] = file_digest(self._checkpoint_path(mark))
-            state_sql = self._read(self._checkpoint_path(mark))
-            position, written = mark, written + 1
-        query = self._merged(session, state_sql, position, session.position)
-        rows = self._publish(session, query, previous=current, checkpoints=digests)
-        return Refresh(
-            mode,
-            session.position,
-            session.position - since,
-            rows,
-            time.perf_counter() - started,
-            written,
-        )
+        new: list[Path] = []  # this refresh's checkpoint files: deleted if it fails
+        try:
+            rows, written = self._walk(session, current, since, base, marks, kept, new)
+        except BaseException:  # the pointer was not swapped: nothing of this refresh stays
+            named = dict((current or {}).get("checkpoints") or {})
+            for path in new:  # (a rebuild rewrites the files named with the same bytes)
+                if path.name not in named:
+                    path.unlink(missing_ok=True)
+            raise
+        return Refresh(mode, head, head - since, rows, time.perf_counter() - started, written)
 
-    def _marks(self, after: int, upto: int) -> list[int]:
+    def _walk(
+        self,
+        session: Session,
+        current: dict[str, Any] | None,
+        since: int,
+        base: str | None,
+        marks: list[int],
+        kept: dict[int, str],
+        new: list[Path],
+    ) -> tuple[int, int]:
+        """Write the missing checkpoints on the grid ``marks``, then the state at the head,
+        and swap the pointer: (rows of the state, checkpoints written)."""
+        head = session.position
+        # Walk the grid from the newest known state before the first checkpoint to write
+        # (the stored state, or a kept checkpoint when the grid gained older marks), each
+        # step merging the events of one stretch into the state before it.
+        at, state_sql, written = since, base, 0
+        todo = [m for m in marks if m not in kept]
+        if todo:
+            older = [m for m in kept if m < todo[0]]
+            if base is None or since >= todo[0] or (older and older[-1] > since):
+                at = older[-1] if older else 0
+                state_sql = self._read(self._kept(at, kept)) if at else None
+            for mark in [m for m in marks if m > at]:
+                if mark in kept:  # already written: continue from it
+                    at, state_sql = mark, self._read(self._kept(mark, kept))
+                    continue
+                path = self._checkpoint_path(mark)
+                new.append(path)
+                self._write(session, self._merged(session, state_sql, at, mark), path)
+                kept[mark] = file_digest(path)
+                at, state_sql, written = mark, self._read(path), written + 1
+            if base is not None and since > at:  # the stored state is newer than the walk
+                at, state_sql = since, base
+        # No new events: the stored state stands, only the checkpoints change.
+        query = (
+            None
+            if base is not None and since == head
+            else self._merged(session, state_sql, at, head)
+        )
+        digests = {self._checkpoint_path(m).name: kept[m] for m in sorted(kept)}
+        rows = self._publish(session, query, previous=current, checkpoints=digests)
+        return rows, written
+
+    def spacing(self, head: int) -> int:
+        """The checkpoint spacing for a log of ``head`` events: ``checkpoint_every``, doubled
+        until at most ``max_checkpoints`` multiples of it fit (0: no checkpoints)."""
         every = self.checkpoint_every
-        if not every:
-            return []
-        return list(range((after // every + 1) * every, upto + 1, every))
+        if every and self.max_checkpoints is not None:
+            while head // every > self.max_checkpoints:
+                every *= 2
+        return every
+
+    def spacing_marks(self, head: int) -> list[int]:
+        """The positions a log of ``head`` events keeps checkpoints at, in order."""
+        every = self.spacing(head)
+        return list(range(every, head + 1, every)) if every else []
+
+    def _recorded(self, current: Mapping[str, Any]) -> dict[int, str]:
+        """The checkpoints the pointer records for this version: position to digest."""
+        pattern = re.compile(rf"checkpoint-v{self.projection.version}-(\d{{12}})\.parquet")
+        found = {}
+        for name, digest in dict(current.get("checkpoints") or {}).items():
+            match = pattern.fullmatch(name)
+            if match:
+                found[int(match.group(1))] = str(digest)
+        return dict(sorted(found.items()))
+
+    def _kept(self, mark: int, digests: Mapping[int, str]) -> Path:
+        return self._checked(self._checkpoint_path(mark), digests.get(mark))
 
     def _merged(self, session: Session, old: str | None, after: int, upto: int) -> str:
         """The state at ``upto``: ``old`` (the state at ``after``, a query) with the events
@@ -265,21 +344,26 @@ class MaterializedProjection:
     def _publish(
         self,
         session: Session,
-        query: str,
+        query: str | None,
         *,
         previous: dict[str, Any] | None,
         checkpoints: dict[str, str],
     ) -> int:
-        """Write the new state file beside the old one, then swap the pointer to it."""
+        """Write the new state file beside the old one, then swap the pointer to it
+        (``query`` None: the stored state stands, only the checkpoints changed)."""
         position = session.position
         name = f"state-v{self.projection.version}-{position:012d}.parquet"
-        rows = self._write(session, query, self.folder / name)
+        if query is None and previous is not None:
+            rows, digest = int(previous["rows"]), str(previous["sha256"])
+        else:
+            rows = self._write(session, query or "", self.folder / name)
+            digest = file_digest(self.folder / name)
         pointer = {
             "file": name,
             "position": position,
             "version": self.projection.version,
             "rows": rows,
-            "sha256": file_digest(self.folder / name),
+            "sha256": digest,
             "checkpoints": checkpoints,
         }
         kill_point("refresh.after_state")
@@ -300,31 +384,32 @@ class MaterializedProjection:
         return self.folder / f"checkpoint-v{self.projection.version}-{position:012d}.parquet"
 
     def checkpoints(self) -> list[int]:
-        """The positions that have a checkpoint of this projection version, in order."""
-        pattern = re.compile(rf"checkpoint-v{self.projection.version}-(\d{{12}})\.parquet")
-        if not self.folder.exists():
-            return []
-        found = (pattern.fullmatch(p.name) for p in self.folder.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def _latest_checkpoint(self, position: int, recorded: dict[str, str]) -> int:
-        """The newest checkpoint at or before ``position`` that current.json records (a
-        checkpoint file it does not name was not written by this view, and is not used)."""
-        earlier = [
-            p for p in self.checkpoints() if p <= position and self._checkpoint_path(p).name in recorded
-        ]  # fmt: skip
-        return earlier[-1] if earlier else 0
+        """The positions that have a checkpoint of this projection version, in order: those
+        the pointer records (answers use no other file)."""
+        current = self._pointer()
+        return list(self._recorded(current)) if current else []
 
     # -- reading ---------------------------------------------------------------------------
 
     def state(self, *, as_of: TimeLike | None = None, position: int | None = None) -> pa.Table:
         """The state now (the stored state; refreshed first if there is none), or as of a
         system time or log position: from the nearest checkpoint at or before the cut, with
-        the events after it merged in. Hidden merge columns are left out."""
+        the events after it merged in, or from the log when that reads fewer rows (see
+        :meth:`start`). Hidden merge columns are left out."""
         session = Session(self.store)
-        return self._visible(self._settled(lambda: self._state_table(session, as_of, position)))
 
-    def _settled(self, read: Callable[[], pa.Table]) -> pa.Table:
+        def read() -> pa.Table:
+            current = self._ready()
+            _, query = self._state_query(session, current, as_of, position)
+            if query == self._read(self.folder / current["file"]):  # the stored state as is
+                import pyarrow.parquet as pq
+
+                return pq.read_table(self.folder / current["file"])
+            return session.sql(f"SELECT * FROM ({query}) ORDER BY key").to_arrow_table()
+
+        return self._visible(self._settled(read))
+
+    def _settled(self, read: Callable[[], _T]) -> _T:
         """``read()``; when a refresh in another process replaced a stored file it was
         reading (the pointer has moved on since), it reads again from the new pointer: a
         transient move is never reported as corruption."""
@@ -354,7 +439,7 @@ class MaterializedProjection:
         """Keys added, removed or changed between two system-time cuts (each a dict of
         ``as_of`` and/or ``position``; ``after`` defaults to now), as
         :meth:`Projection.diff <esanalytics.projections.Projection.diff>` gives them, but
-        each side answered from a checkpoint."""
+        each side answered from its nearest checkpoint (or the log; see :meth:`start`)."""
         session = Session(self.store)
         for cut in (before, after or {}):
             if set(cut) - {"as_of", "position"}:
@@ -362,48 +447,139 @@ class MaterializedProjection:
                     f"A materialized diff cuts on system time only, not {sorted(set(cut))}.",
                     hint="use as_of or position; for valid time, use Projection.diff.",
                 )
-        left = self._visible(self._settled(lambda: self._state_table(session, **before)))
-        right = self._visible(self._settled(lambda: self._state_table(session, **(after or {}))))
-        session.con.register("_esa_left", left)
-        session.con.register("_esa_right", right)
-        try:
-            query = diff_sql(
-                "SELECT * FROM _esa_left", "SELECT * FROM _esa_right", self.projection.fields
-            )
-            return session.sql(query).to_arrow_table()
-        finally:
-            session.con.unregister("_esa_left")
-            session.con.unregister("_esa_right")
 
-    def _state_table(
-        self, session: Session, as_of: TimeLike | None = None, position: int | None = None
-    ) -> pa.Table:
+        def read() -> pa.Table:
+            current = self._ready()
+            left, right = (
+                self._state_query(session, current, **cut)[1] for cut in (before, after or {})
+            )
+            query = diff_sql(left, right, self.projection.fields)
+            return session.sql(query).to_arrow_table()
+
+        return self._settled(read)
+
+    def start(self, *, as_of: TimeLike | None = None, position: int | None = None) -> int:
+        """The log position an answer at this cut starts from: the stored state's, a
+        checkpoint's, or 0 when the log itself is the cheaper read. A checkpoint is used
+        when its rows plus the rows of the files that hold the events after it are fewer
+        than the rows the log's own answer reads (row counts the commit log knows, so
+        choosing opens no file)."""
+        session = Session(self.store)
+        return self._settled(lambda: self._state_query(session, self._ready(), as_of, position))[0]
+
+    def _ready(self) -> dict[str, Any]:
+        """The pointer to a stored state of this version, refreshing first if there is none."""
         current = self.current()
         if current is None or current["version"] != self.projection.version:
             self.refresh()
             current = self.current()
         assert current is not None
+        return current
+
+    @staticmethod
+    def _target(
+        session: Session, as_of: TimeLike | None = None, position: int | None = None
+    ) -> int:
         target = session.position
         if position is not None:
             target = min(validate_position(position), target)
         if as_of is not None:
             target = min(target, session.position_at(as_of))
-        stored = int(current["position"])
-        if target >= stored:
-            state = self._checked(self.folder / current["file"], current["sha256"])
-        if target == stored:
-            import pyarrow.parquet as pq
+        return target
 
-            return pq.read_table(state)
-        if target > stored:  # newer than the stored state: merge the events since
-            query = self._merged(session, self._read(state), stored, target)
-        else:
-            recorded = current.get("checkpoints", {})
-            mark = self._latest_checkpoint(target, recorded)
-            path = self._checkpoint_path(mark)
-            base = self._read(self._checked(path, recorded.get(path.name))) if mark else None
-            query = self._merged(session, base, mark, target)
-        return session.sql(f"SELECT * FROM ({query}) ORDER BY key").to_arrow_table()
+    def _start(self, session: Session, current: Mapping[str, Any], target: int) -> int:
+        marks = [m for m in self._recorded(current) if m <= target]
+        if not marks:
+            return 0
+        from_log = self._rows_between(session, 0, target)
+        from_mark = int(current["rows"]) + self._rows_between(session, marks[-1], target)
+        return marks[-1] if from_mark < from_log else 0
+
+    def _rows_between(self, session: Session, after: int, upto: int) -> int:
+        """How many rows of the projection's category an answer reads for the events in
+        ``(after, upto]``: every row of each file that can hold one (a file is read whole,
+        its rows clustered by stream), and those of the unsealed tail."""
+        import pyarrow.compute as pc
+
+        category = self.projection.category
+        snapshot = session._snapshot
+        rows = sum(
+            entry.rows
+            for entry in snapshot.entries
+            if entry.max_position > after
+            and entry.min_position <= upto
+            and category in (None, entry.category)
+        )
+        tail = snapshot.tail["global_position"]
+        inside = pc.and_(pc.greater(tail, after), pc.less_equal(tail, upto))
+        return rows + int(pc.sum(inside.cast("int64")).as_py() or 0)
+
+    def _bounds(
+        self, session: Session, as_of: TimeLike | None, position: int | None
+    ) -> tuple[int, int]:
+        """Positions at or before and at or after the cut's, known without opening a file:
+        the last of the files recorded wholly by ``as_of``, and of those recorded partly by
+        then (the unsealed tail, in memory, is looked at exactly)."""
+        high = (
+            session.position
+            if position is None
+            else min(validate_position(position), session.position)
+        )
+        if as_of is None:
+            return high, high
+        import pyarrow.compute as pc
+
+        cut = to_utc(as_of, what="as_of")
+        us = to_epoch_us(cut)
+        snapshot = session._snapshot
+        tail = snapshot.tail.filter(pc.less_equal(snapshot.tail["recorded_at"], cut))
+        last = int(pc.max(tail["global_position"]).as_py() or 0) if tail.num_rows else 0
+        wholly = [e.max_position for e in snapshot.entries if e.max_recorded_us <= us]
+        partly = [e.max_position for e in snapshot.entries if e.min_recorded_us <= us]
+        return min(high, max([*wholly, last])), min(high, max([*partly, last]))
+
+    def _state_query(
+        self,
+        session: Session,
+        current: Mapping[str, Any],
+        as_of: TimeLike | None = None,
+        position: int | None = None,
+    ) -> tuple[int, str]:
+        """The position an answer at a cut starts from and its SQL: the stored state (with
+        the events since merged in), the nearest checkpoint (likewise), or (0) the
+        projection's own query over the log.
+
+        The choice is made on bounds of the cut's position, known without opening a file;
+        the exact position is looked up (:meth:`Session.position_at`, which reads the files
+        recorded around ``as_of``) only when the bounds leave the choice open. A checkpoint
+        known to lie before the cut takes the events after it up to ``as_of`` by their
+        recorded time, which is the same cut: recorded times never decrease along the log."""
+        stored = int(current["position"])
+        low, high = self._bounds(session, as_of, position)
+        past = as_of is None or to_utc(as_of, what="as_of") <= datetime.now(UTC)  # no warning
+        if high < stored and past:
+            mark = self._start(session, current, high)
+            if not mark:
+                return 0, self.projection.state_sql(session, as_of=as_of, position=position)
+            if mark <= low:
+                checkpoint = self._read(self._kept(mark, self._recorded(current)))
+                events = session.events_after(mark, high)
+                if as_of is not None:
+                    cut = sql_time(to_utc(as_of, what="as_of"))
+                    events = f"(SELECT * FROM {events} WHERE recorded_at <= {cut})"
+                delta = self.projection.aggregate_sql(events)
+                return mark, self.projection.merge_sql(checkpoint, delta)
+        target = self._target(session, as_of, position)
+        if target >= stored:
+            state = self._read(self._checked(self.folder / current["file"], current["sha256"]))
+            return stored, (
+                state if target == stored else self._merged(session, state, stored, target)
+            )
+        mark = self._start(session, current, target)
+        if not mark:
+            return 0, self.projection.state_sql(session, position=target)
+        checkpoint = self._read(self._kept(mark, self._recorded(current)))
+        return mark, self._merged(session, checkpoint, mark, target)
 
     @staticmethod
     def _visible(table: pa.Table) -> pa.Table:
