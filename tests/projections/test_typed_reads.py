@@ -1,0 +1,298 @@
+"""For random payload shapes (fields that change type between events and between files, go
+missing, hold nulls, objects and arrays, big and negative numbers, decimals of varying scale,
+booleans, numbers as strings), a projection's answers read through the typed twins are the
+answers read from the JSON alone (``Session(typed=False)``), and both equal a plain Python
+fold. The fold takes each event's field values from DuckDB casting that one event's JSON
+text (what ``data()`` means), and does the cut, the order and the reducers itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import esanalytics as esa
+from esanalytics.engine import Session
+from esanalytics.projections import Count, First, Last, Max, Min, Projection, Sum, data
+
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+TYPES = ("A", "B", "C")
+#: Every reducer over fields read as several types (the same field as text, integer,
+#: decimal, double, boolean), so each meets twins of every stored type.
+PROJECTION = Projection(
+    "shapes",
+    {
+        "last_text": Last(data("f0"), on=["A", "B"]),
+        "last_int": Last(data("f0", "BIGINT"), on=["A"]),
+        "total": Sum(data("f1", "DECIMAL(18,3)"), on={"A": 1, "B": -1}),
+        "highest": Max(data("f1", "DOUBLE"), on=["A", "B", "C"]),
+        "lowest": Min(data("f2", "BIGINT"), on=["B"]),
+        "first_flag": First(data("f2", "BOOLEAN"), on=["A", "B", "C"]),
+        "c_events": Count(on=["C"]),
+        "last_rounded": Last(data("f1", "DECIMAL(18,1)"), on=["C"]),
+        "sum_int": Sum(data("f2", "BIGINT"), on={"C": 1}),
+        "top_small": Max(data("f2", "INTEGER"), on=["A"]),
+        "top_text": Max(data("f1", "VARCHAR"), on=["A", "C"]),
+    },
+    category="acct",
+)
+FIELDS = tuple(PROJECTION.reducers)
+
+INTEGER = st.one_of(
+    st.integers(-(10**19), 10**19).map(str),
+    st.sampled_from(["0", "-1", "9223372036854775807", "2147483648", "1e3"]),
+)
+DECIMAL = st.one_of(
+    st.tuples(st.integers(-(10**6), 10**6), st.integers(0, 10**6), st.integers(1, 6)).map(
+        lambda t: f"{t[0]}.{str(t[1]).zfill(t[2])[: t[2]]}"
+    ),
+    st.sampled_from(["-0.0", "1.50", "0.05", "12345678901234.5", "2.25"]),
+)
+BOOLEAN = st.sampled_from(["true", "false"])
+ANY = st.one_of(
+    INTEGER, DECIMAL, BOOLEAN, st.just("null"),
+    st.sampled_from(['"12"', '"1.5"', '"true"', '"x"', '""', '{"a": 1}', "[1, 2]", "[]"]),
+)  # fmt: skip
+CLASSES = (INTEGER, DECIMAL, BOOLEAN, ANY)
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    """Batches of events (each batch a file, or the unsealed tail for the last): a field
+    keeps to one class of values within a batch in most examples (so twins of different
+    files store it as different types), and mixes them in others."""
+    batches = []
+    for _ in range(draw(st.integers(1, 4))):
+        classes = {f: draw(st.sampled_from(CLASSES)) for f in ("f0", "f1", "f2")}
+        batch = []
+        for _ in range(draw(st.integers(1, 12))):
+            fields = {f: draw(c) for f, c in classes.items() if draw(st.integers(0, 3))}
+            if fields and draw(st.integers(0, 9)) == 0:
+                fields[draw(st.sampled_from(sorted(fields)))] = "null"
+            text = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+            batch.append(
+                {
+                    "stream": f"acct-{draw(st.integers(0, 3))}",
+                    "category": draw(st.sampled_from(["acct", "acct", "acct", "other"])),
+                    "type": draw(st.sampled_from(TYPES)),
+                    "text": text,
+                    "gap": draw(st.integers(1, 20 * 24 * 60)),  # minutes: batches span months
+                    "back": draw(st.sampled_from([0, 0, 30, 3000])),  # minutes back-dated
+                }
+            )
+        batches.append(batch)
+    return batches
+
+
+def build(lake: Path, batches: list[list[dict[str, Any]]], compacted: int) -> list[dict[str, Any]]:
+    """Ingest the batches (the first ``compacted`` then compacted: files with twins; the
+    rest as files without), numbering and timing the events as the store will."""
+    store = esa.open(lake, create=True)
+    recorded, events, versions = BASE, [], {}  # type: ignore[var-annotated]
+    for index, batch in enumerate(batches):
+        rows = []
+        for e in batch:
+            recorded += timedelta(minutes=e["gap"])
+            stream = f"{e['category']}-{e['stream']}"
+            versions[stream] = versions.get(stream, 0) + 1
+            row = {**e, "stream": stream, "recorded_at": recorded,
+                   "occurred_at": recorded - timedelta(minutes=e["back"]),
+                   "version": versions[stream], "position": len(events) + 1}  # fmt: skip
+            events.append(row)
+            rows.append(row)
+        store.ingest(
+            pa.table(
+                {
+                    "stream_id": [r["stream"] for r in rows],
+                    "category": [r["category"] for r in rows],
+                    "event_type": [r["type"] for r in rows],
+                    "data": [r["text"] for r in rows],
+                    "metadata": ["{}"] * len(rows),
+                    "recorded_at": pa.array([r["recorded_at"] for r in rows], pa.timestamp("us", "UTC")),
+                    "occurred_at": pa.array([r["occurred_at"] for r in rows], pa.timestamp("us", "UTC")),
+                }
+            )
+        )  # fmt: skip
+        if index + 1 == compacted:
+            store.compact()
+    _values(events)
+    return events
+
+
+def _values(events: list[dict[str, Any]]) -> None:
+    """Each event's value of each data() of the projection: DuckDB's cast of that one
+    event's field text, ``TRY_CAST(text->>'$.field' AS type)``."""
+    pairs = sorted(
+        {
+            (path, sql_type)
+            for r in PROJECTION.reducers.values()
+            for path, sql_type in _data_of(getattr(r, "value", ""))
+        }
+    )
+    con = duckdb.connect()
+    con.register("texts", pa.table({"t": [e["text"] for e in events]}))
+    casts = ", ".join(f"TRY_CAST(t->>'$.{p}' AS {s})" for p, s in pairs)
+    for e, row in zip(events, con.sql(f"SELECT {casts} FROM texts").fetchall(), strict=True):
+        e["values"] = dict(zip(pairs, row, strict=True))
+
+
+def _data_of(sql: str) -> list[tuple[str, str]]:
+    import re
+
+    return re.findall(r"\x01([^\x02]*)\x02([^\x03]*)\x03", sql)
+
+
+def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """One stream's state after ``events`` (in fold order), as the reducers define it."""
+    state: dict[str, Any] = {}
+    for name, r in PROJECTION.reducers.items():
+        pair = _data_of(getattr(r, "value", ""))
+        on = r.on
+        picked = [e for e in events if e["type"] in on]
+        if isinstance(r, Count):
+            state[name] = len(picked)
+            continue
+        values = [e["values"][pair[0]] for e in picked]
+        present = [v for v in values if v is not None]
+        if isinstance(r, Sum):
+            signs = [r.on[e["type"]] for e in picked]
+            state[name] = sum(
+                (s * v for s, v in zip(signs, values, strict=True) if v is not None), 0
+            )
+        elif isinstance(r, Last):
+            state[name] = present[-1] if present else None
+        elif isinstance(r, First):
+            state[name] = present[0] if present else None
+        elif isinstance(r, Max):
+            state[name] = max(present) if present else None
+        elif isinstance(r, Min):
+            state[name] = min(present) if present else None
+    return state
+
+
+def _order(axis: str) -> Any:
+    if axis == "valid":
+        return lambda e: (e["occurred_at"], e["version"])
+    return lambda e: e["position"]
+
+
+def reference(events: list[dict[str, Any]], **cut: Any) -> dict[str, tuple[Any, ...]]:
+    kept = [
+        e for e in events
+        if e["category"] == "acct"
+        and (cut.get("as_of") is None or e["recorded_at"] <= cut["as_of"])
+        and (cut.get("valid_at") is None or e["occurred_at"] <= cut["valid_at"])
+        and (cut.get("position") is None or e["position"] <= cut["position"])
+    ]  # fmt: skip
+    by: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(kept, key=_order("valid" if cut.get("valid_at") else "system")):
+        by.setdefault(e["stream"], []).append(e)
+    return {
+        key: (*(fold(es)[f] for f in FIELDS), len(es), max(e["position"] for e in es))
+        for key, es in by.items()
+    }
+
+
+def reference_history(events: list[dict[str, Any]], axis: str) -> list[tuple[Any, ...]]:
+    time = "recorded_at" if axis == "system" else "occurred_at"
+    by: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted((e for e in events if e["category"] == "acct"), key=_order(axis)):
+        by.setdefault(e["stream"], []).append(e)
+    rows = []
+    for key, es in by.items():
+        for i, e in enumerate(es):
+            until = es[i + 1][time] if i + 1 < len(es) else None
+            if until is None or until > e[time]:
+                state = fold(es[: i + 1])
+                rows.append((key, e[time], until, *(state[f] for f in FIELDS), e["position"]))
+    return sorted(rows, key=lambda r: (r[0], r[1], r[-1]))
+
+
+def state_rows(relation: Any) -> dict[str, tuple[Any, ...]]:
+    return {
+        row["key"]: (*(row[f] for f in FIELDS), row["events"], row["last_position"])
+        for row in relation.to_arrow_table().to_pylist()
+    }
+
+
+def history_rows(relation: Any) -> list[tuple[Any, ...]]:
+    return [
+        (r["key"], r["valid_from"], r["valid_to"], *(r[f] for f in FIELDS), r["global_position"])
+        for r in relation.to_arrow_table().to_pylist()
+    ]
+
+
+def plain(relation: Any) -> list[dict[str, Any]]:
+    return list(relation.to_arrow_table().to_pylist())
+
+
+minutes = st.one_of(st.none(), st.integers(0, 4 * 12 * 20 * 24 * 60))
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=logs(), compacted=st.integers(0, 4), sys_cut=minutes, valid_cut=minutes,
+       pos_cut=st.one_of(st.none(), st.integers(0, 50)))  # fmt: skip
+def test_typed_answers_equal_the_json_answers_and_the_fold(
+    tmp_path: Path,
+    batches: list[list[dict[str, Any]]],
+    compacted: int,
+    sys_cut: int | None,
+    valid_cut: int | None,
+    pos_cut: int | None,
+) -> None:
+    lake = tmp_path / f"lake{len(list(tmp_path.iterdir()))}"
+    events = build(lake, batches, compacted)
+    store = esa.open(lake)
+    typed, json_only = Session(store, threads=1), Session(store, threads=1, typed=False)
+    assert typed.has_twins("acct") == any(
+        e.typed is not None and e.category == "acct" for e in store.files()
+    )
+    cut: dict[str, Any] = {}
+    if sys_cut is not None:
+        cut["as_of"] = BASE + timedelta(minutes=sys_cut)
+    if valid_cut is not None:
+        cut["valid_at"] = BASE + timedelta(minutes=valid_cut)
+    if pos_cut is not None:
+        cut["position"] = pos_cut
+    for each in ({}, cut):
+        expected = reference(events, **each)
+        assert state_rows(PROJECTION.state(typed, **each)) == expected
+        assert state_rows(PROJECTION.state(json_only, **each)) == expected
+    for axis in ("system", "valid"):
+        expected_history = reference_history(events, axis)
+        assert history_rows(PROJECTION.history(typed, axis=axis)) == expected_history  # type: ignore[arg-type]
+        assert history_rows(PROJECTION.history(json_only, axis=axis)) == expected_history  # type: ignore[arg-type]
+    middle = len(events) // 2
+    for session in (typed, json_only):
+        changes = plain(PROJECTION.diff(session, {"position": middle}))
+        before, after = reference(events, position=middle), reference(events)
+        assert {c["key"]: c["change"] for c in changes} == {
+            k: "added" if k not in before else "removed" if k not in after else "changed"
+            for k in before.keys() | after.keys()
+            if before.get(k, (None,))[: len(FIELDS)] != after.get(k, (None,))[: len(FIELDS)]
+        }
+        since = plain(PROJECTION.since(session, middle))
+        assert {r["key"]: r["new_events"] for r in since} == {
+            k: v[-2] - before.get(k, (0, 0))[-2] for k, v in after.items() if v[-1] > middle
+        }
+    assert plain(PROJECTION.diff(typed, {"position": middle})) == plain(
+        PROJECTION.diff(json_only, {"position": middle})
+    )
+    assert plain(PROJECTION.since(typed, middle)) == plain(PROJECTION.since(json_only, middle))
+    # A session pinned at the cut, and the SQL macros of a registered projection.
+    if "position" not in cut and cut:
+        pinned = Session(store, threads=1, **cut)
+        assert state_rows(PROJECTION.state(pinned)) == reference(events, **cut)
+    if sys_cut is not None:
+        at = cut["as_of"].isoformat()
+        for session in (typed, json_only):
+            PROJECTION.register(session)
+            assert state_rows(session.sql(f"SELECT * FROM shapes_as_of('{at}')")) == reference(
+                events, as_of=cut["as_of"]
+            )
+            assert state_rows(session.sql("SELECT * FROM shapes")) == reference(events)
