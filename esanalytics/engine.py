@@ -505,7 +505,6 @@ class Session:
         value exactly (None when the fields cannot be told: no twins, names that differ only
         in case, too many events without a twin to read)."""
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         seen: list[tuple[dict[str, str], bool]] = []
         rows = 0
@@ -520,7 +519,9 @@ class Session:
                 rows += entry.rows
                 if rows > _CLASSIFY_ROWS:
                     return None
-                body = pq.read_table(path, columns=[*TWIN_BASE, "data"])
+                body = self.con.sql(  # a file moved meanwhile: IOException, and _pin again
+                    f"SELECT {', '.join(TWIN_BASE)}, data FROM read_parquet({_literal(path)})"
+                ).to_arrow_table()
                 fields = derive(body)[1]
                 self._classified[path] = fields
                 seen.append((fields, False))
@@ -748,19 +749,25 @@ def query_error(error: Exception) -> ValidationError | None:
             f"The query names something the lake's views do not have: {message}",
             hint=f"events has the columns {COLUMNS}, month; payload fields live in the JSON "
             f"columns: data->>'$.{name}' reads one as text, CAST(data->>'$.{name}' AS DOUBLE) "
-            "as a number, metadata->>'$.actor' the actor.",
+            "as a number, metadata->>'$.actor' the actor. Faster: events_<category> (e.g. "
+            f"events_account, for compacted lakes) has a typed column per payload field: "
+            f"SELECT stream_id, {name} FROM events_account.",
         )
     if isinstance(error, duckdb.CatalogException):
         return ValidationError(
             f"The query names a table or function that is not there: {message}",
             hint="the lake's tables are events and events_all, with the macros "
             "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
-            "events_at_position(p); a registered projection adds its table and "
+            "events_at_position(p), and events_<category> (e.g. events_account: a typed "
+            "column per payload field) for each category with typed twins (compacted); a "
+            "registered projection adds its table and "
             "<name>_as_of(t), <name>_valid_at(t), <name>_at_position(p) "
             "(account_balances and order_status are registered for you).",
             cli_hint="the lake's tables are events and events_all, with the macros "
             "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
-            "events_at_position(p); the projections account_balances and order_status are "
+            "events_at_position(p), and events_<category> (e.g. events_account: a typed "
+            "column per payload field) for each category with typed twins (esa compact); the "
+            "projections account_balances and order_status are "
             "tables too, with <name>_as_of(t), <name>_valid_at(t), <name>_at_position(p), and "
             "--projection FILE adds your own.",
         )

@@ -296,3 +296,33 @@ def test_typed_answers_equal_the_json_answers_and_the_fold(
                 events, as_of=cut["as_of"]
             )
             assert state_rows(session.sql("SELECT * FROM shapes")) == reference(events)
+    # The user views: the same rows with and without twins, every value the JSON's, exactly.
+    assert set(typed.category_views) == set(json_only.category_views)
+    for category, view in typed.category_views.items():
+        ordered = f"SELECT * FROM {view} ORDER BY global_position"
+        assert plain(typed.sql(ordered)) == plain(json_only.sql(ordered))
+        assert_exact(typed, view, category)
+
+
+def assert_exact(session: Session, view: str, category: str) -> None:
+    """Every typed column of ``view`` holds, for every event, the JSON's value: present
+    exactly where the JSON text is, the same text (VARCHAR), the same number (no rounding)."""
+    columns = session.sql(f"DESCRIBE {view}").fetchall()[8:]
+    assert (
+        session.sql(f"SELECT count(*) FROM {view}").fetchall()
+        == session.sql(f"SELECT count(*) FROM events WHERE category = '{category}'").fetchall()
+    )
+    for name, kind, *_ in columns:
+        field = name.removeprefix("data.")
+        text = f"e.data->>'$.{field}'"
+        if kind == "VARCHAR":
+            same = f'v."{name}" IS NOT DISTINCT FROM {text}'
+        elif kind == "BOOLEAN":
+            same = f'v."{name}" IS NOT DISTINCT FROM TRY_CAST({text} AS BOOLEAN)'
+        else:
+            same = f'CAST(v."{name}" AS DOUBLE) IS NOT DISTINCT FROM TRY_CAST({text} AS DOUBLE)'
+        wrong = session.sql(
+            f'SELECT e.data, v."{name}" FROM {view} v JOIN events e USING (global_position) '
+            f'WHERE ((v."{name}" IS NULL) <> ({text} IS NULL)) OR NOT ({same})'
+        ).fetchall()
+        assert wrong == [], (name, kind)
