@@ -134,3 +134,16 @@ def test_a_lake_written_before_twins_gains_them_on_compaction(lake: Path) -> Non
     assert assert_twins_derived(old) == 1
     assert old.read_all().to_arrow().equals(events)
     assert old.compact()["partitions"] == 0  # clustered with a twin: nothing left to do
+
+
+def test_esa_info_counts_the_files_with_twins(lake: Path) -> None:
+    from tests.conftest import run_esa
+
+    store = esa.open(lake, create=True)
+    store.ingest(_orders(10_000))
+    store.ingest(_orders(50, start=10_000))
+    shown = run_esa("info", str(lake), check=True).stdout
+    assert "typed twins 1 of 2 files (`esa compact` adds the rest)" in shown
+    store.compact()
+    info = json.loads(run_esa("info", str(lake), "--format", "json", check=True).stdout)
+    assert info["twins"] == {"files": 1, "with_typed_twin": 1}

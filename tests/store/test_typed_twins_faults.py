@@ -10,6 +10,7 @@ temporary or retired file is left. Children are forked from a forkserver, as in
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 import signal
@@ -158,3 +159,29 @@ def test_a_disk_that_fills_while_a_twin_is_written_leaves_nothing(disk: Disk) ->
     store.ingest(batch)
     assert esa.open(lake).head == 10_001
     assert assert_twins_derived(esa.open(lake), every=False) == 1
+
+
+def test_an_import_into_a_new_lake_that_fills_the_disk_at_a_twin_leaves_no_lake(
+    disk: Disk, tmp_path: Path
+) -> None:
+    """The import made the lake, its events file fitted, its twin did not: no lake is left
+    (not even the twins' folder), so a later run without create finds none."""
+    source = tmp_path / "orders.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"stream_id": f"order-{i % 50}", "event_type": "OrderPlaced",
+                        "data": {"n": i, "note": uuid.uuid4().hex}}) + "\n"
+            for i in range(12_000)
+        )
+    )  # fmt: skip
+    esa.import_events(disk.path / "scratch", source, create=True)
+    (entry,) = esa.open(disk.path / "scratch").files()
+    assert entry.typed is not None
+    shutil.rmtree(disk.path / "scratch")
+    lake = disk.path / "lake"
+    disk.fill(leave=entry.bytes + entry.typed.bytes // 2)
+    with pytest.raises(esa.StorageError) as caught:
+        esa.import_events(lake, source, create=True)
+    frames = traceback.extract_tb(caught.value.__cause__.__traceback__)  # type: ignore[union-attr]
+    assert "_write_twin" in [frame.name for frame in frames], "the twin was not what hit it"
+    assert not lake.exists()
