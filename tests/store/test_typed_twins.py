@@ -100,6 +100,7 @@ def test_twins_follow_compaction_and_vacuum(lake: Path) -> None:
     assert all(e.typed is not None for e in before)
     store.compact()
     assert assert_twins_derived(store) == 1
+    assert old.snapshot().twins == [old.twin_path(e) for e in old.files()]
     # The replaced twins are retired, not deleted: a reader of the old view still finds them.
     retired = [old.twin_path(e) for e in before]
     assert all(p is not None and Path(p).name.endswith(".parquet.retired") for p in retired)
