@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -866,18 +867,20 @@ class EventStore:
         log position. Rows beyond ``position`` must still be filtered out by the reader.
         The paths are where the files are now: a compaction renames a replaced file (to
         ``.<name>.retired``, which ``vacuum`` deletes), so a reader that finds one gone takes
-        a new snapshot of the same position (the compacted files hold the same events)."""
+        a new snapshot of the same position (the compacted files hold the same events).
+        ``twins`` are the files' typed twins (see :meth:`twin_path`), found the same way."""
         view = self._pin(position, None)
         for attempt in range(_READ_ATTEMPTS):
             try:
                 paths = [self._resolve(entry.path) for entry in view.entries]
+                twins = [self.twin_path(entry) for entry in view.entries]
                 break
             except LakeChangedError:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
                 view = view.again()
         tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
-        return LakeSnapshot(view.position, paths, tail, list(view.entries))
+        return LakeSnapshot(view.position, paths, tail, list(view.entries), twins)
 
     def unsealed(self) -> pa.Table:
         """The committed events that live only in the commit log so far (not yet sealed into
@@ -2209,6 +2212,8 @@ class LakeSnapshot:
     files: list[str]
     tail: pa.Table
     entries: list[FileEntry]  # the same files, with their position and time ranges
+    #: Where each file's typed twin is now (None for a file without one), taken with them.
+    twins: list[str | None] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,8 @@ POINTS: list[tuple[str, bool | None]] = [
     ("seal.after_publish", None),
     ("seal.after_commit:2", None),  # compaction's own seal
     ("seal.after_commit:3", None),  # the checkpoint export's seal
+    ("typed.before_write", None),  # compaction's first twin (the script's ingests are small)
+    ("typed.after_write", None),
     ("compact.before_commit", None),
     ("compact.after_commit", None),
     ("compact.after_retire", None),

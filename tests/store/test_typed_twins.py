@@ -39,7 +39,8 @@ def assert_twins_derived(store: esa.EventStore, *, every: bool = True) -> int:
     with pyarrow) and has the digest, size and fields its commit line says; with ``every``,
     each file has one. Returns how many twins there are."""
     twins = 0
-    for entry in store.files():
+    snapshot = store.snapshot()
+    for entry, events_path in zip(snapshot.entries, snapshot.files, strict=True):
         path = store.twin_path(entry)
         if entry.typed is None:
             assert not every, f"{entry.path} has no twin"
@@ -47,7 +48,7 @@ def assert_twins_derived(store: esa.EventStore, *, every: bool = True) -> int:
             continue
         assert path is not None
         twins += 1
-        body = pq.read_table(Path(store.path) / "events" / entry.path)
+        body = pq.read_table(events_path)
         expected, fields, more = typed.derive(body)
         twin = pq.read_table(path)
         assert twin.equals(expected), entry.path
@@ -55,7 +56,8 @@ def assert_twins_derived(store: esa.EventStore, *, every: bool = True) -> int:
         assert entry.typed.path == entry.path
         assert file_digest(path) == entry.typed.sha256
         assert Path(path).stat().st_size == entry.typed.bytes
-        assert path == str(Path(store.path) / "typed" / entry.path)
+        if events_path == str(Path(store.path) / "events" / entry.path):  # published
+            assert path == str(Path(store.path) / "typed" / entry.path)
     return twins
 
 
@@ -98,6 +100,7 @@ def test_twins_follow_compaction_and_vacuum(lake: Path) -> None:
     assert all(e.typed is not None for e in before)
     store.compact()
     assert assert_twins_derived(store) == 1
+    assert old.snapshot().twins == [old.twin_path(e) for e in old.files()]
     # The replaced twins are retired, not deleted: a reader of the old view still finds them.
     retired = [old.twin_path(e) for e in before]
     assert all(p is not None and Path(p).name.endswith(".parquet.retired") for p in retired)
@@ -132,3 +135,16 @@ def test_a_lake_written_before_twins_gains_them_on_compaction(lake: Path) -> Non
     assert assert_twins_derived(old) == 1
     assert old.read_all().to_arrow().equals(events)
     assert old.compact()["partitions"] == 0  # clustered with a twin: nothing left to do
+
+
+def test_esa_info_counts_the_files_with_twins(lake: Path) -> None:
+    from tests.conftest import run_esa
+
+    store = esa.open(lake, create=True)
+    store.ingest(_orders(10_000))
+    store.ingest(_orders(50, start=10_000))
+    shown = run_esa("info", str(lake), check=True).stdout
+    assert "typed twins 1 of 2 files (`esa compact` adds the rest)" in shown
+    store.compact()
+    info = json.loads(run_esa("info", str(lake), "--format", "json", check=True).stdout)
+    assert info["twins"] == {"files": 1, "with_typed_twin": 1}
