@@ -37,7 +37,7 @@ from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
 from esanalytics.exceptions import FutureCutWarning, LakeChangedError, ValidationError
-from esanalytics.store import EventStore
+from esanalytics.store import EventStore, LakeSnapshot
 from esanalytics.store.commitlog import FileEntry
 from esanalytics.store.layout import inside_lake
 from esanalytics.store.typed import TWIN_BASE, derive, field_column, safe
@@ -245,7 +245,7 @@ class Session:
         self._macros()
         for name, (after, upto) in self._after.items():
             self._after_view(name, after, upto)
-        self._twins = self._twin_paths(snapshot.entries)
+        self._twins = self._twin_paths(snapshot)
         for (category, columns, bounds), name in self._typed.items():
             self._typed_view(name, category, columns, bounds)
         self._category_views(snapshot.entries, tail)
@@ -327,18 +327,16 @@ class Session:
 
     # -- typed twins -----------------------------------------------------------------------
 
-    def _twin_paths(self, entries: Sequence[FileEntry]) -> dict[str, str]:
-        """Where the twin of each entry that has one is now (by the entry's path); none when
-        the session reads only the JSON."""
+    def _twin_paths(self, snapshot: LakeSnapshot) -> dict[str, str]:
+        """Where the twin of each file of the snapshot that has one is (by the entry's
+        path); none when the session reads only the JSON."""
         if not self.typed:
             return {}
-        found = {}
-        for entry in entries:
-            if entry.typed is not None:
-                path = self.store.twin_path(entry)
-                if path is not None:
-                    found[entry.path] = path
-        return found
+        return {
+            entry.path: twin
+            for entry, twin in zip(snapshot.entries, snapshot.twins, strict=True)
+            if twin is not None
+        }
 
     def has_twins(self, category: str) -> bool:
         """Whether the session reads twins of any file of ``category``."""
