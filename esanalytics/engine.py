@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -500,8 +501,9 @@ class Session:
         self, category: str, entries: Sequence[FileEntry], tail: pa.Table
     ) -> dict[str, str] | None:
         """The type of each field of ``category``'s twins that holds every event's JSON
-        value exactly (None when the fields cannot be told: no twins, names that differ only
-        in case, too many events without a twin to read)."""
+        value exactly (fields whose names differ only in case left out: SQL would not tell
+        their columns apart), or None when there is none to tell, or too many events without
+        a twin to read."""
         import pyarrow.compute as pc
 
         seen: list[tuple[dict[str, str], bool]] = []
@@ -527,7 +529,9 @@ class Session:
         if mine.num_rows:
             seen.append((derive(mine.select([*TWIN_BASE, "data"]))[1], False))
         names = {name for fields, _ in seen for name in fields}
-        if not names or len({name.lower() for name in names}) < len(names):
+        folded = Counter(name.lower() for name in names)
+        names = {name for name in names if folded[name.lower()] == 1}  # SQL names ignore case
+        if not names:
             return None
         return {
             name: _combined(

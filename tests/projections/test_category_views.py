@@ -104,3 +104,13 @@ def test_esa_sql_reads_the_views_and_the_hint_names_them(mixed: esa.EventStore, 
             assert "events_<category>" in str(explained.hint)
         else:
             raise AssertionError(query)
+
+
+def test_fields_that_differ_only_in_case_stay_in_the_json(store: esa.EventStore) -> None:
+    _ingest(store, [("acct-1", "acct", {"Amount": 1, "amount": 2, "code": 3})])
+    store.compact()
+    session = Session(store)
+    assert list(types_of(session))[8:] == ["code"]
+    assert session.sql("SELECT code FROM events_acct").fetchall() == [(3,)]
+    json_only = Session(store, typed=False)
+    assert json_only.sql("SELECT code FROM events_acct").fetchall() == [(3,)]

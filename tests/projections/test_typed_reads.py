@@ -372,3 +372,20 @@ def test_materialized_refreshes_read_the_twins_and_the_tail_alike(tmp_path: Path
     assert {k: {f: r[f] for f in FIELDS} for k, r in stored.items()} == {
         k: {f: r[f] for f in FIELDS} for k, r in json_only.items()
     }
+
+
+def test_only_top_level_data_fields_of_one_category_read_from_twins() -> None:
+    from esanalytics.projections import const, meta
+
+    def columns(category: str | None = "acct", **reducers: Any) -> Any:
+        return Projection("p", reducers, category=category)._typed_columns()
+
+    assert columns(a=Last(data("amount", "BIGINT"), on=["A"]), b=Count(on=["A"])) == (
+        ("esa_0", "amount", "BIGINT"),
+    )
+    assert columns(a=Last(const("data"), on=["A"]), b=Max("version", on=["A"])) == ()
+    assert columns(None, a=Last(data("amount"), on=["A"])) is None  # no category
+    assert columns(a=Last(data("address.city"), on=["A"])) is None  # nested
+    assert columns(a=Last(meta("actor"), on=["A"])) is None  # metadata
+    assert columns(a=Last("data->>'$.amount'", on=["A"])) is None  # the JSON by hand
+    assert columns(a=Max("schema_version", on=["A"])) is None  # a column twins have not
