@@ -288,14 +288,19 @@ def test_typed_answers_equal_the_json_answers_and_the_fold(
     if "position" not in cut and cut:
         pinned = Session(store, threads=1, **cut)
         assert state_rows(PROJECTION.state(pinned)) == reference(events, **cut)
-    if sys_cut is not None:
-        at = cut["as_of"].isoformat()
-        for session in (typed, json_only):
-            PROJECTION.register(session)
-            assert state_rows(session.sql(f"SELECT * FROM shapes_as_of('{at}')")) == reference(
-                events, as_of=cut["as_of"]
-            )
-            assert state_rows(session.sql("SELECT * FROM shapes")) == reference(events)
+    for session in (typed, json_only):
+        PROJECTION.register(session)
+        assert state_rows(session.sql("SELECT * FROM shapes")) == reference(events)
+        for macro, key in (
+            ("as_of", "as_of"),
+            ("valid_at", "valid_at"),
+            ("at_position", "position"),
+        ):
+            if key in cut:
+                value = cut[key] if key == "position" else f"'{cut[key].isoformat()}'"
+                assert state_rows(
+                    session.sql(f"SELECT * FROM shapes_{macro}({value})")
+                ) == reference(events, **{key: cut[key]})
     # The user views: the same rows with and without twins, every value the JSON's, exactly.
     assert set(typed.category_views) == set(json_only.category_views)
     for category, view in typed.category_views.items():
