@@ -670,6 +670,7 @@ class Session:
     def _extra_cut(
         self, as_of: TimeLike | None, valid_at: TimeLike | None, position: int | None
     ) -> str:
+        """The WHERE clause of a cut given to :meth:`cut` (warning when it lies in the future)."""
         position = None if position is None else validate_position(position)
         system = None if as_of is None else to_utc(as_of, what="as_of")
         if system is not None:
@@ -703,10 +704,12 @@ _TYPE = re.compile(r"[A-Za-z0-9_(), ]+")
 
 
 def _listed(paths: Sequence[str]) -> str:
+    """A SQL list of path literals, for ``read_parquet``."""
     return "[" + ", ".join(_literal(path) for path in paths) + "]"
 
 
 def _literal(text: str) -> str:
+    """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 

@@ -19,6 +19,7 @@ from tests.projections.test_typed_reads import assert_exact
 
 
 def _ingest(store: esa.EventStore, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Ingest (stream, category, payload) rows as one file."""
     store.ingest(
         pa.table(
             {
@@ -49,6 +50,7 @@ def mixed(store: esa.EventStore) -> esa.EventStore:
 
 
 def types_of(session: Session) -> dict[str, str]:
+    """The column types of ``events_acct``."""
     return {name: kind for name, kind, *_ in session.sql("DESCRIBE events_acct").fetchall()}
 
 

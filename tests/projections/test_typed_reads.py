@@ -142,6 +142,7 @@ def _values(events: list[dict[str, Any]]) -> None:
 
 
 def _data_of(sql: str) -> list[tuple[str, str]]:
+    """The (field, SQL type) of each ``data()`` in a reducer's SQL."""
     import re
 
     return re.findall(r"\x01([^\x02]*)\x02([^\x03]*)\x03", sql)
@@ -176,12 +177,14 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _order(axis: str) -> Any:
+    """The fold order of an axis: log position, or (occurred_at, version)."""
     if axis == "valid":
         return lambda e: (e["occurred_at"], e["version"])
     return lambda e: e["position"]
 
 
 def reference(events: list[dict[str, Any]], **cut: Any) -> dict[str, tuple[Any, ...]]:
+    """The plain fold's state at a cut: the events inside it, each stream folded in order."""
     kept = [
         e for e in events
         if e["category"] == "acct"
@@ -199,6 +202,8 @@ def reference(events: list[dict[str, Any]], **cut: Any) -> dict[str, tuple[Any, 
 
 
 def reference_history(events: list[dict[str, Any]], axis: str) -> list[tuple[Any, ...]]:
+    """Each stream's states on an axis, from the fold after each event: the states that
+    lasted some time, and the current one."""
     time = "recorded_at" if axis == "system" else "occurred_at"
     by: dict[str, list[dict[str, Any]]] = {}
     for e in sorted((e for e in events if e["category"] == "acct"), key=_order(axis)):
@@ -214,6 +219,7 @@ def reference_history(events: list[dict[str, Any]], axis: str) -> list[tuple[Any
 
 
 def state_rows(relation: Any) -> dict[str, tuple[Any, ...]]:
+    """A state's rows by key, as :func:`reference` gives them."""
     return {
         row["key"]: (*(row[f] for f in FIELDS), row["events"], row["last_position"])
         for row in relation.to_arrow_table().to_pylist()
@@ -221,6 +227,7 @@ def state_rows(relation: Any) -> dict[str, tuple[Any, ...]]:
 
 
 def history_rows(relation: Any) -> list[tuple[Any, ...]]:
+    """A history's rows, as :func:`reference_history` gives them."""
     return [
         (r["key"], r["valid_from"], r["valid_to"], *(r[f] for f in FIELDS), r["global_position"])
         for r in relation.to_arrow_table().to_pylist()
@@ -228,6 +235,7 @@ def history_rows(relation: Any) -> list[tuple[Any, ...]]:
 
 
 def plain(relation: Any) -> list[dict[str, Any]]:
+    """A relation's rows as dicts."""
     return list(relation.to_arrow_table().to_pylist())
 
 
