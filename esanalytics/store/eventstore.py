@@ -556,6 +556,15 @@ class EventStore:
             return None
         return self._resolve(entry.typed.path, root=self._typed)
 
+    def _twin_or_none(self, entry: FileEntry) -> str | None:
+        """:meth:`twin_path`, or None for a twin that is lost (``verify`` names it): its
+        events file still holds the events, so reads go on from the JSON."""
+        try:
+            return self.twin_path(entry)
+        except CorruptLakeError:
+            _LOG.warning("the typed twin of %s in %s is missing", entry.path, self.path)
+            return None
+
     def _diagnose(self, entries: Iterable[FileEntry]) -> CorruptLakeError | None:
         """The damaged file among ``entries`` after a read failed, or None when each is whole
         (the read met a file that a writer was moving: read again)."""
@@ -868,12 +877,13 @@ class EventStore:
         The paths are where the files are now: a compaction renames a replaced file (to
         ``.<name>.retired``, which ``vacuum`` deletes), so a reader that finds one gone takes
         a new snapshot of the same position (the compacted files hold the same events).
-        ``twins`` are the files' typed twins (see :meth:`twin_path`), found the same way."""
+        ``twins`` are the files' typed twins (see :meth:`twin_path`), found the same way
+        (None for a file without one, or whose twin is lost)."""
         view = self._pin(position, None)
         for attempt in range(_READ_ATTEMPTS):
             try:
                 paths = [self._resolve(entry.path) for entry in view.entries]
-                twins = [self.twin_path(entry) for entry in view.entries]
+                twins = [self._twin_or_none(entry) for entry in view.entries]
                 break
             except LakeChangedError:
                 if attempt == _READ_ATTEMPTS - 1:
@@ -1632,50 +1642,65 @@ class EventStore:
         entries = []
         folders = set()
         twin_folders: set[str] = set()
-        for index, (category, month, part) in enumerate(parts):
-            folder = partition_dir(category, month)
-            relpath = f"{folder}/{stem}-{index:03d}.parquet"
-            if folder not in folders:
-                make_dirs_durably(self._events, folder)
-                folders.add(folder)
-            target = self._events / tmp_name(relpath)
-            body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
-            small = body.num_rows < 10_000
-            import pyarrow.parquet as pq
+        with contextlib.ExitStack() as stack:
+            # Each twin is derived on another thread while its events file is written (DuckDB,
+            # Arrow and fsync release the GIL), then written after it: a full disk meets the
+            # files in one order. Leaving the stack waits for the thread.
+            twins = None
+            if any(part.num_rows >= twin_rows for _, _, part in parts):
+                twins = stack.enter_context(
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-twin")
+                )
+            for index, (category, month, part) in enumerate(parts):
+                folder = partition_dir(category, month)
+                relpath = f"{folder}/{stem}-{index:03d}.parquet"
+                if folder not in folders:
+                    make_dirs_durably(self._events, folder)
+                    folders.add(folder)
+                target = self._events / tmp_name(relpath)
+                body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
+                derived = None
+                if twins is not None and body.num_rows >= twin_rows:
+                    derived = twins.submit(_typed.derive, body)
+                small = body.num_rows < 10_000
+                import pyarrow.parquet as pq
 
-            pq.write_table(
-                body,
-                target,
-                # Small files are short-lived (compaction rewrites them): write them fast.
-                compression="snappy" if small else _COMPRESSION,
-                compression_level=None if small else 1,
-                use_dictionary=False if small else _DICTIONARY_COLUMNS,
-                row_group_size=row_group_rows or max(body.num_rows, 1),
-                write_page_index=False,
-            )
-            fsync_file(target)
-            entry = _describe(
-                relpath, category, month, body, target.stat().st_size, file_digest(target)
-            )
-            if body.num_rows >= twin_rows:
-                kill_point("typed.before_write")
-                if folder not in twin_folders:
-                    make_dirs_durably(self._typed, folder)
-                    twin_folders.add(folder)
-                entry = replace(entry, typed=self._write_twin(body, relpath))
-                kill_point("typed.after_write")
-            entries.append(entry)
+                pq.write_table(
+                    body,
+                    target,
+                    # Small files are short-lived (compaction rewrites them): write them fast.
+                    compression="snappy" if small else _COMPRESSION,
+                    compression_level=None if small else 1,
+                    use_dictionary=False if small else _DICTIONARY_COLUMNS,
+                    row_group_size=row_group_rows or max(body.num_rows, 1),
+                    write_page_index=False,
+                )
+                fsync_file(target)
+                entry = _describe(
+                    relpath, category, month, body, target.stat().st_size, file_digest(target)
+                )
+                if derived is not None:
+                    kill_point("typed.before_write")
+                    if folder not in twin_folders:
+                        make_dirs_durably(self._typed, folder)
+                        twin_folders.add(folder)
+                    entry = replace(entry, typed=self._write_twin(derived.result(), relpath))
+                    kill_point("typed.after_write")
+                entries.append(entry)
         for folder in folders:
             fsync_dir(self._events / folder)
         for folder in twin_folders:
             fsync_dir(self._typed / folder)
         return entries
 
-    def _write_twin(self, body: pa.Table, relpath: str) -> TypedTwin:
-        """Write the typed twin of an events file's rows as a hidden, synced temporary file."""
+    def _write_twin(
+        self, derived: tuple[pa.Table, dict[str, str], bool], relpath: str
+    ) -> TypedTwin:
+        """Write the typed twin of an events file (what :func:`typed.derive` made of its
+        rows) as a hidden, synced temporary file."""
         import pyarrow.parquet as pq
 
-        twin, fields, more = _typed.derive(body)
+        twin, fields, more = derived
         target = self._typed / tmp_name(relpath)
         text = [_typed.field_column(name) for name, kind in fields.items() if kind == "VARCHAR"]
         pq.write_table(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import esanalytics as esa
 from esanalytics.store import typed
@@ -148,3 +149,19 @@ def test_esa_info_counts_the_files_with_twins(lake: Path) -> None:
     store.compact()
     info = json.loads(run_esa("info", str(lake), "--format", "json", check=True).stdout)
     assert info["twins"] == {"files": 1, "with_typed_twin": 1}
+
+
+def test_a_lost_twin_costs_reads_nothing(lake: Path) -> None:
+    """A snapshot of a file whose twin was deleted has no twin for it (readers go on from
+    the events file's JSON); twin_path says it is missing."""
+    store = esa.open(lake, create=True)
+    store.ingest(_orders(10_000))
+    (entry,) = store.files()
+    path = store.twin_path(entry)
+    assert path is not None
+    Path(path).unlink()
+    snapshot = store.snapshot()
+    assert snapshot.twins == [None]
+    assert snapshot.files == [str(lake / "events" / entry.path)]
+    with pytest.raises(esa.CorruptLakeError, match="missing"):
+        store.twin_path(entry)

@@ -31,7 +31,7 @@ from tests.store.test_typed_twins import _orders, assert_twins_derived
 #: none of them (False), or it had none (None). The script: ingest 10,000 events (one file
 #: and its twin), compact (one twin per partition, replacing a file with a twin), vacuum.
 POINTS: list[tuple[str, bool | None]] = [
-    ("typed.before_write", False),  # the ingest's events file is synced, its twin not begun
+    ("typed.before_write", False),  # the events file is synced, its twin derived, not written
     ("typed.after_write", False),  # the twin is synced, not yet named by a commit
     ("ingest.before_commit", False),
     ("ingest.after_commit", True),  # the line names the twin, still a temporary file
