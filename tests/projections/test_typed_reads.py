@@ -402,3 +402,35 @@ def test_only_top_level_data_fields_of_one_category_read_from_twins() -> None:
     assert columns(a=Last(meta("actor"), on=["A"])) is None  # metadata
     assert columns(a=Last("data->>'$.amount'", on=["A"])) is None  # the JSON by hand
     assert columns(a=Max("schema_version", on=["A"])) is None  # a column twins have not
+
+
+def test_a_typed_session_keeps_its_answer_when_compaction_replaces_its_twins(
+    tmp_path: Path,
+) -> None:
+    """The session's typed views name twins that a compaction then retires and a vacuum
+    deletes: the next question points them at the new twins, at the same position."""
+    from datetime import timedelta as span
+
+    batches = [
+        [
+            {"stream": f"acct-{i % 3}", "category": "acct", "type": TYPES[i % 3],
+             "text": f'{{"f0": {i}, "f1": {i}.5, "f2": {i % 4}}}', "gap": 1, "back": 0}
+            for i in range(n)
+        ]
+        for n in (8, 5)
+    ]  # fmt: skip
+    lake = tmp_path / "lake"
+    events = build(lake, batches, compacted=1)  # one month: a twinned file and a plain one
+    store = esa.open(lake)
+    session = Session(store, threads=1)
+    before = plain(PROJECTION.state(session))
+    typed_before = plain(session.sql("SELECT * FROM events_acct ORDER BY global_position"))
+    store.append("acct-acct-1", [esa.NewEvent("A", {"f0": 1})], category="acct")
+    store.compact()
+    store.vacuum(older_than=span(0))
+    assert all(e.typed is not None for e in store.files())
+    assert plain(PROJECTION.state(session)) == before  # still at the session's position
+    assert state_rows(PROJECTION.state(session)) == reference(events)
+    assert plain(session.sql("SELECT * FROM events_acct ORDER BY global_position")) == (
+        typed_before
+    )
