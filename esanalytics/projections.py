@@ -389,14 +389,15 @@ class Projection(_Base):
             f"FROM {source} GROUP BY stream_id"
         )
 
-    def aggregate_sql(
-        self, relation: str, *, bind: Callable[[str], str] | None = None, parsed: bool = False
-    ) -> str:
+    def aggregate_sql(self, relation: str) -> str:
         """The state (system-time order) over any relation of events, with a hidden
         ``__n_<field>`` count of the events that set each Last/First/Min/Max field: what an
-        incremental refresh needs to merge a delta into an older state. ``bind`` (with
-        ``parsed``: the relation is already this projection's source) binds the data
-        fields another way, e.g. to a typed source's columns."""
+        incremental refresh needs to merge a delta into an older state."""
+        return self._aggregate(self._source(relation), self._bind)
+
+    def _aggregate(self, source: str, bind: Callable[[str], str]) -> str:
+        """:meth:`aggregate_sql` over ``source`` (this projection's events), its data fields
+        bound by ``bind``."""
         order = _order("system")
         columns = [f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items()]
         columns += [
@@ -404,9 +405,8 @@ class Projection(_Base):
             for name, r in self.reducers.items()
             if isinstance(r, Last | First | Min | Max)
         ]
-        source = relation if parsed else self._source(relation)
         return (
-            f"SELECT stream_id AS key, {(bind or self._bind)(', '.join(columns))}, count(*) AS events, "
+            f"SELECT stream_id AS key, {bind(', '.join(columns))}, count(*) AS events, "
             f"max(global_position) AS last_position FROM {source} GROUP BY stream_id"
         )
 
@@ -417,9 +417,7 @@ class Projection(_Base):
         if found is None:
             return self.aggregate_sql(session.events_after(after, until))
         view, names = found
-        return self.aggregate_sql(
-            f"(SELECT * FROM {view})", bind=lambda sql: self._bind(sql, names), parsed=True
-        )
+        return self._aggregate(f"(SELECT * FROM {view})", lambda sql: self._bind(sql, names))
 
     def merge_sql(self, old: str, delta: str) -> str:
         """SQL that merges the state ``delta`` (of later events) into the state ``old``."""
