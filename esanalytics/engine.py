@@ -394,21 +394,24 @@ class Session:
         """Create ``name`` (see :meth:`typed_source`): one ``read_parquet`` per group of twins
         that store the wanted fields alike (so each reads one schema), and one JSON read of
         the other files and the unsealed tail."""
+        low, top = (-1, self.position) if bounds is None else bounds
         twins: dict[tuple[str | None, ...], list[str]] = {}
+        cut: set[tuple[str | None, ...]] = set()  # groups with rows beyond (low, top]
         plain = []
         for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):
             if entry.category != category:
                 continue
-            if bounds is not None and not (
-                entry.max_position > bounds[0] and entry.min_position <= bounds[1]
-            ):
+            if not (entry.max_position > low and entry.min_position <= top):
                 continue
             stored = self._stored(entry, columns)
             if stored is None:
                 plain.append(path)
-            else:
-                twins.setdefault(stored, []).append(self._twins[entry.path])
+                continue
+            twins.setdefault(stored, []).append(self._twins[entry.path])
+            if entry.min_position <= low or entry.max_position > top:
+                cut.add(stored)
         base = ", ".join(TWIN_BASE)
+        within = f"global_position > {low} AND global_position <= {top}"
         sources = []
         for stored, paths in twins.items():
             values = "".join(
@@ -419,6 +422,7 @@ class Session:
             )
             sources.append(
                 f"SELECT {base}, category, month{values} FROM read_parquet({_listed(paths)}, {_HIVE})"
+                + (f" WHERE {within}" if stored in cut else "")  # whole files need no filter
             )
         raw = [f"SELECT * FROM esa_tail WHERE category = {_literal(category)}"]
         if plain:
@@ -434,13 +438,9 @@ class Session:
             )
         sources.append(
             f"SELECT {base}, category, month{values} "
-            f"FROM (SELECT *{parsed} FROM ({' UNION ALL '.join(raw)}))"
+            f"FROM (SELECT *{parsed} FROM ({' UNION ALL '.join(raw)}) WHERE {within})"
         )
-        low, top = (-1, self.position) if bounds is None else bounds
-        self.con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM ({' UNION ALL '.join(sources)}) "
-            f"WHERE global_position > {low} AND global_position <= {top}"
-        )
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {' UNION ALL '.join(sources)}")
 
     def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
         """How the entry's twin stores each wanted field (None: the field is in none of its

@@ -83,6 +83,9 @@ def test_the_view_is_cut_like_events(mixed: esa.EventStore) -> None:
     first = Session(mixed, position=2)
     assert first.sql("SELECT count(*) FROM events_acct").fetchall() == [(2,)]
     assert types_of(first)["amount"] == "DECIMAL(18,2)"  # only the twin's events
+    assert Session(mixed, position=1).sql("SELECT stream_id FROM events_acct").fetchall() == [
+        ("acct-1",)
+    ]  # a file that holds events beyond the session's position
     recorded = first.sql("SELECT max(recorded_at) FROM events").fetchall()[0][0]
     then = Session(mixed, as_of=recorded)
     assert then.sql("SELECT count(*) FROM events_acct").fetchall() == [(2,)]
