@@ -59,6 +59,9 @@ _TAKEN = frozenset({"all", "as_of", "valid_at", "bitemporal", "at_position"})
 #: Untwinned events (small sealed files, the unsealed tail) of one category that a session
 #: reads to type ``events_<category>``'s columns; beyond this, fields they may hold are text.
 _CLASSIFY_ROWS = 200_000
+#: The fields of files without a twin, as derive() types them (committed files never change),
+#: by (lake, file, digest, first position).
+_CLASSIFIED: dict[tuple[str, str, str | None, int], tuple[dict[str, str], bool]] = {}
 #: Times a query runs again, on the files the log names now, when compaction moved a file of
 #: the session's view under it.
 _QUERY_ATTEMPTS = 5
@@ -147,7 +150,6 @@ class Session:
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
         # Typed sources: view name -> (category, columns, (after, upto) or None).
         self._typed: dict[tuple[str, _Columns, tuple[int, int] | None], str] = {}
-        self._classified: dict[str, dict[str, str]] = {}  # untwinned file -> its fields
         self.category_views: dict[str, str] = {}  # category -> its events_<category> view
         self.position = 0
         self.refresh()
@@ -513,21 +515,22 @@ class Session:
                 continue
             if entry.typed is not None:
                 seen.append((entry.typed.fields, entry.typed.more))
-            elif path in self._classified:
-                seen.append((self._classified[path], False))
             else:
-                rows += entry.rows
-                if rows > _CLASSIFY_ROWS:
-                    return None
-                body = self.con.sql(  # a file moved meanwhile: IOException, and _pin again
-                    f"SELECT {', '.join(TWIN_BASE)}, data FROM read_parquet({_literal(path)})"
-                ).to_arrow_table()
-                fields = derive(body)[1]
-                self._classified[path] = fields
-                seen.append((fields, False))
+                key = (str(self.store.path), entry.path, entry.sha256, entry.min_position)
+                if key not in _CLASSIFIED:
+                    rows += entry.rows
+                    if rows > _CLASSIFY_ROWS:
+                        return None
+                    body = self.con.sql(  # a file moved meanwhile: IOException, and _pin again
+                        f"SELECT {', '.join(TWIN_BASE)}, data FROM read_parquet({_literal(path)})"
+                    ).to_arrow_table()
+                    if len(_CLASSIFIED) > 10_000:
+                        _CLASSIFIED.clear()
+                    _CLASSIFIED[key] = derive(body)[1:]
+                seen.append(_CLASSIFIED[key])
         mine = tail.filter(pc.equal(tail["category"], category)) if tail.num_rows else tail
         if mine.num_rows:
-            seen.append((derive(mine.select([*TWIN_BASE, "data"]))[1], False))
+            seen.append(derive(mine.select([*TWIN_BASE, "data"]))[1:])
         names = {name for fields, _ in seen for name in fields}
         folded = Counter(name.lower() for name in names)
         names = {name for name in names if folded[name.lower()] == 1}  # SQL names ignore case
