@@ -1096,8 +1096,10 @@ def parser() -> argparse.ArgumentParser:
     timed(sql)
     sql.add_argument(
         "query",
-        help="SQL over the view events (payload fields: data->>'$.amount'), the shipped "
-        "projections' tables (account_balances, order_status) and macros (events_as_of(t), "
+        help="SQL over the view events (payload fields: data->>'$.amount'), "
+        "events_<category> (compacted lakes: a typed column per payload field, e.g. "
+        "SELECT sum(amount) FROM events_account), the shipped projections' tables "
+        "(account_balances, order_status) and macros (events_as_of(t), "
         "account_balances_as_of(t), ...)",
     )
     sql.add_argument(
