@@ -218,8 +218,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     store = esa.open(args.lake)
     inventory = store.inventory()
     imports = store.cursors()
+    files = store.files()
+    twins = {"files": len(files), "with_typed_twin": sum(e.typed is not None for e in files)}
     if args.format == "json":
-        whole = _inventory_dict(inventory) | {"imports": imports}
+        whole = _inventory_dict(inventory) | {"imports": imports, "twins": twins}
         print(json.dumps(whole, indent=2, default=str))
         return EXIT_OK
     console = _console()
@@ -227,6 +229,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(
         "event types " + ", ".join(f"{k} ({v:,})" for k, v in inventory.event_types.items())
     )
+    if files:  # typed copies of the payloads that queries read (`esa compact` adds the rest)
+        console.print(
+            f"typed twins {twins['with_typed_twin']:,} of {len(files):,} files"
+            + ("" if twins["with_typed_twin"] == len(files) else " (`esa compact` adds the rest)"),
+            markup=False,
+        )
     for name, cursor in sorted(imports.items()):
         console.print(
             f"import {name!r} ({cursor.get('kind')}) from {cursor.get('source')}: "
@@ -1089,8 +1097,10 @@ def parser() -> argparse.ArgumentParser:
     timed(sql)
     sql.add_argument(
         "query",
-        help="SQL over the view events (payload fields: data->>'$.amount'), the shipped "
-        "projections' tables (account_balances, order_status) and macros (events_as_of(t), "
+        help="SQL over the view events (payload fields: data->>'$.amount'), "
+        "events_<category> (compacted lakes: a typed column per payload field, e.g. "
+        "SELECT sum(amount) FROM events_account), the shipped projections' tables "
+        "(account_balances, order_status) and macros (events_as_of(t), "
         "account_balances_as_of(t), ...)",
     )
     sql.add_argument(

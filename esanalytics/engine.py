@@ -7,7 +7,10 @@ A session pins one log position and exposes:
 * ``events``: the same, cut at the session's time bound (system time ``as_of``, valid time
   ``valid_at``, or both), so any SQL, and any SQL projection, is answered as of that moment;
 * table macros for people who write only SQL: ``events_as_of(t)``, ``events_valid_at(t)``,
-  ``events_bitemporal(system_t, valid_t)`` and ``events_at_position(p)``.
+  ``events_bitemporal(system_t, valid_t)`` and ``events_at_position(p)``;
+* ``events_<category>`` for each category whose files have typed twins (see
+  :mod:`esanalytics.store.typed`): its events at the cut, with one typed column per payload
+  field, named by the field, read from the twins where that is the JSON's answer.
 
 Only DuckDB's built-in extensions (json, parquet, icu) are used; nothing is installed.
 
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -33,9 +37,11 @@ from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
-from esanalytics.exceptions import FutureCutWarning, ValidationError
-from esanalytics.store import EventStore
+from esanalytics.exceptions import FutureCutWarning, LakeChangedError, ValidationError
+from esanalytics.store import EventStore, LakeSnapshot
+from esanalytics.store.commitlog import FileEntry
 from esanalytics.store.layout import inside_lake
+from esanalytics.store.typed import TWIN_BASE, derive, field_column, safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +50,18 @@ if TYPE_CHECKING:
 __all__ = ["Session", "query_error", "sql_time"]
 
 COLUMNS = ", ".join(EVENT_SCHEMA.names)
+#: The columns of a typed source besides its payload fields: what questions filter, group
+#: and order by.
+TYPED_BASE = (*TWIN_BASE, "category", "month")
+_HIVE = "hive_partitioning = true, hive_types = {'category': VARCHAR, 'month': VARCHAR}"
+#: ``events_<category>`` names that are already taken by the session's own views and macros.
+_TAKEN = frozenset({"all", "as_of", "valid_at", "bitemporal", "at_position"})
+#: Untwinned events (small sealed files, the unsealed tail) of one category that a session
+#: reads to type ``events_<category>``'s columns; beyond this, fields they may hold are text.
+_CLASSIFY_ROWS = 200_000
+#: The fields of files without a twin, as derive() types them (committed files never change),
+#: by (lake, file, digest, first position).
+_CLASSIFIED: dict[tuple[str, str, str | None, int], tuple[dict[str, str], bool]] = {}
 #: Times a query runs again, on the files the log names now, when compaction moved a file of
 #: the session's view under it.
 _QUERY_ATTEMPTS = 5
@@ -105,7 +123,8 @@ class Session:
 
     ``as_of`` (system time: what had been recorded), ``valid_at`` (valid time: what had
     happened) and ``position`` may be combined (bitemporal). ``threads`` caps DuckDB's
-    threads (default: all cores).
+    threads (default: all cores). ``typed=False`` reads every payload field from the JSON,
+    never from the typed twins (the answers are the same; only slower).
     """
 
     def __init__(
@@ -116,8 +135,10 @@ class Session:
         valid_at: TimeLike | None = None,
         position: int | None = None,
         threads: int | None = None,
+        typed: bool = True,
     ) -> None:
         self.store = store
+        self.typed = typed
         self.as_of = None if as_of is None else to_utc(as_of, what="as_of")
         self.valid_at = None if valid_at is None else to_utc(valid_at, what="valid_at")
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
@@ -127,6 +148,9 @@ class Session:
         self._requested_position = None if position is None else validate_position(position)
         self._streams: list[str] = []
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)
+        # Typed sources: view name -> (category, columns, (after, upto) or None).
+        self._typed: dict[tuple[str, _Columns, tuple[int, int] | None], str] = {}
+        self.category_views: dict[str, str] = {}  # category -> its events_<category> view
         self.position = 0
         self.refresh()
         if self.as_of is not None:
@@ -187,7 +211,7 @@ class Session:
         for attempt in range(_QUERY_ATTEMPTS):
             try:
                 return self._point(position)
-            except duckdb.IOException:
+            except (duckdb.IOException, LakeChangedError):  # a twin vacuumed since the snapshot
                 if attempt == _QUERY_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -224,6 +248,10 @@ class Session:
         self._macros()
         for name, (after, upto) in self._after.items():
             self._after_view(name, after, upto)
+        self._twins = self._twin_paths(snapshot)
+        for (category, columns, bounds), name in self._typed.items():
+            self._typed_view(name, category, columns, bounds)
+        self._category_views(snapshot.entries, tail)
         return self.position
 
     def _settled(self, run: Callable[[], _T]) -> _T:
@@ -299,6 +327,222 @@ class Session:
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM ({union}) "
             f"WHERE global_position > {position} AND global_position <= {top}"
         )
+
+    # -- typed twins -----------------------------------------------------------------------
+
+    def _twin_paths(self, snapshot: LakeSnapshot) -> dict[str, str]:
+        """Where the twin of each file of the snapshot that has one is (by the entry's
+        path); none when the session reads only the JSON."""
+        if not self.typed:
+            return {}
+        return {
+            entry.path: twin
+            for entry, twin in zip(snapshot.entries, snapshot.twins, strict=True)
+            if twin is not None
+        }
+
+    def has_twins(self, category: str) -> bool:
+        """Whether the session reads twins of any file of ``category``."""
+        return any(
+            entry.category == category and entry.path in self._twins
+            for entry in self._snapshot.entries
+        )
+
+    def typed_events(self, category: str, wanted: Mapping[str, str], **cut: Any) -> str:
+        """A SQL subquery of one category's events at the session's cut (and ``cut``, as in
+        :meth:`cut`): the columns :data:`TYPED_BASE` and one column per wanted payload field
+        (``{"amount": "DECIMAL(18,2)"}``), named by the field, whose values are those of
+        ``TRY_CAST(data->>'$.amount' AS DECIMAL(18,2))``. They are read from the typed twins
+        wherever a twin's stored type gives that same value, from the JSON elsewhere."""
+        columns = tuple((name, name, sql_type) for name, sql_type in wanted.items())
+        return (
+            f"(SELECT * FROM {self.typed_source(category, columns)} WHERE {self.cut_where(**cut)})"
+        )
+
+    def typed_source(
+        self,
+        category: str,
+        columns: _Columns,
+        *,
+        after: int | None = None,
+        until: int | None = None,
+    ) -> str:
+        """The name of a view of one category's events up to the session's position (no time
+        cut: the ``events_all`` of one category), or only those after ``after`` (up to
+        ``until``) like :meth:`events_after`, with :data:`TYPED_BASE` and one column per
+        ``(name, field, SQL type)`` of ``columns``: ``TRY_CAST(data->>'$.field' AS type)``,
+        read from the twins where that is the same. It follows the session's pins."""
+        for name, path, sql_type in columns:
+            if not _FIELD.fullmatch(path) or not _TYPE.fullmatch(sql_type) or '"' in name:
+                raise ValidationError(
+                    f"{path!r} ({sql_type}) is not a top-level payload field and SQL type.",
+                    hint="name a field of the payload's top level, like 'amount', and a type "
+                    "like DOUBLE or DECIMAL(18,2).",
+                )
+        bounds = None
+        if after is not None:
+            top = self.position if until is None else min(validate_position(until), self.position)
+            bounds = (validate_position(after), top)
+        key = (category, tuple(columns), bounds)
+        if key not in self._typed:
+            name = f"esa_typed_{len(self._typed)}"
+            self._settled(lambda: self._typed_view(name, category, key[1], bounds))
+            self._typed[key] = name
+        return self._typed[key]
+
+    def _typed_view(
+        self, name: str, category: str, columns: _Columns, bounds: tuple[int, int] | None
+    ) -> None:
+        """Create ``name`` (see :meth:`typed_source`): one ``read_parquet`` per group of twins
+        that store the wanted fields alike (so each reads one schema), and one JSON read of
+        the other files and the unsealed tail."""
+        low, top = (-1, self.position) if bounds is None else bounds
+        twins: dict[tuple[str | None, ...], list[str]] = {}
+        cut: set[tuple[str | None, ...]] = set()  # groups with rows beyond (low, top]
+        plain = []
+        for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):
+            if entry.category != category:
+                continue
+            if not (entry.max_position > low and entry.min_position <= top):
+                continue
+            stored = self._stored(entry, columns)
+            if stored is None:
+                plain.append(path)
+                continue
+            twins.setdefault(stored, []).append(self._twins[entry.path])
+            if entry.min_position <= low or entry.max_position > top:
+                cut.add(stored)
+        base = ", ".join(TWIN_BASE)
+        within = f"global_position > {low} AND global_position <= {top}"
+        sources = []
+        for stored, paths in twins.items():
+            values = "".join(
+                f', TRY_CAST("{field_column(path)}" AS {sql_type}) AS "{name_}"'
+                if kind is not None
+                else f', CAST(NULL AS {sql_type}) AS "{name_}"'
+                for (name_, path, sql_type), kind in zip(columns, stored, strict=True)
+            )
+            sources.append(
+                f"SELECT {base}, category, month{values} FROM read_parquet({_listed(paths)}, {_HIVE})"
+                + (f" WHERE {within}" if stored in cut else "")  # whole files need no filter
+            )
+        raw = [f"SELECT * FROM esa_tail WHERE category = {_literal(category)}"]
+        if plain:
+            raw.insert(0, f"SELECT {COLUMNS}, month FROM read_parquet({_listed(plain)}, {_HIVE})")
+        fields = sorted({path for _, path, _ in columns})
+        parsed, values = "", ""
+        if fields:
+            spec = "{" + ", ".join(f'"{path}": "VARCHAR"' for path in fields) + "}"
+            parsed = f", from_json(data, '{spec}') AS d"
+            values = "".join(
+                f', TRY_CAST(d."{path}" AS {sql_type}) AS "{name_}"'
+                for name_, path, sql_type in columns
+            )
+        sources.append(
+            f"SELECT {base}, category, month{values} "
+            f"FROM (SELECT *{parsed} FROM ({' UNION ALL '.join(raw)}) WHERE {within})"
+        )
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {' UNION ALL '.join(sources)}")
+
+    def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
+        """How the entry's twin stores each wanted field (None: the field is in none of its
+        events), or None when the twin cannot give every wanted value as the JSON does."""
+        if entry.typed is None or entry.path not in self._twins:
+            return None
+        fields = entry.typed.fields
+        folded = {name.lower() for name in fields}
+        if len(folded) < len(fields):
+            return (
+                None  # names that differ only in case: DuckDB's columns would not tell them apart
+            )
+        stored = []
+        for _, path, sql_type in columns:
+            kind = fields.get(path)
+            if kind is None:
+                if entry.typed.more or path.lower() in folded:
+                    return None
+            elif not safe(kind, sql_type):
+                return None
+            stored.append(kind)
+        return tuple(stored)
+
+    def _category_views(self, entries: Sequence[FileEntry], tail: pa.Table) -> None:
+        """Create ``events_<category>`` for each category with twins (see the module's
+        docstring): one column per payload field its twins name, typed so that every event's
+        value is what the JSON gives (:func:`_combined`), cut like ``events``."""
+        categories = sorted({e.category for e in entries if e.typed is not None})
+        where = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
+        made: dict[str, str] = {}
+        for category in categories:
+            view = "events_" + re.sub(r"[^a-z0-9_]", "_", category.lower())
+            if view[len("events_") :] in _TAKEN or view in made.values():
+                continue  # a name the session's own views use, or another category's
+            kinds = self._kinds(category, entries, tail)
+            if kinds is None:
+                continue
+            taken = {c.lower() for c in TYPED_BASE}
+            columns = []
+            for field in sorted(kinds):
+                name = field if field.lower() not in taken else field_column(field)
+                taken.add(name.lower())
+                columns.append((name, field, kinds[field]))
+            key = (category, tuple(columns), None)
+            if key not in self._typed:
+                self._typed[key] = f"esa_typed_{len(self._typed)}"
+                self._typed_view(self._typed[key], category, key[1], None)
+            self.con.execute(
+                f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {self._typed[key]} WHERE {where}"
+            )
+            made[category] = view
+        for category, view in self.category_views.items():
+            if category not in made:
+                self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        self.category_views = made
+
+    def _kinds(
+        self, category: str, entries: Sequence[FileEntry], tail: pa.Table
+    ) -> dict[str, str] | None:
+        """The type of each field of ``category``'s twins that holds every event's JSON
+        value exactly (fields whose names differ only in case left out: SQL would not tell
+        their columns apart), or None when there is none to tell, or too many events without
+        a twin to read."""
+        import pyarrow.compute as pc
+
+        seen: list[tuple[dict[str, str], bool]] = []
+        rows = 0
+        for path, entry in zip(self._snapshot.files, entries, strict=True):
+            if entry.category != category:
+                continue
+            if entry.typed is not None:
+                seen.append((entry.typed.fields, entry.typed.more))
+            else:
+                key = (str(self.store.path), entry.path, entry.sha256, entry.min_position)
+                if key not in _CLASSIFIED:
+                    rows += entry.rows
+                    if rows > _CLASSIFY_ROWS:
+                        return None
+                    body = self.con.sql(  # a file moved meanwhile: IOException, and _pin again
+                        f"SELECT {', '.join(TWIN_BASE)}, data FROM read_parquet({_literal(path)})"
+                    ).to_arrow_table()
+                    if len(_CLASSIFIED) > 10_000:
+                        _CLASSIFIED.clear()
+                    _CLASSIFIED[key] = derive(body)[1:]
+                seen.append(_CLASSIFIED[key])
+        mine = tail.filter(pc.equal(tail["category"], category)) if tail.num_rows else tail
+        if mine.num_rows:
+            seen.append(derive(mine.select([*TWIN_BASE, "data"]))[1:])
+        names = {name for fields, _ in seen for name in fields}
+        folded = Counter(name.lower() for name in names)
+        names = {name for name in names if folded[name.lower()] == 1}  # SQL names ignore case
+        if not names:
+            return None
+        return {
+            name: _combined(
+                [fields.get(name) for fields, _ in seen],
+                unknown=any(more and name not in fields for fields, more in seen),
+            )
+            for name in names
+        }
 
     def position_at(self, as_of: TimeLike) -> int:
         """The last log position recorded at or before ``as_of`` (0 if none), within this
@@ -412,16 +656,33 @@ class Session:
         position: int | None = None,
     ) -> str:
         """A SQL subquery of the events at a cut (combined with the session's own)."""
+        return f"(SELECT * FROM events WHERE {self._extra_cut(as_of, valid_at, position)})"
+
+    def cut_where(
+        self,
+        *,
+        as_of: TimeLike | None = None,
+        valid_at: TimeLike | None = None,
+        position: int | None = None,
+    ) -> str:
+        """The WHERE clause of the session's own cut combined with another (as in :meth:`cut`),
+        for relations with the columns of ``events_all``."""
+        own = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
+        return f"{own} AND {self._extra_cut(as_of, valid_at, position)}"
+
+    def _extra_cut(
+        self, as_of: TimeLike | None, valid_at: TimeLike | None, position: int | None
+    ) -> str:
+        """The WHERE clause of a cut given to :meth:`cut` (warning when it lies in the future)."""
         position = None if position is None else validate_position(position)
         system = None if as_of is None else to_utc(as_of, what="as_of")
         if system is not None:
             self.warn_if_future(system)
-        where = cut_predicate(
+        return cut_predicate(
             as_of=system,
             valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
             position=position,
         )
-        return f"(SELECT * FROM events WHERE {where})"
 
     def close(self) -> None:
         self.con.close()
@@ -431,6 +692,47 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_Columns = tuple[tuple[str, str, str], ...]  # (column name, payload field, SQL type)
+#: The cuts of the table macros (``events_as_of(t)``...), as predicates over a relation with
+#: the columns of ``events_all``, for macros over other such relations (``t`` or ``p``).
+MACRO_CUTS = {
+    "as_of": "recorded_at <= timezone('UTC', esa_utc(t)) AND month <= strftime(esa_utc(t), '%Y-%m')",
+    "valid_at": "occurred_at <= timezone('UTC', esa_utc(t))",
+    "at_position": "global_position <= p",
+}
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TYPE = re.compile(r"[A-Za-z0-9_(), ]+")
+
+
+def _listed(paths: Sequence[str]) -> str:
+    """A SQL list of path literals, for ``read_parquet``."""
+    return "[" + ", ".join(_literal(path) for path in paths) + "]"
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _combined(kinds: Sequence[str | None], *, unknown: bool = False) -> str:
+    """The one type that holds every value of a field stored as ``kinds`` (None: absent)
+    exactly as the JSON gives it: the common type, a DECIMAL wide enough for integers and
+    decimals together, else VARCHAR (the text itself)."""
+    found = {kind for kind in kinds if kind is not None}
+    if unknown or not found or "VARCHAR" in found:
+        return "VARCHAR"
+    if len(found) == 1:
+        return found.pop()
+    if "BOOLEAN" in found:
+        return "VARCHAR"
+    scales = [int(kind[len("DECIMAL(18,") : -1]) for kind in found if kind.startswith("DECIMAL(")]
+    whole = max(
+        18 if kind == "BIGINT" else 15 - int(kind[len("DECIMAL(18,") : -1]) for kind in found
+    )
+    scale = max(scales)
+    return f"DECIMAL({max(18, min(38, whole + scale))},{scale})"
 
 
 def query_error(error: Exception) -> ValidationError | None:
@@ -455,19 +757,25 @@ def query_error(error: Exception) -> ValidationError | None:
             f"The query names something the lake's views do not have: {message}",
             hint=f"events has the columns {COLUMNS}, month; payload fields live in the JSON "
             f"columns: data->>'$.{name}' reads one as text, CAST(data->>'$.{name}' AS DOUBLE) "
-            "as a number, metadata->>'$.actor' the actor.",
+            "as a number, metadata->>'$.actor' the actor. Faster: events_<category> (e.g. "
+            f"events_account, for compacted lakes) has a typed column per payload field: "
+            f"SELECT stream_id, {name} FROM events_account.",
         )
     if isinstance(error, duckdb.CatalogException):
         return ValidationError(
             f"The query names a table or function that is not there: {message}",
             hint="the lake's tables are events and events_all, with the macros "
             "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
-            "events_at_position(p); a registered projection adds its table and "
+            "events_at_position(p), and events_<category> (e.g. events_account: a typed "
+            "column per payload field) for each category with typed twins (compacted); a "
+            "registered projection adds its table and "
             "<name>_as_of(t), <name>_valid_at(t), <name>_at_position(p) "
             "(account_balances and order_status are registered for you).",
             cli_hint="the lake's tables are events and events_all, with the macros "
             "events_as_of(t), events_valid_at(t), events_bitemporal(s, v) and "
-            "events_at_position(p); the projections account_balances and order_status are "
+            "events_at_position(p), and events_<category> (e.g. events_account: a typed "
+            "column per payload field) for each category with typed twins (esa compact); the "
+            "projections account_balances and order_status are "
             "tables too, with <name>_as_of(t), <name>_valid_at(t), <name>_at_position(p), and "
             "--projection FILE adds your own.",
         )

@@ -314,7 +314,7 @@ class MaterializedProjection:
     def _merged(self, session: Session, old: str | None, after: int, upto: int) -> str:
         """The state at ``upto``: ``old`` (the state at ``after``, a query) with the events
         in ``(after, upto]`` merged in."""
-        delta = self.projection.aggregate_sql(session.events_after(after, upto))
+        delta = self.projection.delta_sql(session, after, upto)
         return delta if old is None else self.projection.merge_sql(old, delta)
 
     @staticmethod

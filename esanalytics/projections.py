@@ -30,7 +30,7 @@ import duckdb
 
 from esanalytics._html import card as _card
 from esanalytics._html import table as _table
-from esanalytics.engine import Session
+from esanalytics.engine import MACRO_CUTS, Session
 from esanalytics.events import validate_position
 from esanalytics.exceptions import ValidationError
 from esanalytics.temporal import Period
@@ -55,6 +55,11 @@ Axis = Literal["system", "valid"]
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SQL_TYPE = re.compile(r"[A-Za-z0-9_(), ]+")
+#: Columns of ``events`` that a typed source has not: a reducer naming one reads the JSON.
+_JSON_ONLY = re.compile(
+    r"\b(data|metadata|event_id|schema_version|prev_hash|hash)\b", re.IGNORECASE
+)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
 def data(path: str, sql_type: str = "VARCHAR") -> str:
@@ -314,33 +319,85 @@ class Projection(_Base):
         return getattr(reducer, "value", "")
 
     @staticmethod
-    def _bind(sql: str) -> str:
+    def _bind(sql: str, typed: Mapping[tuple[str, str], str] | None = None) -> str:
         def field(match: re.Match[str]) -> str:
             path, sql_type = match.group(1), match.group(2)
+            if typed is not None:
+                return f'"{typed[path, sql_type]}"'
             if "." in path:
                 return _json("data", path, sql_type)
             return f'TRY_CAST(d."{path}" AS {sql_type})'
 
         return _MARKER.sub(field, sql)
 
+    def _typed_columns(self) -> tuple[tuple[str, str, str], ...] | None:
+        """The payload fields the reducers read, as the columns of a typed source (name,
+        field, SQL type), or None when a typed source cannot serve them: no category, a
+        nested field, or SQL that names the JSON (``meta()``, ``data``) or another column a
+        typed source has not."""
+        if self.category is None:
+            return None
+        text = " ".join(self._sql_of(r) for r in self.reducers.values())
+        pairs = sorted({(m.group(1), m.group(2)) for m in _MARKER.finditer(text)})
+        if any("." in path for path, _ in pairs):
+            return None
+        if _JSON_ONLY.search(_LITERAL.sub("''", _MARKER.sub("NULL", text))):
+            return None
+        return tuple((f"esa_{i}", path, sql_type) for i, (path, sql_type) in enumerate(pairs))
+
+    def _typed(
+        self, session: Session, after: int | None = None, until: int | None = None
+    ) -> tuple[str, dict[tuple[str, str], str]] | None:
+        """The session's typed source of this projection's events (a view without time cut,
+        or of the events in ``(after, until]``) and the column of each data field, when the
+        session reads twins of the category and the reducers can read from one."""
+        columns = self._typed_columns()
+        if columns is None or self.category is None or not session.typed:
+            return None
+        if not session.has_twins(self.category):
+            return None
+        view = session.typed_source(self.category, columns, after=after, until=until)
+        return view, {(path, sql_type): name for name, path, sql_type in columns}
+
+    def _reading(
+        self, session: Session, relation: str | None, *, typed: bool = True, **cut: Any
+    ) -> tuple[str, Callable[[str], str]]:
+        """Where the reducers read (the typed source at the session's cut and ``cut`` when
+        ``typed`` and it serves, else ``relation``, by default the events at that cut, with
+        the JSON parsed once) and how their data fields bind there."""
+        found = self._typed(session) if typed else None
+        if found is None:
+            return self._source(relation or session.cut(**cut)), self._bind
+        view, names = found
+        return (
+            f"(SELECT * FROM {view} WHERE {session.cut_where(**cut)})",
+            lambda sql: self._bind(sql, names),
+        )
+
     def state_sql(self, session: Session, **cut: Any) -> str:
         axis: Axis = (
             "valid" if cut.get("valid_at") is not None or session.valid_at is not None else "system"
         )
         order = _order(axis)
-        columns = self._bind(
+        source, bind = self._reading(session, None, **cut)
+        columns = bind(
             ", ".join(f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items())
         )
         return (
             f"SELECT stream_id AS key, {columns}, count(*) AS events, "
             f"max(global_position) AS last_position "
-            f"FROM {self._source(session.cut(**cut))} GROUP BY stream_id"
+            f"FROM {source} GROUP BY stream_id"
         )
 
     def aggregate_sql(self, relation: str) -> str:
         """The state (system-time order) over any relation of events, with a hidden
         ``__n_<field>`` count of the events that set each Last/First/Min/Max field: what an
         incremental refresh needs to merge a delta into an older state."""
+        return self._aggregate(self._source(relation), self._bind)
+
+    def _aggregate(self, source: str, bind: Callable[[str], str]) -> str:
+        """:meth:`aggregate_sql` over ``source`` (this projection's events), its data fields
+        bound by ``bind``."""
         order = _order("system")
         columns = [f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items()]
         columns += [
@@ -349,9 +406,18 @@ class Projection(_Base):
             if isinstance(r, Last | First | Min | Max)
         ]
         return (
-            f"SELECT stream_id AS key, {self._bind(', '.join(columns))}, count(*) AS events, "
-            f"max(global_position) AS last_position FROM {self._source(relation)} GROUP BY stream_id"
+            f"SELECT stream_id AS key, {bind(', '.join(columns))}, count(*) AS events, "
+            f"max(global_position) AS last_position FROM {source} GROUP BY stream_id"
         )
+
+    def delta_sql(self, session: Session, after: int, until: int) -> str:
+        """:meth:`aggregate_sql` over the events in ``(after, until]`` (what a materialized
+        refresh merges in), read from the typed twins where they serve."""
+        found = self._typed(session, after, until)
+        if found is None:
+            return self.aggregate_sql(session.events_after(after, until))
+        view, names = found
+        return self._aggregate(f"(SELECT * FROM {view})", lambda sql: self._bind(sql, names))
 
     def merge_sql(self, old: str, delta: str) -> str:
         """SQL that merges the state ``delta`` (of later events) into the state ``old``."""
@@ -401,10 +467,11 @@ class Projection(_Base):
         states that meet it (see :class:`~esanalytics.temporal.Period`). ``relation`` reads
         another relation of the session than ``events`` (a filtered view of it, say)."""
         over = f"(PARTITION BY stream_id ORDER BY {_order(axis)} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        columns = self._bind(
+        events = relation or ("events" if key is None else session.stream_events(key))
+        source, bind = self._reading(session, events, typed=relation is None and key is None)
+        columns = bind(
             ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
         )
-        events = relation or ("events" if key is None else session.stream_events(key))
         time = _axis_time(axis)
         return session.sql(
             f"""
@@ -413,7 +480,7 @@ class Projection(_Base):
                 SELECT stream_id AS key, {time} AS valid_from,
                        lead({time}) OVER (PARTITION BY stream_id ORDER BY {_order(axis)}) AS valid_to,
                        {columns}, global_position
-                FROM {self._source(events)}
+                FROM {source}
             )
             WHERE (valid_to IS NULL OR valid_to > valid_from) AND {(period or Period.all()).states_sql()}
             ORDER BY key, valid_from, global_position
@@ -449,6 +516,7 @@ class Projection(_Base):
         base = self.state_sql(session)
         session.con.execute(f"CREATE OR REPLACE VIEW {self.name} AS {base}")
         tail = "count(*) AS events, max(global_position) AS last_position"
+        typed = self._typed(session)
         macros = []
         for suffix, param, source, axis in (
             ("as_of", "t", "events_as_of(t)", "system"),
@@ -456,12 +524,15 @@ class Projection(_Base):
             ("at_position", "p", "events_at_position(p)", "system"),
         ):
             order = _order(axis)  # type: ignore[arg-type]
-            columns = self._bind(
-                ", ".join(f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items())
-            )
+            aggregates = ", ".join(f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items())
+            if typed is None:
+                columns, read = self._bind(aggregates), self._source(source)
+            else:  # the same cut over the typed source (the views follow the session's pins)
+                columns = self._bind(aggregates, typed[1])
+                read = f"(SELECT * FROM {typed[0]} WHERE {MACRO_CUTS[suffix]})"
             macros.append(
                 f"CREATE OR REPLACE MACRO {self.name}_{suffix}({param}) AS TABLE "
-                f"SELECT stream_id AS key, {columns}, {tail} FROM {self._source(source)} "
+                f"SELECT stream_id AS key, {columns}, {tail} FROM {read} "
                 "GROUP BY stream_id;"
             )
         session.con.execute("\n".join(macros))

@@ -38,8 +38,10 @@ the files and unsealed rows together hold exactly the log's head. Both passes al
 what readers are served with what the log proves: ``_esa/checkpoint.json`` (the state readers
 open from) against the state the log gives at its offset, event files in ``events/`` that no
 commit names (plain Parquet readers count them; a rolled-back or cut log leaves them), a writer
-index saved beyond the log's end, and materialized projections against the digests recorded
-when they were written. What stays out of reach without a signed checkpoint: a log rewritten
+index saved beyond the log's end, materialized projections against the digests recorded
+when they were written, and typed twins (``typed/``, the typed copies of files' rows that
+queries read) against the digests their commit lines record; the twins the newest line adds,
+which no later line links to, are derived again from their events files and compared. What stays out of reach without a signed checkpoint: a log rewritten
 wholesale, or cut together with its saved state and the files of the lost commits.
 """
 
@@ -96,8 +98,10 @@ class Finding:
     added), ``projection`` (a materialized projection's stored state was altered),
     ``statistics`` (what the commit log or the file's own footer says about a file's rows,
     positions, times or streams does not hold its events: readers that skip files or row
-    groups by it miss events) and ``misplaced`` (a file outside the folder of its category
-    and month: readers take the category and month from the folder)."""
+    groups by it miss events), ``misplaced`` (a file outside the folder of its category
+    and month: readers take the category and month from the folder) and ``twin`` (a typed
+    twin, the typed copy of a file's rows that queries read, is altered, missing, or in
+    ``typed/`` without a commit naming it: its events file is not affected)."""
 
     kind: str
     position: int | None
@@ -778,6 +782,7 @@ def _state_findings(
                   f"does not match the commit log: {problem}; writers rebuild it from the "
                   "log, and `esa compact` saves a new one", pointer)  # fmt: skip
     findings += _unnamed_findings(root, live, lines)
+    findings += _twin_findings(root, live, lines)
     if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
         from esanalytics.materialized import stored_state_problems
 
@@ -891,6 +896,143 @@ def _unnamed_findings(
             str(unnamed[0]),
         ),
     ]
+
+
+def _twin_findings(
+    lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
+) -> list[Finding]:
+    """Typed twins (see :mod:`esanalytics.store.typed`) that are not what their commit
+    lines name: a twin whose bytes differ from its digest (named with the first row whose
+    typed values differ from ``derive()`` of its events file), or that the newest line adds
+    and is not ``derive()`` of its file (no later line links to that digest); a twin that
+    is missing; a ``.parquet`` in ``typed/`` that no commit names as a twin."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    typed = lake / "typed"
+    twinned = [entry for entry, _ in live.values() if entry.typed is not None]
+    newest = {raw["path"] for raw in (lines[-1].record.get("add", ()) if lines else ())}
+    retiring = {path for line in lines for path in line.record.get("remove", ())}
+    unnamed = [
+        path
+        for path in (typed.rglob("*.parquet") if typed.exists() else ())
+        if (name := str(path.relative_to(typed))) not in retiring
+        and (name not in live or live[name][0].typed is None)
+    ]
+
+    def check(entry: FileEntry) -> Finding | None:
+        assert entry.typed is not None
+        path = str(typed / entry.typed.path)
+        try:
+            with _open_moving(path) as file:
+                digest = hashlib.file_digest(file, "sha256").hexdigest()
+        except (_Vacuumed, OSError):
+            return _twin_finding(entry, path, "is missing")
+        if digest == entry.typed.sha256 and entry.path not in newest:
+            return None
+        difference = _twin_difference(lake, entry, path)
+        if digest == entry.typed.sha256:
+            if difference is None:
+                return None
+            return _twin_finding(entry, path, f"is not derived from its events file: {difference}")
+        return _twin_finding(
+            entry,
+            path,
+            "is not the file that was committed (its SHA-256 is not the one its commit line "
+            f"records): {difference or 'its values still equal derive() of its events file'}",
+        )
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="esa-verify") as pool:
+        findings = [f for f in pool.map(check, twinned) if f is not None]
+    missing = [f for f in findings if f.detail.endswith("is missing")]
+    if missing or unnamed:  # committed or removed (and vacuumed) since the lines were read?
+        with contextlib.suppress(CorruptLakeError):
+            lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
+            now = _live_files(lines)
+            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            gone = {f.path for f in missing} - {
+                str(typed / e.typed.path) for e, _ in now.values() if e.typed is not None
+            }
+            findings = [f for f in findings if f.path not in gone]
+            unnamed = [
+                path
+                for path in unnamed
+                if (name := str(path.relative_to(typed))) not in retiring
+                and (name not in now or now[name][0].typed is None)
+            ]
+    if unnamed:
+        findings.append(
+            Finding(
+                "twin",
+                None,
+                None,
+                f"{len(unnamed):,} file(s) in typed/ that no commit names as a typed twin (e.g. "
+                f"{unnamed[0].relative_to(typed)}): a query of typed/ would read their rows. "
+                "The log was rolled back or cut, or files were put there by hand; move them "
+                "out of the lake",
+                str(unnamed[0]),
+            )
+        )
+    return findings
+
+
+def _twin_finding(entry: FileEntry, path: str, what: str) -> Finding:
+    return Finding(
+        "twin",
+        None,
+        None,
+        f"the typed twin of {entry.path} (positions {entry.min_position}..{entry.max_position})"
+        f" {what}. Queries that read twins would read it; its events file is not affected. "
+        "Restore the twin from a backup",
+        path,
+    )
+
+
+def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
+    """How the twin at ``path`` differs from ``derive()`` of its events file: the first row
+    whose typed values differ, and in which column (None when they are equal)."""
+    import pyarrow.parquet as pq
+
+    from esanalytics.store import typed
+
+    try:
+        with _open_moving(str(lake / "events" / entry.path)) as file:
+            if entry.sha256 and hashlib.file_digest(file, "sha256").hexdigest() != entry.sha256:
+                return "its events file is altered too, so derive() cannot say what it should hold"
+            file.seek(0)
+            body = pq.ParquetFile(file).read(columns=[*typed.TWIN_BASE, "data"])
+        with _open_moving(path) as file:
+            twin = pq.ParquetFile(file).read()
+    except (_Vacuumed, OSError, pa.ArrowException) as error:
+        return f"it cannot be compared with its events file ({error})"
+    expected, _, _ = typed.derive(body)
+    if twin.column_names != expected.column_names:
+        return f"its columns are {twin.column_names}, derive() gives {expected.column_names}"
+    first: tuple[int, str] | None = None
+    rows = min(twin.num_rows, expected.num_rows)
+    for name in expected.column_names:
+        mine, theirs = twin[name].slice(0, rows), expected[name].slice(0, rows)
+        if not mine.type.equals(theirs.type):
+            return f"its column {name} is {mine.type}, derive() gives {theirs.type}"
+        differs = pc.or_(
+            pc.fill_null(pc.not_equal(mine, theirs), False),
+            pc.not_equal(pc.is_null(mine), pc.is_null(theirs)),
+        )
+        index = pc.index(differs, True).as_py()
+        if index >= 0 and (first is None or index < first[0]):
+            first = (index, name)
+    if first is None and twin.num_rows != expected.num_rows:
+        first = (rows, "(rows)")
+    if first is None:
+        return None
+    index, name = first
+    position = body["global_position"][index].as_py() if index < body.num_rows else None
+    if name == "(rows)":
+        return f"it holds {twin.num_rows:,} rows, its events file {expected.num_rows:,}"
+    return (
+        f"row {index:,} (position {position}) is the first whose typed values differ: column "
+        f"{name} holds {twin[name][index].as_py()!r}, derive() of its events file gives "
+        f"{expected[name][index].as_py()!r}"
+    )
 
 
 def _live_files(lines: list[CommitLine]) -> dict[str, tuple[FileEntry, int]]:
@@ -1156,7 +1298,7 @@ def _explain_moves(
 def _order(finding: Finding) -> tuple[int, int]:
     """Faults of files first, then events in log order, then the commit log's own and what
     misleads readers about a file (after the events, whose alteration it often follows)."""
-    if finding.kind in ("commit_log", "rewritten", "statistics", "misplaced"):
+    if finding.kind in ("commit_log", "rewritten", "statistics", "misplaced", "twin"):
         return (2, 0)
     return (0 if finding.position is None else 1, finding.position or 0)
 

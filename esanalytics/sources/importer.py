@@ -45,7 +45,7 @@ from esanalytics.sources.mapping import ImportMapping
 from esanalytics.sources.registry import open_source
 from esanalytics.store import EventStore, open_store
 from esanalytics.store._faults import kill_point
-from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER, storage_error
+from esanalytics.store.layout import EVENTS_DIR, LAKE_DIR, MARKER, TYPED_DIR, storage_error
 
 __all__ = ["ImportSummary", "import_events", "rejects_path"]
 
@@ -405,7 +405,7 @@ def _forget_new_lake(store: EventStore, new_lake: tuple[Path, bool] | None) -> N
     except Exception:  # the lake cannot be read: leave it, and let the first error stand
         return
     root, existed = new_lake
-    for part in (LAKE_DIR, EVENTS_DIR):
+    for part in (LAKE_DIR, EVENTS_DIR, TYPED_DIR):
         shutil.rmtree(root / part, ignore_errors=True)
     if not existed:
         with contextlib.suppress(OSError):

@@ -9,6 +9,9 @@ The points, by operation (``<kind>`` is ``append`` for a small append held inlin
 ``ingest`` for an ingest or a large append written as files, ``seal`` or ``compact``)::
 
     commitlog.after_write        the line is written, not yet synced (any commit)
+    typed.before_write           a part's events file is written and synced, its typed twin
+                                 derived, not yet written (ingest, seal or compact)
+    typed.after_write            the twin is written and synced, not yet named by a commit
     <kind>.before_commit         files written and synced, the commit line not yet written
     <kind>.after_commit          the commit line is synced, nothing published yet
     compact.after_retire         the replaced files are renamed away, the new one not yet in place

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -13,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -61,12 +62,14 @@ from esanalytics.exceptions import (
     ValidationError,
 )
 from esanalytics.store import ingest as _ingest
+from esanalytics.store import typed as _typed
 from esanalytics.store._atomic import temporary_beside
 from esanalytics.store._faults import kill_point
 from esanalytics.store.commitlog import (
     CommitLine,
     CommitLog,
     FileEntry,
+    TypedTwin,
     file_digest,
     replay,
 )
@@ -79,6 +82,7 @@ from esanalytics.store.layout import (
     LAKE_FORMAT,
     LAKE_FORMAT_VERSION,
     MARKER,
+    TYPED_DIR,
     WRITER_INDEX,
     WRITER_LOCK,
     FileLock,
@@ -123,6 +127,12 @@ _DICTIONARY_COLUMNS = ["stream_id", "event_type"]
 #: Rows per row group in compacted files: small enough that a one-stream read decodes little
 #: beyond its own events, large enough to keep footers small (see benchmarks/store_bench.py).
 COMPACT_ROW_GROUP_ROWS = 1024
+#: Parts of at least this many rows get a typed twin when sealed or ingested (smaller ones
+#: are short-lived: compaction rewrites them, and every compacted file gets one).
+TWIN_MIN_ROWS = 10_000
+#: Rows per row group in twins: whole scans are what they serve, and DuckDB parallelises a
+#: scan by row group.
+TWIN_ROW_GROUP_ROWS = 122_880
 #: Commits at most this large carry their streams and ids inline, so that other writers can
 #: update their caches without opening the files.
 _INLINE_LIMIT = 1000
@@ -274,6 +284,7 @@ class EventStore:
         self.path = root
         self._meta = root / LAKE_DIR
         self._events = root / EVENTS_DIR
+        self._typed = root / TYPED_DIR
         self._log = CommitLog(self._meta / COMMIT_LOG)
         self._writer_lock = FileLock(self._meta / WRITER_LOCK)
         self._state_lock = threading.RLock()
@@ -505,18 +516,20 @@ class EventStore:
 
     # -- paths ---------------------------------------------------------------------------
 
-    def _resolve(self, relpath: str) -> str:
-        """Where a committed file is now. A file only moves forward (temporary name, final
+    def _resolve(self, relpath: str, *, root: Path | None = None) -> str:
+        """Where a committed file (below ``root``: ``events/``, or ``typed/`` for a twin) is
+        now. A file only moves forward (temporary name, final
         name, retired name, then deleted by vacuum), so looking in that order finds it even
         while a writer renames it between two looks. A file under no name was either
         replaced by a compaction and vacuumed after the reader pinned its view
         (LakeChangedError: the reader takes a fresh view) or lost (CorruptLakeError); a
         re-read of the commit log tells which."""
-        final = self._events / relpath
+        root = root or self._events
+        final = root / relpath
         if final.exists():  # the common case: one look
             return str(final)
         for candidate in (tmp_name(relpath), relpath, retired_name(relpath)):
-            full = self._events / candidate
+            full = root / candidate
             if full.exists():
                 return str(full)
         if any(relpath in record.get("remove", ()) for record in self._all_records()):
@@ -533,6 +546,24 @@ class EventStore:
             "(`esa verify` lists what is affected).",
             path=str(final),
         )
+
+    def twin_path(self, entry: FileEntry) -> str | None:
+        """Where the typed twin of a committed file is now (an absolute path), or None when
+        the file has none (see :mod:`esanalytics.store.typed`). Like the file itself, a twin
+        that compaction replaced is found under its retired name until ``vacuum``; one
+        vacuumed since the caller's view raises LakeChangedError (take a new snapshot)."""
+        if entry.typed is None:
+            return None
+        return self._resolve(entry.typed.path, root=self._typed)
+
+    def _twin_or_none(self, entry: FileEntry) -> str | None:
+        """:meth:`twin_path`, or None for a twin that is lost (``verify`` names it): its
+        events file still holds the events, so reads go on from the JSON."""
+        try:
+            return self.twin_path(entry)
+        except CorruptLakeError:
+            _LOG.warning("the typed twin of %s in %s is missing", entry.path, self.path)
+            return None
 
     def _diagnose(self, entries: Iterable[FileEntry]) -> CorruptLakeError | None:
         """The damaged file among ``entries`` after a read failed, or None when each is whole
@@ -845,18 +876,21 @@ class EventStore:
         log position. Rows beyond ``position`` must still be filtered out by the reader.
         The paths are where the files are now: a compaction renames a replaced file (to
         ``.<name>.retired``, which ``vacuum`` deletes), so a reader that finds one gone takes
-        a new snapshot of the same position (the compacted files hold the same events)."""
+        a new snapshot of the same position (the compacted files hold the same events).
+        ``twins`` are the files' typed twins (see :meth:`twin_path`), found the same way
+        (None for a file without one, or whose twin is lost)."""
         view = self._pin(position, None)
         for attempt in range(_READ_ATTEMPTS):
             try:
                 paths = [self._resolve(entry.path) for entry in view.entries]
+                twins = [self._twin_or_none(entry) for entry in view.entries]
                 break
             except LakeChangedError:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
                 view = view.again()
         tail = _rows_table(view.tail) if view.tail else EVENT_SCHEMA.empty_table()
-        return LakeSnapshot(view.position, paths, tail, list(view.entries))
+        return LakeSnapshot(view.position, paths, tail, list(view.entries), twins)
 
     def unsealed(self) -> pa.Table:
         """The committed events that live only in the commit log so far (not yet sealed into
@@ -1589,9 +1623,15 @@ class EventStore:
                 prev = hash_col[-1].as_py()
 
     def _write_files(
-        self, table: pa.Table, stem: str, *, row_group_rows: int | None = None
+        self,
+        table: pa.Table,
+        stem: str,
+        *,
+        row_group_rows: int | None = None,
+        twin_rows: int = TWIN_MIN_ROWS,
     ) -> list[FileEntry]:
-        """Write ``table`` as one hidden, synced temporary file per (category, month)."""
+        """Write ``table`` as one hidden, synced temporary file per (category, month), and
+        beside each part of at least ``twin_rows`` rows its typed twin, in ``typed/``."""
         first_month = _month_of(table["recorded_at"][0].value)
         last_month = _month_of(table["recorded_at"][-1].value)
         categories = pc.unique(table["category"])
@@ -1601,36 +1641,79 @@ class EventStore:
             parts = _split_partitions(table)
         entries = []
         folders = set()
-        for index, (category, month, part) in enumerate(parts):
-            folder = partition_dir(category, month)
-            relpath = f"{folder}/{stem}-{index:03d}.parquet"
-            if folder not in folders:
-                make_dirs_durably(self._events, folder)
-                folders.add(folder)
-            target = self._events / tmp_name(relpath)
-            body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
-            small = body.num_rows < 10_000
-            import pyarrow.parquet as pq
+        twin_folders: set[str] = set()
+        with contextlib.ExitStack() as stack:
+            # Each twin is derived on another thread while its events file is written (DuckDB,
+            # Arrow and fsync release the GIL), then written after it: a full disk meets the
+            # files in one order. Leaving the stack waits for the thread.
+            twins = None
+            if any(part.num_rows >= twin_rows for _, _, part in parts):
+                twins = stack.enter_context(
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="esa-twin")
+                )
+            for index, (category, month, part) in enumerate(parts):
+                folder = partition_dir(category, month)
+                relpath = f"{folder}/{stem}-{index:03d}.parquet"
+                if folder not in folders:
+                    make_dirs_durably(self._events, folder)
+                    folders.add(folder)
+                target = self._events / tmp_name(relpath)
+                body = part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
+                derived = None
+                if twins is not None and body.num_rows >= twin_rows:
+                    derived = twins.submit(_typed.derive, body)
+                small = body.num_rows < 10_000
+                import pyarrow.parquet as pq
 
-            pq.write_table(
-                body,
-                target,
-                # Small files are short-lived (compaction rewrites them): write them fast.
-                compression="snappy" if small else _COMPRESSION,
-                compression_level=None if small else 1,
-                use_dictionary=False if small else _DICTIONARY_COLUMNS,
-                row_group_size=row_group_rows or max(body.num_rows, 1),
-                write_page_index=False,
-            )
-            fsync_file(target)
-            entries.append(
-                _describe(
+                pq.write_table(
+                    body,
+                    target,
+                    # Small files are short-lived (compaction rewrites them): write them fast.
+                    compression="snappy" if small else _COMPRESSION,
+                    compression_level=None if small else 1,
+                    use_dictionary=False if small else _DICTIONARY_COLUMNS,
+                    row_group_size=row_group_rows or max(body.num_rows, 1),
+                    write_page_index=False,
+                )
+                fsync_file(target)
+                entry = _describe(
                     relpath, category, month, body, target.stat().st_size, file_digest(target)
                 )
-            )
+                if derived is not None:
+                    kill_point("typed.before_write")
+                    if folder not in twin_folders:
+                        make_dirs_durably(self._typed, folder)
+                        twin_folders.add(folder)
+                    entry = replace(entry, typed=self._write_twin(derived.result(), relpath))
+                    kill_point("typed.after_write")
+                entries.append(entry)
         for folder in folders:
             fsync_dir(self._events / folder)
+        for folder in twin_folders:
+            fsync_dir(self._typed / folder)
         return entries
+
+    def _write_twin(
+        self, derived: tuple[pa.Table, dict[str, str], bool], relpath: str
+    ) -> TypedTwin:
+        """Write the typed twin of an events file (what :func:`typed.derive` made of its
+        rows) as a hidden, synced temporary file."""
+        import pyarrow.parquet as pq
+
+        twin, fields, more = derived
+        target = self._typed / tmp_name(relpath)
+        text = [_typed.field_column(name) for name, kind in fields.items() if kind == "VARCHAR"]
+        pq.write_table(
+            twin,
+            target,
+            compression=_COMPRESSION,
+            compression_level=1,
+            use_dictionary=[*_DICTIONARY_COLUMNS, *text],
+            row_group_size=TWIN_ROW_GROUP_ROWS,
+            write_page_index=False,
+        )
+        fsync_file(target)
+        return TypedTwin(relpath, file_digest(target), target.stat().st_size, fields, more)
 
     # -- writer caches -------------------------------------------------------------------
 
@@ -1816,10 +1899,16 @@ class EventStore:
             for path in self._events.rglob("*.parquet")  # any depth, as verify looks
             if str(path.relative_to(self._events)) not in self._files
         ]
+        unnamed += [  # twins too: a writer would reuse their names
+            path
+            for path in self._typed.rglob("*.parquet")
+            if (entry := self._files.get(str(path.relative_to(self._typed)))) is None
+            or entry.typed is None
+        ]
         if unnamed:
             raise CorruptLakeError(
-                f"{self._events} holds {len(unnamed)} event file(s) that no commit of "
-                f"{self._log.path} names (e.g. {unnamed[0].relative_to(self._events)}): the "
+                f"{self.path} holds {len(unnamed)} event or typed file(s) that no commit of "
+                f"{self._log.path} names (e.g. {unnamed[0].relative_to(self.path)}): the "
                 "commit log was rolled back or cut, or files were put there by hand.",
                 hint="restore _esa/commits.log (and _esa/checkpoint.json) from the backup that "
                 f"names them; `esa verify {self.path}` lists them. Stray files that are not "
@@ -1860,32 +1949,38 @@ class EventStore:
         """Delete temporary files (matching ``pattern``) that no commit names: debris of a
         write that crashed before committing. A temporary file that a commit names is never
         deleted: it is published if live, else kept as a retired file. Under the writer lock,
-        after _recover."""
-        live = {tmp_name(path) for path in self._files}
-        strays = [
-            tmp
-            for tmp in self._events.glob(f"category=*/month=*/{pattern}")
-            if str(tmp.relative_to(self._events)) not in live
-        ]
-        if not strays:
-            return
-        named = {
-            tmp_name(raw["path"]): raw["path"]
-            for record in self._all_records()
-            for raw in record.get("add", ())
-        }
-        for tmp in strays:
-            path = named.get(str(tmp.relative_to(self._events)))
-            if path is None:
-                tmp.unlink(missing_ok=True)
-            elif not (self._events / retired_name(path)).exists():
-                os.replace(tmp, self._events / retired_name(path))
+        after _recover. Twins in ``typed/`` are swept the same way."""
+        records: list[dict[str, Any]] | None = None
+        for root in (self._events, self._typed):
+            twins = root == self._typed
+            live = {tmp_name(p) for p, e in self._files.items() if e.typed or not twins}
+            strays = [
+                tmp
+                for tmp in root.glob(f"category=*/month=*/{pattern}")
+                if str(tmp.relative_to(root)) not in live
+            ]
+            if not strays:
+                continue
+            records = self._all_records() if records is None else records
+            named = {
+                tmp_name(raw["path"]): raw["path"]
+                for record in records
+                for raw in record.get("add", ())
+                if raw.get("typed") or not twins
+            }
+            for tmp in strays:
+                path = named.get(str(tmp.relative_to(root)))
+                if path is None:
+                    tmp.unlink(missing_ok=True)
+                elif not (root / retired_name(path)).exists():
+                    os.replace(tmp, root / retired_name(path))
 
     def _discard(self, stem: str) -> None:
-        """Delete the temporary files of a write that failed before its commit."""
-        for tmp in self._events.glob(f"category=*/month=*/.{stem}*.parquet.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        """Delete the temporary files (and twins) of a write that failed before its commit."""
+        for root in (self._events, self._typed):
+            for tmp in root.glob(f"category=*/month=*/.{stem}*.parquet.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def _publish(self, record: dict[str, Any], start: int) -> None:
         """Rename a commit's files into place once its line is durable. A failure is logged,
@@ -1912,17 +2007,22 @@ class EventStore:
         return records
 
     def _finish(self, record: dict[str, Any]) -> None:
+        """Retire the files (and twins) a commit replaced and publish those it added: each
+        step is a rename that a later run repeats harmlessly, so recovery calls this again."""
         for path in record.get("remove", ()):
-            final = self._events / path
-            if final.exists():
-                os.replace(final, self._events / retired_name(path))
+            for root in (self._events, self._typed):
+                final = root / path
+                if final.exists():
+                    os.replace(final, root / retired_name(path))
         if "remove" in record:
             kill_point(f"{record['kind']}.after_retire")
         for raw in record.get("add", ()):
             path = raw["path"]
-            tmp = self._events / tmp_name(path)
-            if tmp.exists() and not (self._events / path).exists():
-                os.replace(tmp, self._events / path)
+            roots = (self._events, self._typed) if raw.get("typed") else (self._events,)
+            for root in roots:
+                tmp = root / tmp_name(path)
+                if tmp.exists() and not (root / path).exists():
+                    os.replace(tmp, root / path)
 
     # -- compaction ----------------------------------------------------------------------
 
@@ -1952,7 +2052,13 @@ class EventStore:
                     groups.setdefault((entry.category, entry.month), []).append(entry)
             chosen = []
             for _partition, entries in sorted(groups.items()):
-                clustered = len(entries) == 1 and entries[0].path.rpartition("/")[2].startswith("c")
+                # A clustered file without a twin (lakes written before twins) is rewritten
+                # to gain one.
+                clustered = (
+                    len(entries) == 1
+                    and entries[0].path.rpartition("/")[2].startswith("c")
+                    and entries[0].typed is not None
+                )
                 if not (clustered or len(entries) < min_files):
                     chosen.append(entries)
             # Every input file is checked against its digest before anything is rewritten
@@ -1965,7 +2071,9 @@ class EventStore:
                 table = table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
                 stem = f"c{uuid.uuid4().hex[:12]}"
                 try:
-                    new = self._write_files(table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS)
+                    new = self._write_files(
+                        table, stem, row_group_rows=COMPACT_ROW_GROUP_ROWS, twin_rows=0
+                    )
                 except BaseException:
                     self._discard(stem)
                     raise
@@ -2033,7 +2141,8 @@ class EventStore:
 
     def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
         """Delete files that compaction replaced more than ``older_than`` ago (readers pinned
-        to older positions may still read them until then). Returns how many were deleted."""
+        to older positions may still read them until then), and their typed twins. Returns
+        how many events files were deleted."""
         cutoff = _now_us() - int(older_than.total_seconds() * 1_000_000)
         removed = 0
         with writing(self.path, "the vacuum"), self._writer_lock.hold(), self._state_lock:
@@ -2043,8 +2152,11 @@ class EventStore:
                     if not all(self._holds(raw["path"]) for raw in record["add"]):
                         continue  # the files it replaced still hold the last copies
                     for path in record["remove"]:
+                        if path in self._files:
+                            continue
+                        (self._typed / retired_name(path)).unlink(missing_ok=True)
                         retired = self._events / retired_name(path)
-                        if path not in self._files and retired.exists():
+                        if retired.exists():
                             retired.unlink()
                             removed += 1
                             kill_point("vacuum.after_delete")
@@ -2125,6 +2237,8 @@ class LakeSnapshot:
     files: list[str]
     tail: pa.Table
     entries: list[FileEntry]  # the same files, with their position and time ranges
+    #: Where each file's typed twin is now (None for a file without one), taken with them.
+    twins: list[str | None] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

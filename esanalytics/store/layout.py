@@ -8,11 +8,14 @@
       _esa/writer.lock        serializes writers (threads and processes) at commit time
       _esa/compact.lock       one compaction at a time
       events/category=<c>/month=<YYYY-MM>/<name>.parquet     committed, visible files
+      typed/category=<c>/month=<YYYY-MM>/<name>.parquet      a file's typed twin, committed
+                                                             with it (store/typed.py)
 
 A file is written as ``.<name>.parquet.tmp`` beside its final place, synced, named in the
 commit record, and only then renamed to ``<name>.parquet``; a file that compaction replaced
 is renamed to ``.<name>.parquet.retired`` and kept for readers of older snapshots until
-``vacuum``. Names that start with ``.`` and do not end in ``.parquet`` are skipped by DuckDB's
+``vacuum``. A file's twin takes the same steps under ``typed/``, in the same commit. Names
+that start with ``.`` and do not end in ``.parquet`` are skipped by DuckDB's
 ``*.parquet`` globs, pyarrow's discovery and Spark, so plain readers never see a half-written
 or an uncommitted file. Nothing a user passes (stream id, category) builds a path except a
 category, which :func:`~esanalytics.events.validate_category` restricts to a plain name.
@@ -33,6 +36,7 @@ from esanalytics.exceptions import EsaError, StorageError
 
 LAKE_DIR: Final = "_esa"
 EVENTS_DIR: Final = "events"
+TYPED_DIR: Final = "typed"
 MARKER: Final = "lake.json"
 COMMIT_LOG: Final = "commits.log"
 CHECKPOINT: Final = "checkpoint.json"

@@ -1,0 +1,101 @@
+"""Verify covers typed twins: an altered, missing or unnamed twin is a finding that says so
+(an altered one with the first row whose typed values differ), and intact twins stay clean."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import esanalytics as esa
+from esanalytics.audit import verify
+from esanalytics.audit.verify import VerifyResult
+from esanalytics.store.commitlog import FileEntry, file_digest
+from tests.audit.test_verify import rewrite_commit_log
+
+
+def _twin(lake: Path, index: int = 2) -> tuple[esa.EventStore, FileEntry, Path]:
+    store = esa.open(lake)
+    entry = sorted(store.files(), key=lambda e: e.path)[index]
+    path = store.twin_path(entry)
+    assert path is not None
+    return store, entry, Path(path)
+
+
+def _swap_one_value(path: Path, row: int) -> str:
+    """Rewrite the twin with row ``row`` of its first field column swapped with a later row
+    of another value (so ``row`` is the first that differs); returns the column's name."""
+    table = pq.read_table(path)
+    name = next(n for n in table.column_names if n.startswith("data."))
+    values = table[name].to_pylist()
+    other = next(i for i in range(row + 1, len(values)) if values[i] != values[row])
+    order = list(range(table.num_rows))
+    order[row], order[other] = other, row
+    column = table[name].take(pa.array(order))
+    pq.write_table(table.set_column(table.column_names.index(name), name, column), path)
+    return name
+
+
+def _twin_findings(result: VerifyResult) -> list[str]:
+    return [f.detail for f in result.findings if f.kind == "twin"]
+
+
+def test_intact_twins_verify_clean(copy: Path) -> None:
+    store = esa.open(copy)
+    assert all(entry.typed is not None for entry in store.files())  # compacted: all twinned
+    quick, deep = verify(store), verify(store, deep=True)
+    assert quick.ok, str(quick)
+    assert quick.method == "files"
+    assert deep.ok, str(deep)
+
+
+def test_an_altered_twin_is_named_with_the_first_row_that_differs(copy: Path) -> None:
+    _, entry, path = _twin(copy)
+    column = _swap_one_value(path, 5)
+    position = pq.read_table(copy / "events" / entry.path)["global_position"][5].as_py()
+    for result in (verify(esa.open(copy)), verify(esa.open(copy), deep=True)):
+        assert not result.ok
+        assert [(f.kind, f.path) for f in result.findings] == [("twin", str(path))]
+        (detail,) = _twin_findings(result)
+        assert "SHA-256" in detail
+        assert f"row 5 (position {position})" in detail
+        assert f"column {column}" in detail
+        assert "events file is not affected" in detail
+    assert "twin" in str(verify(esa.open(copy)))
+
+
+def test_a_missing_twin_and_an_unnamed_one_are_findings(copy: Path) -> None:
+    _, entry, path = _twin(copy)
+    stray = copy / "typed" / "category=account" / "month=2024-01" / "extra.parquet"
+    shutil.copy(path, stray)
+    path.unlink()
+    result = verify(esa.open(copy))
+    assert not result.ok
+    details = _twin_findings(result)
+    assert len(details) == 2
+    assert any(f"twin of {entry.path}" in d and "is missing" in d for d in details)
+    assert any("no commit names" in d and "extra.parquet" in d for d in details)
+    assert [f.kind for f in result.findings] == ["twin", "twin"]  # the events are intact
+
+
+def test_a_twin_of_the_newest_line_forged_with_its_digest_is_found(copy: Path) -> None:
+    """No later line links to the newest one: a twin altered together with the digest that
+    line records is found by deriving the twin again."""
+    store = esa.open(copy)
+    newest = store.commit_lines()[-1].record
+    raw = newest["add"][0]
+    path = copy / "typed" / raw["path"]
+    _swap_one_value(path, 0)
+
+    def forge(records):  # type: ignore[no-untyped-def]
+        twin = records[-1]["add"][0]["typed"]
+        twin["sha256"], twin["bytes"] = file_digest(path), path.stat().st_size
+        return records
+
+    rewrite_commit_log(copy, forge)
+    result = verify(esa.open(copy))
+    assert [f.kind for f in result.findings] == ["twin"], str(result)
+    assert "is not derived from its events file: row 0 " in result.findings[0].detail
+    assert raw["path"] in result.findings[0].detail
