@@ -99,3 +99,14 @@ def test_a_twin_of_the_newest_line_forged_with_its_digest_is_found(copy: Path) -
     assert [f.kind for f in result.findings] == ["twin"], str(result)
     assert "is not derived from its events file: row 0 " in result.findings[0].detail
     assert raw["path"] in result.findings[0].detail
+
+
+def test_a_lost_events_file_of_the_newest_line_is_reported_not_raised(copy: Path) -> None:
+    """Its twin cannot be derived again: verify says so beside the missing file, and never
+    takes the loss for a vacuum to start over from (it would raise after three tries)."""
+    raw = esa.open(copy).commit_lines()[-1].record["add"][0]
+    (copy / "events" / raw["path"]).unlink()
+    result = verify(esa.open(copy))
+    assert not result.ok
+    assert "missing_file" in [f.kind for f in result.findings]
+    assert any("events file or the twin is missing" in d for d in _twin_findings(result))
