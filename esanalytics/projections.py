@@ -460,18 +460,25 @@ class Projection(_Base):
         for f in fields:
             types.update(self.reducers[f].on)
         events = relation or ("events" if key is None else session.stream_events(key))
-        # Other events leave these fields as they were, so they are never read; each stream's
-        # first event stays, as the state (at its initial values) begins there.
-        first = (
-            "min(global_position)"
-            if axis == "system"
-            else f"arg_min(global_position, {_order(axis)})"
-        )
-        narrow = (
-            f"(SELECT * FROM {events} WHERE event_type IN ({_types(sorted(types))}) "
-            f"OR global_position IN (SELECT {first} FROM {events} WHERE {self._where()} "
-            "GROUP BY stream_id))"
-        )
+        # Other events leave these fields as they were, so they are never read; but a stream
+        # whose first event is of none of those types begins its state there (at the initial
+        # values), so that event is kept, without its payload, which nothing reads. In log
+        # order with no valid-time cut that is version 1, found without grouping by stream.
+        on = _types(sorted(types))
+        if axis == "system" and relation is None and session.valid_at is None:
+            first = f"version = 1 AND event_type NOT IN ({on})"
+        else:
+            order = _order(axis)
+            first = (
+                f"global_position IN (SELECT arg_min(global_position, {order}) FROM {events} "
+                f"WHERE {self._where()} GROUP BY stream_id "
+                f"HAVING arg_min(event_type, {order}) NOT IN ({on}))"
+            )
+        narrow = f"""(
+            SELECT * FROM {events} WHERE event_type IN ({on})
+            UNION ALL
+            SELECT * REPLACE ('{{}}' AS data, '{{}}' AS metadata) FROM {events} WHERE {first}
+        )"""
         listed = ", ".join(fields)
         # Rows that lasted no time go first (as in history()); the rest tile time, so a run of
         # equal states ends where the next change begins.
