@@ -43,6 +43,10 @@ def audit_exceptions(
         rules = SEGREGATION_RULES
     seconds = int(backdated_after.total_seconds())
     start, end = office_hours
+    # The events in scope hold only the columns asked about (never the payloads); the hour of
+    # a UTC wall time is arithmetic (a TIMESTAMPTZ's goes through a time zone); and a metadata
+    # text without the name approved_by (written plainly or, for JSON's
+    # escapes, with a \u) has none, so most events are never parsed for it.
     # For one entity every step is in scope; otherwise a first step may lie outside it.
     steps = "scoped" if scope.kind == "entity" else "events"
     segregation = "".join(
@@ -62,7 +66,10 @@ def audit_exceptions(
     )
     return session.sql(
         f"""
-        WITH scoped AS (SELECT * FROM {scope.source(session)} WHERE {scope.where()})
+        WITH scoped AS (
+            SELECT global_position, stream_id, event_type, recorded_at, occurred_at, metadata
+            FROM {scope.source(session)} WHERE {scope.where()}
+        )
         SELECT * FROM (
             SELECT 'back_dated' AS kind, global_position, stream_id, event_type,
                    metadata->>'$.actor' AS actor,
@@ -73,12 +80,13 @@ def audit_exceptions(
             UNION ALL
             SELECT 'after_hours', global_position, stream_id, event_type, metadata->>'$.actor',
                    'recorded at ' || strftime(timezone('UTC', recorded_at), '%H:%M') || ' UTC'
-            FROM scoped WHERE hour(timezone('UTC', recorded_at)) < {start}
-                           OR hour(timezone('UTC', recorded_at)) >= {end}
+            FROM scoped WHERE hour(make_timestamp(epoch_us(recorded_at))) < {start}
+                           OR hour(make_timestamp(epoch_us(recorded_at))) >= {end}
             UNION ALL
             SELECT 'self_approved', global_position, stream_id, event_type, metadata->>'$.actor',
                    'approved by the same actor'
-            FROM scoped WHERE metadata->>'$.approved_by' = metadata->>'$.actor'{segregation}
+            FROM scoped WHERE (contains(metadata, 'approved_by') OR contains(metadata, '\\u'))
+                          AND metadata->>'$.approved_by' = metadata->>'$.actor'{segregation}
         ) ORDER BY global_position, kind, detail
         """
     ).to_arrow_table()
