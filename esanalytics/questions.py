@@ -184,13 +184,15 @@ def state_intervals(
     return _over(session, history, stays_sql("esa_q_history", field, cut))
 
 
-def _over(session: Session, relation: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
-    """``sql`` run with ``esa_q_history`` bound to ``relation`` (a small, computed one)."""
-    session.con.register("esa_q_history", relation.to_arrow_table())
+def _over(
+    session: Session, relation: duckdb.DuckDBPyRelation, sql: str, name: str = "esa_q_history"
+) -> duckdb.DuckDBPyRelation:
+    """``sql`` run with ``name`` bound to ``relation`` (a small, computed one)."""
+    session.con.register(name, relation.to_arrow_table())
     try:
         return session.sql(sql)
     finally:
-        session.con.unregister("esa_q_history")
+        session.con.unregister(name)
 
 
 def population(
@@ -208,8 +210,8 @@ def population(
     events that can change ``field`` are folded."""
     _every(every)
     history = _histories(session, projection, field, None, axis)
-    sql = population_sql(f"({stays_sql('esa_q_history', field, datetime.now(UTC))})", every)
-    return _over(session, history, sql)
+    stays = _over(session, history, stays_sql("esa_q_history", field, datetime.now(UTC)))
+    return _over(session, stays, population_sql("esa_q_stays", every), "esa_q_stays")
 
 
 def variants(session: Session, *, category: str | None = None) -> duckdb.DuckDBPyRelation:
