@@ -244,8 +244,14 @@ def enable() -> None:
 
 
 def _df(
-    data: pd.DataFrame | duckdb.DuckDBPyRelation, needed: tuple[str, ...], what: str
+    data: pd.DataFrame | duckdb.DuckDBPyRelation,
+    needed: tuple[str, ...],
+    what: str,
+    *,
+    limit: bool = True,
 ) -> pd.DataFrame:
+    """``data`` as a frame with the ``needed`` columns, and (``limit``) no more rows than a
+    chart holds."""
     frame = data if isinstance(data, pd.DataFrame) else data.df()
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -254,7 +260,7 @@ def _df(
             f"{', '.join(map(str, frame.columns))}.",
             hint="pass a Session instead, or a frame of the shape this builder documents.",
         )
-    if len(frame) > MAX_ROWS:
+    if limit and len(frame) > MAX_ROWS:
         raise ChartDataError(
             f"The {what} chart would carry {len(frame):,} rows, over the {MAX_ROWS:,} a chart "
             "can hold.",
@@ -834,7 +840,9 @@ def population(
     else:
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        con.register("_esa_history", source)
+        # The history is read, not drawn: any length.
+        needed = ("key", "valid_from", "valid_to", field)
+        con.register("_esa_history", _df(source, needed, "population", limit=False)[list(needed)])
         stays = con.sql(
             questions.stays_sql("_esa_history", field, datetime.now(UTC))
         ).to_arrow_table()

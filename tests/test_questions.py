@@ -245,3 +245,16 @@ def test_questions_name_what_is_wrong(session_all: Session) -> None:
         questions.population(session_all, order_status, every="year")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="Unknown heatmap grouping"):
         questions.activity(session_all, by="minute")  # type: ignore[arg-type]
+
+
+def test_the_population_chart_of_a_history_frame_of_any_length_names_missing_columns(
+    session_all: Session,
+) -> None:
+    history = account_balances.history(session_all).df()  # one row per event: many
+    assert len(history) > viz.MAX_ROWS
+    rows = _rows(viz.population(history, "status", every="month"))
+    by_session = _rows(viz.population(session_all, "status", projection=account_balances, every="month"))  # fmt: skip
+    assert rows.equals(by_session)
+    with pytest.raises(ValidationError, match="needs the column") as caught:
+        viz.population(history.drop(columns=["valid_to"]), "status")
+    assert "valid_to" in str(caught.value)
