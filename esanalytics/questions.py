@@ -149,8 +149,9 @@ def _histories(
 
     parts = [projection.history(session, axis=axis, key=k, changes_of=[field]) for k in keys]
     tables = [p.to_arrow_table() for p in parts]
-    if not tables:
-        return projection.history(session, axis=axis, changes_of=[field]).limit(0)
+    if not tables:  # no keys: no rows, of the same columns
+        none = "(SELECT * FROM events WHERE FALSE)"
+        return projection.history(session, axis=axis, changes_of=[field], relation=none)
     return session.con.from_arrow(pa.concat_tables(tables))
 
 

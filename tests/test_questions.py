@@ -134,6 +134,7 @@ def test_time_in_each_state_of_every_entity_equals_pandas(
     some = keys[:3]
     alone = questions.state_intervals(session, projection, "status", keys=some).df()
     assert alone.to_dict("records") == got[got["key"].isin(some)].to_dict("records")
+    assert questions.state_intervals(session, projection, "status", keys=[]).fetchall() == []
 
 
 def _long_lake(path: Path) -> tuple[Session, list[dict[str, Any]]]:
