@@ -39,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     session = Session(esa.open(args.lake), threads=args.threads)
     print(f"{session.position:,} events")
+    everything = Scope("period", start="2000-01-01", end="2100-01-01")
     cases: dict[str, Callable[[], Any]] = {
         "time in each status, every account": lambda: questions.state_intervals(
             session, account_balances
@@ -64,8 +65,12 @@ def main() -> None:
         "  the chart of it (viz.activity_heatmap)": lambda: viz.activity_heatmap(session),
         "activity by week and weekday": lambda: questions.activity(session, by="week").fetchall(),
         "spike days": lambda: questions.spike_days(session).fetchall(),
-        "audit exceptions, whole log": lambda: audit_exceptions(
-            session, Scope("period", start="2000-01-01", end="2100-01-01")
+        "audit exceptions, whole log": lambda: audit_exceptions(session, everything),
+        "  back-dated events only": lambda: audit_exceptions(
+            session, everything, kinds=["back_dated"]
+        ),
+        "  the same actor on two steps of one entity only": lambda: audit_exceptions(
+            session, everything, kinds=["segregation"]
         ),
     }
     for name, fn in cases.items():

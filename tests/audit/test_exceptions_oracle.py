@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 import esanalytics as esa
 from esanalytics.audit import Scope, audit_exceptions
+from esanalytics.audit.exceptions import KINDS
 from esanalytics.engine import Session
+from esanalytics.exceptions import ValidationError
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
 
@@ -62,3 +65,19 @@ def test_each_kind_equals_a_plain_walk(tmp_path: Path) -> None:
             expected.add(("self_approved", position))
     assert {(r["kind"], r["global_position"]) for r in got} == expected
     assert {("self_approved", 2), ("self_approved", 3)} <= expected  # escaped keys count
+
+
+def test_kinds_picks_the_questions_asked(sample_lake: Path) -> None:
+    session = Session(esa.open(sample_lake))
+    scope = Scope("period", start="2024-01-01", end="2024-06-01")
+    every = audit_exceptions(session, scope).to_pylist()
+    assert {r["kind"] for r in every} == set(KINDS)
+    for kind in KINDS:
+        alone = audit_exceptions(session, scope, kinds=[kind]).to_pylist()
+        assert alone == [r for r in every if r["kind"] == kind]
+    both = audit_exceptions(session, scope, kinds=["segregation", "back_dated"]).to_pylist()
+    assert both == [r for r in every if r["kind"] in ("segregation", "back_dated")]
+    assert audit_exceptions(session, scope, kinds=["segregation"], rules=()).num_rows == 0
+    with pytest.raises(ValidationError, match="'late'") as caught:
+        audit_exceptions(session, scope, kinds=["late"])
+    assert "Hint: choose among back_dated, after_hours" in str(caught.value)
