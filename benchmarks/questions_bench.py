@@ -43,28 +43,32 @@ def main() -> None:
     cases: dict[str, Callable[[], Any]] = {
         "time in each status, every account": lambda: questions.state_intervals(
             session, account_balances
-        ).fetchall(),
+        ).to_arrow_table(),
         "time in each status, every order": lambda: questions.state_intervals(
             session, order_status
-        ).fetchall(),
+        ).to_arrow_table(),
         "accounts per status per day": lambda: questions.population(
             session, account_balances
-        ).fetchall(),
-        "orders per status per day": lambda: questions.population(session, order_status).fetchall(),
+        ).to_arrow_table(),
+        "orders per status per day": lambda: questions.population(
+            session, order_status
+        ).to_arrow_table(),
         "  the chart of it (viz.population)": lambda: viz.population(
             session, projection=order_status, every="day"
         ),
         "history, one row per status change (accounts)": lambda: account_balances.history(
             session, changes_of=["status"]
-        ).fetchall(),
-        "process variants, every stream": lambda: questions.variants(session).fetchall(),
+        ).to_arrow_table(),
+        "process variants, every stream": lambda: questions.variants(session).to_arrow_table(),
         "process variants, orders": lambda: questions.variants(
             session, category="order"
-        ).fetchall(),
-        "activity by weekday and hour": lambda: questions.activity(session).fetchall(),
+        ).to_arrow_table(),
+        "activity by weekday and hour": lambda: questions.activity(session).to_arrow_table(),
         "  the chart of it (viz.activity_heatmap)": lambda: viz.activity_heatmap(session),
-        "activity by week and weekday": lambda: questions.activity(session, by="week").fetchall(),
-        "spike days": lambda: questions.spike_days(session).fetchall(),
+        "activity by week and weekday": lambda: questions.activity(
+            session, by="week"
+        ).to_arrow_table(),
+        "spike days": lambda: questions.spike_days(session).to_arrow_table(),
         "audit exceptions, whole log": lambda: audit_exceptions(session, everything),
         "  back-dated events only": lambda: audit_exceptions(
             session, everything, kinds=["back_dated"]
