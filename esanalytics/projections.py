@@ -460,30 +460,125 @@ class Projection(_Base):
         key: str | None = None,
         period: Period | None = None,
         relation: str | None = None,
+        changes_of: Sequence[str] | None = None,
     ) -> duckdb.DuckDBPyRelation:
         """Each key's state over time: ``(key, valid_from, valid_to, fields...)`` on system
         time (when we recorded it) or valid time (when it happened); ``valid_to`` is null for
         the current state; states that lasted no time are left out. ``period`` keeps the
         states that meet it (see :class:`~esanalytics.temporal.Period`). ``relation`` reads
-        another relation of the session than ``events`` (a filtered view of it, say)."""
-        over = f"(PARTITION BY stream_id ORDER BY {_order(axis)} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        another relation of the session than ``events`` (a filtered view of it, say).
+
+        ``changes_of`` (field names) gives one row per change of those fields instead of one
+        per event: ``(key, valid_from, valid_to, <those fields>, global_position)``, where
+        consecutive states equal on them are one row, from the first ``valid_from`` to the
+        last ``valid_to``, and ``global_position`` is the event the row begins with. Only
+        the events that can change those fields are folded (and each stream's first event,
+        where its state begins), so ``history(session, changes_of=["status"])`` of every
+        entity reads a small part of the log. ``period`` then keeps the merged rows that
+        meet it."""
+        if changes_of is not None:
+            return self._changes(session, changes_of, axis, key, period, relation)
         events = relation or ("events" if key is None else session.stream_events(key))
-        source, bind = self._reading(session, events, typed=relation is None and key is None)
-        columns = bind(
-            ", ".join(f"{r.window(over)} AS {name}" for name, r in self.reducers.items())
-        )
-        time = _axis_time(axis)
+        reading = self._reading(session, events, typed=relation is None and key is None)
         return session.sql(
             f"""
             SELECT key, valid_from, valid_to, {", ".join(self.fields)}, global_position
-            FROM (
-                SELECT stream_id AS key, {time} AS valid_from,
-                       lead({time}) OVER (PARTITION BY stream_id ORDER BY {_order(axis)}) AS valid_to,
-                       {columns}, global_position
-                FROM {source}
-            )
+            FROM ({self._history_rows(events, self.fields, axis, reading)})
             WHERE (valid_to IS NULL OR valid_to > valid_from) AND {(period or Period.all()).states_sql()}
             ORDER BY key, valid_from, global_position
+            """
+        )
+
+    def _history_rows(
+        self,
+        events: str,
+        fields: Sequence[str],
+        axis: Axis,
+        reading: tuple[str, Callable[[str], str]] | None = None,
+    ) -> str:
+        """SQL: one row per event of ``events`` with ``fields`` as folded up to it, its time
+        on ``axis`` as ``valid_from`` and the stream's next event time as ``valid_to``.
+        ``reading`` (a source and how data fields bind there, from :meth:`_reading`) reads
+        another way, e.g. from the typed twins."""
+        source, bind = reading or (self._source(events), self._bind)
+        order = _order(axis)
+        over = f"(PARTITION BY stream_id ORDER BY {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        columns = bind(", ".join(f"{self.reducers[f].window(over)} AS {f}" for f in fields))
+        time = _axis_time(axis)
+        return f"""
+            SELECT stream_id AS key, {time} AS valid_from,
+                   lead({time}) OVER (PARTITION BY stream_id ORDER BY {order}) AS valid_to,
+                   {columns}, global_position
+            FROM {source}
+        """
+
+    def _changes(
+        self,
+        session: Session,
+        changes_of: Sequence[str],
+        axis: Axis,
+        key: str | None,
+        period: Period | None,
+        relation: str | None,
+    ) -> duckdb.DuckDBPyRelation:
+        """:meth:`history` with ``changes_of``: one row per change of those fields."""
+        fields = list(dict.fromkeys(changes_of))
+        unknown = [f for f in fields if f not in self.reducers]
+        if not fields or unknown:
+            raise ValidationError(
+                f"history(changes_of=...) needs fields of {self.name}; "
+                + (
+                    f"it has no {', '.join(map(repr, unknown))}." if unknown else "none were given."
+                ),
+                hint=f"choose among {', '.join(self.fields)}, e.g. changes_of=[{self.fields[0]!r}].",
+            )
+        types: set[str] = set()
+        for f in fields:
+            types.update(self.reducers[f].on)
+        events = relation or ("events" if key is None else session.stream_events(key))
+        # Other events leave these fields as they were, so they are never read; but a stream
+        # whose first event is of none of those types begins its state there (at the initial
+        # values), so that event is kept, without its payload, which nothing reads. In log
+        # order with no valid-time cut that is version 1, found without grouping by stream.
+        on = _types(sorted(types))
+        if axis == "system" and relation is None and session.valid_at is None:
+            first = f"version = 1 AND event_type NOT IN ({on})"
+        else:
+            order = _order(axis)
+            first = (
+                f"global_position IN (SELECT arg_min(global_position, {order}) FROM {events} "
+                f"WHERE {self._where()} GROUP BY stream_id "
+                f"HAVING arg_min(event_type, {order}) NOT IN ({on}))"
+            )
+        narrow = f"""(
+            SELECT * FROM {events} WHERE event_type IN ({on})
+            UNION ALL
+            SELECT * REPLACE ('{{}}' AS data, '{{}}' AS metadata) FROM {events} WHERE {first}
+        )"""
+        listed = ", ".join(fields)
+        # Rows that lasted no time go first (as in history()); the rest tile time, so a run of
+        # equal states ends where the next change begins.
+        differs = " OR ".join(
+            f"{f} IS DISTINCT FROM lag({f}) OVER (PARTITION BY key ORDER BY valid_from)"
+            for f in fields
+        )
+        return session.sql(
+            f"""
+            WITH kept AS (
+                SELECT * FROM ({self._history_rows(narrow, fields, axis)})
+                WHERE valid_to IS NULL OR valid_to > valid_from
+            ), changes AS (
+                SELECT key, valid_from, {listed}, global_position FROM kept
+                QUALIFY row_number() OVER (PARTITION BY key ORDER BY valid_from) = 1 OR {differs}
+            )
+            SELECT key, valid_from, valid_to, {listed}, global_position FROM (
+                SELECT key, valid_from,
+                       lead(valid_from) OVER (PARTITION BY key ORDER BY valid_from) AS valid_to,
+                       {listed}, global_position
+                FROM changes
+            )
+            WHERE {(period or Period.all()).states_sql()}
+            ORDER BY key, valid_from
             """
         )
 

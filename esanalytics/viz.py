@@ -22,13 +22,13 @@ self-contained HTML (Vega, Vega-Lite and Vega-Embed inlined), SVG or PNG.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import html
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import duckdb
 import pandas as pd
 
+import esanalytics.questions as questions
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.events import to_epoch_us, to_utc
@@ -243,8 +244,14 @@ def enable() -> None:
 
 
 def _df(
-    data: pd.DataFrame | duckdb.DuckDBPyRelation, needed: tuple[str, ...], what: str
+    data: pd.DataFrame | duckdb.DuckDBPyRelation,
+    needed: tuple[str, ...],
+    what: str,
+    *,
+    limit: bool = True,
 ) -> pd.DataFrame:
+    """``data`` as a frame with the ``needed`` columns, and (``limit``) no more rows than a
+    chart holds."""
     frame = data if isinstance(data, pd.DataFrame) else data.df()
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -253,7 +260,7 @@ def _df(
             f"{', '.join(map(str, frame.columns))}.",
             hint="pass a Session instead, or a frame of the shape this builder documents.",
         )
-    if len(frame) > MAX_ROWS:
+    if limit and len(frame) > MAX_ROWS:
         raise ChartDataError(
             f"The {what} chart would carry {len(frame):,} rows, over the {MAX_ROWS:,} a chart "
             "can hold.",
@@ -505,41 +512,37 @@ def state_intervals(
     chart), ``valid_from`` to ``valid_to``. A current state (``valid_to`` null) lasts until
     the cut: ``until`` when given, else the Session's ``as_of`` (on valid time, its
     ``valid_at``, else its ``as_of``), else now. Data: a Session with ``projection`` and
-    ``keys``, or a history frame with ``key``, ``valid_from``, ``valid_to`` and ``field``."""
+    ``keys``, or a history frame with ``key``, ``valid_from``, ``valid_to`` and ``field``.
+    The stays of every entity, as data: :func:`esanalytics.questions.state_intervals`."""
     if until is None and isinstance(source, Session):
         until = (source.valid_at if axis == "valid" else None) or source.as_of
-    cut = pd.Timestamp(
-        to_utc(until, what="until") if until is not None else pd.Timestamp.now("UTC")
-    )
-    frame = _history(source, projection, field, keys, axis, "state intervals")
-    if "valid_to" not in frame.columns:
-        raise ChartDataError(
-            "The state intervals chart needs a valid_to column.",
-            hint="pass a projection's history(), which has valid_from and valid_to.",
-        )
-    frame = frame[["key", "valid_from", "valid_to", field]].copy()
-    # Merge consecutive rows with the same state: an interval is a stay in one state.
-    frame = frame.sort_values(["key", "valid_from"])
-    change = (frame[field] != frame.groupby("key")[field].shift()) | frame["key"].ne(
-        frame["key"].shift()
-    )
-    frame["stay"] = change.cumsum()
-    if getattr(frame["valid_from"].dt, "tz", None) is None:  # a frame of naive (UTC) times
-        cut = cut.tz_convert(None)
-    # A current state (valid_to null) lasts until the cut, never ending before it began. It
-    # is filled before merging, as "last" would otherwise skip the null.
-    frame["open"] = frame["valid_to"].isna()
-    frame["valid_to"] = frame["valid_to"].where(
-        ~frame["open"], frame["valid_from"].where(frame["valid_from"] > cut, cut)
-    )
-    stays = frame.groupby("stay").agg(
-        key=("key", "first"),
-        state=(field, "first"),
-        start=("valid_from", "first"),
-        end=("valid_to", "last"),
-        open=("open", "last"),
-    )
-    stays["days"] = ((stays["end"] - stays["start"]).dt.total_seconds() / 86_400).round(1)
+    cut = to_utc(until, what="until") if until is not None else datetime.now(UTC)
+    if isinstance(source, Session):
+        proj = _need_projection(projection, "state intervals", field)
+        if not keys:
+            raise ValidationError(
+                "The state intervals chart needs the keys (entities) to draw.",
+                hint="pass keys=['account-42', ...]; for every entity at once, use "
+                "esanalytics.questions.state_intervals() or population().",
+            )
+        found = questions.state_intervals(source, proj, field, keys=keys, axis=axis, until=cut)
+        stays = found.df()
+        for key in keys:
+            if not (stays["key"] == key).any():  # a misspelt key would draw an empty chart
+                raise _no_events(source, key)
+        stays = _df(stays, (), "state intervals")
+    else:
+        frame = _df(source, ("key", "valid_from", field), "state intervals")
+        if "valid_to" not in frame.columns:
+            raise ChartDataError(
+                "The state intervals chart needs a valid_to column.",
+                hint="pass a projection's history(), which has valid_from and valid_to.",
+            )
+        naive = getattr(frame["valid_from"].dt, "tz", None) is None  # naive (UTC) times
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_esa_history", frame[["key", "valid_from", "valid_to", field]])
+        stays = con.sql(questions.stays_sql("_esa_history", field, cut, naive=naive)).df()
     pick = alt.selection_point(fields=["state"], bind="legend")
     chart: alt.Chart = (
         alt.Chart(
@@ -578,46 +581,23 @@ def activity_heatmap(
     out) or by week and weekday (``by="week"``: spikes stand out), in UTC. ``where`` is a
     SQL filter on the events (e.g. ``"metadata->>'$.actor' = 'alice'"``). Data: a Session, or
     a frame of events with ``recorded_at``/``occurred_at`` (and whatever ``where`` reads)."""
-    time = _AXIS_TIME[axis]
     if by == "hour":
-        rows = f"hour({time}) AS hour, isodow({time}) AS weekday"
         x = alt.X("hour:O", title="hour of day (UTC)", scale=alt.Scale(domain=list(range(24))))
     elif by == "week":
-        rows = f"CAST(date_trunc('week', {time}) AS DATE) AS week, isodow({time}) AS weekday"
         x = alt.X("week:T", title="week", timeUnit="yearweek")
     else:
         raise ValidationError(
             f"Unknown heatmap grouping {by!r}.", hint="use by='hour' or by='week'."
         )
-    frame = _query(
-        source,
-        f"""
-        SELECT {rows}, count(*) AS events,
-               round(100 * avg(CASE WHEN hour({time}) < 8 OR hour({time}) >= 19 THEN 1 ELSE 0 END), 1)
-                   AS after_hours_pct
-        FROM events WHERE {where} GROUP BY ALL ORDER BY ALL
-        """,
-        "activity heatmap",
-    )
-    if frame.empty:
+    # Every hour and weekday (and week) is on the axes, an empty one as 0: a quiet hour is
+    # an answer too.
+    frame = _query(source, questions.activity_sql(by, where=where, axis=axis), "activity heatmap")
+    if not frame["events"].any():
         raise ChartDataError(
             "There are no events to show in the activity heatmap.",
             hint="the lake (at this cut, with this filter) is empty: append or ingest events, "
             "or pick a later --as-of or a wider where=.",
         )
-    # Every hour and weekday (and week) is on the axes, an empty one as 0: a quiet hour is
-    # an answer too.
-    grid = pd.MultiIndex.from_product(
-        [range(24) if by == "hour" else sorted(frame["week"].unique()), range(1, 8)],
-        names=[by, "weekday"],
-    )
-    frame = (
-        frame.set_index([by, "weekday"])
-        .reindex(grid)
-        .fillna({"events": 0, "after_hours_pct": 0.0})
-        .astype({"events": "int64"})
-        .reset_index()
-    )
     names = {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
     frame["day"] = frame["weekday"].map(names)
     chart: alt.Chart = (
@@ -843,68 +823,46 @@ def population(
 ) -> alt.Chart:
     """How many entities were in each state over time: each entity counts, at the end of
     every ``every``, in the state it was then in. Computed in DuckDB from state changes
-    (+1 on entering a state, -1 on leaving it), so it stays small for any lake. Data: a
+    (+1 on entering a state, -1 on leaving it), so it stays small for any lake; a grid that
+    would pass :data:`MAX_ROWS` is drawn by week or month instead, and the title says so
+    (:func:`esanalytics.questions.population` gives every bucket as data). Data: a
     Session with ``projection``, or a history frame with ``key``, ``valid_from``,
     ``valid_to`` and ``field``."""
+    units: list[Literal["day", "week", "month"]] = ["day", "week", "month"]
+    if every not in units:
+        raise ValidationError(
+            f"Unknown bucket {every!r}.", hint="use every='day', 'week' or 'month'."
+        )
     if isinstance(source, Session):
         proj = _need_projection(projection, "population", field)
-        # The history of this one field only, from the events that can change it: other
-        # fields' JSON is never parsed, and most events are never sorted.
-        reducer = proj.reducers[field]
-        narrow = dataclasses.replace(proj, reducers={field: reducer})
-        on = getattr(reducer, "on", None)
-        relation = None
-        if on:
-            types = ", ".join(_quote(t) for t in on)
-            source.con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _esa_changes AS "
-                f"SELECT * FROM events WHERE event_type IN ({types})"
-            )
-            relation = "_esa_changes"
-        history: Any = narrow.history(source, axis=axis, relation=relation)
+        stays: Any = questions.state_intervals(source, proj, field, axis=axis).to_arrow_table()
         con = source.con
     else:
-        history = source
         con = duckdb.connect()
-    con.register("_esa_history", history)
-    try:
-        frame = _df(
-            con.sql(
-                f"""
-                WITH marked AS (
-                    SELECT key, CAST({field} AS VARCHAR) AS state, valid_from,
-                           {field} IS DISTINCT FROM lag({field}) OVER
-                               (PARTITION BY key ORDER BY valid_from) AS changed
-                    FROM _esa_history
-                ), stays AS (
-                    SELECT state, valid_from,
-                           lead(valid_from) OVER (PARTITION BY key ORDER BY valid_from) AS left_at
-                    FROM marked WHERE changed
-                ), moves AS (
-                    SELECT date_trunc('{every}', valid_from) AS bucket, state, 1 AS delta FROM stays
-                    UNION ALL
-                    SELECT date_trunc('{every}', left_at), state, -1 FROM stays
-                    WHERE left_at IS NOT NULL
-                ), grid AS (
-                    SELECT bucket, state
-                    FROM (SELECT DISTINCT bucket FROM moves), (SELECT DISTINCT state FROM moves)
-                ), per AS (
-                    SELECT g.bucket, g.state, coalesce(sum(m.delta), 0) AS delta
-                    FROM grid g LEFT JOIN moves m USING (bucket, state) GROUP BY ALL
-                )
-                SELECT bucket, state,
-                       CAST(sum(delta) OVER (PARTITION BY state ORDER BY bucket) AS BIGINT) AS entities
-                FROM per WHERE state IS NOT NULL ORDER BY bucket, state
-                """
-            ),
-            ("bucket", "state", "entities"),
-            "population",
-        )
-    finally:
+        con.execute("SET TimeZone = 'UTC'")
+        # The history is read, not drawn: any length.
+        needed = ("key", "valid_from", "valid_to", field)
+        con.register("_esa_history", _df(source, needed, "population", limit=False)[list(needed)])
+        stays = con.sql(
+            questions.stays_sql("_esa_history", field, datetime.now(UTC))
+        ).to_arrow_table()
         con.unregister("_esa_history")
+    con.register("_esa_stays", stays)
+    try:
+        # A grid over MAX_ROWS is drawn by coarser buckets (questions.population has them all).
+        for unit in units[units.index(every) :]:
+            rows = con.sql(questions.population_sql("_esa_stays", unit)).df()
+            if len(rows) <= MAX_ROWS:
+                break
+        frame = _df(rows, ("bucket", "state", "entities"), "population")
+    finally:
+        con.unregister("_esa_stays")
+    coarser = (
+        f" (by {every} would pass the {MAX_ROWS:,} rows a chart holds)" if unit != every else ""
+    )
     pick = alt.selection_point(fields=["state"], bind="legend")
     chart: alt.Chart = (
-        alt.Chart(frame, title=f"entities per {field}, by {every}, on {_AXIS_TITLE[axis]}")
+        alt.Chart(frame, title=f"entities per {field}, by {unit}{coarser}, on {_AXIS_TITLE[axis]}")
         .mark_area(interpolate="step-after")
         .encode(
             x=alt.X("bucket:T", axis=_time_axis(frame["bucket"])),

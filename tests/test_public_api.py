@@ -18,7 +18,7 @@ LAYERS = [
     {"store"},
     {"domain", "sources"},
     {"engine"},
-    {"temporal", "projections", "catalog", "materialized"},
+    {"temporal", "projections", "catalog", "materialized", "questions"},
     {"audit"},
     {"report", "viz"},
     {"cli", "jupyter"},
