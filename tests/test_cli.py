@@ -36,6 +36,25 @@ def test_demo_builds_the_lake_once_and_answers_a_point_in_time_question(demo_lak
     assert "built" not in again.stderr
 
 
+def test_demo_gives_a_sample_lake_built_before_typed_twins_its_twins(tmp_path: Path) -> None:
+    from esanalytics.sample import generate
+
+    old = esa.open(tmp_path / "sample", create=True)
+    old.ingest(generate(events=3_000, seed=1))  # parts under 10,000 events: no twins
+    head = old.head
+    old.close()
+    assert all(entry.typed is None for entry in esa.open(tmp_path / "sample").files())
+    out = run_esa("demo", "--lake", str(tmp_path / "sample"), "--stream", "account-3", check=True)
+    assert "typed twins" in out.stdout
+    store = esa.open(tmp_path / "sample")
+    assert store.head == head
+    assert all(entry.typed is not None for entry in store.files())
+    accounts = store.read_all().to_arrow()["category"].to_pylist().count("account")
+    query = "SELECT count(*) AS n FROM events_account"
+    counted = run_esa("sql", str(tmp_path / "sample"), query, "--format", "json", check=True)
+    assert json.loads(counted.stdout.splitlines()[0])["n"] == accounts > 0
+
+
 def test_info_and_read(demo_lake: Path) -> None:
     if not demo_lake.exists():
         run_esa("generate", str(demo_lake), "--events", "5000", check=True)
