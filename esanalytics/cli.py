@@ -587,10 +587,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         )
     session = _session(args)
     chosen = _projection(args.projection, reducer=True)
+    if args.trail and args.changes_of:
+        raise esa.ValidationError(
+            "--trail and --changes-of ask two things: a trail has a row per event.",
+            hint="leave out one of them, e.g. --changes-of status without --trail.",
+        )
     if args.trail:
         relation = chosen.trail(session, args.key)
     else:
-        relation = chosen.history(session, axis=args.axis, key=args.key)
+        fields = None if args.changes_of is None else args.changes_of.split(",")
+        relation = chosen.history(session, axis=args.axis, key=args.key, changes_of=fields)
     if args.key:
         _require_key(session, chosen, args.key, relation)
     _emit_relation(relation, args)
@@ -1131,6 +1137,11 @@ def parser() -> argparse.ArgumentParser:
         "--trail",
         action="store_true",
         help="each event: who, why, both times, before and after (needs --key)",
+    )
+    history.add_argument(
+        "--changes-of",
+        metavar="FIELD[,FIELD]",
+        help="one row per change of these fields (e.g. status) instead of one per event",
     )
     history.set_defaults(run=cmd_history)
 

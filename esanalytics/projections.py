@@ -525,12 +525,17 @@ class Projection(_Base):
         fields = list(dict.fromkeys(changes_of))
         unknown = [f for f in fields if f not in self.reducers]
         if not fields or unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], self.fields, n=1) if unknown else []
+            like = (close or list(self.fields))[0]
             raise ValidationError(
                 f"history(changes_of=...) needs fields of {self.name}; "
                 + (
                     f"it has no {', '.join(map(repr, unknown))}." if unknown else "none were given."
                 ),
-                hint=f"choose among {', '.join(self.fields)}, e.g. changes_of=[{self.fields[0]!r}].",
+                hint=f"choose among {', '.join(self.fields)}, e.g. changes_of=[{like!r}].",
+                cli_hint=f"choose among {', '.join(self.fields)}, e.g. --changes-of {like}.",
             )
         types: set[str] = set()
         for f in fields:

@@ -55,6 +55,28 @@ def test_demo_gives_a_sample_lake_built_before_typed_twins_its_twins(tmp_path: P
     assert json.loads(counted.stdout.splitlines()[0])["n"] == accounts > 0
 
 
+def test_history_changes_of_gives_one_row_per_change(sample_lake: Path) -> None:
+    from esanalytics.catalog import order_status
+    from esanalytics.engine import Session
+
+    session = Session(esa.open(sample_lake))
+    # The order with the most events, so its statuses change more than once.
+    key = session.sql(
+        "SELECT stream_id FROM events WHERE category = 'order' GROUP BY ALL "
+        "ORDER BY count(*) DESC, stream_id LIMIT 1"
+    ).fetchall()[0][0]
+    out = run_esa(
+        "history", str(sample_lake), "order_status", "--key", key, "--changes-of", "status",
+        "--format", "json", check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    # Independently: the per-event history, with runs of one status merged by hand.
+    events = order_status.history(session, key=key).df()["status"].tolist()
+    merged = [s for i, s in enumerate(events) if i == 0 or events[i - 1] != s]
+    assert [r["status"] for r in rows] == merged
+    assert len(merged) > 1
+
+
 def test_info_and_read(demo_lake: Path) -> None:
     if not demo_lake.exists():
         run_esa("generate", str(demo_lake), "--events", "5000", check=True)

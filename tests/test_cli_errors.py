@@ -86,6 +86,20 @@ def test_history_trail_without_key_says_key_is_missing(sample_lake: Path) -> Non
     assert "None" not in stderr
 
 
+def test_history_changes_of_names_a_misspelt_field_and_refuses_it_with_trail(
+    sample_lake: Path,
+) -> None:
+    misspelt = refused("history", str(sample_lake), "order_status", "--changes-of", "statu")
+    assert "'statu'" in misspelt
+    assert "--changes-of status" in misspelt
+    assert "changes_of=" not in misspelt.split("Hint:")[1]
+    both = refused(
+        "history", str(sample_lake), "order_status", "--changes-of", "status", "--trail",
+        "--key", "order-1",
+    )  # fmt: skip
+    assert "--trail" in both
+
+
 def test_hints_speak_cli_not_python(tmp_path: Path, sample_lake: Path) -> None:
     missing = refused("info", str(tmp_path / "nowhere"))
     assert "esa init" in missing
