@@ -432,10 +432,12 @@ class Session:
         fields = sorted({path for _, path, _ in columns})
         parsed, values = "", ""
         if fields:
-            spec = "{" + ", ".join(f'"{path}": "VARCHAR"' for path in fields) + "}"
-            parsed = f", from_json(data, '{spec}') AS d"
+            # The texts data->>'$.f' gives, as derive() reads them (from_json writes some
+            # doubles otherwise: 1e-07 for 1e-7).
+            wanted = ", ".join(f"'$.{path}'" for path in fields)
+            parsed = f", json_extract_string(data, [{wanted}]) AS d"
             values = "".join(
-                f', TRY_CAST(d."{path}" AS {sql_type}) AS "{name_}"'
+                f', TRY_CAST(d[{fields.index(path) + 1}] AS {sql_type}) AS "{name_}"'
                 for name_, path, sql_type in columns
             )
         sources.append(
