@@ -432,10 +432,12 @@ class Session:
         fields = sorted({path for _, path, _ in columns})
         parsed, values = "", ""
         if fields:
-            spec = "{" + ", ".join(f'"{path}": "VARCHAR"' for path in fields) + "}"
-            parsed = f", from_json(data, '{spec}') AS d"
+            # The texts data->>'$.f' gives, as derive() reads them (from_json writes some
+            # doubles otherwise: 1e-07 for 1e-7).
+            wanted = ", ".join(f"'$.{path}'" for path in fields)
+            parsed = f", json_extract_string(data, [{wanted}]) AS d"
             values = "".join(
-                f', TRY_CAST(d."{path}" AS {sql_type}) AS "{name_}"'
+                f', TRY_CAST(d[{fields.index(path) + 1}] AS {sql_type}) AS "{name_}"'
                 for name_, path, sql_type in columns
             )
         sources.append(
@@ -473,10 +475,19 @@ class Session:
         categories = sorted({e.category for e in entries if e.typed is not None})
         where = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
         made: dict[str, str] = {}
+        # A name several categories spell (Account, account; a-b, a_b) is the view of the
+        # one spelled exactly so, or of none: never another category's events under it.
+        spelled = {
+            c: "events_" + re.sub(r"[^a-z0-9_]", "_", c.lower())
+            for c in {e.category for e in entries} | set(tail["category"].to_pylist())
+        }
+        claims = Counter(spelled.values())
         for category in categories:
-            view = "events_" + re.sub(r"[^a-z0-9_]", "_", category.lower())
+            view = spelled[category]
             if view[len("events_") :] in _TAKEN or view in made.values():
                 continue  # a name the session's own views use, or another category's
+            if claims[view] > 1 and view != "events_" + category:
+                continue
             kinds = self._kinds(category, entries, tail)
             if kinds is None:
                 continue
