@@ -988,8 +988,9 @@ def _twin_finding(entry: FileEntry, path: str, what: str) -> Finding:
 
 
 def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
-    """How the twin at ``path`` differs from ``derive()`` of its events file: the first row
-    whose typed values differ, and in which column (None when they are equal)."""
+    """How the twin at ``path`` differs from ``derive()`` of its events file: the fields its
+    commit line names, or the first row whose typed values differ, and in which column (None
+    when they are equal)."""
     import pyarrow.parquet as pq
 
     from esanalytics.store import typed
@@ -1009,7 +1010,13 @@ def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
         return "its events file or the twin is missing"
     except (OSError, pa.ArrowException) as error:
         return f"it cannot be compared with its events file ({error})"
-    expected, _, _ = typed.derive(body)
+    expected, fields, more = typed.derive(body)
+    assert entry.typed is not None
+    if (list(entry.typed.fields.items()), entry.typed.more) != (list(fields.items()), more):
+        return (  # readers take each column's type (or its absence) from the line
+            f"its commit line names the fields {entry.typed.fields} (more: "
+            f"{entry.typed.more}), derive() gives {fields} (more: {more})"
+        )
     if twin.column_names != expected.column_names:
         return f"its columns are {twin.column_names}, derive() gives {expected.column_names}"
     first: tuple[int, str] | None = None

@@ -110,3 +110,33 @@ def test_a_lost_events_file_of_the_newest_line_is_reported_not_raised(copy: Path
     assert not result.ok
     assert "missing_file" in [f.kind for f in result.findings]
     assert any("events file or the twin is missing" in d for d in _twin_findings(result))
+
+
+def test_the_newest_lines_twin_fields_edited_are_found(copy: Path) -> None:
+    """The fields map (and ``more``) of the newest line tell readers how the twin stores each
+    field: edited with the checksum recomputed (no later line links to it), a query would
+    read the field as another type, or as absent. Verify finds each."""
+    newest = esa.open(copy).commit_lines()[-1].record["add"][0]
+    name = sorted(newest["typed"]["fields"])[0]
+
+    def retype(twin):  # type: ignore[no-untyped-def]
+        twin["fields"][name] = "BOOLEAN" if twin["fields"][name] != "BOOLEAN" else "BIGINT"
+
+    def drop(twin):  # type: ignore[no-untyped-def]
+        del twin["fields"][name]
+
+    def more(twin):  # type: ignore[no-untyped-def]
+        twin["more"] = True
+
+    for edit in (retype, drop, more):
+        lake = copy.parent / edit.__name__
+        shutil.copytree(copy, lake)
+
+        def forge(records, edit=edit):  # type: ignore[no-untyped-def]
+            edit(records[-1]["add"][0]["typed"])
+            return records
+
+        rewrite_commit_log(lake, forge)
+        result = verify(esa.open(lake))
+        assert [f.kind for f in result.findings] == ["twin"], (edit.__name__, str(result))
+        assert newest["path"] in result.findings[0].detail
