@@ -832,14 +832,14 @@ def _unnamed_findings(
 ) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query).
-    A file that a commit removed but a crashed compaction had not yet retired is named by
-    the log: the next writer retires it. And committed files hidden under their retired
+    A file that the newest commit removed but a crashed compaction had not yet retired is
+    named by the log: the next writer retires it. And committed files hidden under their retired
     name (only a file a commit removed is retired): esanalytics' readers still find them
     there, plain Parquet readers do not."""
     import pyarrow.parquet as pq
 
     root = lake / "events"
-    retiring = {path for line in lines for path in line.record.get("remove", ())}
+    retiring = _retiring(lines)
     unnamed = [
         path
         for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
@@ -854,7 +854,7 @@ def _unnamed_findings(
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             live = _live_files(lines)
-            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            retiring = _retiring(lines)
             unnamed = [
                 path
                 for path in unnamed
@@ -898,6 +898,13 @@ def _unnamed_findings(
     ]
 
 
+def _retiring(lines: list[CommitLine]) -> set[str]:
+    """The files the newest line removes: a crash may have left them at their published
+    names, and the next writer retires them before it commits. A file an older line removed
+    is retired (or vacuumed) for good: back at its published name, it is a stray."""
+    return set(lines[-1].record.get("remove", ())) if lines else set()
+
+
 def _twin_findings(
     lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
 ) -> list[Finding]:
@@ -911,7 +918,7 @@ def _twin_findings(
     typed = lake / "typed"
     twinned = [entry for entry, _ in live.values() if entry.typed is not None]
     newest = {raw["path"] for raw in (lines[-1].record.get("add", ()) if lines else ())}
-    retiring = {path for line in lines for path in line.record.get("remove", ())}
+    retiring = _retiring(lines)
     unnamed = [
         path
         for path in (typed.rglob("*.parquet") if typed.exists() else ())
@@ -948,7 +955,7 @@ def _twin_findings(
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             now = _live_files(lines)
-            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            retiring = _retiring(lines)
             gone = {f.path for f in missing} - {
                 str(typed / e.typed.path) for e, _ in now.values() if e.typed is not None
             }

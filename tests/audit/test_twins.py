@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import esanalytics as esa
 from esanalytics.audit import verify
 from esanalytics.audit.verify import VerifyResult
 from esanalytics.store.commitlog import FileEntry, file_digest
 from tests.audit.test_verify import rewrite_commit_log
+from tests.store.test_typed_twins import _orders
 
 
 def _twin(lake: Path, index: int = 2) -> tuple[esa.EventStore, FileEntry, Path]:
@@ -140,3 +142,23 @@ def test_the_newest_lines_twin_fields_edited_are_found(copy: Path) -> None:
         result = verify(esa.open(lake))
         assert [f.kind for f in result.findings] == ["twin"], (edit.__name__, str(result))
         assert newest["path"] in result.findings[0].detail
+
+
+def test_a_retired_twin_or_file_put_back_is_found(lake: Path) -> None:
+    """A file (or twin) that a compaction removed is excused at its published name only
+    while the removing line is the newest (a crash before retiring it: the next writer
+    retires it before it commits). Put back under a later line, plain readers of ``typed/``
+    (or ``events/``) read its rows twice, and writers refuse the lake: verify says so."""
+    store = esa.open(lake, create=True)
+    store.ingest(_orders(10_000))  # a file with a twin
+    store.compact()
+    removed = store.commit_lines()[-1].record["remove"][0]
+    store.append("account-x", [esa.NewEvent("AccountOpened", {"owner": "Ada"})])
+    for root, kind in (("typed", "twin"), ("events", "unnamed_file")):
+        folder, name = (lake / root / removed).parent, Path(removed).name
+        (folder / f".{name}.retired").rename(folder / name)
+        result = verify(esa.open(lake))
+        assert kind in [f.kind for f in result.findings], (root, str(result))
+        assert any(Path(removed).name in f.detail for f in result.findings), str(result)
+        with pytest.raises(esa.CorruptLakeError):  # what the writers say, and verify agrees
+            esa.open(lake).append("account-x", [esa.NewEvent("AccountClosed", {})])
