@@ -912,7 +912,8 @@ def _twin_findings(
     lines name: a twin whose bytes differ from its digest (named with the first row whose
     typed values differ from ``derive()`` of its events file), or that the newest line adds
     and is not ``derive()`` of its file (no later line links to that digest); a twin that
-    is missing; a ``.parquet`` in ``typed/`` that no commit names as a twin."""
+    is missing, or hidden under its retired name; a ``.parquet`` in ``typed/`` that no
+    commit names as a twin."""
     from concurrent.futures import ThreadPoolExecutor
 
     typed = lake / "typed"
@@ -929,6 +930,13 @@ def _twin_findings(
     def check(entry: FileEntry) -> Finding | None:
         assert entry.typed is not None
         path = str(typed / entry.typed.path)
+        if not os.path.exists(path) and (typed / retired_name(entry.typed.path)).exists():
+            return _twin_finding(  # (or retired since the lines were read: see below)
+                entry,
+                str(typed / retired_name(entry.typed.path)),
+                "is hidden under its retired name, and no commit removed its file: plain "
+                "readers of typed/ miss its rows. Rename it back",
+            )
         try:
             with _open_moving(path) as file:
                 digest = hashlib.file_digest(file, "sha256").hexdigest()
@@ -951,7 +959,10 @@ def _twin_findings(
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="esa-verify") as pool:
         findings = [f for f in pool.map(check, twinned) if f is not None]
     missing = [f for f in findings if f.detail.endswith("is missing")]
-    if missing or unnamed:  # committed or removed (and vacuumed) since the lines were read?
+    hidden = [f for f in findings if "retired name" in f.detail]
+    if (
+        missing or unnamed or hidden
+    ):  # committed or removed (and vacuumed) since the lines were read?
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             now = _live_files(lines)
@@ -960,6 +971,15 @@ def _twin_findings(
                 str(typed / e.typed.path) for e, _ in now.values() if e.typed is not None
             }
             findings = [f for f in findings if f.path not in gone]
+            findings = [  # removed by a commit since: retired, as it should be
+                f
+                for f in findings
+                if f not in hidden
+                or any(
+                    e.typed is not None and f.path == str(typed / retired_name(e.typed.path))
+                    for e, _ in now.values()
+                )
+            ]
             unnamed = [
                 path
                 for path in unnamed

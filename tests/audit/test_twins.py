@@ -162,3 +162,14 @@ def test_a_retired_twin_or_file_put_back_is_found(lake: Path) -> None:
         assert any(Path(removed).name in f.detail for f in result.findings), str(result)
         with pytest.raises(esa.CorruptLakeError):  # what the writers say, and verify agrees
             esa.open(lake).append("account-x", [esa.NewEvent("AccountClosed", {})])
+
+
+def test_a_live_twin_hidden_under_its_retired_name_is_found(copy: Path) -> None:
+    """esanalytics' readers find a twin under its retired name too; plain readers of
+    ``typed/`` miss its rows. As for an events file, verify says so."""
+    _, entry, path = _twin(copy)
+    path.rename(path.with_name(f".{path.name}.retired"))
+    result = verify(esa.open(copy))
+    assert [f.kind for f in result.findings] == ["twin"], str(result)
+    assert f"twin of {entry.path}" in result.findings[0].detail
+    assert "retired name" in result.findings[0].detail
