@@ -832,14 +832,14 @@ def _unnamed_findings(
 ) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query).
-    A file that a commit removed but a crashed compaction had not yet retired is named by
-    the log: the next writer retires it. And committed files hidden under their retired
+    A file that the newest commit removed but a crashed compaction had not yet retired is
+    named by the log: the next writer retires it. And committed files hidden under their retired
     name (only a file a commit removed is retired): esanalytics' readers still find them
     there, plain Parquet readers do not."""
     import pyarrow.parquet as pq
 
     root = lake / "events"
-    retiring = {path for line in lines for path in line.record.get("remove", ())}
+    retiring = _retiring(lines)
     unnamed = [
         path
         for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
@@ -854,7 +854,7 @@ def _unnamed_findings(
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             live = _live_files(lines)
-            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            retiring = _retiring(lines)
             unnamed = [
                 path
                 for path in unnamed
@@ -898,6 +898,13 @@ def _unnamed_findings(
     ]
 
 
+def _retiring(lines: list[CommitLine]) -> set[str]:
+    """The files the newest line removes: a crash may have left them at their published
+    names, and the next writer retires them before it commits. A file an older line removed
+    is retired (or vacuumed) for good: back at its published name, it is a stray."""
+    return set(lines[-1].record.get("remove", ())) if lines else set()
+
+
 def _twin_findings(
     lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
 ) -> list[Finding]:
@@ -905,13 +912,14 @@ def _twin_findings(
     lines name: a twin whose bytes differ from its digest (named with the first row whose
     typed values differ from ``derive()`` of its events file), or that the newest line adds
     and is not ``derive()`` of its file (no later line links to that digest); a twin that
-    is missing; a ``.parquet`` in ``typed/`` that no commit names as a twin."""
+    is missing, or hidden under its retired name; a ``.parquet`` in ``typed/`` that no
+    commit names as a twin."""
     from concurrent.futures import ThreadPoolExecutor
 
     typed = lake / "typed"
     twinned = [entry for entry, _ in live.values() if entry.typed is not None]
     newest = {raw["path"] for raw in (lines[-1].record.get("add", ()) if lines else ())}
-    retiring = {path for line in lines for path in line.record.get("remove", ())}
+    retiring = _retiring(lines)
     unnamed = [
         path
         for path in (typed.rglob("*.parquet") if typed.exists() else ())
@@ -922,6 +930,13 @@ def _twin_findings(
     def check(entry: FileEntry) -> Finding | None:
         assert entry.typed is not None
         path = str(typed / entry.typed.path)
+        if not os.path.exists(path) and (typed / retired_name(entry.typed.path)).exists():
+            return _twin_finding(  # (or retired since the lines were read: see below)
+                entry,
+                str(typed / retired_name(entry.typed.path)),
+                "is hidden under its retired name, and no commit removed its file: plain "
+                "readers of typed/ miss its rows. Rename it back",
+            )
         try:
             with _open_moving(path) as file:
                 digest = hashlib.file_digest(file, "sha256").hexdigest()
@@ -944,15 +959,27 @@ def _twin_findings(
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="esa-verify") as pool:
         findings = [f for f in pool.map(check, twinned) if f is not None]
     missing = [f for f in findings if f.detail.endswith("is missing")]
-    if missing or unnamed:  # committed or removed (and vacuumed) since the lines were read?
+    hidden = [f for f in findings if "retired name" in f.detail]
+    if (
+        missing or unnamed or hidden
+    ):  # committed or removed (and vacuumed) since the lines were read?
         with contextlib.suppress(CorruptLakeError):
             lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
             now = _live_files(lines)
-            retiring = {path for line in lines for path in line.record.get("remove", ())}
+            retiring = _retiring(lines)
             gone = {f.path for f in missing} - {
                 str(typed / e.typed.path) for e, _ in now.values() if e.typed is not None
             }
             findings = [f for f in findings if f.path not in gone]
+            findings = [  # removed by a commit since: retired, as it should be
+                f
+                for f in findings
+                if f not in hidden
+                or any(
+                    e.typed is not None and f.path == str(typed / retired_name(e.typed.path))
+                    for e, _ in now.values()
+                )
+            ]
             unnamed = [
                 path
                 for path in unnamed
@@ -988,8 +1015,9 @@ def _twin_finding(entry: FileEntry, path: str, what: str) -> Finding:
 
 
 def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
-    """How the twin at ``path`` differs from ``derive()`` of its events file: the first row
-    whose typed values differ, and in which column (None when they are equal)."""
+    """How the twin at ``path`` differs from ``derive()`` of its events file: the fields its
+    commit line names, or the first row whose typed values differ, and in which column (None
+    when they are equal)."""
     import pyarrow.parquet as pq
 
     from esanalytics.store import typed
@@ -1009,7 +1037,13 @@ def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
         return "its events file or the twin is missing"
     except (OSError, pa.ArrowException) as error:
         return f"it cannot be compared with its events file ({error})"
-    expected, _, _ = typed.derive(body)
+    expected, fields, more = typed.derive(body)
+    assert entry.typed is not None
+    if (list(entry.typed.fields.items()), entry.typed.more) != (list(fields.items()), more):
+        return (  # readers take each column's type (or its absence) from the line
+            f"its commit line names the fields {entry.typed.fields} (more: "
+            f"{entry.typed.more}), derive() gives {fields} (more: {more})"
+        )
     if twin.column_names != expected.column_names:
         return f"its columns are {twin.column_names}, derive() gives {expected.column_names}"
     first: tuple[int, str] | None = None

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import esanalytics as esa
 from esanalytics.audit import verify
 from esanalytics.audit.verify import VerifyResult
 from esanalytics.store.commitlog import FileEntry, file_digest
 from tests.audit.test_verify import rewrite_commit_log
+from tests.store.test_typed_twins import _orders
 
 
 def _twin(lake: Path, index: int = 2) -> tuple[esa.EventStore, FileEntry, Path]:
@@ -110,3 +112,64 @@ def test_a_lost_events_file_of_the_newest_line_is_reported_not_raised(copy: Path
     assert not result.ok
     assert "missing_file" in [f.kind for f in result.findings]
     assert any("events file or the twin is missing" in d for d in _twin_findings(result))
+
+
+def test_the_newest_lines_twin_fields_edited_are_found(copy: Path) -> None:
+    """The fields map (and ``more``) of the newest line tell readers how the twin stores each
+    field: edited with the checksum recomputed (no later line links to it), a query would
+    read the field as another type, or as absent. Verify finds each."""
+    newest = esa.open(copy).commit_lines()[-1].record["add"][0]
+    name = sorted(newest["typed"]["fields"])[0]
+
+    def retype(twin):  # type: ignore[no-untyped-def]
+        twin["fields"][name] = "BOOLEAN" if twin["fields"][name] != "BOOLEAN" else "BIGINT"
+
+    def drop(twin):  # type: ignore[no-untyped-def]
+        del twin["fields"][name]
+
+    def more(twin):  # type: ignore[no-untyped-def]
+        twin["more"] = True
+
+    for edit in (retype, drop, more):
+        lake = copy.parent / edit.__name__
+        shutil.copytree(copy, lake)
+
+        def forge(records, edit=edit):  # type: ignore[no-untyped-def]
+            edit(records[-1]["add"][0]["typed"])
+            return records
+
+        rewrite_commit_log(lake, forge)
+        result = verify(esa.open(lake))
+        assert [f.kind for f in result.findings] == ["twin"], (edit.__name__, str(result))
+        assert newest["path"] in result.findings[0].detail
+
+
+def test_a_retired_twin_or_file_put_back_is_found(lake: Path) -> None:
+    """A file (or twin) that a compaction removed is excused at its published name only
+    while the removing line is the newest (a crash before retiring it: the next writer
+    retires it before it commits). Put back under a later line, plain readers of ``typed/``
+    (or ``events/``) read its rows twice, and writers refuse the lake: verify says so."""
+    store = esa.open(lake, create=True)
+    store.ingest(_orders(10_000))  # a file with a twin
+    store.compact()
+    removed = store.commit_lines()[-1].record["remove"][0]
+    store.append("account-x", [esa.NewEvent("AccountOpened", {"owner": "Ada"})])
+    for root, kind in (("typed", "twin"), ("events", "unnamed_file")):
+        folder, name = (lake / root / removed).parent, Path(removed).name
+        (folder / f".{name}.retired").rename(folder / name)
+        result = verify(esa.open(lake))
+        assert kind in [f.kind for f in result.findings], (root, str(result))
+        assert any(Path(removed).name in f.detail for f in result.findings), str(result)
+        with pytest.raises(esa.CorruptLakeError):  # what the writers say, and verify agrees
+            esa.open(lake).append("account-x", [esa.NewEvent("AccountClosed", {})])
+
+
+def test_a_live_twin_hidden_under_its_retired_name_is_found(copy: Path) -> None:
+    """esanalytics' readers find a twin under its retired name too; plain readers of
+    ``typed/`` miss its rows. As for an events file, verify says so."""
+    _, entry, path = _twin(copy)
+    path.rename(path.with_name(f".{path.name}.retired"))
+    result = verify(esa.open(copy))
+    assert [f.kind for f in result.findings] == ["twin"], str(result)
+    assert f"twin of {entry.path}" in result.findings[0].detail
+    assert "retired name" in result.findings[0].detail
