@@ -55,7 +55,9 @@ def test_a_broker_gone_mid_import_is_an_error_within_seconds_keeping_the_batches
             raise AssertionError("the import ended without its broker")
     assert time.monotonic() - started < 25, "a broker gone hangs the import"
     assert "sent no record of" in str(caught)
-    assert "Connection refused" in str(caught)
+    assert broker.bootstrap in str(caught)  # names the cluster that went away
+    # librdkafka's own words ("Connection refused") are quoted when it logged them in time,
+    # which a loaded machine does not promise within the 10 s a broker may stay silent.
     kept = events_of(lake)
     cursor = esa.open(lake).cursor(topic)
     assert cursor is not None
