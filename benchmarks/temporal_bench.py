@@ -17,8 +17,10 @@ Three parts:
    ``data.owner`` as real columns), and one ``sum(amount)`` by stream over them; (b) the same
    aggregate written by hand over the lake's files, parsing the JSON (``->>``, which is
    ``json_extract_string``, per field; and one ``from_json`` per event: the better of the
-   two is the "best hand-written SQL"); (c) pandas. Target (issue 15): the rebuild within
-   1.2x of the typed-column aggregate.
+   two is the "best hand-written SQL"); (c) pandas; and the rebuild again on a
+   ``Session(store, typed=False)``, which reads every payload field from the JSON even where
+   the lake has typed twins. Target (issue 15): the rebuild within 1.2x of the typed-column
+   aggregate. The output says how many of the lake's files have typed twins (as `esa info`).
 2. The ad hoc questions (:func:`questions`: one entry per question, with its esanalytics
    call and its pandas code; point an entry at a new API by changing its ``esa``), each
    timed with esanalytics and with plain pandas (reading the Parquet files itself) for the
