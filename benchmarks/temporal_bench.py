@@ -17,8 +17,10 @@ Three parts:
    ``data.owner`` as real columns), and one ``sum(amount)`` by stream over them; (b) the same
    aggregate written by hand over the lake's files, parsing the JSON (``->>``, which is
    ``json_extract_string``, per field; and one ``from_json`` per event: the better of the
-   two is the "best hand-written SQL"); (c) pandas. Target (issue 15): the rebuild within
-   1.2x of the typed-column aggregate.
+   two is the "best hand-written SQL"); (c) pandas; and the rebuild again on a
+   ``Session(store, typed=False)``, which reads every payload field from the JSON even where
+   the lake has typed twins. Target (issue 15): the rebuild within 1.2x of the typed-column
+   aggregate. The output says how many of the lake's files have typed twins (as `esa info`).
 2. The ad hoc questions (:func:`questions`: one entry per question, with its esanalytics
    call and its pandas code; point an entry at a new API by changing its ``esa``), each
    timed with esanalytics and with plain pandas (reading the Parquet files itself) for the
@@ -34,7 +36,6 @@ Times are medians of ``--repeat`` runs (pandas: ``--pandas-repeat``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -51,10 +52,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import esanalytics as esa
-from esanalytics import viz
+from esanalytics import questions as qs
 from esanalytics.audit.exceptions import audit_exceptions
 from esanalytics.audit.trail import Scope
 from esanalytics.catalog import SEGREGATION_RULES, account_balances, order_status
@@ -307,51 +307,19 @@ def same_since(ours: pa.Table, theirs: pd.DataFrame) -> None:
     assert (gap < 0.005).all(), "balance_after differs"
 
 
-def _narrow_status_history(lake: Lake) -> duckdb.DuckDBPyRelation:
-    """Today's way to an order's states over time: the history of ``order_status`` narrowed
-    to its status field, over the events that can change it (as viz.population does)."""
-    session = lake.session
-    reducer = order_status.reducers["status"]
-    narrow = dataclasses.replace(order_status, reducers={"status": reducer})
-    types = ", ".join(f"'{t}'" for t in ORDER_STATUS)
-    session.con.execute(
-        "CREATE OR REPLACE TEMP VIEW bench_status_events AS "
-        f"SELECT * FROM events WHERE event_type IN ({types})"
-    )
-    return narrow.history(session, relation="bench_status_events")
-
-
 def esa_time_in_state(lake: Lake) -> pd.DataFrame:
-    """Time spent in each order status. Today: the narrowed history, then SQL that merges
-    consecutive rows of one state into a stay (a stay still open lasts until the lake's last
-    recorded time). Point this at the data-returning ``state_intervals`` when it lands."""
-    history = _narrow_status_history(lake)
-    con = lake.session.con
-    con.register("bench_history", history)
-    cut = lake.last.isoformat()
-    try:
-        return con.sql(
-            f"""
-            WITH marked AS (
-                SELECT key, status, valid_from, coalesce(valid_to, TIMESTAMPTZ '{cut}') AS valid_to,
-                       status IS DISTINCT FROM lag(status) OVER w AS changed
-                FROM bench_history WINDOW w AS (PARTITION BY key ORDER BY valid_from)
-            ), runs AS (
-                SELECT *, sum(changed::INT) OVER (PARTITION BY key ORDER BY valid_from) AS stay
-                FROM marked
-            ), stays AS (
-                SELECT key, stay, any_value(status) AS status, min(valid_from) AS start,
-                       max(valid_to) AS ended
-                FROM runs GROUP BY key, stay
-            )
-            SELECT status, count(*) AS stays,
-                   sum(epoch(ended) - epoch(start)) / 86400 AS total_days,
-                   avg(epoch(ended) - epoch(start)) / 86400 AS mean_days
-            FROM stays GROUP BY status ORDER BY status
-            """
-        ).df()
-    finally:
-        con.unregister("bench_history")
+    """Time spent in each order status: ``questions.state_intervals`` (each stay, a stay
+    still open lasting until the lake's last recorded time), summed by status in SQL."""
+    stays = qs.state_intervals(lake.session, order_status, "status", until=lake.last)
+    return stays.query(
+        "bench_stays",
+        """
+        SELECT state AS status, count(*) AS stays,
+               sum(epoch("end") - epoch(start)) / 86400 AS total_days,
+               avg(epoch("end") - epoch(start)) / 86400 AS mean_days
+        FROM bench_stays GROUP BY state ORDER BY state
+        """,
+    ).df()
 
 
 def _pandas_status_rows(lake: Lake) -> pd.DataFrame:
@@ -398,15 +366,13 @@ def same_time_in_state(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
 
 
 def esa_population(lake: Lake) -> pd.DataFrame:
-    """Orders per status at the end of each day: today the population chart's data
-    (point this at the data-returning ``population`` when it lands)."""
-    chart = viz.population(lake.session, "status", projection=order_status, every="day")
-    return chart.data  # type: ignore[no-any-return]
+    """Orders per status at the end of each day: ``questions.population``."""
+    return qs.population(lake.session, order_status, "status", every="day").df()
 
 
 def pandas_population(lake: Lake) -> pd.DataFrame:
     """The same count in pandas: +1 on the day an order enters a status, -1 on the day it
-    leaves it, summed over the days."""
+    leaves it, summed over every day from the first move to the last."""
     stays = _pandas_stays(_pandas_status_rows(lake)).sort_values(["key", "start"])
     stays["left_at"] = stays.groupby("key")["start"].shift(-1)
     moves = pd.concat(
@@ -424,8 +390,9 @@ def pandas_population(lake: Lake) -> pd.DataFrame:
         ]
     )
     per = moves.groupby(["bucket", "state"])["delta"].sum()
+    days = pd.date_range(moves["bucket"].min(), moves["bucket"].max(), freq="D")
     grid = pd.MultiIndex.from_product(
-        [sorted(moves["bucket"].unique()), sorted(moves["state"].unique())],
+        [days, sorted(moves["state"].unique())],
         names=["bucket", "state"],
     )
     per = per.reindex(grid, fill_value=0)
@@ -442,20 +409,12 @@ def same_population(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     assert list(a.index) == list(b.index), "the days or states differ"
 
 
-def _spikes(days: pd.Series) -> list[str]:
-    """Days whose events exceed the mean of the days with events by three deviations."""
-    days = days[days > 0]
-    limit = days.mean() + 3 * days.std()
-    return sorted(str(d)[:10] for d in days[days > limit].index)
-
-
 def esa_activity(lake: Lake) -> tuple[pd.DataFrame, list[str]]:
-    """Events by weekday and hour (the heatmap's data) and the spike days (from the weekly
-    heatmap's data: one cell per day)."""
-    hours = viz.activity_heatmap(lake.session).data
-    weeks = viz.activity_heatmap(lake.session, by="week").data
-    day = pd.to_datetime(weeks["week"]) + pd.to_timedelta(weeks["weekday"] - 1, unit="D")
-    return hours, _spikes(weeks.set_index(day)["events"])
+    """Events by weekday and hour (``questions.activity``) and the spike days
+    (``questions.spike_days``: at least three times the median day's events)."""
+    hours = qs.activity(lake.session).df()
+    spikes = qs.spike_days(lake.session, factor=3.0).fetchall()
+    return hours, sorted(str(row[0]) for row in spikes)
 
 
 def pandas_activity(lake: Lake) -> tuple[pd.DataFrame, list[str]]:
@@ -464,7 +423,8 @@ def pandas_activity(lake: Lake) -> tuple[pd.DataFrame, list[str]]:
         [recorded.dt.hour.rename("hour"), (recorded.dt.day_of_week + 1).rename("weekday")]
     ).size()
     days = recorded.groupby(recorded.dt.floor("D")).size()
-    return hours.rename("events").reset_index(), _spikes(days)
+    spikes = days[days >= 3.0 * days.median()]
+    return hours.rename("events").reset_index(), sorted(str(d)[:10] for d in spikes.index)
 
 
 def same_activity(
@@ -478,15 +438,8 @@ def same_activity(
 
 
 def esa_variants(lake: Lake) -> pa.Table:
-    """Process variants: no esanalytics function yet, so the SQL a user writes on a Session."""
-    return lake.session.sql(
-        """
-        SELECT variant, count(*) AS orders FROM (
-            SELECT string_agg(event_type, ' > ' ORDER BY version) AS variant
-            FROM events WHERE category = 'order' GROUP BY stream_id
-        ) GROUP BY variant ORDER BY orders DESC, variant
-        """
-    ).to_arrow_table()
+    """Process variants of orders: ``questions.variants``."""
+    return qs.variants(lake.session, category="order").to_arrow_table()
 
 
 def pandas_variants(lake: Lake) -> pd.Series:
@@ -496,7 +449,8 @@ def pandas_variants(lake: Lake) -> pd.Series:
 
 
 def same_variants(ours: pa.Table, theirs: pd.Series) -> None:
-    a = dict(zip(ours["variant"].to_pylist(), ours["orders"].to_pylist(), strict=True))
+    paths = [" > ".join(v) for v in ours["variant"].to_pylist()]
+    a = dict(zip(paths, ours["entities"].to_pylist(), strict=True))
     assert a == {k: int(v) for k, v in theirs.items()}, "the variants differ"
 
 
@@ -505,10 +459,8 @@ def _whole_log(lake: Lake) -> Scope:
 
 
 def esa_backdated(lake: Lake) -> pa.Table:
-    """Back-dated events: audit_exceptions (which also finds after-hours and self-approved
-    events in the same query) kept to its back_dated rows."""
-    table = audit_exceptions(lake.session, _whole_log(lake), rules=())
-    return table.filter(pc.equal(table["kind"], "back_dated"))
+    """Back-dated events: audit_exceptions asked for that kind only."""
+    return audit_exceptions(lake.session, _whole_log(lake), rules=(), kinds=["back_dated"])
 
 
 def pandas_backdated(lake: Lake) -> pd.DataFrame:
@@ -523,9 +475,10 @@ def same_positions(ours: pa.Table, theirs: pd.DataFrame) -> None:
 
 def esa_segregation(lake: Lake) -> pa.Table:
     """The same actor on two steps of one entity: audit_exceptions with the domains' rules,
-    kept to its segregation rows."""
-    table = audit_exceptions(lake.session, _whole_log(lake), rules=SEGREGATION_RULES)
-    return table.filter(pc.equal(table["kind"], "segregation"))
+    asked for that kind only."""
+    return audit_exceptions(
+        lake.session, _whole_log(lake), rules=SEGREGATION_RULES, kinds=["segregation"]
+    )
 
 
 def pandas_segregation(lake: Lake) -> pd.DataFrame:
@@ -632,42 +585,42 @@ def questions(key: str) -> list[Question]:
         ),
         Question(
             "time in each order status",
-            "order_status.history() + SQL",
+            "questions.state_intervals() + SQL",
             esa_time_in_state,
             pandas_time_in_state,
             same_time_in_state,
         ),
         Question(
             "orders per status per day",
-            "viz.population(every='day').data",
+            "questions.population(every='day')",
             esa_population,
             pandas_population,
             same_population,
         ),
         Question(
             "activity by weekday, hour; spike days",
-            "viz.activity_heatmap() .data x2",
+            "questions.activity(), spike_days()",
             esa_activity,
             pandas_activity,
             same_activity,
         ),
         Question(
             "process variants of orders",
-            "Session.sql(string_agg)",
+            "questions.variants()",
             esa_variants,
             pandas_variants,
             same_variants,
         ),
         Question(
             "back-dated events (> 1 day)",
-            "audit_exceptions() back_dated",
+            "audit_exceptions(kinds=[back_dated])",
             esa_backdated,
             pandas_backdated,
             same_positions,
         ),
         Question(
             "same actor on two steps (SoD)",
-            "audit_exceptions() segregation",
+            "audit_exceptions(kinds=[segregation])",
             esa_segregation,
             pandas_segregation,
             same_segregation,
@@ -726,6 +679,15 @@ def rebuild_part(lake: Lake, work: Path, repeat: int, pandas_repeat: int) -> dic
     out["rebuild_s"], out["rebuild_runs"], state = timed(
         lambda: account_balances.state(lake.session).to_arrow_table(), repeat
     )
+    say("rebuild: account_balances.state() reading the JSON only (typed=False)")
+    json_only = Session(lake.store, typed=False)
+    try:
+        out["json_only_s"], out["json_only_runs"], by_json_only = timed(
+            lambda: account_balances.state(json_only).to_arrow_table(), repeat
+        )
+    finally:
+        json_only.close()
+    assert by_json_only.equals(state), "the rebuild differs with typed=False"
     files = [
         f for f in lake.store.snapshot().files if "/category=account/" in f.replace(os.sep, "/")
     ]
@@ -904,6 +866,7 @@ def run(
             "pandas peer (reading the files) would miss. Hint: run `esa compact` on it first."
         )
     inventory = store.inventory()
+    entries = store.files()
     assert inventory.first_recorded_at is not None
     assert inventory.last_recorded_at is not None
     lake = Lake(
@@ -919,6 +882,8 @@ def run(
         "lake": str(lake_path),
         "events": inventory.events,
         "streams": inventory.streams,
+        "files": len(entries),
+        "typed_twins": sum(e.typed is not None for e in entries),
         "duckdb_threads": session.con.sql("SELECT current_setting('threads')").fetchall()[0][0],
         "repeat": repeat,
         "pandas_repeat": pandas_repeat,
@@ -990,12 +955,15 @@ def report(r: dict[str, Any]) -> str:
         f"lake {r['lake']}: {r['events']:,} events, {r['streams']:,} streams, "
         f"DuckDB threads {r['duckdb_threads']}, medians of {r['repeat']} "
         f"(pandas {r['pandas_repeat']})",
+        f"typed twins {r['typed_twins']:,} of {r['files']:,} files"
+        + (" (the questions read payload fields from typed columns)" if r["typed_twins"] else ""),
         "",
     ]
     if "rebuild" in r:
         b = r["rebuild"]
         rows = [
             ("account_balances.state() (the rebuild)", b["rebuild_s"], ""),
+            ("the same, Session(typed=False): JSON only", b["json_only_s"], ""),
             ("the same aggregate by hand, typed columns", b["typed_s"], "target: rebuild <= 1.2x"),
             ("one sum(amount) by stream, typed columns", b["typed_sum_s"], ""),
             *[

@@ -55,7 +55,15 @@ def test_every_answer_agrees_with_pandas_and_the_lake_is_left_unchanged(
     assert all(q["agree"] is True for q in answered.values()), answered
     assert all(q["esa_s"] > 0 and q["pandas_s"] > 0 for q in answered.values())
     rebuild = result["rebuild"]
-    assert {"typed_s", "typed_sum_s", "json_best_s", "pandas_s", "ratio_to_typed"} <= set(rebuild)
+    assert {
+        "typed_s",
+        "typed_sum_s",
+        "json_best_s",
+        "json_only_s",
+        "pandas_s",
+        "ratio_to_typed",
+    } <= set(rebuild)
+    assert result["typed_twins"] == result["files"] > 0  # build_sample compacts with twins
     assert set(rebuild["json_sql"]) == {"->> per field", "from_json once"}
     assert len(result["refresh"]["incremental_runs_ms"]) == 1
     assert result["replay"]["peer_events"] == 2_000
