@@ -348,9 +348,29 @@ def _need_projection(
     return projection
 
 
-def _no_events(session: Session, key: str) -> Exception:
+def _no_events(session: Session, key: str, projection: Projection | None = None) -> Exception:
+    """The error for a key with nothing to draw: an entity of another category than the
+    projection reads (its events are there, the projection never folds them), or none."""
     from esanalytics.audit.trail import Scope, empty_scope_error
+    from esanalytics.catalog import PROJECTIONS
 
+    category = getattr(projection, "category", None)
+    if projection is not None and category is not None:
+        found = session.sql(
+            "SELECT category FROM events WHERE stream_id = $key LIMIT 1", {"key": key}
+        ).fetchall()
+        if found and found[0][0] != category:
+            theirs = found[0][0]
+            fits = [p.name for p in PROJECTIONS.values() if p.category == theirs]
+            example = f"e.g. {fits[0]}" if fits else f"one whose category is {theirs!r}"
+            return ValidationError(
+                f"{key!r} is not an entity of {projection.name}: its events are in category "
+                f"{theirs!r}, and {projection.name} folds only category {category!r}.",
+                hint=f"draw it with a projection of category {theirs!r} ({example}), or pick "
+                f"a key of category {category!r}.",
+                cli_hint=f"pass --projection {fits[0] if fits else 'FILE.py'}, or pick a key of "
+                f"category {category!r}.",
+            )
     return empty_scope_error(session, Scope("entity", key))
 
 
@@ -373,7 +393,7 @@ def _history(
     parts = [proj.history(source, axis=axis, key=k).df() for k in keys]
     for key, part in zip(keys, parts, strict=True):
         if part.empty:  # a misspelt key would draw an empty chart
-            raise _no_events(source, key)
+            raise _no_events(source, key, proj)
     return _df(pd.concat(parts, ignore_index=True), ("key", "valid_from", field), what)
 
 
@@ -451,7 +471,7 @@ def entity_timeline(
             raise ValidationError("The entity timeline needs a key.", hint="pass key='account-42'.")
         frame = _df(proj.trail(source, key), needed, "entity timeline")
         if frame.empty:
-            raise _no_events(source, key)
+            raise _no_events(source, key, proj)
     else:
         frame = _df(source, needed, "entity timeline")
     frame = frame.drop(columns=[c for c in ("data",) if c in frame.columns])
@@ -529,7 +549,7 @@ def state_intervals(
         stays = found.df()
         for key in keys:
             if not (stays["key"] == key).any():  # a misspelt key would draw an empty chart
-                raise _no_events(source, key)
+                raise _no_events(source, key, proj)
         stays = _df(stays, (), "state intervals")
     else:
         frame = _df(source, ("key", "valid_from", field), "state intervals")

@@ -100,6 +100,20 @@ def test_history_changes_of_names_a_misspelt_field_and_refuses_it_with_trail(
     assert "--trail" in both
 
 
+def test_a_chart_of_an_entity_the_projection_does_not_fold_names_the_projection_that_does(
+    sample_lake: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "chart.png"
+    stderr = refused(
+        "chart", str(sample_lake), "intervals", "--key", "order-1", "--output", str(out)
+    )
+    assert "not an entity of account_balances" in stderr
+    assert "category 'order'" in stderr
+    assert "--projection order_status" in stderr
+    assert "later cut" not in stderr  # its events are there: no time would help
+    assert not out.exists()
+
+
 def test_hints_speak_cli_not_python(tmp_path: Path, sample_lake: Path) -> None:
     missing = refused("info", str(tmp_path / "nowhere"))
     assert "esa init" in missing
