@@ -57,7 +57,7 @@ COLUMNS = ", ".join(EVENT_SCHEMA.names)
 TYPED_BASE = (*TWIN_BASE, "category", "month")
 _HIVE = "hive_partitioning = true, hive_types = {'category': VARCHAR, 'month': VARCHAR}"
 #: ``events_<category>`` names that are already taken by the session's own views and macros.
-_TAKEN = frozenset({"all", "as_of", "valid_at", "bitemporal", "at_position"})
+_TAKEN = frozenset({"all", "base", "as_of", "valid_at", "bitemporal", "at_position"})
 #: Untwinned events (small sealed files, the unsealed tail) of one category that a session
 #: reads to type ``events_<category>``'s columns; beyond this, fields they may hold are text.
 _CLASSIFY_ROWS = 200_000

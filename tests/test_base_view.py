@@ -141,3 +141,13 @@ def test_base_questions_answer_as_over_events(lake: Path, cut: dict[str, Any]) -
         assert [r for r in got if r["actor"] == "a0"] == [
             r for r in actor.to_pylist() if r["global_position"] in {p for _, p in walked}
         ]
+
+
+def test_a_category_named_base_leaves_events_base_alone(store: esa.EventStore) -> None:
+    store.append("base-1", [esa.NewEvent("Noted", {"amount": 1})], category="base")
+    store.compact()
+    assert any(store.snapshot().twins)
+    with Session(store) as session:
+        assert "base" not in session.category_views
+        columns = [row[0] for row in _rows(session, "DESCRIBE events_base")]
+        assert columns == list(TYPED_BASE)
