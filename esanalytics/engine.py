@@ -8,6 +8,8 @@ A session pins one log position and exposes:
   ``valid_at``, or both), so any SQL, and any SQL projection, is answered as of that moment;
 * table macros for people who write only SQL: ``events_as_of(t)``, ``events_valid_at(t)``,
   ``events_bitemporal(system_t, valid_t)`` and ``events_at_position(p)``;
+* ``events_base``: the rows of ``events`` with only the columns :data:`TYPED_BASE`, read
+  from the typed twins where files have them: what questions of types and times scan;
 * ``events_<category>`` for each category whose files have typed twins (see
   :mod:`esanalytics.store.typed`): its events at the cut, with one typed column per payload
   field, named by the field, read from the twins where that is the JSON's answer.
@@ -55,7 +57,7 @@ COLUMNS = ", ".join(EVENT_SCHEMA.names)
 TYPED_BASE = (*TWIN_BASE, "category", "month")
 _HIVE = "hive_partitioning = true, hive_types = {'category': VARCHAR, 'month': VARCHAR}"
 #: ``events_<category>`` names that are already taken by the session's own views and macros.
-_TAKEN = frozenset({"all", "as_of", "valid_at", "bitemporal", "at_position"})
+_TAKEN = frozenset({"all", "base", "as_of", "valid_at", "bitemporal", "at_position"})
 #: Untwinned events (small sealed files, the unsealed tail) of one category that a session
 #: reads to type ``events_<category>``'s columns; beyond this, fields they may hold are text.
 _CLASSIFY_ROWS = 200_000
@@ -249,6 +251,7 @@ class Session:
         for name, (after, upto) in self._after.items():
             self._after_view(name, after, upto)
         self._twins = self._twin_paths(snapshot)
+        self._base_view(where)
         for (category, columns, bounds), name in self._typed.items():
             self._typed_view(name, category, columns, bounds)
         self._category_views(snapshot.entries, tail)
@@ -340,6 +343,38 @@ class Session:
             for entry, twin in zip(snapshot.entries, snapshot.twins, strict=True)
             if twin is not None
         }
+
+    def _base_view(self, where: str) -> None:
+        """Create ``events_base``: the rows of ``events`` with only :data:`TYPED_BASE`, read
+        from the twins where a file has one (their large row groups scan fast) and from the
+        events files and the unsealed tail elsewhere."""
+        twins: list[str] = []
+        plain: list[str] = []
+        for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):
+            twin = self._twins.get(entry.path)
+            if twin is None:
+                plain.append(path)
+            else:
+                twins.append(twin)
+        base = ", ".join(TYPED_BASE)
+        sources = [f"SELECT {base} FROM esa_tail"]
+        for paths in (twins, plain):
+            if paths:
+                sources.insert(0, f"SELECT {base} FROM read_parquet({_listed(paths)}, {_HIVE})")
+        self.con.execute(
+            f"CREATE OR REPLACE VIEW events_base AS SELECT * FROM ({' UNION ALL '.join(sources)}) "
+            f"WHERE global_position <= {self.position} AND {where}"
+        )
+
+    def base_source(self, where: str = "TRUE") -> str:
+        """``events_base`` when ``where`` names only its columns (the event's position,
+        stream, version, type, times, category and month), else ``events``: the relation a
+        question that reads no payload or metadata scans."""
+        try:
+            self.con.sql(f"SELECT 1 FROM events_base WHERE {where} LIMIT 0")
+        except duckdb.Error:
+            return "events"
+        return "events_base"
 
     def has_twins(self, category: str) -> bool:
         """Whether the session reads twins of any file of ``category``."""

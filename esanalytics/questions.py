@@ -229,7 +229,7 @@ def variants(session: Session, *, category: str | None = None) -> duckdb.DuckDBP
         WITH paths AS (
             SELECT stream_id, string_agg(event_type, ' ' ORDER BY version) AS path,
                    count(*) AS events
-            FROM events WHERE {where} GROUP BY stream_id
+            FROM {session.base_source()} WHERE {where} GROUP BY stream_id
         ), counted AS (
             SELECT path, any_value(events) AS events, count(*) AS entities,
                    min(stream_id) AS example
@@ -242,8 +242,11 @@ def variants(session: Session, *, category: str | None = None) -> duckdb.DuckDBP
     )
 
 
-def activity_sql(by: str = "hour", *, where: str = "TRUE", axis: str = "system") -> str:
-    """SQL over ``events``: events counted by weekday and hour of day (``by="hour"``: every
+def activity_sql(
+    by: str = "hour", *, where: str = "TRUE", axis: str = "system", source: str = "events"
+) -> str:
+    """SQL over ``source`` (``events``, or ``events_base`` when ``where`` reads no more):
+    events counted by weekday and hour of day (``by="hour"``: every
     one of the 24 x 7 cells) or by week and weekday (``by="week"``: every weekday of every
     week with events), in UTC, with the share recorded after hours (before 8 or from 19)."""
     time = _axis(axis)
@@ -263,7 +266,7 @@ def activity_sql(by: str = "hour", *, where: str = "TRUE", axis: str = "system")
             SELECT {rows}, isodow(t) AS weekday, count(*) AS events,
                    round(100 * avg(CASE WHEN hour(t) < 8 OR hour(t) >= 19 THEN 1 ELSE 0 END), 1)
                        AS after_hours_pct
-            FROM (SELECT *, make_timestamp(epoch_us({time})) AS t FROM events WHERE {where})
+            FROM (SELECT *, make_timestamp(epoch_us({time})) AS t FROM {source} WHERE {where})
             GROUP BY ALL
         )
         SELECT g.{by}, d.weekday, coalesce(c.events, 0) AS events,
@@ -285,7 +288,7 @@ def activity(
     UTC: ``(hour|week, weekday, events, after_hours_pct)``, a quiet cell as 0 (see
     :func:`activity_sql`). ``where`` filters the events (e.g.
     ``"metadata->>'$.actor' = 'alice'"``); without it only the times are read."""
-    return session.sql(activity_sql(by, where=where, axis=axis))
+    return session.sql(activity_sql(by, where=where, axis=axis, source=session.base_source(where)))
 
 
 def spike_days(
@@ -300,7 +303,7 @@ def spike_days(
         f"""
         WITH days AS (
             SELECT CAST(make_timestamp(epoch_us({time})) AS DATE) AS day, count(*) AS events
-            FROM events WHERE {where} GROUP BY ALL
+            FROM {session.base_source(where)} WHERE {where} GROUP BY ALL
         ), usual AS (SELECT median(events) AS median FROM days)
         SELECT day, isodow(day) AS weekday, events, round(events / median, 1) AS times_median
         FROM days, usual WHERE events >= {float(factor)!r} * median
