@@ -403,15 +403,38 @@ class Projection(_Base):
 
     def since(self, session: Session, position: int) -> duckdb.DuckDBPyRelation:
         """The keys with events after ``position``: their state then and now, and how many
-        events they received. One pass over the events of the touched streams only (a plain
-        ``stream_id IN (...)`` on the source, which DuckDB pushes into the scan), folding
-        each reducer twice: over every row (now) and over the rows at or before ``position``
-        (then); the same answer as :meth:`_Base.since`, which joins two whole states."""
+        events they received: the same answer as :meth:`_Base.since`, which folds two whole
+        states and joins them, from the events of the touched streams only (a plain
+        ``stream_id IN (...)`` on the source, which DuckDB pushes into the scan). On system
+        time, their events up to ``position`` are folded once (then) and merged with the
+        fold of the events after it (now); on valid time, where a later event can fall
+        anywhere in a stream's order, one pass folds each reducer twice: over every row
+        (now) and over the rows at or before ``position`` (then)."""
         position = validate_position(position)
-        axis: Axis = "valid" if session.valid_at is not None else "system"
-        order = _order(axis)
         touched = f"stream_id IN (SELECT stream_id FROM {session.events_after(position)})"
         source, bind = self._reading(session, None)
+        if session.valid_at is None:
+            # In the log's order the state now is the state then merged with the events
+            # after: fold the touched streams up to the position once, the few after apart.
+            then_sql = self._aggregate(
+                f"(SELECT * FROM {source} WHERE {touched} AND global_position <= {position})",
+                bind,
+            )
+            delta = self._aggregate(
+                f"(SELECT * FROM {source} WHERE global_position > {position})", bind
+            )
+            pairs = ", ".join(f"o.{f} AS {f}_before, m.{f} AS {f}_after" for f in self.fields)
+            return session.sql(
+                f"""
+                WITH o AS ({then_sql}), d AS ({delta})
+                SELECT d.key, CASE WHEN o.key IS NULL THEN 'added' ELSE 'changed' END AS change,
+                       d.events AS new_events, d.last_position, {pairs}
+                FROM d LEFT JOIN o ON o.key = d.key
+                JOIN ({self.merge_sql("SELECT * FROM o", "SELECT * FROM d")}) m ON m.key = d.key
+                ORDER BY d.key
+                """
+            )
+        order = _order("valid")
         then = f"global_position <= {position}"
         columns = [f"{r.aggregate(order)} AS esa_a_{name}" for name, r in self.reducers.items()]
         columns += [
