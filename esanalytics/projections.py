@@ -114,9 +114,12 @@ class _OnTypes:
     _window = ""
     _ordered = False  # the aggregate takes the fold order as its second argument
 
-    def aggregate(self, order: str) -> str:
+    def aggregate(self, order: str, when: str | None = None) -> str:
+        """The aggregate over a group in the fold order ``order``, counting only the rows
+        where ``when`` (SQL) holds, if given."""
         args = f"{self.value}, {order}" if self._ordered else self.value
-        return f"{self._aggregate}({args}) FILTER (WHERE event_type IN ({_types(self.on)}))"
+        also = "" if when is None else f" AND ({when})"
+        return f"{self._aggregate}({args}) FILTER (WHERE event_type IN ({_types(self.on)}){also})"
 
     def window(self, over: str) -> str:
         ignore = " IGNORE NULLS" if self._ordered else ""
@@ -151,8 +154,10 @@ class Sum:
         )
         return f"CASE event_type {cases} END"
 
-    def aggregate(self, order: str) -> str:
-        return f"coalesce(sum({self._signed()}), 0)"
+    def aggregate(self, order: str, when: str | None = None) -> str:
+        """The total over a group, of only the rows where ``when`` (SQL) holds, if given."""
+        only = "" if when is None else f" FILTER (WHERE {when})"
+        return f"coalesce(sum({self._signed()}){only}, 0)"
 
     def window(self, over: str) -> str:
         return f"coalesce(sum({self._signed()}) OVER {over}, 0)"
@@ -164,8 +169,10 @@ class Count:
 
     on: Sequence[str]
 
-    def aggregate(self, order: str) -> str:
-        return f"count(*) FILTER (WHERE event_type IN ({_types(self.on)}))"
+    def aggregate(self, order: str, when: str | None = None) -> str:
+        """The count over a group, of only the rows where ``when`` (SQL) holds, if given."""
+        also = "" if when is None else f" AND ({when})"
+        return f"count(*) FILTER (WHERE event_type IN ({_types(self.on)}){also})"
 
     def window(self, over: str) -> str:
         return f"count(CASE WHEN event_type IN ({_types(self.on)}) THEN 1 END) OVER {over}"
@@ -392,6 +399,66 @@ class Projection(_Base):
             f"SELECT stream_id AS key, {columns}, count(*) AS events, "
             f"max(global_position) AS last_position "
             f"FROM {source} GROUP BY stream_id"
+        )
+
+    def since(self, session: Session, position: int) -> duckdb.DuckDBPyRelation:
+        """The keys with events after ``position``: their state then and now, and how many
+        events they received: the same answer as :meth:`_Base.since`, which folds two whole
+        states and joins them, from the events of the touched streams only (a plain
+        ``stream_id IN (...)`` on the source, which DuckDB pushes into the scan). On system
+        time, their events up to ``position`` are folded once (then) and merged with the
+        fold of the events after it (now); on valid time, where a later event can fall
+        anywhere in a stream's order, one pass folds each reducer twice: over every row
+        (now) and over the rows at or before ``position`` (then)."""
+        position = validate_position(position)
+        touched = f"stream_id IN (SELECT stream_id FROM {session.events_after(position)})"
+        source, bind = self._reading(session, None)
+        if session.valid_at is None:
+            # In the log's order the state now is the state then merged with the events
+            # after: fold the touched streams up to the position once, the few after apart.
+            then_sql = self._aggregate(
+                f"(SELECT * FROM {source} WHERE {touched} AND global_position <= {position})",
+                bind,
+            )
+            delta = self._aggregate(
+                f"(SELECT * FROM {source} WHERE global_position > {position})", bind
+            )
+            pairs = ", ".join(f"o.{f} AS {f}_before, m.{f} AS {f}_after" for f in self.fields)
+            return session.sql(
+                f"""
+                WITH o AS ({then_sql}), d AS ({delta})
+                SELECT d.key, CASE WHEN o.key IS NULL THEN 'added' ELSE 'changed' END AS change,
+                       d.events AS new_events, d.last_position, {pairs}
+                FROM d LEFT JOIN o ON o.key = d.key
+                JOIN ({self.merge_sql("SELECT * FROM o", "SELECT * FROM d")}) m ON m.key = d.key
+                ORDER BY d.key
+                """
+            )
+        order = _order("valid")
+        then = f"global_position <= {position}"
+        columns = [f"{r.aggregate(order)} AS esa_a_{name}" for name, r in self.reducers.items()]
+        columns += [
+            f"{r.aggregate(order, when=then)} AS esa_b_{name}" for name, r in self.reducers.items()
+        ]
+        values = ", ".join(
+            f"CASE WHEN esa_then > 0 THEN esa_b_{f} END AS {f}_before, esa_a_{f} AS {f}_after"
+            for f in self.fields
+        )
+        return session.sql(
+            f"""
+            SELECT key, CASE WHEN esa_then = 0 THEN 'added' ELSE 'changed' END AS change,
+                   new_events, last_position, {values}
+            FROM (
+                SELECT stream_id AS key, {bind(", ".join(columns))},
+                       count(*) FILTER (WHERE {then}) AS esa_then,
+                       count(*) FILTER (WHERE global_position > {position}) AS new_events,
+                       max(global_position) FILTER (WHERE global_position > {position})
+                           AS last_position
+                FROM {source} WHERE {touched} GROUP BY stream_id
+                HAVING count(*) FILTER (WHERE global_position > {position}) > 0
+            )
+            ORDER BY key
+            """
         )
 
     def aggregate_sql(self, relation: str) -> str:
