@@ -799,6 +799,15 @@ def query_error(error: Exception) -> ValidationError | None:
     if isinstance(error, duckdb.BinderException):
         found = re.search(r'column "([^"]+)" not found', message)
         name = found.group(1) if found else "amount"
+        if name.lower() in {c.lower() for c in EVENT_SCHEMA.names}:  # a column events has
+            return ValidationError(
+                f"The query names a column its view does not have: {message}",
+                hint=f"{name} is a column of events; the typed views events_<category> and "
+                "events_base hold only global_position, stream_id, version, event_type, "
+                "occurred_at, recorded_at, category, month (and, events_<category>, a column "
+                f"per payload field): read {name} from events, e.g. SELECT stream_id, {name} "
+                "FROM events WHERE category = 'account'.",
+            )
         return ValidationError(
             f"The query names something the lake's views do not have: {message}",
             hint=f"events has the columns {COLUMNS}, month; payload fields live in the JSON "

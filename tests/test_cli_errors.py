@@ -114,6 +114,16 @@ def test_a_chart_of_an_entity_the_projection_does_not_fold_names_the_projection_
     assert not out.exists()
 
 
+def test_a_column_of_events_asked_of_a_typed_view_says_to_read_it_from_events(
+    sample_lake: Path,
+) -> None:
+    stderr = refused("sql", str(sample_lake), "SELECT count(DISTINCT event_id) FROM events_account")
+    assert "event_id is a column of events" in stderr
+    assert "data->>'$.event_id'" not in stderr  # it is no payload field
+    payload = refused("sql", str(sample_lake), "SELECT amount FROM events")
+    assert "data->>'$.amount'" in payload
+
+
 def test_hints_speak_cli_not_python(tmp_path: Path, sample_lake: Path) -> None:
     missing = refused("info", str(tmp_path / "nowhere"))
     assert "esa init" in missing
