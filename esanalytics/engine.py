@@ -127,6 +127,8 @@ class Session:
     happened) and ``position`` may be combined (bitemporal). ``threads`` caps DuckDB's
     threads (default: all cores). ``typed=False`` reads every payload field from the JSON,
     never from the typed twins (the answers are the same; only slower).
+    ``category_views=False`` leaves out the ``events_<category>`` views (for sessions that
+    run only the toolkit's own queries, such as a materialized refresh: cheaper to pin).
     """
 
     def __init__(
@@ -138,9 +140,13 @@ class Session:
         position: int | None = None,
         threads: int | None = None,
         typed: bool = True,
+        category_views: bool = True,
     ) -> None:
         self.store = store
         self.typed = typed
+        # The events_<category> views are for people writing SQL; a session that only runs
+        # the toolkit's own queries (a materialized refresh) skips typing them at every pin.
+        self._with_category_views = category_views
         self.as_of = None if as_of is None else to_utc(as_of, what="as_of")
         self.valid_at = None if valid_at is None else to_utc(valid_at, what="valid_at")
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
@@ -254,7 +260,8 @@ class Session:
         self._base_view(where)
         for (category, columns, bounds), name in self._typed.items():
             self._typed_view(name, category, columns, bounds)
-        self._category_views(snapshot.entries, tail)
+        if self._with_category_views:
+            self._category_views(snapshot.entries, tail)
         return self.position
 
     def _settled(self, run: Callable[[], _T]) -> _T:

@@ -208,7 +208,7 @@ class MaterializedProjection:
 
     def _refresh(self, rebuild: bool) -> Refresh:
         started = time.perf_counter()
-        session = Session(self.store)
+        session = Session(self.store, category_views=False)
         head = session.position
         current = self.current()
         stale = current is None or current["version"] != self.projection.version
@@ -396,7 +396,7 @@ class MaterializedProjection:
         system time or log position: from the nearest checkpoint at or before the cut, with
         the events after it merged in, or from the log when that reads fewer rows (see
         :meth:`start`). Hidden merge columns are left out."""
-        session = Session(self.store)
+        session = Session(self.store, category_views=False)
 
         def read() -> pa.Table:
             current = self._ready()
@@ -440,7 +440,7 @@ class MaterializedProjection:
         ``as_of`` and/or ``position``; ``after`` defaults to now), as
         :meth:`Projection.diff <esanalytics.projections.Projection.diff>` gives them, but
         each side answered from its nearest checkpoint (or the log; see :meth:`start`)."""
-        session = Session(self.store)
+        session = Session(self.store, category_views=False)
         for cut in (before, after or {}):
             if set(cut) - {"as_of", "position"}:
                 raise ValidationError(
@@ -464,7 +464,7 @@ class MaterializedProjection:
         when its rows plus the rows of the files that hold the events after it are fewer
         than the rows the log's own answer reads (row counts the commit log knows, so
         choosing opens no file)."""
-        session = Session(self.store)
+        session = Session(self.store, category_views=False)
         return self._settled(lambda: self._state_query(session, self._ready(), as_of, position))[0]
 
     def _ready(self) -> dict[str, Any]:

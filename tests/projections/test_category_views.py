@@ -91,6 +91,19 @@ def test_the_view_is_cut_like_events(mixed: esa.EventStore) -> None:
     assert then.sql("SELECT count(*) FROM events_acct").fetchall() == [(2,)]
 
 
+def test_a_session_for_the_toolkits_own_queries_has_no_views_and_the_same_answers(
+    mixed: esa.EventStore,
+) -> None:
+    from esanalytics.projections import Last, Projection, data
+
+    plain = Session(mixed, category_views=False)
+    assert plain.category_views == {}
+    assert not plain.sql("SELECT * FROM duckdb_views() WHERE view_name = 'events_acct'").fetchall()
+    latest = Projection("latest", {"amount": Last(data("amount", "DOUBLE"), on=["Noted"])}, "acct")
+    full = Session(mixed)
+    assert latest.state(plain).fetchall() == latest.state(full).fetchall()
+
+
 def test_a_lake_without_twins_has_no_views(store: esa.EventStore) -> None:
     store.append("acct-1", [esa.NewEvent("Noted", {"amount": 1})])
     assert Session(store).category_views == {}
