@@ -463,7 +463,8 @@ class Projection(_Base):
 
     def aggregate_sql(self, relation: str) -> str:
         """The state (system-time order) over any relation of events, with a hidden
-        ``__n_<field>`` count of the events that set each Last/First/Min/Max field: what an
+        ``__n_<field>`` count of the events that set each Last/First/Min/Max field (a null
+        value sets nothing): what an
         incremental refresh needs to merge a delta into an older state."""
         return self._aggregate(self._source(relation), self._bind)
 
@@ -472,8 +473,10 @@ class Projection(_Base):
         bound by ``bind``."""
         order = _order("system")
         columns = [f"{r.aggregate(order)} AS {name}" for name, r in self.reducers.items()]
+        # The events that set the field: arg_max/arg_min (Last, First) pass over a null value,
+        # so an event whose value is null sets nothing, and a merge must not take its side.
         columns += [
-            f"count(*) FILTER (WHERE event_type IN ({_types(r.on)})) AS __n_{name}"
+            f"count({r.value}) FILTER (WHERE event_type IN ({_types(r.on)})) AS __n_{name}"
             for name, r in self.reducers.items()
             if isinstance(r, Last | First | Min | Max)
         ]

@@ -105,3 +105,37 @@ def test_one_pass_since_folds_back_dated_events_in_valid_time_order(
     expected = _Base.since(ledger.PROJECTION, session, position).to_arrow_table()
     assert got.schema == expected.schema
     assert got.to_pylist() == expected.to_pylist()
+
+
+def test_an_event_whose_value_is_null_sets_no_last_or_first_in_a_merge(tmp_path: Path) -> None:
+    """arg_max/arg_min pass over null values, so the state after an event of the right type
+    with the field missing keeps the value before it (Last) or takes the next one (First):
+    since() and an incremental refresh, which merge two states, must agree with one fold."""
+    from esanalytics.materialized import MaterializedProjection
+    from esanalytics.projections import First, Last, data
+
+    store = esa.open(tmp_path / "lake", create=True)
+    flags = Projection(
+        "flags",
+        {
+            "first": First(data("flag", "BOOLEAN"), on=["A"]),
+            "last": Last(data("flag", "BOOLEAN"), on=["A"]),
+        },
+        "acct",
+    )
+    store.append("acct-0", [esa.NewEvent("A", {"flag": True})])
+    view = MaterializedProjection(store, flags, checkpoint_every=0)
+    view.refresh()
+    store.append("acct-0", [esa.NewEvent("A", {})])  # the field missing: sets nothing
+    store.append("acct-1", [esa.NewEvent("A", {})])
+    view.refresh()
+    store.append("acct-1", [esa.NewEvent("A", {"flag": False})])
+    session = Session(store)
+    whole = {r[0]: r[1:3] for r in flags.state(session).fetchall()}
+    assert whole == {"acct-0": (True, True), "acct-1": (False, False)}
+    view.refresh()  # incremental: merges the new events into the stored state
+    stored = {row["key"]: (row["first"], row["last"]) for row in view.state().to_pylist()}
+    assert stored == whole
+    since = flags.since(session, 1).df().set_index("key")
+    assert since.loc["acct-1", "first_after"] == False  # noqa: E712 (numpy bool)
+    assert since.loc["acct-0", "last_after"] == True  # noqa: E712
