@@ -240,11 +240,8 @@ class Session:
         self.con.register("esa_tail", tail.append_column("month", months))
         sources = [f"SELECT {COLUMNS}, month FROM esa_tail"]
         if snapshot.files:
-            files = ", ".join("'" + path.replace("'", "''") + "'" for path in snapshot.files)
             sources.insert(
-                0,
-                f"SELECT {COLUMNS}, month FROM read_parquet([{files}], hive_partitioning = true, "
-                "hive_types = {'category': VARCHAR, 'month': VARCHAR})",
+                0, f"SELECT {COLUMNS}, month FROM read_parquet({_listed(snapshot.files)}, {_HIVE})"
             )
         union = " UNION ALL ".join(sources)
         self.con.execute(
@@ -326,11 +323,8 @@ class Session:
         ]
         sources = [f"SELECT {COLUMNS}, month FROM esa_tail"]
         if files:
-            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
             sources.insert(
-                0,
-                f"SELECT {COLUMNS}, month FROM read_parquet([{listed}], hive_partitioning = true, "
-                "hive_types = {'category': VARCHAR, 'month': VARCHAR})",
+                0, f"SELECT {COLUMNS}, month FROM read_parquet({_listed(files)}, {_HIVE})"
             )
         union = " UNION ALL ".join(sources)
         self.con.execute(
@@ -615,8 +609,9 @@ class Session:
                 straddling.append(path)
         sources = ["SELECT global_position, recorded_at FROM esa_tail"]
         if straddling:
-            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in straddling)
-            sources.append(f"SELECT global_position, recorded_at FROM read_parquet([{listed}])")
+            sources.append(
+                f"SELECT global_position, recorded_at FROM read_parquet({_listed(straddling)})"
+            )
         found = self.con.sql(
             f"SELECT max(global_position) FROM ({' UNION ALL '.join(sources)}) "
             f"WHERE recorded_at <= {sql_time(cut)}"

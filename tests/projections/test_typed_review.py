@@ -4,9 +4,6 @@ alone, each pinned by the smallest lake that showed it."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import duckdb
 import pyarrow as pa
 from hypothesis import given, settings
@@ -14,21 +11,7 @@ from hypothesis import strategies as st
 
 import esanalytics as esa
 from esanalytics.engine import Session
-
-
-def _ingest(store: esa.EventStore, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """Ingest (stream, category, payload) rows as one file."""
-    store.ingest(
-        pa.table(
-            {
-                "stream_id": [r[0] for r in rows],
-                "category": [r[1] for r in rows],
-                "event_type": ["Noted"] * len(rows),
-                "data": [json.dumps(r[2]) for r in rows],
-                "metadata": ["{}"] * len(rows),
-            }
-        )
-    )
+from tests.projections.test_category_views import _ingest
 
 
 def test_a_view_name_two_categories_map_to_shows_only_the_category_so_named(
