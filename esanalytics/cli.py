@@ -82,20 +82,29 @@ def build_sample(
 
     By default every event is decided by the domain's deciders from the sample's commands
     (the real write path, in batch mode); ``fast`` ingests the vectorized events directly,
-    which a test holds equal to what the deciders decide."""
+    which a test holds equal to what the deciders decide. A fast sample above
+    :data:`~esanalytics.sample.SHARD_EVENTS` is compacted (and the replaced files deleted:
+    nobody reads the new lake yet) after each shard's worth of events, so the disk never holds
+    its events twice."""
+    from datetime import timedelta
+
     from esanalytics.domain import handle_batch
-    from esanalytics.sample import DECIDERS, SampleSpec, commands, generate_chunks
+    from esanalytics.sample import DECIDERS, SHARD_EVENTS, SampleSpec, commands, sample_tables
 
     store = esa.open(path, create=True)
-    total, chunk = generate_chunks(SampleSpec(events=events, seed=seed))
-    step = 1_000_000
+    total, chunks = sample_tables(SampleSpec(events=events, seed=seed))
     started = time.perf_counter()
     how = "ingesting" if fast else "deciding"
-    chunks = (chunk(start, min(start + step, total)) for start in range(0, total, step))
     with _progress(f"{how} {total:,} events", total) as advance:
         if fast:
+            since_compaction = 0
             for table in chunks:
                 store.ingest(table, progress=advance)
+                since_compaction += table.num_rows
+                if total > SHARD_EVENTS and since_compaction >= SHARD_EVENTS:
+                    store.compact()
+                    store.vacuum(older_than=timedelta(0))
+                    since_compaction = 0
         else:  # one batch, so every stream's state stays in memory from chunk to chunk
             script = (command for table in chunks for command in commands(table))
             handle_batch(store, DECIDERS, script, progress=advance)
