@@ -6,6 +6,7 @@ DuckDB, when those benchmarks are present.
     python3 -m uv run python benchmarks/scale_bench.py --build              # builds missing lakes first
     python3 -m uv run python benchmarks/scale_bench.py --lakes A,B,C --memory-limit 4GB --repeat 3
     ... --only curve,s3,spark     (default: all three)      ... --json      (JSON on stdout)
+    ... --steps rebuild,verify    (default: all four steps of the curve)
 
 The lakes (``--lakes``, default ``data/scale/l1m,l10m,l100m``) are only read. ``--build``
 makes a missing one with ``esa generate PATH --events N --fast``, N from ``--events`` (default
@@ -212,13 +213,15 @@ def lake_bytes(lake: Path) -> int:
     return folder_bytes(lake / "events") + folder_bytes(lake / "typed")
 
 
-def curve(lakes: list[Path], memory_limit: str, repeat: int) -> list[dict[str, Any]]:
+def curve(
+    lakes: list[Path], memory_limit: str, repeat: int, steps: tuple[str, ...] = STEPS
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for lake in lakes:
         if not (lake / "_esa" / "lake.json").exists():
             say(f"skipping {lake}: no lake there (--build makes it)")
             continue
-        for step in STEPS:
+        for step in steps:
             say(f"{lake.name}: {step} ...")
             row = measure(step, lake, memory_limit, repeat)
             row["lake_mb"] = lake_bytes(lake) / 1e6
@@ -358,6 +361,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each step (median)")
     parser.add_argument("--only", default="curve,s3,spark", help="sections: curve,s3,spark")
     parser.add_argument(
+        "--steps", default=",".join(STEPS), help="steps of the curve (default: all)"
+    )
+    parser.add_argument(
         "--peer-lake", help="the lake of the s3 and spark sections (default: the 10M lake)"
     )
     parser.add_argument(
@@ -375,11 +381,14 @@ def main() -> int:
     sections = set(args.only.split(","))
     if unknown := sections - {"curve", "s3", "spark"}:
         parser.error(f"--only knows curve, s3 and spark, not {', '.join(sorted(unknown))}")
+    steps = tuple(args.steps.split(","))
+    if unknown := set(steps) - set(STEPS):
+        parser.error(f"--steps knows {', '.join(STEPS)}, not {', '.join(sorted(unknown))}")
     if args.build:
         build_missing(lakes, events)
     report: dict[str, Any] = {"memory_limit": args.memory_limit, "repeat": args.repeat}
     if "curve" in sections:
-        rows = curve(lakes, args.memory_limit, args.repeat)
+        rows = curve(lakes, args.memory_limit, args.repeat, steps)
         report["curve"] = rows
         report["floor"] = floor(rows)
     peer_lake = Path(args.peer_lake) if args.peer_lake else ten_million(lakes)
