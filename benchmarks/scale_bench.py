@@ -26,10 +26,13 @@ sampled every 50 ms (the temp peak):
 
 Each time is the median of ``--repeat`` runs of the step inside its process (the session is
 opened before the clock starts; ``open`` is reported beside). ``events/s`` is the lake's
-events over the step's time. The growth ratio is each step's time over the same step's at the
-previous lake: linear is the ratio of the events (10x). The floor line measures, for the step
-slowest on the largest lake, the bytes it must read and hash over the rate this machine reads
-and hashes them (one file, each core, from the page cache or the disk as it is).
+events over the step's time; ``CPU s`` its CPU time (every thread, and verify's worker
+processes), which other work on a shared machine moves far less than the wall time. The
+growth ratio is each step's time (and CPU time) over the same step's at the previous lake:
+linear is the ratio of the events (10x). The floor line takes the step slowest on the largest
+lake and the lake's bytes over the rate this machine hashes them (SHA-256 per CPU second, on
+every core) and over the rate its disk reads them (``dd iflag=direct``: what bounds a lake
+larger than the page cache).
 
 The ``s3`` and ``spark`` sections call ``run(lake, repeat=)`` of ``benchmarks/scale_s3.py`` and
 ``benchmarks/scale_spark.py`` (imported only when asked; a section whose module is missing is
@@ -45,6 +48,8 @@ import hashlib
 import importlib
 import json
 import os
+import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -115,12 +120,21 @@ def run_step(step: str, lake: str, repeat: int) -> dict[str, Any]:
 
     else:
         raise SystemExit(f"no step {step!r}")
-    times, rows = [], 0
+    times, cpu, rows = [], [], 0
     for _ in range(max(repeat, 1)):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), _cpu()
         rows = work()
         times.append(time.perf_counter() - started)
-    return {"times": times, "rows": rows, "events": events, "open_s": open_s}
+        cpu.append(_cpu() - used)
+    return {"times": times, "cpu": cpu, "rows": rows, "events": events, "open_s": open_s}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (every thread) and of its finished children (verify's
+    workers): what a step costs whatever else the machine runs."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def longest_account(session: Any) -> str:
@@ -184,6 +198,7 @@ def measure(step: str, lake: Path, memory_limit: str, repeat: int) -> dict[str, 
         "events": result["events"],
         "seconds": seconds,
         "times": result["times"],
+        "cpu_s": statistics.median(result["cpu"]),
         "open_s": result["open_s"],
         "rows": result["rows"],
         "events_per_s": result["events"] / seconds if seconds else None,
@@ -234,32 +249,35 @@ def curve(
         before = previous.get(row["step"])
         if before is not None:
             row["growth"] = row["seconds"] / before["seconds"]
+            row["cpu_growth"] = row["cpu_s"] / before["cpu_s"]
             row["events_growth"] = row["events"] / before["events"]
         previous[row["step"]] = row
     return rows
 
 
 def scan_rates(lake: Path) -> dict[str, float]:
-    """This machine's rates for the floor: SHA-256 of bytes in memory on one core, and reading
-    the lake's largest events file (page cache or disk, as it is now)."""
+    """This machine's rates for the floor: SHA-256 per CPU second on one core (CPU time, so
+    other work on the machine does not lower it), and reading the lake's largest events file
+    from the disk itself (``dd iflag=direct``, past the page cache)."""
     block = os.urandom(64 << 20)
-    started = time.perf_counter()
+    used = time.process_time()
     for _ in range(4):
         hashlib.sha256(block).digest()
-    sha_rate = 4 * len(block) / (time.perf_counter() - started)
+    sha_rate = 4 * len(block) / (time.process_time() - used)
     files = sorted((lake / "events").rglob("*.parquet"), key=lambda p: p.stat().st_size)
-    biggest = files[-1]
-    started = time.perf_counter()
-    with open(biggest, "rb") as handle:
-        while handle.read(8 << 20):
-            pass
-    read_rate = biggest.stat().st_size / (time.perf_counter() - started)
-    return {"sha256_bytes_per_s": sha_rate, "read_bytes_per_s": read_rate, "file": str(biggest)}
+    done = subprocess.run(
+        ["dd", f"if={files[-1]}", "of=/dev/null", "bs=8M", "iflag=direct"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    copied = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", done.stderr)
+    disk_rate = int(copied[1]) / float(copied[2]) if copied else float("nan")
+    return {"sha256_bytes_per_cpu_s": sha_rate, "disk_bytes_per_s": disk_rate}
 
 
 def floor(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The slowest step on the largest lake, and what bounds it: its bytes over the rate this
-    machine hashes them (on every core) and reads them."""
+    """The slowest step on the largest lake, and what bounds it: the lake's bytes over the
+    rate this machine hashes them on every core, and over the rate its disk reads them (which
+    bounds a lake larger than the page cache)."""
     if not rows:
         return None
     largest = max(r["events"] for r in rows)
@@ -268,18 +286,20 @@ def floor(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     rates = scan_rates(lake)
     size = lake_bytes(lake)
     cores = os.cpu_count() or 1
-    hash_floor = size / (rates["sha256_bytes_per_s"] * cores)
-    read_floor = size / rates["read_bytes_per_s"]
+    with open("/proc/meminfo") as meminfo:
+        total = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal"))
     return {
         "step": slowest["step"],
         "lake": str(lake),
         "seconds": slowest["seconds"],
+        "cpu_s": slowest["cpu_s"],
         "lake_bytes": size,
+        "memory_bytes": total,
         "cores": cores,
         **rates,
-        "hash_floor_s": hash_floor,
-        "read_floor_s": read_floor,
-        "floor_s": max(hash_floor, read_floor),
+        "hash_floor_s": size / (rates["sha256_bytes_per_cpu_s"] * cores),
+        "hash_cpu_s": size / rates["sha256_bytes_per_cpu_s"],
+        "disk_floor_s": size / rates["disk_bytes_per_s"],
     }
 
 
@@ -334,6 +354,7 @@ def curve_table(rows: list[dict[str, Any]]) -> str:
                 "events": r["events"],
                 "step": r["step"],
                 "seconds": r["seconds"],
+                "CPU s": r["cpu_s"],
                 "open s": r["open_s"],
                 "events/s": r["events_per_s"],
                 "peak RSS MB": r["peak_rss_mb"],
@@ -342,6 +363,7 @@ def curve_table(rows: list[dict[str, Any]]) -> str:
                 "growth": None
                 if growth is None
                 else f"{growth:.1f}x per {r['events_growth']:.0f}x",
+                "CPU growth": None if growth is None else f"{r['cpu_growth']:.1f}x",
             }
         )
     return table(shown)
@@ -406,11 +428,12 @@ def main() -> int:
         if report["floor"]:
             f = report["floor"]
             print(
-                f"\nfloor: {f['step']} on {f['lake']} took {f['seconds']:.1f} s for "
-                f"{f['lake_bytes'] / 1e9:.1f} GB; hashing them on {f['cores']} cores at "
-                f"{f['sha256_bytes_per_s'] / 1e9:.2f} GB/s each takes {f['hash_floor_s']:.1f} s, "
-                f"reading them at {f['read_bytes_per_s'] / 1e9:.2f} GB/s (the largest file, "
-                f"as cached now) {f['read_floor_s']:.1f} s"
+                f"\nfloor: {f['step']} on {f['lake']} took {f['seconds']:.1f} s ({f['cpu_s']:.1f} "
+                f"CPU s) for {f['lake_bytes'] / 1e9:.1f} GB: hashing every byte takes "
+                f"{f['hash_cpu_s']:.1f} CPU s at {f['sha256_bytes_per_cpu_s'] / 1e9:.2f} GB/s a "
+                f"core, {f['hash_floor_s']:.1f} s on {f['cores']} cores; reading it from the disk "
+                f"at {f['disk_bytes_per_s'] / 1e9:.2f} GB/s takes {f['disk_floor_s']:.1f} s (what "
+                f"bounds a lake larger than the {f['memory_bytes'] / 1e9:.0f} GB of memory)"
             )
     for name in ("s3", "spark"):
         if name in report:
