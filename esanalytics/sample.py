@@ -1,7 +1,9 @@
 """Deterministic sample data: bank accounts and orders, from a thousand to 100 million events.
 
 Everything is drawn from one seeded numpy generator and built column by column, so the same
-seed gives the same events, byte for byte, at more than a million events a second.
+seed gives the same events, byte for byte, at more than a million events a second. Above
+:data:`SHARD_EVENTS` (10M) a sample is drawn in shards, each its own streams from a seed of
+its own, and merged in recorded order (:func:`sample_tables`): 100M events in a few GB.
 
 What is in it:
 
