@@ -75,7 +75,7 @@ class ReaderMixin(StoreState):
 
     def _locate(self, relpath: str, *, root: str | None = None) -> str:
         """Where a committed file (below ``root``: ``events/``, or ``typed/`` for a twin) is
-        now. A file only moves forward (temporary name, final
+        now, as a lake-relative path for ``self.fs``. A file only moves forward (temporary name, final
         name, retired name, then deleted by vacuum), so looking in that order finds it even
         while a writer renames it between two looks. A file under no name was either
         replaced by a compaction and vacuumed after the reader pinned its view
