@@ -82,20 +82,29 @@ def build_sample(
 
     By default every event is decided by the domain's deciders from the sample's commands
     (the real write path, in batch mode); ``fast`` ingests the vectorized events directly,
-    which a test holds equal to what the deciders decide."""
+    which a test holds equal to what the deciders decide. A fast sample above
+    :data:`~esanalytics.sample.SHARD_EVENTS` is compacted (and the replaced files deleted:
+    nobody reads the new lake yet) after each shard's worth of events, so the disk never holds
+    its events twice."""
+    from datetime import timedelta
+
     from esanalytics.domain import handle_batch
-    from esanalytics.sample import DECIDERS, SampleSpec, commands, generate_chunks
+    from esanalytics.sample import DECIDERS, SHARD_EVENTS, SampleSpec, commands, sample_tables
 
     store = esa.open(path, create=True)
-    total, chunk = generate_chunks(SampleSpec(events=events, seed=seed))
-    step = 1_000_000
+    total, chunks = sample_tables(SampleSpec(events=events, seed=seed))
     started = time.perf_counter()
     how = "ingesting" if fast else "deciding"
-    chunks = (chunk(start, min(start + step, total)) for start in range(0, total, step))
     with _progress(f"{how} {total:,} events", total) as advance:
         if fast:
+            since_compaction = 0
             for table in chunks:
                 store.ingest(table, progress=advance)
+                since_compaction += table.num_rows
+                if total > SHARD_EVENTS and since_compaction >= SHARD_EVENTS:
+                    store.compact()
+                    store.vacuum(older_than=timedelta(0))
+                    since_compaction = 0
         else:  # one batch, so every stream's state stays in memory from chunk to chunk
             script = (command for table in chunks for command in commands(table))
             handle_batch(store, DECIDERS, script, progress=advance)
@@ -1025,6 +1034,24 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     root = _Parser(prog="esa", description="Inspect event logs kept as Parquet lakes.")
     root.add_argument("--version", action="version", version=f"esa {esa.__version__}")
+    root.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="the most memory DuckDB may use, e.g. 4GB (default: ESA_MEMORY_LIMIT, else "
+        "80%% of the machine); what does not fit spills to disk",
+    )
+    root.add_argument(
+        "--temp-dir",
+        metavar="DIR",
+        help="where DuckDB spills (default: ESA_TEMP_DIR, else a folder of its own in the "
+        "system's temporary folder, removed at exit)",
+    )
+    root.add_argument(
+        "--max-temp-size",
+        metavar="SIZE",
+        help="the most DuckDB may spill, e.g. 20GB (default: ESA_MAX_TEMP_SIZE, else 90%% "
+        "of the free disk)",
+    )
     sub = root.add_subparsers(dest="command", required=True)
 
     def sample_options(command: argparse.ArgumentParser, events: int) -> None:
@@ -1357,6 +1384,38 @@ def _write_whole(path: Path, data: str | bytes) -> None:
     write_whole(path, data)
 
 
+#: The global options that bound DuckDB, and the environment variables they set for the
+#: verb (and the processes it starts), read by every connection esanalytics._duck opens.
+_LIMIT_OPTIONS = (
+    ("memory_limit", "ESA_MEMORY_LIMIT"),
+    ("temp_dir", "ESA_TEMP_DIR"),
+    ("max_temp_size", "ESA_MAX_TEMP_SIZE"),
+)
+
+
+@contextlib.contextmanager
+def _duckdb_limits(args: argparse.Namespace) -> Iterator[None]:
+    """Set the DuckDB limits given as global options for the verb, checked first (a bad
+    size fails before any work, with a hint); the environment is restored afterwards."""
+    given = {var: value for name, var in _LIMIT_OPTIONS if (value := getattr(args, name, None))}
+    if not given:
+        yield
+        return
+    saved = {var: os.environ.get(var) for var in given}
+    os.environ.update(given)
+    try:
+        from esanalytics._duck import connect
+
+        connect().close()
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -1369,7 +1428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command in _NO_DATAFRAMES:
             _skip_pandas_probe()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _duckdb_limits(args):
             warnings.showwarning = _show_warning
             code: int = args.run(args)
         return code
@@ -1459,6 +1518,12 @@ def _explain(error: Exception, args: argparse.Namespace) -> tuple[str, str]:
         refused = query_error(error)
         if refused is not None:
             return refused.problem, str(getattr(refused, "cli_hint", refused.hint))
+        if kind == "OutOfMemoryException":
+            return (
+                f"DuckDB ran out of memory: {message.splitlines()[0]}",
+                "raise the limit with `esa --memory-limit SIZE` (or ESA_MEMORY_LIMIT), or give "
+                "it room to spill: `--temp-dir` on a disk with space, `--max-temp-size`.",
+            )
         if kind in ("IOException", "InvalidInputException", "HTTPException"):
             return (
                 f"A file of the lake could not be read: {message}",

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
 
+from esanalytics._duck import connect
 from esanalytics._html import card as _card
 from esanalytics._html import counts as _counts
 from esanalytics._typing import TimeLike
@@ -129,6 +130,10 @@ class Session:
     never from the typed twins (the answers are the same; only slower).
     ``category_views=False`` leaves out the ``events_<category>`` views (for sessions that
     run only the toolkit's own queries, such as a materialized refresh: cheaper to pin).
+    ``memory_limit`` (``"4GB"``) bounds DuckDB's memory, ``temp_dir`` and ``max_temp_size``
+    where it spills what does not fit and how much; each left out is read from
+    ``ESA_MEMORY_LIMIT``, ``ESA_TEMP_DIR`` and ``ESA_MAX_TEMP_SIZE`` (see
+    :mod:`esanalytics._duck`).
     """
 
     def __init__(
@@ -141,6 +146,9 @@ class Session:
         threads: int | None = None,
         typed: bool = True,
         category_views: bool = True,
+        memory_limit: str | None = None,
+        temp_dir: str | Path | None = None,
+        max_temp_size: str | None = None,
     ) -> None:
         self.store = store
         self.typed = typed
@@ -149,7 +157,12 @@ class Session:
         self._with_category_views = category_views
         self.as_of = None if as_of is None else to_utc(as_of, what="as_of")
         self.valid_at = None if valid_at is None else to_utc(valid_at, what="valid_at")
-        self.con = duckdb.connect(config={"threads": threads} if threads else {})
+        self.con = connect(
+            threads=threads,
+            memory_limit=memory_limit,
+            temp_dir=temp_dir,
+            max_temp_size=max_temp_size,
+        )
         self.con.execute("SET TimeZone = 'UTC'")
         # Committed files never change: keep their footers between queries.
         self.con.execute("SET parquet_metadata_cache = true")

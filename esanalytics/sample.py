@@ -1,7 +1,9 @@
 """Deterministic sample data: bank accounts and orders, from a thousand to 100 million events.
 
 Everything is drawn from one seeded numpy generator and built column by column, so the same
-seed gives the same events, byte for byte, at more than a million events a second.
+seed gives the same events, byte for byte, at more than a million events a second. Above
+:data:`SHARD_EVENTS` (10M) a sample is drawn in shards, each its own streams from a seed of
+its own, and merged in recorded order (:func:`sample_tables`): 100M events in a few GB.
 
 What is in it:
 
@@ -24,11 +26,14 @@ What is in it:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +48,12 @@ __all__ = [
     "ACCOUNT_EVENTS",
     "DECIDERS",
     "ORDER_EVENTS",
+    "SHARD_EVENTS",
     "SampleSpec",
     "commands",
     "generate",
     "generate_chunks",
+    "sample_tables",
 ]
 
 ACCOUNT_EVENTS = (
@@ -300,6 +307,7 @@ class _Sample:
         start_us = int(spec.start.timestamp() * 1_000_000)
         self.spec = spec
         self.n_accounts = n_accounts
+        self.n_orders = n_orders
         is_order = np.r_[np.zeros(acc["n"], bool), np.ones(ords["n"], bool)]
         recorded = (
             start_us + np.r_[acc["day"], ords["day"]] * DAY_US + np.r_[acc["tod"], ords["tod"]]
@@ -319,9 +327,11 @@ class _Sample:
         self.stream = np.r_[acc["stream"], ords["stream"] + n_accounts]
         self.k = np.r_[acc["k"], ords["k"]]
         # Ids: event ids for all; causation chains inside each order.
-        self.event_id = uuid4_array(rng.bytes(16 * n_all))
-        self.command_id = uuid4_array(rng.bytes(16 * n_all))
-        self.correlation = uuid4_array(rng.bytes(16 * (n_accounts + n_orders)))
+        # (kept as their 16 random bytes, 16 bytes an event rather than 40 as text: the
+        # text is made for each chunk)
+        self.event_id = _raw_ids(rng.bytes(16 * n_all))
+        self.command_id = _raw_ids(rng.bytes(16 * n_all))
+        self.correlation = _raw_ids(rng.bytes(16 * (n_accounts + n_orders)))
         self.staff = rng.integers(0, len(STAFF), n_all)
         approver = (self.staff + rng.integers(1, len(STAFF), n_all)) % len(STAFF)
         self_approved = rng.random(n_all) < 0.004
@@ -347,121 +357,163 @@ class _Sample:
         self.approver = (self.staff + offset) % len(STAFF)
 
     def chunk(self, start: int, stop: int) -> pa.Table:
-        idx = self.order[start:stop]
-        m = len(idx)
-        kind = self.kind[idx]
-        is_order = self.is_order[idx]
+        return _render(self.skeleton(self.order[start:stop]))
+
+    def skeleton(self, idx: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        """Everything :func:`_render` needs of the events ``idx`` (indexes into the sample's
+        arrays), as numbers and id bytes: what a large sample spills to disk between drawing
+        a shard and writing its events."""
         stream = self.stream[idx]
-        number = np.where(is_order, stream - self.n_accounts, stream)
-        stream_id = _join(_pick(("account-", "order-"), is_order.astype(np.int32)), _text(number))
-        names = (*ACCOUNT_EVENTS, "", "", "", *ORDER_EVENTS)
-        event_type = _pick(names, kind)
-        data = self._data(idx, kind)
-        customer = _text(self.customer[idx])
-        # Who and why.
-        staff_kind = np.isin(kind, (OPENED, LIMIT, FROZEN, UNFROZEN, CLOSED, CANCELLED, REFUNDED))
-        system_kind = np.isin(kind, (PAID, SHIPPED, DELIVERED))
-        staff = _pick(STAFF, self.staff[idx])
-        who = pc.if_else(
-            pa.array(staff_kind), staff,
-            pc.if_else(pa.array(system_kind), pa.scalar("system"), _join("customer-", customer)),
-        )  # fmt: skip
-        approver = np.where(staff_kind, self.approver[idx] + 1, 0)
-        approved = _pick(("", *(f',"approved_by":"{name}"' for name in STAFF)), approver)
-        # One code per row into a table of every reason text (0: none), so no string is
-        # built per row.
-        reason_code = np.zeros(m, dtype=np.int64)
-        for slot, code in enumerate(_REASONS):
-            reason_code[kind == code] = 1 + 3 * slot + self.reason_pick[idx][kind == code]
-        reason_code[self.backdate_us[idx] > 0] = 1 + 3 * len(_REASONS)
-        reason_part = _pick(_REASON_TEXTS, reason_code)
-        event_id = self.event_id.take(idx)
-        previous = self.event_id.take(np.maximum(idx - 1, 0))
-        command = self.command_id.take(idx)
-        causation = pc.if_else(pa.array(is_order & (self.k[idx] > 0)), previous, command)
-        correlation = pc.if_else(pa.array(is_order), self.correlation.take(stream), command)
-        source = _pick(
-            ("online", "branch", "batch"), np.where(staff_kind, 1, np.where(system_kind, 2, 0))
-        )
-        metadata = _join(
-            '{"actor":"', who, '"', approved, ',"causation_id":"', causation,
-            '","command":"', _pick(_COMMANDS, kind), '","command_id":"', command, '","correlation_id":"', correlation, '"',
-            reason_part, ',"source":"', source, '"}',
-        )  # fmt: skip
-        recorded = self.recorded[idx]
-        return pa.table(
-            {
-                "stream_id": stream_id,
-                "event_id": event_id,
-                "event_type": event_type,
-                "occurred_at": pa.array(recorded - self.backdate_us[idx]).view(TIMESTAMP),
-                "recorded_at": pa.array(recorded).view(TIMESTAMP),
-                "data": data,
-                "metadata": metadata,
-            }
-        )
-
-    def _data(self, idx: np.ndarray[Any, Any], kind: np.ndarray[Any, Any]) -> pa.Array:
-        """The data JSON of each event: each template is filled only for its own rows, then
-        the pieces are put back in row order with one take."""
-        order = np.argsort(kind, kind="stable")
-        ordered = kind[order]
-        cuts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
-        pieces = []
-        for lo, hi in itertools.pairwise(cuts):
-            sub = idx[order[lo:hi]]
-            pieces.append(self._template(int(ordered[lo]), sub).cast(pa.string()))
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        return pa.concat_arrays(pieces).take(pa.array(inverse))
-
-    def _template(self, code: int, sub: np.ndarray[Any, Any]) -> pa.Array:
-        n = len(sub)
-        if code in (FROZEN, UNFROZEN, DELIVERED, CANCELLED):
-            text = {
-                FROZEN: '{"until":null}',
-                UNFROZEN: "{}",
-                DELIVERED: "{}",
-                CANCELLED: '{"by":"customer"}',
-            }
-            return pa.array([text[code]] * n, pa.string())
-        amount = _money(self.amount[sub])
-        if code in (DEPOSITED, WITHDRAWN, REFUNDED):
-            return _join('{"amount":', amount, ',"currency":"EUR"}')
-        if code == PAID:
-            return _join('{"amount":', amount, ',"currency":"EUR","method":"card"}')
-        if code == LIMIT:
-            return _join('{"currency":"EUR","overdraft_limit":', _money(self.limit[sub]), "}")
-        customer = _text(self.customer[sub])
-        if code == OPENED:
-            limit = _money(self.limit[sub])
-            return _join(
-                '{"currency":"EUR","overdraft_limit":', limit, ',"owner":"customer-', customer, '"}'
-            )
-        if code == CLOSED:
-            return _join(
-                '{"currency":"EUR","payout":', _money(np.maximum(self._balance(sub), 0)), "}"
-            )
-        if code == PLACED:
-            items = _text(self.items[sub])
-            return _join(
-                '{"currency":"EUR","customer":"customer-',
-                customer,
-                '","items":',
-                items,
-                ',"total":',
-                amount,
-                "}",
-            )
-        if code == SHIPPED:
-            tracking = pc.utf8_slice_codeunits(self.command_id.take(sub), 0, 8)
-            return _join('{"carrier":"DHL","tracking":"', tracking, '"}')
-        raise AssertionError(f"no template for event kind {code}")
+        is_order = self.is_order[idx]
+        return {
+            "kind": self.kind[idx],
+            "is_order": is_order,
+            "number": np.where(is_order, stream - self.n_accounts, stream),
+            "k": self.k[idx],
+            "recorded": self.recorded[idx],
+            "backdate_us": self.backdate_us[idx],
+            "customer": self.customer[idx],
+            "staff": self.staff[idx],
+            "approver": self.approver[idx],
+            "reason_pick": self.reason_pick[idx],
+            "amount": self.amount[idx],
+            "limit": self.limit[idx],
+            "items": self.items[idx],
+            "balance": self._balance(idx),
+            "event_id": self.event_id[idx],
+            "previous": self.event_id[np.maximum(idx - 1, 0)],
+            "command_id": self.command_id[idx],
+            "correlation": self.correlation[stream],
+        }
 
     def _balance(self, idx: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         n_acc = self.acc["n"]
         safe = np.minimum(idx, n_acc - 1)
         return np.where(idx < n_acc, self.acc["balance"][safe], 0)
+
+
+def _raw_ids(random_bytes: bytes) -> np.ndarray[Any, Any]:
+    """Random bytes as one row of 16 per id (made into UUID4 text by :func:`_ids`)."""
+    return np.frombuffer(random_bytes, dtype=np.uint8).reshape(-1, 16)
+
+
+def _ids(raw: np.ndarray[Any, Any]) -> pa.Array:
+    return uuid4_array(np.ascontiguousarray(raw).tobytes())
+
+
+def _render(s: dict[str, np.ndarray[Any, Any]]) -> pa.Table:
+    """The ingest table of the events of a skeleton (from :meth:`_Sample.skeleton`), in its
+    row order."""
+    kind = s["kind"]
+    m = len(kind)
+    is_order = s["is_order"]
+    stream_id = _join(_pick(("account-", "order-"), is_order.astype(np.int32)), _text(s["number"]))
+    names = (*ACCOUNT_EVENTS, "", "", "", *ORDER_EVENTS)
+    event_type = _pick(names, kind)
+    data = _data(s)
+    customer = _text(s["customer"])
+    # Who and why.
+    staff_kind = np.isin(kind, (OPENED, LIMIT, FROZEN, UNFROZEN, CLOSED, CANCELLED, REFUNDED))
+    system_kind = np.isin(kind, (PAID, SHIPPED, DELIVERED))
+    staff = _pick(STAFF, s["staff"])
+    who = pc.if_else(
+        pa.array(staff_kind), staff,
+        pc.if_else(pa.array(system_kind), pa.scalar("system"), _join("customer-", customer)),
+    )  # fmt: skip
+    approver = np.where(staff_kind, s["approver"] + 1, 0)
+    approved = _pick(("", *(f',"approved_by":"{name}"' for name in STAFF)), approver)
+    # One code per row into a table of every reason text (0: none), so no string is
+    # built per row.
+    reason_code = np.zeros(m, dtype=np.int64)
+    for slot, code in enumerate(_REASONS):
+        reason_code[kind == code] = 1 + 3 * slot + s["reason_pick"][kind == code]
+    reason_code[s["backdate_us"] > 0] = 1 + 3 * len(_REASONS)
+    reason_part = _pick(_REASON_TEXTS, reason_code)
+    event_id = _ids(s["event_id"])
+    previous = _ids(s["previous"])
+    command = _ids(s["command_id"])
+    causation = pc.if_else(pa.array(is_order & (s["k"] > 0)), previous, command)
+    correlation = pc.if_else(pa.array(is_order), _ids(s["correlation"]), command)
+    source = _pick(
+        ("online", "branch", "batch"), np.where(staff_kind, 1, np.where(system_kind, 2, 0))
+    )
+    metadata = _join(
+        '{"actor":"', who, '"', approved, ',"causation_id":"', causation,
+        '","command":"', _pick(_COMMANDS, kind), '","command_id":"', command, '","correlation_id":"', correlation, '"',
+        reason_part, ',"source":"', source, '"}',
+    )  # fmt: skip
+    recorded = s["recorded"]
+    return pa.table(
+        {
+            "stream_id": stream_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": pa.array(recorded - s["backdate_us"]).view(TIMESTAMP),
+            "recorded_at": pa.array(recorded).view(TIMESTAMP),
+            "data": data,
+            "metadata": metadata,
+        }
+    )
+
+
+def _data(s: dict[str, np.ndarray[Any, Any]]) -> pa.Array:
+    """The data JSON of each event: each template is filled only for its own rows, then
+    the pieces are put back in row order with one take."""
+    kind = s["kind"]
+    order = np.argsort(kind, kind="stable")
+    ordered = kind[order]
+    cuts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+    pieces = []
+    for lo, hi in itertools.pairwise(cuts):
+        rows = order[lo:hi]
+        pieces.append(_template(int(ordered[lo]), s, rows).cast(pa.string()))
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return pa.concat_arrays(pieces).take(pa.array(inverse))
+
+
+def _template(
+    code: int, s: dict[str, np.ndarray[Any, Any]], rows: np.ndarray[Any, Any]
+) -> pa.Array:
+    n = len(rows)
+    if code in (FROZEN, UNFROZEN, DELIVERED, CANCELLED):
+        text = {
+            FROZEN: '{"until":null}',
+            UNFROZEN: "{}",
+            DELIVERED: "{}",
+            CANCELLED: '{"by":"customer"}',
+        }
+        return pa.array([text[code]] * n, pa.string())
+    amount = _money(s["amount"][rows])
+    if code in (DEPOSITED, WITHDRAWN, REFUNDED):
+        return _join('{"amount":', amount, ',"currency":"EUR"}')
+    if code == PAID:
+        return _join('{"amount":', amount, ',"currency":"EUR","method":"card"}')
+    if code == LIMIT:
+        return _join('{"currency":"EUR","overdraft_limit":', _money(s["limit"][rows]), "}")
+    customer = _text(s["customer"][rows])
+    if code == OPENED:
+        limit = _money(s["limit"][rows])
+        return _join(
+            '{"currency":"EUR","overdraft_limit":', limit, ',"owner":"customer-', customer, '"}'
+        )
+    if code == CLOSED:
+        return _join('{"currency":"EUR","payout":', _money(np.maximum(s["balance"][rows], 0)), "}")
+    if code == PLACED:
+        items = _text(s["items"][rows])
+        return _join(
+            '{"currency":"EUR","customer":"customer-',
+            customer,
+            '","items":',
+            items,
+            ',"total":',
+            amount,
+            "}",
+        )
+    if code == SHIPPED:
+        tracking = pc.utf8_slice_codeunits(_ids(s["command_id"][rows]), 0, 8)
+        return _join('{"carrier":"DHL","tracking":"', tracking, '"}')
+    raise AssertionError(f"no template for event kind {code}")
 
 
 _TO_COMMAND: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -520,9 +572,100 @@ def generate_chunks(
     spec: SampleSpec, *, chunk_rows: int = 1_000_000
 ) -> tuple[int, Callable[[int, int], pa.Table]]:
     """``(total, chunk)``: the number of events and a function that builds the ingest table of
-    events ``[start, stop)`` in recorded order, so large samples never sit in memory whole."""
+    events ``[start, stop)`` in recorded order, so the events never sit in memory whole (their
+    skeleton does: about 250 bytes an event; :func:`sample_tables` bounds that too)."""
     sample = _Sample(spec)
     return sample.n, sample.chunk
+
+
+def sample_tables(
+    spec: SampleSpec, *, chunk_rows: int = 1_000_000, spill: str | Path | None = None
+) -> tuple[int, Iterator[pa.Table]]:
+    """``(total, tables)``: the number of events and their ingest tables in recorded order,
+    ``chunk_rows`` at a time, in memory bounded by :data:`SHARD_EVENTS` whatever the size.
+
+    Up to :data:`SHARD_EVENTS` events this is :func:`generate_chunks`' sample, event for
+    event. A larger sample is drawn as shards of at most that many events, each with streams
+    of its own (numbered after the previous shard's) from a seed of its own, over the whole
+    time span; each shard's skeleton is spilled, a week of recorded time to a file, into a
+    temporary folder (in ``spill``, default the system's), about 140 bytes an event; the
+    weeks are then read back one by one, their shards' events merged in recorded order."""
+    if spec.events <= SHARD_EVENTS:
+        sample = _Sample(spec)
+        stops = range(0, sample.n, chunk_rows)
+        return sample.n, (sample.chunk(lo, min(lo + chunk_rows, sample.n)) for lo in stops)
+    return spec.events, _sharded(spec, chunk_rows, spill)
+
+
+#: The most events a sample draws at once: a larger one is made of shards (see
+#: :func:`sample_tables`), which keeps a 100M-event sample within a few GB of memory.
+SHARD_EVENTS = 10_000_000
+_WEEK_US = 7 * DAY_US
+
+
+def _sharded(spec: SampleSpec, chunk_rows: int, spill: str | Path | None) -> Iterator[pa.Table]:
+    import pyarrow.feather as feather
+
+    count = -(-spec.events // SHARD_EVENTS)
+    sizes = [spec.events // count + int(i < spec.events % count) for i in range(count)]
+    start_us = int(spec.start.timestamp() * 1_000_000)
+    with tempfile.TemporaryDirectory(prefix="esa-sample-", dir=spill) as folder:
+        weeks: dict[int, list[Path]] = {}
+        accounts = orders = 0
+        for index, size in enumerate(sizes):
+            seed = int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0])
+            streams = None if spec.streams is None else max(spec.streams * size // spec.events, 10)
+            shard = _Sample(dataclasses.replace(spec, events=size, seed=seed, streams=streams))
+            if shard.n != size:
+                raise AssertionError(f"shard {index} drew {shard.n} events, not {size}")
+            recorded = shard.recorded[shard.order]
+            week = (recorded - start_us) // _WEEK_US
+            cuts = np.r_[0, np.flatnonzero(week[1:] != week[:-1]) + 1, len(week)]
+            for lo, hi in itertools.pairwise(cuts):
+                skeleton = shard.skeleton(shard.order[lo:hi])
+                order = skeleton["is_order"]
+                skeleton["number"] = skeleton["number"] + np.where(order, orders, accounts)
+                skeleton["customer"] = skeleton["customer"] + accounts
+                path = Path(folder) / f"{int(week[lo]):05d}-{index:04d}.arrow"
+                feather.write_feather(_spilled(skeleton), path, compression="lz4")
+                weeks.setdefault(int(week[lo]), []).append(path)
+            accounts += shard.n_accounts
+            orders += shard.n_orders
+            del shard, recorded, week
+        for _week, paths in sorted(weeks.items()):
+            merged = pa.concat_tables(feather.read_table(path) for path in paths)
+            for path in paths:
+                path.unlink()
+            by_time = np.argsort(merged["recorded"].to_numpy(), kind="stable")
+            merged = merged.take(pa.array(by_time))
+            for lo in range(0, merged.num_rows, chunk_rows):
+                yield _render(_unspilled(merged.slice(lo, chunk_rows)))
+
+
+def _spilled(skeleton: dict[str, np.ndarray[Any, Any]]) -> pa.Table:
+    """A skeleton as an Arrow table (ids as 16-byte binaries)."""
+    columns: dict[str, pa.Array] = {}
+    for name, values in skeleton.items():
+        if values.ndim == 2:
+            raw = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+            columns[name] = pa.Array.from_buffers(pa.binary(16), len(values), [None, raw])
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)
+
+
+def _unspilled(table: pa.Table) -> dict[str, np.ndarray[Any, Any]]:
+    """The skeleton a :func:`_spilled` table holds."""
+    skeleton = {}
+    for name in table.column_names:
+        column = table[name].combine_chunks()
+        if pa.types.is_fixed_size_binary(column.type):
+            raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+            start = column.offset * 16
+            skeleton[name] = raw[start : start + 16 * len(column)].reshape(-1, 16)
+        else:
+            skeleton[name] = column.to_numpy(zero_copy_only=False)
+    return skeleton
 
 
 def generate(spec: SampleSpec | None = None, **options: Any) -> pa.Table:

@@ -37,6 +37,7 @@ import duckdb
 import pandas as pd
 
 import esanalytics.questions as questions
+from esanalytics._duck import connect
 from esanalytics._typing import TimeLike
 from esanalytics.engine import Session
 from esanalytics.events import to_epoch_us, to_utc
@@ -276,7 +277,7 @@ def _connection(source: Source) -> duckdb.DuckDBPyConnection:
     """A connection where ``events`` is the session's view, or the given frame of events."""
     if isinstance(source, Session):
         return source.con
-    con = duckdb.connect()
+    con = connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("events", source if isinstance(source, pd.DataFrame) else source.df())
     return con
@@ -559,7 +560,7 @@ def state_intervals(
                 hint="pass a projection's history(), which has valid_from and valid_to.",
             )
         naive = getattr(frame["valid_from"].dt, "tz", None) is None  # naive (UTC) times
-        con = duckdb.connect()
+        con = connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("_esa_history", frame[["key", "valid_from", "valid_to", field]])
         stays = con.sql(questions.stays_sql("_esa_history", field, cut, naive=naive)).df()
@@ -858,7 +859,7 @@ def population(
         stays: Any = questions.state_intervals(source, proj, field, axis=axis).to_arrow_table()
         con = source.con
     else:
-        con = duckdb.connect()
+        con = connect()
         con.execute("SET TimeZone = 'UTC'")
         # The history is read, not drawn: any length.
         needed = ("key", "valid_from", "valid_to", field)

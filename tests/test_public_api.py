@@ -13,7 +13,7 @@ PACKAGE = Path(esanalytics.__file__).parent
 
 # DESIGN.md §5, bottom to top: a module may import only from its own layer or below.
 LAYERS = [
-    {"exceptions", "_typing", "_html", "_terminal"},
+    {"exceptions", "_typing", "_html", "_terminal", "_duck"},
     {"events"},
     {"store"},
     {"domain", "sources"},

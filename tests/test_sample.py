@@ -10,13 +10,28 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from esanalytics import sample
 from esanalytics.exceptions import ValidationError
-from esanalytics.sample import SampleSpec, generate, generate_chunks
+from esanalytics.sample import SampleSpec, generate, generate_chunks, sample_tables
 
 
-@pytest.fixture(scope="module")
-def rows() -> list[dict[str, Any]]:
-    table = generate(SampleSpec(events=40_000, seed=11))
+@pytest.fixture(scope="module", params=["one skeleton", "in shards"])
+def rows(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
+    """The events of a 40k sample, drawn whole, or (as a sample above SHARD_EVENTS is) in four
+    shards spilled to disk and merged: the rules below hold for both."""
+    spec = SampleSpec(events=40_000, seed=11)
+    if request.param == "one skeleton":
+        table = generate(spec)
+    else:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sample, "SHARD_EVENTS", 10_000)
+            spill = tmp_path_factory.mktemp("spill")
+            total, tables = sample_tables(spec, chunk_rows=7_000, spill=spill)
+            table = pa.concat_tables(list(tables))
+            assert total == table.num_rows == 40_000
+            assert list(spill.iterdir()) == []  # the spilled weeks are gone
     out = table.to_pylist()
     for row in out:
         row["data"] = json.loads(row["data"])
@@ -37,6 +52,24 @@ def test_chunks_concatenate_to_the_whole() -> None:
     spec = SampleSpec(events=5_000, seed=2)
     total, chunk = generate_chunks(spec)
     assert pa.concat_tables([chunk(0, 1_234), chunk(1_234, total)]).equals(generate(spec))
+
+
+def test_sample_tables_are_the_chunks_up_to_a_shard() -> None:
+    spec = SampleSpec(events=5_000, seed=2)
+    total, tables = sample_tables(spec, chunk_rows=1_500)
+    parts = list(tables)
+    assert total == 5_000
+    assert [t.num_rows for t in parts] == [1_500, 1_500, 1_500, 500]
+    assert pa.concat_tables(parts).equals(generate(spec))
+
+
+def test_shards_have_streams_and_ids_of_their_own(rows: list[dict[str, Any]]) -> None:
+    ids = [r["event_id"] for r in rows]
+    assert len(set(ids)) == len(ids)
+    opened = [r["stream_id"] for r in rows if r["event_type"] in ("AccountOpened", "OrderPlaced")]
+    assert len(set(opened)) == len(opened), "no stream opens twice (in two shards)"
+    owners = {r["data"]["owner"] for r in rows if r["event_type"] == "AccountOpened"}
+    assert len(owners) == sum(1 for r in rows if r["event_type"] == "AccountOpened")
 
 
 def test_bad_specs_are_refused() -> None:

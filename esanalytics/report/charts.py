@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import altair as alt
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from esanalytics._duck import connect
 from esanalytics.audit.package import AuditPackage
 from esanalytics.viz import entity_timeline, state_evolution, state_intervals
 
@@ -48,7 +48,7 @@ def report_charts(data: AuditPackage) -> list[tuple[str, Any]]:
         timeline = entity_timeline(trail.drop_columns(["data"]).to_pandas(), brush=False)
         charts.append(("Timeline of the events", timeline))
     else:
-        con = duckdb.connect()
+        con = connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("trail", trail.select(["recorded_at", "event_type"]))
         weekly: pd.DataFrame = con.sql(

@@ -235,9 +235,9 @@ def import_events(
             raise _other_mapping(name, summary.mapping, given)
     previous = stored
     rejects = _Rejects(rejects_path(store.path, name), store.path) if on_error == "skip" else None
-    import duckdb
+    from esanalytics._duck import connect
 
-    con = duckdb.connect()
+    con = connect()  # (within the memory limit the user set, like every lake connection)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET threads = 2")
     resolved: ImportMapping | None = None

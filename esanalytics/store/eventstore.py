@@ -45,6 +45,7 @@ from esanalytics.store.layout import (
 from esanalytics.store.maintenance import COMPACT_ROW_GROUP_ROWS as COMPACT_ROW_GROUP_ROWS
 from esanalytics.store.maintenance import MaintenanceMixin
 from esanalytics.store.reader import _DECODED_CACHE_GROUPS as _DECODED_CACHE_GROUPS
+from esanalytics.store.reader import _PIECE_ROWS as _PIECE_ROWS
 from esanalytics.store.reader import _READ_ATTEMPTS as _READ_ATTEMPTS
 from esanalytics.store.reader import LakeSnapshot
 from esanalytics.store.state import _month_of as _month_of
@@ -68,6 +69,7 @@ _OWNERS: dict[str, types.ModuleType] = {
     "COMPACT_ROW_GROUP_ROWS": _maintenance,
     "_DECODED_CACHE_GROUPS": _reader,
     "_READ_ATTEMPTS": _reader,
+    "_PIECE_ROWS": _reader,
     "_INDEX_AFTER_ROWS": _writer,
     "_INLINE_LIMIT": _writer,
     "SEAL_AGE_US": _writer,

@@ -58,6 +58,8 @@ _DECODED_CACHE_GROUPS = 128
 #: Times a read takes a fresh view of its position when a file of its view was compacted and
 #: vacuumed before it could open it, or moved while it opened it, before it gives up.
 _READ_ATTEMPTS = 10
+#: Rows a summary of the whole lake (streams(), inventory()) reads at a time.
+_PIECE_ROWS = 2_000_000
 
 
 class ReaderMixin(StoreState):
@@ -491,69 +493,86 @@ class ReaderMixin(StoreState):
 
     # -- inventory -----------------------------------------------------------------------
 
+    def _scan_pieces(self, view: _View, columns: list[str]) -> Iterator[pa.Table]:
+        """The rows of a pinned view, a few files (about :data:`_PIECE_ROWS` rows) at a time:
+        what a summary of the whole lake folds, holding one piece in memory, never the lake."""
+        rows = _PIECE_ROWS
+        if view.tail:
+            yield self._scan((), view.predicate, columns=columns, tail=view.tail)
+        piece: list[FileEntry] = []
+        for entry in sorted(view.entries, key=lambda e: e.min_position):
+            piece.append(entry)
+            if sum(e.rows for e in piece) >= rows:
+                yield self._scan(piece, view.predicate, columns=columns)
+                piece = []
+        if piece:
+            yield self._scan(piece, view.predicate, columns=columns)
+
     def streams(self, *, position: int | None = None) -> pa.Table:
         """One row per stream: id, category, version (= event count), first and last position,
-        first and last recorded_at."""
+        first and last recorded_at. (Folded a few files at a time: its memory grows with the
+        streams, not the events.)"""
         view = self._pin(position, None)
-        table = self._scan(
-            view.entries,
-            view.predicate,
-            columns=["stream_id", "category", "version", "global_position", "recorded_at"],
-            tail=view.tail,
-        )
-        grouped = table.group_by(["stream_id", "category"]).aggregate(
-            [
-                ("version", "max"),
-                ("global_position", "min"),
-                ("global_position", "max"),
-                ("recorded_at", "min"),
-                ("recorded_at", "max"),
-            ]
-        )
-        return grouped.rename_columns(
-            [
-                "stream_id",
-                "category",
-                "version",
-                "first_position",
-                "last_position",
-                "first_recorded_at",
-                "last_recorded_at",
-            ]
-        ).sort_by("stream_id")
+        names = ["stream_id", "category", "version", "first_position", "last_position",
+                 "first_recorded_at", "last_recorded_at"]  # fmt: skip
+        aggregates = [("version", "max"), ("first_position", "min"), ("last_position", "max"),
+                      ("first_recorded_at", "min"), ("last_recorded_at", "max")]  # fmt: skip
+        columns = ["stream_id", "category", "version", "global_position", "recorded_at"]
+
+        def rows(piece: pa.Table) -> pa.Table:  # each event as a stream of one event
+            picked = ["stream_id", "category", "version", "global_position", "global_position",
+                      "recorded_at", "recorded_at"]  # fmt: skip
+            return pa.table([piece[c] for c in picked], names=names)
+
+        folded = rows(self._scan((), None, columns=columns))
+        for piece in self._scan_pieces(view, columns):
+            both = pa.concat_tables([folded, rows(piece)])
+            folded = both.group_by(names[:2]).aggregate(aggregates).rename_columns(names)
+        keys = [f.with_nullable(f.name not in names[:2]) for f in folded.schema]
+        return folded.sort_by("stream_id").cast(pa.schema(keys))
 
     def inventory(self, *, position: int | None = None) -> Inventory:
-        """Counts, categories, event types and time ranges of the lake at ``position``."""
+        """Counts, categories, event types and time ranges of the lake at ``position``
+        (folded a few files at a time: its memory grows with the streams, not the events)."""
         view = self._pin(position, None)
         commits = self._commit_number
-        table = self._scan(
-            view.entries,
-            view.predicate,
-            columns=["stream_id", "category", "event_type", "occurred_at", "recorded_at"],
-            tail=view.tail,
-        )
+        columns = ["stream_id", "category", "event_type", "occurred_at", "recorded_at"]
+        events = 0
+        tallies: dict[str, dict[str, int]] = {"category": {}, "event_type": {}}
+        bounds: dict[str, list[Any]] = {"recorded_at": [], "occurred_at": []}
+        streams: pa.Array | None = None
+        for table in self._scan_pieces(view, columns):
+            if table.num_rows == 0:
+                continue
+            events += table.num_rows
+            for column, tally in tallies.items():
+                vc = pc.value_counts(table[column])
+                for value, count in zip(
+                    vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True
+                ):
+                    tally[value] = tally.get(value, 0) + count
+            for column, seen in bounds.items():
+                low_high = pc.min_max(table[column])
+                seen.extend([low_high["min"].as_py(), low_high["max"].as_py()])
+            unique = pc.unique(table["stream_id"])
+            if streams is not None:
+                unique = pc.unique(pa.concat_arrays([streams, unique]))
+            streams = unique
 
         def counts(column: str) -> dict[str, int]:
-            vc = pc.value_counts(table[column])
-            pairs = sorted(
-                zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True),
-                key=lambda kv: (-kv[1], kv[0]),
-            )
-            return dict(pairs)
+            return dict(sorted(tallies[column].items(), key=lambda kv: (-kv[1], kv[0])))
 
         def span(column: str) -> tuple[datetime | None, datetime | None]:
-            if table.num_rows == 0:
-                return None, None
-            bounds = pc.min_max(table[column])
-            return bounds["min"].as_py(), bounds["max"].as_py()
+            seen = bounds[column]
+            return (min(seen), max(seen)) if seen else (None, None)
 
         first_rec, last_rec = span("recorded_at")
         first_occ, last_occ = span("occurred_at")
         return Inventory(
             path=str(self.path),
             position=view.position,
-            events=table.num_rows,
-            streams=pc.count_distinct(table["stream_id"]).as_py() if table.num_rows else 0,
+            events=events,
+            streams=0 if streams is None else len(streams),
             categories=counts("category"),
             event_types=counts("event_type"),
             first_recorded_at=first_rec,

@@ -106,6 +106,8 @@ class StoreState:
         self._last_hash = GENESIS_HASH
         self._last_recorded_us = 0
         self._writer = _WriterState()
+        self._saved_ids = 0  # ids in the writer index this handle saved last
+        self._unsaved_ids = 0  # ids this handle ingested since
         self._recovered = False
         self._finished = 0  # commit-log offset up to which _finish has run
         self._wrote = False  # this handle has committed an append (close() then seals)

@@ -74,11 +74,11 @@ def _cursor() -> duckdb.DuckDBPyConnection:
     partition (a child process makes its own database: DuckDB's threads do not survive a
     fork)."""
     global _database
-    import duckdb
+    from esanalytics._duck import connect
 
     with _database_lock:
         if _database is None or _database[0] != os.getpid():
-            _database = (os.getpid(), duckdb.connect())
+            _database = (os.getpid(), connect())
         return _database[1].cursor()
 
 

@@ -211,6 +211,7 @@ class WriterIndexMixin(ReaderMixin):
         for old in self.fs.glob(folder, "*-*.*"):
             if stem not in old.rpartition("/")[2]:
                 self.fs.remove(old)
+        self._saved_ids, self._unsaved_ids = len(keys), 0
 
 
 def _merge_heads(heads: dict[str, int], table: pa.Table) -> None:

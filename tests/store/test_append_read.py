@@ -337,3 +337,39 @@ def test_writer_index_and_later_commits_know_every_version_and_id(
     for known in (early, late, bulk):
         with pytest.raises(esa.DuplicateEventError):
             other.append("account-9", [deposit(0, event_id=known)])
+
+
+def test_a_bulk_load_saves_the_writer_index_geometrically_and_a_new_writer_knows_it_all(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save writes every id of the log: saving after every large ingest made a bulk load
+    of N events write O(N^2) of index (100M events: 5 billion ids). Now a large ingest saves
+    only once a quarter as many ids as the last save wrote have come in since; what the index
+    lacks, a new writer reads from the log after it."""
+    from esanalytics.sample import SampleSpec, generate
+    from esanalytics.store import eventstore
+
+    monkeypatch.setattr(eventstore, "_INDEX_AFTER_ROWS", 100)
+    saves: list[int] = []
+    real = eventstore.EventStore._save_writer_index
+
+    def counted(self: eventstore.EventStore) -> None:
+        saves.append(self.head)
+        real(self)
+
+    monkeypatch.setattr(eventstore.EventStore, "_save_writer_index", counted)
+    events = generate(SampleSpec(events=2_600, seed=5))
+    store = esa.open(lake, create=True)
+    for start in range(0, 2_600, 200):
+        store.ingest(events.slice(start, 200))
+    # Saved at 200 ids, then each time the ids since reach a quarter of the last save's.
+    assert saves == [200, 400, 600, 800, 1000, 1400, 1800, 2400]
+    other = esa.open(lake)  # the index holds 2,400 ids; the last 200 are read from the log
+    last = events.slice(2_400, 200).to_pylist()
+    with pytest.raises(esa.DuplicateEventError):
+        other.ingest(events.slice(2_599, 1))
+    stream = last[-1]["stream_id"]
+    version = len(store.read_stream(stream))
+    with pytest.raises(esa.ConcurrencyError):
+        other.append(stream, [deposit(1)], expected_version=version - 1)
+    assert other.append(stream, [deposit(1)], expected_version=version).version == version + 1
