@@ -66,6 +66,13 @@ _CONF = {
 }
 _COLUMNS = EVENT_SCHEMA.names
 _QUERY_ATTEMPTS = 5
+#: The columns of the lake's files and of their hive folders, given to Spark so that it
+#: opens no file to infer them (and reads a category named like a number as text).
+_FILE_DDL = (
+    "global_position BIGINT, stream_id STRING, version BIGINT, event_id STRING, "
+    "event_type STRING, schema_version INT, occurred_at TIMESTAMP, recorded_at TIMESTAMP, "
+    "data STRING, metadata STRING, prev_hash STRING, hash STRING, category STRING, month STRING"
+)
 
 
 class SparkUnavailableError(EsaError, RuntimeError):
@@ -223,6 +230,8 @@ class Session:
                 self.spark.conf.set(key, value)
         # A category named like a number ("2024") is a category, not an integer.
         self.spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+        # The log names every file: listing them needs no cluster job, however many.
+        self.spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
         self.position = 0
         self._registered: dict[str, Projection | SqlProjection] = {}
         self.refresh()
@@ -257,7 +266,8 @@ class Session:
             if snapshot.files:
                 # The files the log names, with category and month from their hive folders.
                 files = (
-                    self.spark.read.option("basePath", str(self.store.path / EVENTS_DIR))
+                    self.spark.read.schema(_FILE_DDL)
+                    .option("basePath", str(self.store.path / EVENTS_DIR))
                     .parquet(*snapshot.files)
                     .select(*_COLUMNS, "month")
                 )
