@@ -386,11 +386,11 @@ class Session:
         or, with ``dialect="spark"``, Spark SQL as it is. Returns a lazy Spark DataFrame
         (:meth:`arrow` and :meth:`df` collect one). Only queries run here: a statement that
         writes or defines anything is refused (``session.spark`` is plain Spark, unguarded)."""
-        text = spark_sql(query) if dialect == "duckdb" else query
         if dialect not in ("duckdb", "spark"):
             raise ValidationError(
                 f"Unknown SQL dialect {dialect!r}.", hint="use 'duckdb' (default) or 'spark'."
             )
+        text = spark_sql(query) if dialect == "duckdb" else query
         self._refuse_writes(text)
         return self._run(text)
 

@@ -225,3 +225,29 @@ def test_a_missing_extra_or_java_is_named_with_its_fix(code: str, hint: str) -> 
     assert done.returncode != 0
     assert "SparkUnavailableError" in done.stderr
     assert hint in done.stderr.split("Hint:")[-1]
+
+
+README_EXAMPLE = """
+import tempfile
+import esanalytics as esa
+from esanalytics import spark
+from esanalytics.catalog import account_balances
+from esanalytics.engine import Session
+from esanalytics.sample import SampleSpec, generate
+
+store = esa.open(tempfile.mkdtemp() + "/lake", create=True)
+store.ingest(generate(SampleSpec(events=5_000, seed=1)))
+cut = {"as_of": "2024-06-01T00:00:00Z", "valid_at": "2024-05-01T00:00:00Z"}
+on_duckdb = account_balances.state(Session(store), **cut).to_arrow_table()
+on_spark = spark.Session(store, spark=spark.spark_session("local[2]"))
+answer = on_spark.arrow(on_spark.state(account_balances, **cut))
+print(answer.num_rows, answer.to_pylist() == on_duckdb.to_pylist())  # 9 True
+"""
+
+
+def test_the_readme_example_compares_the_engines(
+    spark: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example proposed for the README's Spark section (it joins the running Spark)."""
+    exec(compile(README_EXAMPLE, "README", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["9 True"]
