@@ -16,8 +16,9 @@ Queries are written in DuckDB's SQL, as for the DuckDB session, and translated t
 (:func:`spark_sql`); ``dialect="spark"`` passes Spark SQL through. The same
 :class:`~esanalytics.projections.Projection` definitions answer :meth:`Session.state`,
 :meth:`Session.history`, :meth:`Session.diff`, :meth:`Session.since` and
-:meth:`Session.trail`, equal to DuckDB's answers on the same lake (``tests/test_spark.py``).
-Payload fields are read from the JSON (``get_json_object``), not from the typed twins.
+:meth:`Session.trail`, equal to DuckDB's answers on the same lake (``tests/projections/test_spark.py``).
+Payload fields are read from the typed twins where a lake has them and a twin gives the
+JSON's value, as in DuckDB (``typed=False``: always from the JSON, with ``get_json_object``).
 
 Needs the ``spark`` extra (``pip install 'esanalytics[spark]'``) and Java 17 or newer.
 
@@ -41,7 +42,9 @@ from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_posit
 from esanalytics.exceptions import EsaError, FutureCutWarning, ValidationError
 from esanalytics.projections import FoldProjection, Projection, SqlProjection, diff_sql
 from esanalytics.store import EventStore
-from esanalytics.store.layout import EVENTS_DIR
+from esanalytics.store.commitlog import FileEntry
+from esanalytics.store.layout import EVENTS_DIR, TYPED_DIR
+from esanalytics.store.typed import TWIN_BASE, field_column, safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,6 +179,20 @@ def spark_sql(query: str) -> str:
     )
 
 
+_Columns = tuple[tuple[str, str, str], ...]  # (column name, payload field, SQL type)
+
+
+def _quoted(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _spark_type(sql_type: str) -> str:
+    """A DuckDB type name (``VARCHAR``, ``DECIMAL(18,2)``, ``HUGEINT``) as Spark's."""
+    cast = spark_sql(f"SELECT CAST(NULL AS {sql_type})")
+    return cast.removeprefix("SELECT CAST(NULL AS ").removesuffix(")")
+
+
 def _value_error(error: Exception) -> ValidationError | None:
     """Spark's error about a value the query gives (a time it cannot read, a number that
     overflows) as a :class:`ValidationError`; None for any other error."""
@@ -193,7 +210,8 @@ def _value_error(error: Exception) -> ValidationError | None:
 class Session:
     """A Spark session whose ``events`` view is the lake at one position and time cut, as
     :class:`esanalytics.engine.Session` is in DuckDB: ``as_of`` (system time), ``valid_at``
-    (valid time) and ``position``, alone or together. ``spark`` is the ``pyspark`` session
+    (valid time) and ``position``, alone or together. ``typed=False`` reads every payload
+    field from the JSON, never from the typed twins (the same answers, slower). ``spark`` is the ``pyspark`` session
     to run on (default: :func:`spark_session`); this one keeps its views and functions in a
     session of its own (``spark.newSession()``: the same cluster and cache), so sessions on
     other lakes or cuts never see them.
@@ -207,10 +225,6 @@ class Session:
     [Row(key='account-1', owner='Ada')]
     """
 
-    #: Payload fields are read from the JSON, never from typed twins (what the projections
-    #: ask of a session before they choose a source).
-    typed = False
-
     def __init__(
         self,
         store: EventStore,
@@ -219,8 +233,10 @@ class Session:
         as_of: TimeLike | None = None,
         valid_at: TimeLike | None = None,
         position: int | None = None,
+        typed: bool = True,
     ) -> None:
         self.store = store
+        self.typed = typed
         self.as_of = None if as_of is None else to_utc(as_of, what="as_of")
         self.valid_at = None if valid_at is None else to_utc(valid_at, what="valid_at")
         self._requested_position = None if position is None else validate_position(position)
@@ -234,6 +250,8 @@ class Session:
         self.spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
         self.position = 0
         self._registered: dict[str, Projection | SqlProjection] = {}
+        # Typed sources: (category, columns, (after, upto) or None) -> view name.
+        self._typed: dict[tuple[str, _Columns, tuple[int, int] | None], str] = {}
         self.refresh()
         if self.as_of is not None:
             self.warn_if_future(self.as_of)
@@ -249,7 +267,13 @@ class Session:
         import pyarrow.compute as pc
 
         snapshot = self.store.snapshot(position=position)
+        self._snapshot = snapshot
         self.position = snapshot.position
+        self._twins = {
+            entry.path: twin
+            for entry, twin in zip(snapshot.entries, snapshot.twins, strict=True)
+            if twin is not None and self.typed
+        }
         self._last_recorded_us = max(
             [e.max_recorded_us for e in snapshot.entries]
             + [to_epoch_us(t) for t in snapshot.tail["recorded_at"].to_pylist()]
@@ -262,16 +286,10 @@ class Session:
             else pa.array([], pa.string())
         )
         with _quiet():
-            frame = self.spark.createDataFrame(tail.append_column("month", months))
-            if snapshot.files:
-                # The files the log names, with category and month from their hive folders.
-                files = (
-                    self.spark.read.schema(_FILE_DDL)
-                    .option("basePath", str(self.store.path / EVENTS_DIR))
-                    .parquet(*snapshot.files)
-                    .select(*_COLUMNS, "month")
-                )
-                frame = files.unionByName(frame)
+            self._tail = self.spark.createDataFrame(tail.append_column("month", months))
+        frame = self._tail
+        if snapshot.files:
+            frame = self._events(snapshot.files).unionByName(frame)
         frame.where(f"global_position <= {self.position}").createOrReplaceTempView("events_all")
         where = spark_sql(
             "SELECT 1 WHERE " + cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
@@ -280,9 +298,20 @@ class Session:
             f"CREATE OR REPLACE TEMPORARY VIEW events AS SELECT * FROM events_all WHERE {where}"
         )
         self._macros()
+        for (category, columns, bounds), name in self._typed.items():
+            self._typed_view(name, category, columns, bounds)
         for projection in self._registered.values():
             self.register(projection)
         return self.position
+
+    def _events(self, paths: list[str]) -> DataFrame:
+        """The events of these files of the lake, with category and month from their hive
+        folders."""
+        with _quiet():
+            read = self.spark.read.schema(_FILE_DDL).option(
+                "basePath", str(self.store.path / EVENTS_DIR)
+            )
+            return read.parquet(*paths).select(*_COLUMNS, "month")
 
     def _macros(self) -> None:
         # A cut is an instant: with the session's zone at UTC, Spark reads a time with an
@@ -378,6 +407,106 @@ class Session:
             f"(SELECT * FROM events_all WHERE global_position > {position} "
             f"AND global_position <= {top})"
         )
+
+    # -- typed twins -----------------------------------------------------------------------
+
+    def has_twins(self, category: str) -> bool:
+        """Whether the session reads twins of any file of ``category``."""
+        return any(
+            entry.category == category and entry.path in self._twins
+            for entry in self._snapshot.entries
+        )
+
+    def typed_source(
+        self,
+        category: str,
+        columns: _Columns,
+        *,
+        after: int | None = None,
+        until: int | None = None,
+    ) -> str:
+        """The name of a view of one category's events up to the session's position (or
+        those in ``(after, until]``), with :data:`~esanalytics.engine.TYPED_BASE` and one
+        column per ``(name, field, SQL type)`` of ``columns``, whose values are those of
+        ``TRY_CAST(data->>'$.field' AS type)``: read from the typed twins where a twin's
+        stored type gives that same value (:func:`~esanalytics.store.typed.safe`), from the
+        JSON elsewhere, as :meth:`esanalytics.engine.Session.typed_source` does."""
+        bounds = None
+        if after is not None:
+            top = self.position if until is None else min(validate_position(until), self.position)
+            bounds = (validate_position(after), top)
+        key = (category, tuple(columns), bounds)
+        if key not in self._typed:
+            name = f"esa_typed_{len(self._typed)}"
+            self._typed_view(name, category, key[1], bounds)
+            self._typed[key] = name
+        return self._typed[key]
+
+    def _typed_view(
+        self, name: str, category: str, columns: _Columns, bounds: tuple[int, int] | None
+    ) -> None:
+        """Create ``name``: one Parquet read per group of twins that store the wanted fields
+        alike, and one JSON read of the other files and the unsealed tail."""
+        low, top = (-1, self.position) if bounds is None else bounds
+        twins: dict[tuple[str | None, ...], list[str]] = {}
+        plain: list[str] = []
+        for path, entry in zip(self._snapshot.files, self._snapshot.entries, strict=True):
+            if entry.category != category:
+                continue
+            if not (entry.max_position > low and entry.min_position <= top):
+                continue
+            stored = self._stored(entry, columns)
+            if stored is None:
+                plain.append(path)
+            else:
+                twins.setdefault(stored, []).append(self._twins[entry.path])
+        within = f"global_position > {low} AND global_position <= {top}"
+        base = [*TWIN_BASE, "category", "month"]
+        frames = []
+        for stored, paths in twins.items():
+            values = [
+                f"TRY_CAST(`{field_column(path)}` AS {_spark_type(sql_type)}) AS `{column}`"
+                if kind is not None
+                else f"CAST(NULL AS {_spark_type(sql_type)}) AS `{column}`"
+                for (column, path, sql_type), kind in zip(columns, stored, strict=True)
+            ]
+            with _quiet():
+                read = self.spark.read.option("basePath", str(self.store.path / TYPED_DIR)).parquet(
+                    *paths
+                )
+            frames.append(read.selectExpr(*base, *values).where(within))
+        raw = self._tail.where(f"category = {_quoted(category)}")
+        if plain:
+            raw = self._events(plain).unionByName(raw)
+        raw.where(within).createOrReplaceTempView(f"{name}_json")
+        values = [
+            f"TRY_CAST(data->>'$.{path}' AS {sql_type}) AS \"{column}\""
+            for column, path, sql_type in columns
+        ]
+        union = self.spark.sql(spark_sql(f"SELECT {', '.join([*base, *values])} FROM {name}_json"))
+        for frame in frames:
+            union = union.unionByName(frame)
+        union.createOrReplaceTempView(name)
+
+    def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
+        """How the entry's twin stores each wanted field (None: in none of its events), or
+        None when the twin cannot give every wanted value as the JSON does."""
+        if entry.typed is None or entry.path not in self._twins:
+            return None
+        fields = entry.typed.fields
+        folded = {name.lower() for name in fields}
+        if len(folded) < len(fields):
+            return None  # names that differ only in case: Spark would not tell them apart
+        stored = []
+        for _, path, sql_type in columns:
+            kind = fields.get(path)
+            if kind is None:
+                if entry.typed.more or path.lower() in folded:
+                    return None
+            elif not safe(kind, sql_type):
+                return None
+            stored.append(kind)
+        return tuple(stored)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -538,8 +667,9 @@ class Session:
             )
 
     def close(self) -> None:
-        """Drop this session's views and functions (the Spark cluster stays up)."""
-        for view in ("events", "events_all", *self._registered):
+        """Drop this session's views (the Spark cluster stays up)."""
+        typed = [name for view in self._typed.values() for name in (view, f"{view}_json")]
+        for view in ("events", "events_all", *self._registered, *typed):
             self.spark.catalog.dropTempView(view)
 
     def __enter__(self) -> Session:

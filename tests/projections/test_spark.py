@@ -56,7 +56,7 @@ tail_event = st.tuples(
 cut_minutes = st.one_of(st.none(), st.integers(0, 25 * 600))
 
 
-@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.lists(event, min_size=1, max_size=25), tail=st.lists(tail_event, max_size=3),
        sys_cut=cut_minutes, valid_cut=cut_minutes, pos_cut=st.one_of(st.none(), st.integers(0, 30)),
        offset=st.integers(-11, 13))  # fmt: skip
@@ -112,7 +112,7 @@ def test_state_and_macros_at_any_cut_equal_duckdb(
     assert rows(on_spark.arrow(query)) == rows(duck.sql(query).to_arrow_table())
 
 
-@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.lists(event, min_size=1, max_size=25), t1=st.integers(0, 15 * 600),
        t2=st.integers(0, 15 * 600), since=st.integers(0, 25))  # fmt: skip
 def test_history_diff_since_equal_duckdb(
@@ -152,11 +152,36 @@ def test_the_sample_lakes_projections_equal_duckdbs(
     spark: Any, sample_lake: Path, cut: dict[str, Any]
 ) -> None:
     store = esa.open(sample_lake)
-    duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)  # twins / JSON
+    duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)  # both: twins
+    assert on_spark.has_twins("account")
+    as_json = esa_spark.Session(store, spark=spark, typed=False)
     for projection in PROJECTIONS.values():
         got = on_spark.arrow(on_spark.state(projection, **cut))
         assert got.num_rows > 0
-        assert rows(got) == rows(projection.state(duck, **cut).to_arrow_table())
+        expected = rows(projection.state(duck, **cut).to_arrow_table())
+        assert rows(got) == expected
+        if not cut:  # and with every payload field read from the JSON
+            assert rows(as_json.arrow(as_json.state(projection))) == expected
+
+
+def test_twins_files_without_twins_and_the_tail_read_together(spark: Any, copy: Path) -> None:
+    """A compacted lake that has taken new events since: twins, a sealed file without one
+    and the unsealed tail make one typed source on Spark, as in DuckDB."""
+    store = esa.open(copy)
+    position = store.snapshot().position
+    key = Session(store).sql("SELECT min(stream_id) FROM events WHERE category = 'account'")
+    account = key.fetchall()[0][0]
+    for amount in ("12.50", "7", "0.005"):
+        store.append(account, [esa.NewEvent("MoneyDeposited", {"amount": amount})])
+    store.append("account-new", [esa.NewEvent("AccountOpened", {"owner": "Ada", "overdraft_limit": 5})])  # fmt: skip
+    duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)
+    assert on_spark._snapshot.tail.num_rows == 4
+    assert rows(on_spark.arrow(on_spark.state(account_balances))) == rows(
+        account_balances.state(duck).to_arrow_table()
+    )
+    assert rows(on_spark.arrow(on_spark.since(account_balances, position))) == rows(
+        account_balances.since(duck, position).to_arrow_table()
+    )
 
 
 def test_one_entitys_history_and_trail_equal_duckdbs(spark: Any, sample_lake: Path) -> None:
