@@ -446,6 +446,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
             "The query is empty.",
             hint=f'write one in quotes, e.g. esa sql {args.lake} "SELECT count(*) FROM events".',
         )
+    if args.engine == "spark":
+        return _spark_sql(args)
     session = _session(args)
     for name in [*PROJECTIONS, *(args.projection or [])]:
         chosen = _projection(name, session)
@@ -479,6 +481,34 @@ def cmd_sql(args: argparse.Namespace) -> int:
         _emit_relation(session.sql(args.query), args)
     finally:
         _check_untouched(args.lake, lake, before)
+    return EXIT_OK
+
+
+def _spark_session(args: argparse.Namespace) -> Any:
+    """The lake at the command's cut on Spark (the running configuration's master, else
+    every core of this machine), Spark's own logging kept to fatal errors."""
+    from esanalytics.spark import Session, spark_session
+
+    spark = spark_session()
+    spark.sparkContext.setLogLevel("FATAL")
+    return Session(
+        esa.open(args.lake),
+        spark=spark,
+        as_of=getattr(args, "as_of", None),
+        valid_at=getattr(args, "valid_at", None),
+        position=getattr(args, "position", None),
+    )
+
+
+def _spark_sql(args: argparse.Namespace) -> int:
+    """`esa sql --engine spark`: the query (DuckDB's SQL, translated) on Spark, with the
+    shipped projections and --projection ones registered as for DuckDB."""
+    from esanalytics.catalog import PROJECTIONS
+
+    session = _spark_session(args)
+    for name in [*PROJECTIONS, *(args.projection or [])]:
+        session.register(_projection(name, session))
+    _emit_relation(session.arrow(args.query), args)
     return EXIT_OK
 
 
@@ -521,6 +551,22 @@ def _materialized(args: argparse.Namespace) -> Any:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    if args.engine == "spark":
+        spark = _spark_session(args)
+        table = spark.arrow(spark.state(_projection(args.projection, spark)))
+        if args.key:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.field("key") == args.key)
+            if not table.num_rows:
+                from esanalytics.exceptions import EmptyScopeError
+
+                raise EmptyScopeError(
+                    f"{args.projection} has no state for the key {args.key!r} at this cut.",
+                    hint="check the key, or ask at a later --as-of, --valid-at or --position.",
+                )
+        _emit_relation(table, args)
+        return EXIT_OK
     view = _materialized(args)
     if view is not None:  # the same answer, from the nearest checkpoint
         session = _session(args) if args.as_of is not None else None  # warns of a future cut
@@ -1131,6 +1177,16 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--output", help="write to this file instead of the screen")
         limit_option(command)
 
+    def engine_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--engine",
+            choices=["duckdb", "spark"],
+            default="duckdb",
+            help="where the query runs: DuckDB in this process (default), or Apache Spark "
+            "(pip install 'esanalytics[spark]' and Java 17+; the configured spark.master, "
+            "else every core here)",
+        )
+
     sql = sub.add_parser("sql", help="run SQL over the lake's `events` (cut by --as-of/--valid-at)")
     timed(sql)
     sql.add_argument(
@@ -1147,12 +1203,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="PROJECTION",
         help="also register your own projection as a table (repeatable): " + USER_PROJECTIONS,
     )
+    engine_option(sql)
     sql.set_defaults(run=cmd_sql)
 
     state = sub.add_parser("state", help="a projection's state, now or at a cut")
     timed(state)
     state.add_argument("projection", help=PROJECTION_HELP)
     state.add_argument("--key", help="only this stream")
+    engine_option(state)
     state.set_defaults(run=cmd_state)
 
     history = sub.add_parser("history", help="a projection's state history, or one entity's trail")

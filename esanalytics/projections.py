@@ -685,6 +685,19 @@ class Projection(_Base):
             """
         )
 
+    def cut_state_sql(self, relation: str, axis: Axis) -> str:
+        """The state over ``relation`` (events at some cut, read from the JSON), folded in the
+        order of ``axis``: the body of the macros :meth:`register` makes, in any engine."""
+        order = _order(axis)
+        columns = self._bind(
+            ", ".join(f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items())
+        )
+        return (
+            f"SELECT stream_id AS key, {columns}, count(*) AS events, "
+            f"max(global_position) AS last_position FROM {self._source(relation)} "
+            "GROUP BY stream_id"
+        )
+
     def register(self, session: Session) -> None:
         """Give SQL users ``<name>`` (the state at the session's cut) and table macros
         ``<name>_as_of(t)``, ``<name>_valid_at(t)``, ``<name>_at_position(p)``."""
@@ -698,18 +711,17 @@ class Projection(_Base):
             ("valid_at", "t", "events_valid_at(t)", "valid"),
             ("at_position", "p", "events_at_position(p)", "system"),
         ):
-            order = _order(axis)  # type: ignore[arg-type]
-            aggregates = ", ".join(f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items())
             if typed is None:
-                columns, read = self._bind(aggregates), self._source(source)
+                body = self.cut_state_sql(source, axis)  # type: ignore[arg-type]
             else:  # the same cut over the typed source (the views follow the session's pins)
+                order = _order(axis)  # type: ignore[arg-type]
+                aggregates = ", ".join(
+                    f"{r.aggregate(order)} AS {n}" for n, r in self.reducers.items()
+                )
                 columns = self._bind(aggregates, typed[1])
                 read = f"(SELECT * FROM {typed[0]} WHERE {MACRO_CUTS[suffix]})"
-            macros.append(
-                f"CREATE OR REPLACE MACRO {self.name}_{suffix}({param}) AS TABLE "
-                f"SELECT stream_id AS key, {columns}, {tail} FROM {read} "
-                "GROUP BY stream_id;"
-            )
+                body = f"SELECT stream_id AS key, {columns}, {tail} FROM {read} GROUP BY stream_id"
+            macros.append(f"CREATE OR REPLACE MACRO {self.name}_{suffix}({param}) AS TABLE {body};")
         session.con.execute("\n".join(macros))
 
 

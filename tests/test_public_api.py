@@ -18,7 +18,7 @@ LAYERS = [
     {"store"},
     {"domain", "sources"},
     {"engine"},
-    {"temporal", "projections", "catalog", "materialized", "questions"},
+    {"temporal", "projections", "catalog", "materialized", "questions", "spark"},
     {"audit"},
     {"report", "viz"},
     {"cli", "jupyter"},
