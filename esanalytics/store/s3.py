@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "S3FS",
     "S3Options",
+    "copy_lake",
     "is_s3_url",
     "register_with_duckdb",
     "require_s3_extra",
@@ -206,12 +208,18 @@ class S3FS:
             arrow |= {"access_key": opts.key, "secret_key": opts.secret}
             if opts.token:
                 arrow["session_token"] = opts.token
-        self.arrow = pafs.S3FileSystem(**arrow)
-        self._log: ObjectCommitLog | None = None
-        self._log_lock = threading.Lock()
+        self._arrow = pafs.S3FileSystem(**arrow)
+        self._locks: dict[str, threading.RLock] = {}
+        self._fsspec: Any = None
+        self._locks_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<S3FS {self.url}>"
+
+    @property
+    def arrow(self) -> pafs.FileSystem:
+        """pyarrow's S3FileSystem over the same endpoint and keys (paths: :meth:`arrow_path`)."""
+        return self._arrow
 
     # -- names -----------------------------------------------------------------------------
 
@@ -295,6 +303,25 @@ class S3FS:
     def list_files(self, rel: str) -> list[str]:
         """Every object below the folder ``rel``, as rel paths, sorted."""
         return sorted(path for path, _ in self.list_sized(rel))
+
+    def children(self, rel: str) -> list[str]:
+        """The names directly inside the folder ``rel`` (objects, and the folders their keys
+        imply), sorted; empty when there is none."""
+        base = self.key(rel) + "/" if rel.strip("/") else (self.prefix + "/" if self.prefix else "")
+        names: set[str] = set()
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base, Delimiter="/"
+            )
+            for page in pages:
+                names.update(item["Key"][len(base) :] for item in page.get("Contents", ()))
+                names.update(
+                    item["Prefix"][len(base) :].rstrip("/")
+                    for item in page.get("CommonPrefixes", ())
+                )
+        except Exception as error:
+            raise self._failed("list", rel or ".", error) from None
+        return sorted(names)
 
     def modified(self, rel: str) -> float:
         """The object's last-modified time, in seconds since the epoch (for vacuum's age)."""
@@ -390,35 +417,27 @@ class S3FS:
         """Nothing: there is no folder entry to make durable."""
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """No lock: commits to object storage are optimistic (a conditional PUT)."""
-        return contextlib.nullcontext()
+        """A lock between this process's threads only: between processes and machines,
+        commits to object storage are optimistic (a conditional PUT decides)."""
+        with self._locks_lock:
+            held = self._locks.setdefault(name, threading.RLock())
+        return _holding(held)
 
     def commit_log(self) -> ObjectCommitLog:
-        """The lake's commit log: one object per line below ``_esa/commits/``."""
+        """The lake's commit log (a new reader and appender of it): one object per line
+        below ``_esa/commits/``."""
         from esanalytics.store.objectlog import ObjectCommitLog
 
-        with self._log_lock:
-            if self._log is None:
-                self._log = ObjectCommitLog(self)
-            return self._log
+        return ObjectCommitLog(self)
 
     # -- DuckDB ----------------------------------------------------------------------------
 
     def fsspec(self) -> Any:
         """An fsspec filesystem of protocol ``s3`` over :attr:`arrow`, for DuckDB's
-        ``register_filesystem`` (see :func:`register_with_duckdb`)."""
-        try:
-            from fsspec.implementations.arrow import ArrowFSWrapper
-        except ImportError:
-            raise StorageError(
-                "Querying a lake on object storage needs fsspec, which is not installed.",
-                hint="pip install 'esanalytics[s3]'",
-            ) from None
-
-        class _S3Wrapper(ArrowFSWrapper):  # type: ignore[misc]
-            protocol = ("s3", "s3a")
-
-        return _S3Wrapper(self.arrow)
+        ``register_filesystem`` (see :func:`register_with_duckdb`). Made once per S3FS."""
+        if self._fsspec is None:
+            self._fsspec = _duckdb_files(self)
+        return self._fsspec
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -446,6 +465,62 @@ class S3FS:
             "nothing a reader counts, so retrying is safe.",
             path=self.uri(rel),
         )
+
+
+def copy_lake(source: Path, fs: S3FS, *, workers: int = 8) -> int:
+    """Copy the local lake folder ``source`` to ``fs`` (an empty prefix), as an S3 lake holds
+    it; returns the number of objects written. Its committed files keep their names (a file
+    still under its temporary name is written under its final one; files compaction retired
+    are left behind, and so are the locks); its commit log becomes one object per complete
+    line, at the same offsets, so its checkpoint and writer index hold as they are. The lake
+    marker goes last: the copy is a lake only once everything else is there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from esanalytics.store.objectlog import line_name
+
+    if fs.list_files(""):
+        raise ValidationError(
+            f"{fs.url} is not empty; a lake is copied to a prefix of its own.",
+            hint="pick a new prefix (s3://bucket/new-prefix).",
+            path=fs.url,
+        )
+    uploads: list[tuple[Path, str]] = []
+    marker = source / "_esa" / "lake.json"
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source).as_posix()
+        if not path.is_file() or path == marker or rel.startswith("_esa/commits.log"):
+            continue
+        name = path.name
+        if name.endswith(".lock") or name.endswith(".retired"):
+            continue
+        if name.startswith(".") and name.endswith(".parquet.tmp"):
+            final = path.with_name(name[1 : -len(".tmp")])
+            if final.exists():
+                continue
+            rel = final.relative_to(source).as_posix()
+        elif name.startswith("."):
+            continue
+        uploads.append((path, rel))
+
+    def upload(item: tuple[Path, str]) -> None:
+        path, rel = item
+        try:
+            fs.client.upload_file(str(path), fs.bucket, fs.key(rel))
+        except Exception as error:
+            raise fs._failed("write", rel, error) from None
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(upload, uploads))
+    data = (source / "_esa" / "commits.log").read_bytes()
+    lines: list[tuple[str, bytes]] = []
+    offset = 0
+    while (end := data.find(b"\n", offset)) >= 0:  # a torn last line is not a commit
+        lines.append((line_name(offset), data[offset : end + 1]))
+        offset = end + 1
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda line: fs.write_atomic(*line), lines))
+    fs.write_atomic("_esa/lake.json", marker.read_bytes())
+    return len(uploads) + len(lines) + 1
 
 
 def register_with_duckdb(con: Any, fs: S3FS) -> str:
@@ -479,8 +554,134 @@ def register_with_duckdb(con: Any, fs: S3FS) -> str:
     return "httpfs"
 
 
+def _duckdb_files(fs: S3FS) -> Any:
+    """The fsspec filesystem DuckDB reads ``fs``'s objects through (see :meth:`S3FS.fsspec`).
+
+    Two things differ from fsspec's plain ``ArrowFSWrapper``. DuckDB asks for a file's size,
+    time and existence several times per open (each a HEAD): a lake's objects are written
+    once under unique names, so the first answer is kept. And DuckDB's threads share a
+    handle, calling ``seek`` then ``read`` as two steps: each thread keeps its own position
+    here and reads with ``read_at``, so one thread's seek never moves another's read (and
+    one pyarrow handle per object serves every open of it)."""
+    try:
+        from fsspec.implementations.arrow import ArrowFSWrapper
+    except ImportError:
+        raise StorageError(
+            "Querying a lake on object storage needs fsspec, which is not installed.",
+            hint="pip install 'esanalytics[s3]'",
+        ) from None
+    from datetime import UTC, datetime
+
+    known: dict[str, pafs.FileInfo] = {}
+    streams: dict[str, Any] = {}
+    lock = threading.Lock()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+
+    class _Files(ArrowFSWrapper):  # type: ignore[misc]
+        protocol = ("s3", "s3a")
+
+        def _info(self, path: str) -> pafs.FileInfo:
+            path = self._strip_protocol(path)
+            found = known.get(path)
+            if found is None:
+                [found] = fs.arrow.get_file_info([path])
+                if found.type == pafs.FileType.NotFound:
+                    raise FileNotFoundError(path)
+                if found.type == pafs.FileType.File:
+                    known[path] = found
+            return found
+
+        def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+            return dict(self._make_entry(self._info(path)))
+
+        def exists(self, path: str, **kwargs: Any) -> bool:
+            try:
+                self._info(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+        def size(self, path: str) -> int:
+            return int(self._info(path).size)
+
+        def modified(self, path: str) -> datetime:
+            return epoch  # (written once: its time never tells DuckDB anything new)
+
+        def glob(self, path: str, **kwargs: Any) -> Any:
+            if any(c in path for c in "*?["):
+                return super().glob(path, **kwargs)
+            return [self._strip_protocol(path)] if self.exists(path) else []
+
+        def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            if mode != "rb":
+                return super()._open(path, mode, **kwargs)
+            info = self._info(path)
+            with lock:
+                stream = streams.get(info.path)
+                if stream is None:  # (opening costs a HEAD: one open handle per object)
+                    stream = streams[info.path] = fs.arrow.open_input_file(info.path)
+            return _SharedFile(stream, info.size)
+
+    return _Files(fs.arrow)
+
+
+class _SharedFile:
+    """A read-only object handle that DuckDB's threads can share: positions are per thread,
+    and every read is a positional ``read_at`` (see :func:`_duckdb_files`)."""
+
+    def __init__(self, stream: Any, size: int) -> None:
+        self._stream = stream
+        self._size = size
+        self._local = threading.local()
+        self.closed = False
+
+    def _position(self) -> int:
+        return int(getattr(self._local, "position", 0))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position(), 2: self._size}[whence]
+        self._local.position = base + offset
+        return int(self._local.position)
+
+    def tell(self) -> int:
+        return self._position()
+
+    def read(self, length: int = -1) -> bytes:
+        position = self._position()
+        if length is None or length < 0:
+            length = self._size - position
+        length = max(0, min(length, self._size - position))
+        data: bytes = self._stream.read_at(length, position) if length else b""
+        self._local.position = position + len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True  # (the pyarrow handle stays open for the next open of the object)
+
+    def __enter__(self) -> _SharedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _quoted(value: str) -> str:
     return value.replace("'", "''")
+
+
+@contextlib.contextmanager
+def _holding(lock: threading.RLock) -> Iterator[None]:
+    with lock:
+        yield
 
 
 def _status(error: BaseException) -> int | None:

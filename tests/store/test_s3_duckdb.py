@@ -106,3 +106,19 @@ def test_hive_columns_come_from_s3_paths(lakes: tuple[Path, S3FS, list[str]]) ->
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     assert got == [(c, m, ROWS) for c in ("account", "loan") for m in ("2024-01", "2024-02")]
+
+
+def test_threads_sharing_a_handle_read_their_own_bytes(lakes: tuple[Path, S3FS, list[str]]) -> None:
+    """DuckDB's threads read one file's row groups through one shared handle (seek, then
+    read): each must get the bytes at its own position (fsspec's plain wrapper mixed them
+    up, and DuckDB then failed on a footer or a page it could not decode)."""
+    local, fs, rels = lakes
+    con = duckdb.connect(config={"threads": 4})
+    register_with_duckdb(con, fs)
+    sql = "SELECT sum(global_position), count(DISTINCT stream_id) FROM read_parquet({}) "
+    for _ in range(5):
+        for rel in rels:
+            assert (
+                con.execute(sql.format(f"'{fs.uri(rel)}'")).fetchall()
+                == con.execute(sql.format(f"'{local / rel}'")).fetchall()
+            )
