@@ -22,24 +22,34 @@ line that is not one complete, checksummed commit was written by someone else, a
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import random
 import re
+import threading
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from esanalytics.exceptions import ConcurrencyError, CorruptLakeError
 from esanalytics.store._faults import kill_point
 from esanalytics.store.commitlog import GENESIS_LINK, CommitLine, _commit_record, encode_line
 
-__all__ = ["LOG_FOLDER", "LostRace", "ObjectCommitLog", "line_name"]
+__all__ = ["COMMIT_ATTEMPTS", "LOG_FOLDER", "LostRace", "ObjectCommitLog", "line_name", "retried"]
 
 #: The folder of the log's objects, below the lake.
 LOG_FOLDER = "_esa/commits"
 _NAME = re.compile(r"(\d{20})\.line")
 #: Lines fetched at once when a reader takes in many.
 _FETCHERS = 16
+#: Times a write is tried when other writers keep committing first, before LostRace reaches
+#: its caller (each try takes in their commits and checks expected versions again).
+COMMIT_ATTEMPTS = 30
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_retrying = threading.local()
 
 
 def line_name(offset: int) -> str:
@@ -51,6 +61,34 @@ class LostRace(ConcurrencyError):
     """Another writer committed the line this one tried to write (the object at its offset
     exists). The store takes the new line in and retries; it reaches a caller only when every
     retry lost."""
+
+
+def retried(write: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run ``write`` again when its commit lost the race for its line to another writer
+    (:class:`LostRace`, only on object storage), after a short random pause, up to
+    :data:`COMMIT_ATTEMPTS` times. Each run starts over: it takes in the other writers'
+    commits, checks the expected versions and ids against them, and writes its files anew
+    (the lost try's were deleted). A write inside another retried one is retried by the
+    outer one only."""
+
+    @functools.wraps(write)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if getattr(_retrying, "active", False):
+            return write(*args, **kwargs)
+        _retrying.active = True
+        try:
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                try:
+                    return write(*args, **kwargs)
+                except LostRace:
+                    if attempt == COMMIT_ATTEMPTS:
+                        raise
+                    time.sleep(random.uniform(0, min(0.25, 0.004 * 2**attempt)))
+            raise AssertionError("unreachable")
+        finally:
+            _retrying.active = False
+
+    return again
 
 
 class _Objects(Protocol):

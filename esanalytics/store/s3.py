@@ -451,6 +451,13 @@ class S3FS:
                 "(or AWS_ENDPOINT_URL); create the bucket first.",
                 path=self.url,
             )
+        if code in ("NoCredentialsError", "PartialCredentialsError"):
+            return StorageError(
+                f"No credentials to {action} {self.uri(rel)} with.",
+                hint="pass the key and secret storage options, or set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (anonymous=True for a public bucket).",
+                path=self.uri(rel),
+            )
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
             return StorageError(
                 f"Access to {self.uri(rel)} was refused ({code}) when trying to {action} it.",

@@ -115,6 +115,19 @@ def test_missing_bucket_and_refused_key_are_named(s3server: Any) -> None:
         fs.write_atomic("_esa/lake.json", b"{}")
 
 
+def test_missing_credentials_are_named(
+    s3server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fs = S3FS(f"s3://{s3_bucket}/lake", {"endpoint_url": s3server.endpoint})
+    with pytest.raises(StorageError, match=r"No credentials(.|\n)*Hint:(.|\n)*AWS_ACCESS_KEY_ID"):
+        fs.exists("_esa/lake.json")
+
+
 def test_missing_extra_names_the_install() -> None:
     """Without boto3 an s3:// lake says which extra to install."""
     code = textwrap.dedent(
