@@ -60,7 +60,9 @@ def line_name(offset: int) -> str:
 class LostRace(ConcurrencyError):
     """Another writer committed the line this one tried to write (the object at its offset
     exists). The store takes the new line in and retries; it reaches a caller only when every
-    retry lost."""
+    retry lost. Attribute: ``path`` (the commit log)."""
+
+    path: str
 
 
 def retried(write: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -80,9 +82,19 @@ def retried(write: Callable[_P, _T]) -> Callable[_P, _T]:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 try:
                     return write(*args, **kwargs)
-                except LostRace:
+                except LostRace as lost:
                     if attempt == COMMIT_ATTEMPTS:
-                        raise
+                        raise LostRace(
+                            f"{COMMIT_ATTEMPTS} attempts to commit to {lost.path} each found "
+                            "another writer's commit there first.",
+                            hint="too many writers commit to this lake at once; write in "
+                            "larger batches or from fewer processes, and try again. Nothing "
+                            "was written.",
+                            path=lost.path,
+                            stream_id="",
+                            expected=None,
+                            actual=0,
+                        ) from None
                     time.sleep(random.uniform(0, min(0.25, 0.004 * 2**attempt)))
             raise AssertionError("unreachable")
         finally:
@@ -247,6 +259,9 @@ class ObjectCommitLog:
                 hint="the lake changed while this write was being prepared; take in the new "
                 "commits and try again (the store retries this itself). Nothing was written.",
                 path=self.path,
+                stream_id="",
+                expected=None,
+                actual=0,
             )
         kill_point("commitlog.after_write")
         body = line.rpartition(b"\t")[0]

@@ -301,3 +301,33 @@ def test_storage_errors_say_what_failed(s3server: Any, s3_bucket: str) -> None:
         StorageError, match=r"Could not write(.|\n)*Hint: check that the object store"
     ):
         fs.write_atomic("x", b"")
+
+
+def test_a_write_that_lost_its_race_runs_again_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from esanalytics.store import objectlog
+
+    monkeypatch.setattr(objectlog, "COMMIT_ATTEMPTS", 4)
+    calls: list[str] = []
+
+    @objectlog.retried
+    def write(times: int) -> str:
+        calls.append("outer")
+        inner(times)
+        return "done"
+
+    @objectlog.retried
+    def inner(times: int) -> None:  # (retried by the outer call only)
+        calls.append("inner")
+        if calls.count("outer") <= times:  # loses the first `times` runs
+            raise objectlog.LostRace(
+                "lost", path="s3://b/l/_esa/commits", stream_id="", expected=None, actual=0
+            )
+
+    assert write(2) == "done"
+    assert calls.count("outer") == 3  # lost twice, won on the third run
+    calls.clear()
+    with pytest.raises(objectlog.LostRace, match=r"4 attempts to commit(.|\n)*Hint:"):
+        write(100)
+    assert calls.count("outer") == 4
