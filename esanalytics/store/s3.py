@@ -27,15 +27,16 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from esanalytics.exceptions import EsaError, LakeNotFoundError, StorageError, ValidationError
+from esanalytics.store.fs import LakeFS
 
 if TYPE_CHECKING:
-    from esanalytics.store.objectlog import ObjectCommitLog
+    from esanalytics.store.commitlog import CommitLog
 
 __all__ = [
     "S3FS",
@@ -165,7 +166,7 @@ class S3Options:
         }
 
 
-class S3FS:
+class S3FS(LakeFS):
     """A lake below ``s3://bucket/prefix``: the store's filesystem seam over an S3 API.
 
     Paths are relative to the lake (``"_esa/lake.json"``, ``"events/category=a/month=m/x.parquet"``),
@@ -423,12 +424,12 @@ class S3FS:
             held = self._locks.setdefault(name, threading.RLock())
         return _holding(held)
 
-    def commit_log(self) -> ObjectCommitLog:
+    def commit_log(self) -> CommitLog:
         """The lake's commit log (a new reader and appender of it): one object per line
-        below ``_esa/commits/``."""
+        below ``_esa/commits/``, with the API of the local log."""
         from esanalytics.store.objectlog import ObjectCommitLog
 
-        return ObjectCommitLog(self)
+        return cast("CommitLog", ObjectCommitLog(self))
 
     # -- DuckDB ----------------------------------------------------------------------------
 
@@ -530,12 +531,13 @@ def copy_lake(source: Path, fs: S3FS, *, workers: int = 8) -> int:
     return len(uploads) + len(lines) + 1
 
 
-def register_with_duckdb(con: Any, fs: S3FS) -> str:
+def register_with_duckdb(con: Any, fs: LakeFS) -> str:
     """Let DuckDB read the ``s3://`` paths of ``fs``'s lake, and say how: ``"httpfs"`` where
     DuckDB's own extension loads (given the endpoint and keys as a secret), else
     ``"fsspec"``: fs's filesystem, registered with ``con.register_filesystem``. Either way
     DuckDB fetches only the footers and the row groups a query needs (the external file
     cache, which would read a registered filesystem's files in whole 2 MB blocks, is off)."""
+    assert isinstance(fs, S3FS)
     try:
         con.execute("LOAD httpfs")
     except Exception:  # not installed, and not installable here: fall back
