@@ -189,6 +189,30 @@ def test_what_is_kept_only_locally_says_so(url: str, s3server: Any) -> None:
         MaterializedProjection(store, account_balances)
 
 
+def test_an_import_into_an_s3_lake_equals_one_into_a_folder(
+    url: str, s3server: Any, tmp_path: Path
+) -> None:
+    """The same JSONL file imported into a folder and into S3: the same events, and a second
+    run adds nothing to either (the cursor is a commit like any other)."""
+    from tests.sources.test_file_sources import sample_rows, write_jsonl
+
+    source = tmp_path / "export.jsonl"
+    write_jsonl(source, sample_rows(300))
+    remote = esa.open(url, create=True, storage_options=s3server.options())
+    local = esa.open(tmp_path / "lake", create=True)
+    for store in (remote, local):
+        assert esa.import_events(store, source, name="export").events == 300
+        assert esa.import_events(store, source, name="export").events == 0
+    columns = ["global_position", "stream_id", "version", "event_type", "data", "occurred_at"]
+    assert (
+        remote.read_all().to_arrow().select(columns).to_pylist()
+        == local.read_all().to_arrow().select(columns).to_pylist()
+    )
+    assert remote.cursor("export") == local.cursor("export")
+    with pytest.raises(esa.ValidationError, match=r"rejected rows(.|\n)*Hint:"):
+        esa.import_events(remote, source, name="other", on_error="skip")
+
+
 # -- crashes: a writer killed at each step of a commit ----------------------------------------
 
 _WRITER = textwrap.dedent(
