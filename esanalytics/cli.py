@@ -524,6 +524,8 @@ def _materialized(args: argparse.Namespace) -> Any:
     chosen = _projection(args.projection)
     if getattr(args, "valid_at", None) is not None or not isinstance(chosen, Projection):
         return None
+    if args.lake.startswith("s3://"):
+        return None  # (a lake on object storage keeps no materialized projections)
     view = MaterializedProjection(esa.open(args.lake), chosen)
     current = view.current()
     if not current or current["version"] != view.projection.version:

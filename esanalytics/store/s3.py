@@ -478,8 +478,9 @@ class S3FS(LakeFS):
 def copy_lake(source: Path, fs: S3FS, *, workers: int = 8) -> int:
     """Copy the local lake folder ``source`` to ``fs`` (an empty prefix), as an S3 lake holds
     it; returns the number of objects written. Its committed files keep their names (a file
-    still under its temporary name is written under its final one; files compaction retired
-    are left behind, and so are the locks); its commit log becomes one object per complete
+    still under its temporary name, or retired by a compaction, is written under its final
+    one, where replaced files stay on object storage until vacuum; the locks are left
+    behind); its commit log becomes one object per complete
     line, at the same offsets, so its checkpoint and writer index hold as they are. The lake
     marker goes last: the copy is a lake only once everything else is there."""
     from concurrent.futures import ThreadPoolExecutor
@@ -499,10 +500,10 @@ def copy_lake(source: Path, fs: S3FS, *, workers: int = 8) -> int:
         if not path.is_file() or path == marker or rel.startswith("_esa/commits.log"):
             continue
         name = path.name
-        if name.endswith(".lock") or name.endswith(".retired"):
+        if name.endswith(".lock"):
             continue
-        if name.startswith(".") and name.endswith(".parquet.tmp"):
-            final = path.with_name(name[1 : -len(".tmp")])
+        if name.startswith(".") and name.endswith((".parquet.tmp", ".parquet.retired")):
+            final = path.with_name(name[1:].rpartition(".")[0])
             if final.exists():
                 continue
             rel = final.relative_to(source).as_posix()

@@ -91,6 +91,9 @@ def test_the_same_projections_on_a_local_lake_and_its_s3_copy(
     local = Session(esa.open(sample_lake))
     remote = Session(esa.open(sample_on_s3, storage_options=s3server.options()))
     assert remote.position == local.position == 30_000
+    checked = verify(remote.store)  # each file against its digest: the copy is whole
+    assert checked.ok
+    assert checked.method == "files"
     first, last = local.sql("SELECT min(recorded_at), max(recorded_at) FROM events").fetchall()[0]
     for cut in (
         {},
@@ -171,6 +174,9 @@ def test_the_cli_takes_s3_lakes_from_the_environment(sample_on_s3: str, s3server
     assert "30000" in done.stdout
     done = run("verify", sample_on_s3)
     assert done.returncode == 0, done.stdout + done.stderr
+    done = run("state", sample_on_s3, "account_balances", "--key", "account-17", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert "account-17" in done.stdout
     done = run("sql", sample_on_s3, f"COPY (SELECT 1) TO '{sample_on_s3}/events/x.parquet'")
     assert done.returncode != 0
     assert "writes inside the lake" in done.stderr
