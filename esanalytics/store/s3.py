@@ -76,6 +76,9 @@ _ENVIRONMENT = {
     "secret": ("AWS_SECRET_ACCESS_KEY",),
     "token": ("AWS_SESSION_TOKEN",),
 }
+#: Bytes of the ranges DuckDB read from a lake's objects that a store handle keeps in memory
+#: for the next query (objects never change: see ``_Ranges``).
+RANGE_CACHE_BYTES = 256 << 20
 #: Attempts at a PUT that S3 answers 409 ConditionalRequestConflict (another conditional
 #: write to the same key was in flight: AWS says to retry).
 _CONFLICT_ATTEMPTS = 5
@@ -572,7 +575,8 @@ def _duckdb_files(fs: S3FS) -> Any:
     once under unique names, so the first answer is kept. And DuckDB's threads share a
     handle, calling ``seek`` then ``read`` as two steps: each thread keeps its own position
     here and reads with ``read_at``, so one thread's seek never moves another's read (and
-    one pyarrow handle per object serves every open of it)."""
+    one pyarrow handle per object serves every open of it). The ranges read are kept for the
+    next query (``_Ranges``)."""
     try:
         from fsspec.implementations.arrow import ArrowFSWrapper
     except ImportError:
@@ -589,6 +593,7 @@ def _duckdb_files(fs: S3FS) -> Any:
 
     class _Files(ArrowFSWrapper):  # type: ignore[misc]
         protocol = ("s3", "s3a")
+        ranges = _Ranges(RANGE_CACHE_BYTES)
 
         def _info(self, path: str) -> pafs.FileInfo:
             path = self._strip_protocol(path)
@@ -630,18 +635,58 @@ def _duckdb_files(fs: S3FS) -> Any:
                 stream = streams.get(info.path)
                 if stream is None:  # (opening costs a HEAD: one open handle per object)
                     stream = streams[info.path] = fs.arrow.open_input_file(info.path)
-            return _SharedFile(stream, info.size)
+            return _SharedFile(stream, info.size, self.ranges, info.path)
 
     return _Files(fs.arrow)
+
+
+class _Ranges:
+    """The byte ranges DuckDB read from a lake's objects, kept (least recently used first
+    out) up to :data:`RANGE_CACHE_BYTES`: objects are written once under unique names, so a
+    range read once is the same bytes the next time, as the page cache keeps a local file's.
+    ``hits`` and ``misses`` count the reads served from memory and from the store."""
+
+    def __init__(self, budget: int) -> None:
+        from collections import OrderedDict
+
+        self.budget = budget
+        self.held = 0
+        self.hits = self.misses = 0
+        self._kept: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, int]) -> bytes | None:
+        with self._lock:
+            data = self._kept.get(key)
+            if data is None:
+                self.misses += 1
+                return None
+            self._kept.move_to_end(key)
+            self.hits += 1
+            return data
+
+    def put(self, key: tuple[str, int, int], data: bytes) -> None:
+        if len(data) > self.budget // 4:
+            return
+        with self._lock:
+            if key in self._kept:
+                return
+            self._kept[key] = data
+            self.held += len(data)
+            while self.held > self.budget:
+                _, dropped = self._kept.popitem(last=False)
+                self.held -= len(dropped)
 
 
 class _SharedFile:
     """A read-only object handle that DuckDB's threads can share: positions are per thread,
     and every read is a positional ``read_at`` (see :func:`_duckdb_files`)."""
 
-    def __init__(self, stream: Any, size: int) -> None:
+    def __init__(self, stream: Any, size: int, ranges: _Ranges, path: str) -> None:
         self._stream = stream
         self._size = size
+        self._ranges = ranges
+        self._path = path
         self._local = threading.local()
         self.closed = False
 
@@ -661,7 +706,11 @@ class _SharedFile:
         if length is None or length < 0:
             length = self._size - position
         length = max(0, min(length, self._size - position))
-        data: bytes = self._stream.read_at(length, position) if length else b""
+        key = (self._path, position, length)
+        data = self._ranges.get(key)
+        if data is None:
+            data = self._stream.read_at(length, position) if length else b""
+            self._ranges.put(key, data)
         self._local.position = position + len(data)
         return data
 

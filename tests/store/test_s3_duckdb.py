@@ -122,3 +122,23 @@ def test_threads_sharing_a_handle_read_their_own_bytes(lakes: tuple[Path, S3FS, 
                 con.execute(sql.format(f"'{fs.uri(rel)}'")).fetchall()
                 == con.execute(sql.format(f"'{local / rel}'")).fetchall()
             )
+
+
+def test_ranges_read_once_are_served_from_memory_the_next_time(
+    lakes: tuple[Path, S3FS, list[str]],
+) -> None:
+    """Objects are written once under unique names: a second query over the same row groups
+    asks S3 for nothing, and answers the same."""
+    _, fs, rels = lakes
+    fresh = S3FS(fs.url, {"endpoint_url": fs.options.endpoint_url, "key": fs.options.key,
+                          "secret": fs.options.secret, "region": fs.options.region})  # fmt: skip
+    con = duckdb.connect()
+    register_with_duckdb(con, fresh)
+    ranges = fresh.fsspec().ranges
+    sql = _query([fresh.uri(r) for r in rels])
+    first = con.execute(sql).fetchall()
+    misses, hits = ranges.misses, ranges.hits
+    assert misses > 0
+    assert con.execute(sql).fetchall() == first
+    assert ranges.misses == misses
+    assert ranges.hits > hits
