@@ -118,7 +118,24 @@ def build_sample(
     return store
 
 
+def _lake_path(lake: str) -> Path | str:
+    """A lake as named on the command line: a folder, or a URL on object storage (kept as
+    text: ``Path`` would fold ``s3://`` into ``s3:/``)."""
+    return lake if lake.startswith("s3://") else Path(lake)
+
+
+def _local_only(lake: str, verb: str) -> None:
+    """Refuse a verb that builds a lake folder when given a lake on object storage."""
+    if lake.startswith("s3://"):
+        raise esa.ValidationError(
+            f"`esa {verb}` builds a lake on local disk; {lake} is on object storage.",
+            hint=f"build it in a folder (esa {verb} ./lake ...) and copy the folder to "
+            "object storage, or append to the lake there with `esa append`/`esa import`.",
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _local_only(args.lake, "demo")
     path = Path(args.lake)
     if not (path / "_esa" / "lake.json").exists():
         build_sample(path, events=args.events, seed=args.seed, fast=args.fast)
@@ -203,6 +220,7 @@ def _esa_command() -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    _local_only(args.lake, "generate")
     path = Path(args.lake)
     if path.exists() and any(path.iterdir()):
         _err_console().print(
@@ -214,7 +232,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    path = Path(args.lake)
+    path = _lake_path(args.lake)
     with contextlib.suppress(esa.LakeNotFoundError):
         store = esa.open(path)
         print(f"{path} is already a lake ({store.head:,} events); nothing was changed.")
@@ -401,9 +419,12 @@ def _emit_relation(relation: Any, args: argparse.Namespace) -> None:
     _emit(table, args.format, None, args.limit)
 
 
-def _fingerprint(lake: Path) -> dict[str, tuple[int, int, int]]:
-    """Size, modification time and inode of every file in the lake."""
-    stamps = {}
+def _fingerprint(lake: Path | str) -> dict[str, tuple[int, int, int]]:
+    """Size, modification time and inode of every file in the lake (none for a lake on object
+    storage: the textual check stands alone there)."""
+    stamps: dict[str, tuple[int, int, int]] = {}
+    if isinstance(lake, str):
+        return stamps
     for folder, _, names in os.walk(lake):
         for name in names:
             with contextlib.suppress(OSError):
@@ -457,7 +478,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
             session.con.execute(
                 f'CREATE OR REPLACE VIEW "{chosen.name}" AS {chosen.state_sql(session)}'
             )
-    lake = Path(args.lake)
+    lake = _lake_path(args.lake)
     import duckdb
 
     from esanalytics.engine import lake_targets, query_error
@@ -512,7 +533,7 @@ def _spark_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_untouched(name: str, lake: Path, before: dict[str, tuple[int, int, int]]) -> None:
+def _check_untouched(name: str, lake: Path | str, before: dict[str, tuple[int, int, int]]) -> None:
     """If anything in the lake changed while a query ran, the lake must still verify: a
     query that wrote inside it by a route the textual check cannot see is named at once."""
     after = _fingerprint(lake)
@@ -542,6 +563,8 @@ def _materialized(args: argparse.Namespace) -> Any:
     chosen = _projection(args.projection)
     if getattr(args, "valid_at", None) is not None or not isinstance(chosen, Projection):
         return None
+    if args.lake.startswith("s3://"):
+        return None  # (a lake on object storage keeps no materialized projections)
     view = MaterializedProjection(esa.open(args.lake), chosen)
     current = view.current()
     if not current or current["version"] != view.projection.version:
@@ -1058,7 +1081,11 @@ USER_PROJECTIONS = (
     "a Python file (my_projection.py, or my_projection.py:NAME when it holds several), "
     "a module (package.module:NAME) or a .sql file (a query over events with a key column)"
 )
-LAKE = "the lake's folder (made by esa init, esa generate or esa demo)"
+LAKE = (
+    "the lake's folder (made by esa init, esa generate or esa demo), or a lake on object "
+    "storage, s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_REGION)"
+)
 LAKE_NEW = "the folder to make the lake in (new or empty)"
 PROJECTION_HELP = (
     "a shipped projection (account_balances, order_status), or your own: " + USER_PROJECTIONS

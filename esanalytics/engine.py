@@ -100,7 +100,7 @@ def cut_predicate(
     return " AND ".join(parts)
 
 
-def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path) -> list[str]:
+def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path | str) -> list[str]:
     """The paths inside the lake that a statement other than a plain SELECT names at its
     top level (a COPY ... TO target, an EXPORT folder, an ATTACH file, a SET directory)."""
     found = []
@@ -166,6 +166,10 @@ class Session:
         self.con.execute("SET TimeZone = 'UTC'")
         # Committed files never change: keep their footers between queries.
         self.con.execute("SET parquet_metadata_cache = true")
+        if not store.fs.local:  # a lake on object storage: DuckDB reads it through the seam
+            from esanalytics.store.s3 import register_with_duckdb
+
+            register_with_duckdb(self.con, store.fs)
         self._requested_position = None if position is None else validate_position(position)
         self._streams: list[str] = []
         self._after: dict[str, tuple[int, int]] = {}  # views of events_after: (after, upto)

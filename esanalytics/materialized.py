@@ -126,7 +126,9 @@ class MaterializedProjection:
         self.projection = projection
         self.checkpoint_every = checkpoint_every
         self.max_checkpoints = max_checkpoints
-        self.folder = store.path / "projections" / projection.name
+        self.folder = (
+            store.local_folder("Materialized projections") / "projections" / projection.name
+        )
 
     def current(self) -> dict[str, Any] | None:
         """The pointer to the stored state, or None when there is none to use. A state file
@@ -592,6 +594,8 @@ def stored_state_problems(lake: EventStore | str | os.PathLike[str]) -> list[tup
     for each altered or missing one (what ``esa verify`` reports)."""
     problems = []
     folder = lake.path if isinstance(lake, EventStore) else Path(lake)
+    if not isinstance(folder, Path):
+        return []  # (a lake on object storage keeps no materialized projections)
     root = folder / "projections"
     for pointer in sorted(root.glob("*/current.json")) if root.exists() else []:
         try:

@@ -79,7 +79,8 @@ _FILE_DDL = (
 
 
 class SparkUnavailableError(EsaError, RuntimeError):
-    """Spark cannot start here: the ``spark`` extra or Java is missing."""
+    """Spark cannot run here: the ``spark`` extra or Java is missing, or the lake is on
+    object storage (which Spark reads through a connector this package does not bring)."""
 
 
 @contextlib.contextmanager
@@ -235,6 +236,14 @@ class Session:
         position: int | None = None,
         typed: bool = True,
     ) -> None:
+        if not store.fs.local:
+            raise SparkUnavailableError(
+                f"The Spark engine reads lakes on local disk (or a shared file system), and "
+                f"{store.fs.url} is on object storage.",
+                hint="Spark reads S3 through Hadoop's s3a connector (hadoop-aws), which a "
+                "cluster brings and this package does not: run the DuckDB Session on the S3 "
+                "lake, or copy the lake to a folder Spark's workers can read.",
+            )
         self.store = store
         self.typed = typed
         self.as_of = None if as_of is None else to_utc(as_of, what="as_of")
@@ -309,7 +318,7 @@ class Session:
         folders."""
         with _quiet():
             read = self.spark.read.schema(_FILE_DDL).option(
-                "basePath", str(self.store.path / EVENTS_DIR)
+                "basePath", self.store.fs.uri(EVENTS_DIR)
             )
             return read.parquet(*paths).select(*_COLUMNS, "month")
 
@@ -471,7 +480,7 @@ class Session:
                 for (column, path, sql_type), kind in zip(columns, stored, strict=True)
             ]
             with _quiet():
-                read = self.spark.read.option("basePath", str(self.store.path / TYPED_DIR)).parquet(
+                read = self.spark.read.option("basePath", self.store.fs.uri(TYPED_DIR)).parquet(
                     *paths
                 )
             frames.append(read.selectExpr(*base, *values).where(within))

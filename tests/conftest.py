@@ -176,3 +176,27 @@ def postgres() -> Iterator[Any]:
 def postgres_url(postgres: Any) -> str:
     """A fresh, empty database in the test run's cluster: its URL (user ``esa``, no password)."""
     return str(postgres.database())
+
+
+# -- an S3 API on 127.0.0.1 (tests/s3server.py: moto's server), for lakes on object storage --
+
+
+@pytest.fixture(scope="session")
+def s3server() -> Iterator[Any]:
+    """One moto S3 server for the test run, on 127.0.0.1 at a free port, stopped after."""
+    from tests import s3server as s3
+
+    try:
+        server = s3.start()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3server: Any) -> str:
+    """A fresh, empty bucket in the test run's S3 server: its name."""
+    return str(s3server.bucket())

@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
@@ -208,11 +207,24 @@ class _Vacuumed(Exception):
     """A committed file was found under none of its names while it was read."""
 
 
-def _open_moving(path: str) -> io.BufferedReader:
+#: The lakes on object storage being verified, by URL: how an ``s3://`` path is opened.
+_OBJECT_STORES: dict[str, Any] = {}
+
+
+def _open_moving(path: str) -> Any:
     """Open a committed file (``path``: its final name) wherever it is now. A file only
     moves forward (temporary name, final name, retired name, deleted by vacuum), so
     trying the names in that order finds it even while a writer renames it; an open file
-    stays readable whatever happens to its name."""
+    stays readable whatever happens to its name. On object storage (an ``s3://`` path) a
+    file never moves: it is opened where it is, through its lake's S3 filesystem."""
+    if path.startswith("s3://"):
+        fs = next((fs for url, fs in _OBJECT_STORES.items() if path.startswith(url + "/")), None)
+        if fs is None:
+            raise _Vacuumed(path)
+        try:
+            return fs.arrow.open_input_file(fs.arrow_path(path[len(fs.url) + 1 :]))
+        except FileNotFoundError:
+            raise _Vacuumed(path) from None
     for candidate in (path, tmp_name(path), path, retired_name(path)):
         try:
             return open(candidate, "rb")  # (the caller closes it)
@@ -234,18 +246,23 @@ def _verify(
     writers, seals and compactions running meanwhile change nothing it sees."""
     started = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 4)
-    root = store.path if isinstance(store, EventStore) else Path(store)
+    root = store.path if isinstance(store, EventStore) else _root(store)
     try:
         if not isinstance(store, EventStore):
             store = open_store(store)
+        if not store.fs.local:  # its files open through its filesystem, in this process
+            _OBJECT_STORES[store.fs.url] = store.fs
+            workers = 1
         store.refresh()  # (refuses a log no reader or writer will take)
         lines = store.commit_lines()
     except CorruptLakeError as error:  # a log no reader or writer will take
-        return _refused(error, root, against, started)
+        return _refused(error, root, against, started, store)
     logged = replay([line.record for line in lines])
     head = logged.head
     live = _live_files(lines)
-    around = _state_findings(root, lines, live)
+    # (the folder around the log: saved state, unnamed files, twins, stored projections; on
+    # object storage, files no commit names are a lost writer's, left for vacuum)
+    around = _state_findings(root, lines, live) if isinstance(root, Path) else []
     inline = _inline_findings(lines)
     why = "asked for (deep)"
     if not deep:
@@ -268,8 +285,7 @@ def _verify(
     # fails, every row's position with 64-bit prefixes of its prev_hash and hash (for the
     # links, checked here in position order), and per-stream version sums.
     committed = {path: entry.sha256 for path, (entry, _) in live.items()}
-    events_dir = store.path / "events"
-    tasks = [(str(events_dir / e.path), e.category, committed.get(e.path), e) for e in readable]
+    tasks = [(_file(store, e.path), e.category, committed.get(e.path), e) for e in readable]
     parts: list[_FileFacts] = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -412,7 +428,7 @@ def _verify_files(
 
     def matches(entry: FileEntry) -> bool:
         try:
-            with _open_moving(str(store.path / "events" / entry.path)) as file:
+            with _open_moving(_file(store, entry.path)) as file:
                 return hashlib.file_digest(file, "sha256").hexdigest() == entry.sha256
         except (_Vacuumed, OSError):
             return False
@@ -437,7 +453,7 @@ def _verify_files(
     added: list[pa.Table] = []
     for raw in () if signed else newest.get("add", ()):
         entry = FileEntry.from_json(raw)
-        problem = _newest_file_problem(str(store.path / "events" / entry.path), entry, added)
+        problem = _newest_file_problem(_file(store, entry.path), entry, added)
         if problem is not None:
             return problem
     problem = None if signed or not added else _newest_line_problem(store, lines, added)
@@ -523,7 +539,7 @@ def _newest_line_problem(
         if raw is None or raw.get("sha256") is None:
             return f"the newest compaction removes {path}, which was not a committed file"
         try:
-            with _open_moving(str(store.path / "events" / path)) as file:
+            with _open_moving(_file(store, path)) as file:
                 if hashlib.file_digest(file, "sha256").hexdigest() != raw["sha256"]:
                     return f"{path}, which the newest compaction replaced, was altered"
                 file.seek(0)
@@ -629,8 +645,22 @@ def _month_of(us: int) -> str:
     return str(np.datetime64(us, "us").astype("datetime64[M]"))
 
 
+def _root(lake: str | os.PathLike[str]) -> Path | str:
+    """A lake's folder, or its URL on object storage."""
+    return lake if isinstance(lake, str) and lake.startswith("s3://") else Path(lake)
+
+
+def _file(store: EventStore, path: str) -> str:
+    """Where a committed events file is read from: its path, or its ``s3://`` URI."""
+    return store.fs.uri(f"events/{path}")
+
+
 def _refused(
-    error: CorruptLakeError, root: Path, against: dict[str, Any] | None, started: float
+    error: CorruptLakeError,
+    root: Path | str,
+    against: dict[str, Any] | None,
+    started: float,
+    store: EventStore | str | os.PathLike[str],
 ) -> VerifyResult:
     """The result for a lake whose commit log or saved state no reader will take: why,
     and, when the log's lines can still be read, what readers were offered beside what the
@@ -646,8 +676,9 @@ def _refused(
         )
     ]
     try:
-        lines, _, _ = CommitLog(root / "_esa" / "commits.log").lines(0)
-        findings += _state_findings(root, lines, _live_files(lines))
+        if isinstance(root, Path):
+            lines, _, _ = CommitLog(root / "_esa" / "commits.log").lines(0)
+            findings += _state_findings(root, lines, _live_files(lines))
     except CorruptLakeError:
         pass  # the log itself cannot be read: the first finding says why
     return VerifyResult(
@@ -1345,7 +1376,7 @@ def _order(finding: Finding) -> tuple[int, int]:
 def _check_file(store: EventStore, entry: Any) -> Finding | None:
     import pyarrow.parquet as pq
 
-    path = store.path / "events" / entry.path
+    path = _file(store, entry.path)
     try:
         resolved = store._resolve(entry.path)
     except CorruptLakeError:
@@ -1354,10 +1385,10 @@ def _check_file(store: EventStore, entry: Any) -> Finding | None:
             None,
             None,
             f"committed file {entry.path} is missing (positions {entry.min_position}..{entry.max_position})",
-            str(path),
+            path,
         )
     try:
-        with _open_moving(str(path)) as file:  # (renamed since it was resolved?)
+        with _open_moving(path) as file:  # (renamed since it was resolved?)
             handle = pq.ParquetFile(file)
             rows = handle.metadata.num_rows
             schema = handle.schema_arrow

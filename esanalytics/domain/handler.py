@@ -78,15 +78,24 @@ class SnapshotStore:
     hash of the stream id (so no id builds a path). A snapshot records the decider version
     that wrote it: another version's snapshot is ignored, never misread."""
 
-    def __init__(self, lake: Path, decider_name: str) -> None:
+    def __init__(self, lake: Path | None, decider_name: str) -> None:
+        # (None: a lake on object storage, which keeps no snapshots yet; none are read)
         self.folder = (
-            lake / "_esa" / "snapshots" / hashlib.sha256(decider_name.encode()).hexdigest()[:16]
+            None
+            if lake is None
+            else lake
+            / "_esa"
+            / "snapshots"
+            / hashlib.sha256(decider_name.encode()).hexdigest()[:16]
         )
 
     def _path(self, stream_id: str) -> Path:
+        assert self.folder is not None
         return self.folder / (hashlib.sha256(stream_id.encode()).hexdigest()[:40] + ".json")
 
     def get(self, stream_id: str) -> dict[str, Any] | None:
+        if self.folder is None:
+            return None
         try:
             raw = json.loads(self._path(stream_id).read_text())
         except (OSError, ValueError):
@@ -97,6 +106,8 @@ class SnapshotStore:
         """Save a snapshot. It is written after its command's events are committed, and it is
         only a shortcut: a failure (a full disk, a read-only lake) is logged, never raised,
         or a caller would retry a command that was done."""
+        if self.folder is None:
+            return
         try:  # (a unique temporary name: threads of one process save at once)
             self.folder.mkdir(parents=True, exist_ok=True)
             write_whole(self._path(stream_id), json.dumps({**record, "stream_id": stream_id}))
@@ -160,7 +171,10 @@ class CommandHandler(Generic[S]):
         self.decider = decider
         self.snapshot_every = snapshot_every
         self.max_retries = max_retries
-        self.snapshots = SnapshotStore(store.path, decider.name)
+        self.snapshots = SnapshotStore(
+            store.local_folder("Handler snapshots") if snapshot_every or store.fs.local else None,
+            decider.name,
+        )
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
 

@@ -234,7 +234,11 @@ def import_events(
         if told and _differs(given, summary.mapping):
             raise _other_mapping(name, summary.mapping, given)
     previous = stored
-    rejects = _Rejects(rejects_path(store.path, name), store.path) if on_error == "skip" else None
+    if on_error == "skip":
+        lake = store.local_folder("The rejected rows of an import (on_error='skip')")
+        rejects: _Rejects | None = _Rejects(rejects_path(lake, name), lake)
+    else:
+        rejects = None
     from esanalytics._duck import connect
 
     con = connect()  # (within the memory limit the user set, like every lake connection)

@@ -146,7 +146,7 @@ _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {  # what each kind of commit
 }
 
 
-def _commit_record(body: bytes, path: Path, at: int) -> dict[str, Any]:
+def _commit_record(body: bytes, path: Path | str, at: int) -> dict[str, Any]:
     """The record of a checksummed line, which must be a commit: a JSON object with its
     number and kind (a line whose checksum holds but which is not one was written by hand)."""
     try:

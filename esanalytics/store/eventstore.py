@@ -22,9 +22,10 @@ import json
 import os
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from esanalytics.events import validate_position
 from esanalytics.exceptions import CorruptLakeError, LakeNotFoundError, ValidationError
@@ -143,15 +144,39 @@ class EventStore(MaintenanceMixin):
         return Subscription(self, from_position, categories, event_types, poll_interval)
 
 
-def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventStore:
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    create: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> EventStore:
     """Open the lake at ``path``; with ``create=True`` make it if it does not exist.
+
+    ``path`` is a folder, or a prefix on object storage: ``s3://bucket/prefix``, reached with
+    ``storage_options`` (``endpoint_url``, ``region``, ``key``, ``secret``, ``token``,
+    ``anonymous``; each one not given is taken from the usual ``AWS_*`` variables). Lakes on
+    object storage need ``pip install 'esanalytics[s3]'``.
 
     >>> import tempfile, esanalytics as esa
     >>> esa.open(tempfile.mkdtemp() + "/lake", create=True).head
     0
     """
-    root = Path(path)
-    fs: LakeFS = LocalFS(root)
+    fs: LakeFS
+    root: Path | str
+    if isinstance(path, str) and path.startswith("s3://"):
+        from esanalytics.store.s3 import S3FS  # (boto3 and fsspec: only for such lakes)
+
+        fs = S3FS(str(path), storage_options)
+        root = fs.url
+    else:
+        if storage_options:
+            raise ValidationError(
+                "storage_options are for lakes on object storage (s3://bucket/prefix).",
+                hint=f"leave them out to open the folder {path}.",
+                path=str(path),
+            )
+        root = Path(path)
+        fs = LocalFS(root)
     marker_rel = f"{LAKE_DIR}/{MARKER}"
     marker = fs.uri(marker_rel)
     if not fs.exists(marker_rel):
@@ -175,7 +200,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = False) -> EventSt
             fs.make_dirs(LAKE_DIR)
             fs.make_dirs(EVENTS_DIR)
             log = f"{LAKE_DIR}/{COMMIT_LOG}"
-            if not fs.exists(log):  # (a retry keeps the log it made)
+            if fs.local and not fs.exists(log):  # (a retry keeps the log it made; an
+                # object log is its line objects: none yet)
                 fs.create_new(log, b"")
             kill_point("create.before_marker")
             # Two processes may make one lake at once: either marker does.

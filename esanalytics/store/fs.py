@@ -151,6 +151,11 @@ class LakeFS:
         """Hex SHA-256 of the file's bytes."""
         raise NotImplementedError
 
+    def modified(self, rel: str) -> float:
+        """When the file was last written, in seconds since the epoch (FileNotFoundError when
+        it is missing)."""
+        raise NotImplementedError
+
     def lock(self, name: str) -> AbstractContextManager[None]:
         """Hold the lake's lock ``name`` (``"writer.lock"``, ``"compact.lock"``) between
         threads and processes for the ``with`` block (a no-op where commits are optimistic)."""
@@ -280,6 +285,9 @@ class LocalFS(LakeFS):
     def digest(self, rel: str) -> str:
         with open(self.root / rel, "rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def modified(self, rel: str) -> float:
+        return (self.root / rel).stat().st_mtime
 
     def lock(self, name: str) -> AbstractContextManager[None]:
         """``flock`` on ``_esa/<name>`` (and a thread lock shared by this handle's threads)."""

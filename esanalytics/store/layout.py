@@ -95,9 +95,13 @@ def make_dirs_durably(root: Path, relative: str) -> Path:
     return target
 
 
-def inside_lake(lake: Path, literal: str) -> bool:
+def inside_lake(lake: Path | str, literal: str) -> bool:
     """Does a path (as written in SQL or on a command line) name something inside the lake,
-    after ``~``, ``..`` and symbolic links, resolved from the current folder?"""
+    after ``~``, ``..`` and symbolic links, resolved from the current folder? (For a lake on
+    object storage, ``lake`` is its URL: a URL below it is inside.)"""
+    if isinstance(lake, str):
+        text = literal.rstrip("/")
+        return text == lake or text.startswith(lake + "/")
     text = literal.removeprefix("file://")
     if "://" in text:  # another file system (s3://, http://): never the lake's folder
         return False
@@ -131,7 +135,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def storage_error(error: BaseException, lake: Path, doing: str) -> StorageError | None:
+def storage_error(error: BaseException, lake: Path | str, doing: str) -> StorageError | None:
     """The hinted error for a write that found the disk full or the lake read-only (None for
     any other failure). ``doing`` names the write, e.g. "the append"."""
     if isinstance(error, EsaError):
@@ -160,7 +164,7 @@ def storage_error(error: BaseException, lake: Path, doing: str) -> StorageError 
 
 
 @contextlib.contextmanager
-def writing(lake: Path, doing: str) -> Iterator[None]:
+def writing(lake: Path | str, doing: str) -> Iterator[None]:
     """Raise a full disk or a read-only lake met inside as a hinted :class:`StorageError`."""
     try:
         yield

@@ -29,6 +29,7 @@ from esanalytics.store.layout import (
     tmp_name,
     writing,
 )
+from esanalytics.store.objectlog import retried
 from esanalytics.store.state import _now_us, _rows_table
 from esanalytics.store.writer import WriterMixin
 
@@ -44,6 +45,7 @@ COMPACT_ROW_GROUP_ROWS = 1024
 class MaintenanceMixin(WriterMixin):
     """Sealing, compaction and vacuum of :class:`~esanalytics.store.eventstore.EventStore`."""
 
+    @retried
     def flush(self) -> int:
         """Seal the events of small appends that are still only in the commit log into
         Parquet now, so that plain Parquet readers see every committed event. Returns how
@@ -61,7 +63,7 @@ class MaintenanceMixin(WriterMixin):
         number = self._commit_number + 1
         start = self._offset
         try:
-            written = self._write_files(_rows_table(rows), f"a{number:012d}-seal")
+            written = self._write_files(_rows_table(rows), f"a{number:012d}{self._token}-seal")
             record = {
                 "n": number,
                 "kind": "seal",
@@ -72,7 +74,7 @@ class MaintenanceMixin(WriterMixin):
             self._offset = self._log.append(record, valid_end=self._offset)
         except BaseException:
             if self._offset == start:  # not committed: leave nothing behind
-                self._discard(f"a{number:012d}-seal")
+                self._discard(f"a{number:012d}{self._token}-seal")
             raise
         kill_point("seal.after_commit")
         self._publish(record, start)
@@ -83,6 +85,7 @@ class MaintenanceMixin(WriterMixin):
 
     # -- compaction ----------------------------------------------------------------------
 
+    @retried
     def compact(
         self,
         *,
@@ -198,7 +201,12 @@ class MaintenanceMixin(WriterMixin):
     def vacuum(self, *, older_than: timedelta = timedelta(hours=1)) -> int:
         """Delete files that compaction replaced more than ``older_than`` ago (readers pinned
         to older positions may still read them until then), and their typed twins. Returns
-        how many events files were deleted."""
+        how many events files were deleted.
+
+        On object storage a replaced file stays under its own name until then, and files that
+        no commit names (written by a writer that lost its race, or died before its commit)
+        are deleted too, once they are ``older_than`` old (a writer still about to commit
+        them is younger)."""
         cutoff = _now_us() - int(older_than.total_seconds() * 1_000_000)
         removed = 0
         with writing(self.path, "the vacuum"), self.fs.lock(WRITER_LOCK), self._state_lock:
@@ -210,12 +218,34 @@ class MaintenanceMixin(WriterMixin):
                     for path in record["remove"]:
                         if path in self._files:
                             continue
-                        self.fs.remove(f"{self._typed}/{retired_name(path)}")
-                        retired = f"{self._events}/{retired_name(path)}"
+                        name = retired_name(path) if self.fs.renames_on_publish else path
+                        self.fs.remove(f"{self._typed}/{name}")
+                        retired = f"{self._events}/{name}"
                         if self.fs.exists(retired):
                             self.fs.remove(retired)
                             removed += 1
                             kill_point("vacuum.after_delete")
+            if not self.fs.renames_on_publish:
+                removed += self._vacuum_strays(cutoff)
+        return removed
+
+    def _vacuum_strays(self, cutoff: int) -> int:
+        """On object storage: delete the files no commit names that are older than ``cutoff``
+        (epoch µs); how many events files went."""
+        named = {
+            f"{root}/{raw['path']}"
+            for record in self._all_records()
+            for raw in record.get("add", ())
+            for root in (self._events, self._typed)
+        }
+        removed = 0
+        for root in (self._events, self._typed):
+            for path in self.fs.list_files(root):
+                if path in named or not path.endswith(".parquet"):
+                    continue
+                if self.fs.modified(path) * 1_000_000 <= cutoff:
+                    self.fs.remove(path)
+                    removed += root == self._events
         return removed
 
     def _holds(self, path: str) -> bool:

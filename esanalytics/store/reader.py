@@ -85,6 +85,11 @@ class ReaderMixin(StoreState):
         re-read of the commit log tells which."""
         root = root or self._events
         final = f"{root}/{relpath}"
+        if not self.fs.renames_on_publish:
+            # On object storage a file is written under its final name before its commit and
+            # stays there until vacuum deletes it (compaction moves nothing): no look needed,
+            # and a missing one fails the read that opens it.
+            return final
         if self.fs.exists(final):  # the common case: one look
             return final
         for candidate in (tmp_name(relpath), relpath, retired_name(relpath)):

@@ -23,6 +23,7 @@ from esanalytics.store.layout import (
     retired_name,
     tmp_name,
 )
+from esanalytics.store.objectlog import LostRace
 from esanalytics.store.state import _LOG
 from esanalytics.store.writer_index import WriterIndexMixin
 
@@ -156,8 +157,9 @@ class RecoveryMixin(WriterIndexMixin):
 
     def _discard(self, stem: str) -> None:
         """Delete the temporary files (and twins) of a write that failed before its commit."""
+        written = f".{stem}*.parquet.tmp" if self.fs.renames_on_publish else f"{stem}*.parquet"
         for root in (self._events, self._typed):
-            for tmp in self.fs.glob(root, f"category=*/month=*/.{stem}*.parquet.tmp"):
+            for tmp in self.fs.glob(root, f"category=*/month=*/{written}"):
                 with contextlib.suppress(OSError):
                     self.fs.remove(tmp)
 
@@ -178,12 +180,18 @@ class RecoveryMixin(WriterIndexMixin):
         is logged and left for a later writer, never raised, since the commit stands."""
         try:
             action()
-        except (OSError, pa.ArrowException) as error:
+        except (OSError, pa.ArrowException, LostRace) as error:
+            # (LostRace: another writer committed first; a seal is then theirs or the next's)
             _LOG.warning("%s in %s deferred: %s", what, self.path, error)
 
     def _finish(self, record: dict[str, Any]) -> None:
         """Retire the files (and twins) a commit replaced and publish those it added: each
-        step is a rename that a later run repeats harmlessly, so recovery calls this again."""
+        step is a rename that a later run repeats harmlessly, so recovery calls this again.
+        On object storage nothing moves: files are written under their final names, and the
+        files a compaction replaced stay where they are (for readers of older positions)
+        until vacuum deletes them."""
+        if not self.fs.renames_on_publish:
+            return
         for path in record.get("remove", ()):
             for root in (self._events, self._typed):
                 final = f"{root}/{path}"
@@ -191,8 +199,6 @@ class RecoveryMixin(WriterIndexMixin):
                     self.fs.rename(final, f"{root}/{retired_name(path)}")
         if "remove" in record:
             kill_point(f"{record['kind']}.after_retire")
-        if not self.fs.renames_on_publish:
-            return  # written under their final names: a commit line naming them publishes them
         for raw in record.get("add", ()):
             path = raw["path"]
             roots = (self._events, self._typed) if raw.get("typed") else (self._events,)

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from esanalytics.events import (
 )
 from esanalytics.exceptions import (
     CorruptLakeError,
+    ValidationError,
 )
 from esanalytics.store.commitlog import (
     CommitLine,
@@ -88,11 +90,16 @@ class _WriterState:
 class StoreState:
     """The state of a store handle and its upkeep (see the module docstring)."""
 
-    def __init__(self, root: Path, fs: LakeFS | None = None) -> None:
-        #: The lake folder (for a lake on local disk; other modules name files by it).
-        self.path = root
+    def __init__(self, root: Path | str, fs: LakeFS | None = None) -> None:
+        #: The lake folder (for a lake on local disk; other modules name files by it), or
+        #: its URL (``s3://bucket/prefix``) for a lake on object storage.
+        self.path: Path | str = root
         #: Every file of the lake is reached through this seam (see esanalytics.store.fs).
-        self.fs: LakeFS = fs if fs is not None else LocalFS(root)
+        self.fs: LakeFS = fs if fs is not None else LocalFS(Path(root))
+        # On object storage new files are written under their final names before the commit
+        # that names them, by writers that do not hold a common lock: each handle's names
+        # carry a token of their own (local names are made unique by the writer lock).
+        self._token = "" if self.fs.renames_on_publish else f"-{uuid.uuid4().hex[:10]}"
         # Lake-relative folders, as the seam names them.
         self._meta = LAKE_DIR
         self._events = EVENTS_DIR
@@ -188,6 +195,11 @@ class StoreState:
         replaced, and a writer must not start a new log over the old events."""
         if self._head or self._files or self._tail:
             return
+        if not self.fs.renames_on_publish:
+            # Files written under their final names before a first commit that never came
+            # (its writer died or lost): strays for vacuum. An emptied log is caught by the
+            # saved state's offset.
+            return
         found = next((p for p in self.fs.list_files(self._events) if p.endswith(".parquet")), None)
         if found is not None:
             raise CorruptLakeError(
@@ -198,6 +210,19 @@ class StoreState:
                 "affected). A new lake needs a new folder. Nothing was written.",
                 path=str(self._log.path),
             )
+
+    def local_folder(self, what: str) -> Path:
+        """The lake's folder, for ``what`` keeps files of its own in or beside it
+        (materialized projections, handler snapshots, an import's rejected rows); on object
+        storage, where those are not kept yet, a ValidationError that says so."""
+        if isinstance(self.path, Path):
+            return self.path
+        raise ValidationError(
+            f"{what} are kept only for lakes on local disk, and {self.path} is on object storage.",
+            hint="read the lake on object storage directly (esa.open(url), Session, "
+            "projection.state(session)), or copy it to a local folder for this.",
+            path=str(self.path),
+        )
 
     def _write_checkpoint(self) -> None:
         """Save the state as of the last commit, so that opening the lake reads only the

@@ -59,6 +59,7 @@ from esanalytics.store.layout import (
     tmp_name,
     writing,
 )
+from esanalytics.store.objectlog import retried
 from esanalytics.store.recovery import RecoveryMixin
 from esanalytics.store.results import (
     ANY,
@@ -199,6 +200,7 @@ class WriterMixin(RecoveryMixin):
         events_seq: Sequence[NewEvent] = [events] if isinstance(events, NewEvent) else events
         return self.append_many([AppendRequest(stream_id, events_seq, expected_version, category)])
 
+    @retried
     def append_many(self, requests: Sequence[AppendRequest]) -> Commit:
         """Append to several streams in one atomic commit, each with its own expected version.
 
@@ -386,6 +388,7 @@ class WriterMixin(RecoveryMixin):
             table, chunk_rows=chunk_rows, progress=progress, expected_versions=expected_versions
         )
 
+    @retried
     def _ingest(
         self,
         table: pa.Table,
@@ -470,6 +473,7 @@ class WriterMixin(RecoveryMixin):
     def _cursor_of(self, name: str) -> dict[str, Any] | None:
         return self._cursor_map().get(name)
 
+    @retried
     def import_batch(
         self,
         table: pa.Table,
@@ -699,7 +703,7 @@ class WriterMixin(RecoveryMixin):
                     record["last"] = chunk["global_position"][-1].as_py()
                     record["last_hash"] = chunk["hash"][-1].as_py()
                     record["recorded_at"] = chunk["recorded_at"][-1].value
-                    stem = f"a{number:012d}-{index:04d}"
+                    stem = f"a{number:012d}{self._token}-{index:04d}"
                     pending.append(pool.submit(self._write_files, chunk, stem))
                     if progress is not None:
                         progress(chunk.num_rows)
@@ -709,7 +713,7 @@ class WriterMixin(RecoveryMixin):
             commit = self._commit(record, stream_map)
         except BaseException:
             if self._offset == start:  # not committed: leave nothing behind
-                self._discard(f"a{number:012d}-")
+                self._discard(f"a{number:012d}{self._token}-")
             raise
         kill_point("ingest.after_publish")
         self._deferred("saving the store checkpoint", self._write_checkpoint)

@@ -181,7 +181,7 @@ class WriterIndexMixin(ReaderMixin):
             runs.append(np.fromiter(writer.recent_ids, np.uint64))
         keys = np.sort(np.concatenate(runs)) if runs else np.empty(0, np.uint64)
         writer.id_runs, writer.recent_ids = ([keys] if len(keys) else []), set()
-        stem = f"{self._commit_number:012d}"
+        stem = f"{self._commit_number:012d}{self._token}"
         import pyarrow.parquet as pq
 
         heads = pa.table(
