@@ -1034,6 +1034,50 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    """`esa copy LAKE s3://bucket/prefix`: the lake, byte for byte, on object storage (its
+    commit log as one object per line at the same offsets), taken under the source's writer
+    lock so no commit or vacuum lands midway, then verified where it now lives."""
+    import time
+
+    from esanalytics.audit import verify
+    from esanalytics.store.layout import WRITER_LOCK
+    from esanalytics.store.s3 import S3FS, copy_lake, is_s3_url
+
+    if not is_s3_url(args.target):
+        raise esa.ValidationError(
+            f"esa copy writes a lake to object storage, and {args.target} is not an s3:// URL.",
+            hint="name an empty prefix, such as s3://bucket/lake (options from the AWS_* "
+            "environment); a local copy of a lake folder is `cp -a LAKE NEW`.",
+        )
+    source = esa.open(args.lake)
+    if not source.fs.local:
+        raise esa.ValidationError(
+            f"esa copy reads a lake folder, and {args.lake} is on object storage.",
+            hint="copy between buckets with your store's own tools (aws s3 sync): the "
+            "objects are the lake.",
+        )
+    started = time.perf_counter()
+    with source.fs.lock(WRITER_LOCK):
+        head = source.refresh()
+        objects = copy_lake(Path(source.path), S3FS(args.target))
+    result = verify(esa.open(args.target))
+    print(
+        json.dumps(
+            {
+                "target": args.target,
+                "objects": objects,
+                "events": head,
+                "verified": result.ok,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+    if not result.ok:
+        _console().print(str(result), markup=False)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
 def _seconds(value: float) -> Any:
     from datetime import timedelta
 
@@ -1438,6 +1482,10 @@ def parser() -> argparse.ArgumentParser:
     compact.add_argument("lake", help=LAKE)
     compact.add_argument("--vacuum-after", type=float, default=3600.0, help="seconds")
     compact.set_defaults(run=cmd_compact)
+    copy = sub.add_parser("copy", help="copy a lake folder to object storage (s3://)")
+    copy.add_argument("lake", help="the lake folder to copy (it is only read)")
+    copy.add_argument("target", help="an empty s3://bucket/prefix (options from AWS_*)")
+    copy.set_defaults(run=cmd_copy)
     return root
 
 

@@ -427,3 +427,41 @@ def test_verify_finds_an_overwritten_data_file_and_an_edited_commit(
     assert not result.ok
     assert result.findings[0].kind == "commit_log"
     assert first == line_name(0)
+
+
+def test_esa_copy_puts_a_lake_folder_on_s3_byte_for_byte(
+    sample_lake: Path, s3_bucket: str, s3server: Any
+) -> None:
+    """The copy holds the same commit lines (so a checkpoint signed on the folder holds for
+    it), the same events, and verifies; a second copy to the same prefix and a target that
+    is not s3:// are refused with hints, writing nothing."""
+    target = f"s3://{s3_bucket}/moved"
+    env = s3server.environ()
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "esanalytics.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    done = run("copy", str(sample_lake), target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.splitlines()[0])
+    assert summary["verified"] is True
+    assert summary["events"] == 30_000
+    local = esa.open(sample_lake)
+    copied = esa.open(target, storage_options=s3server.options())
+    assert [line.digest for line in copied.commit_lines()] == [
+        line.digest for line in local.commit_lines()
+    ]
+    assert copied.read_all().to_arrow().equals(local.read_all().to_arrow())
+    objects = S3FS(target, s3server.options()).list_files("")
+    done = run("copy", str(sample_lake), target)
+    assert done.returncode == 1
+    assert "not empty" in done.stderr
+    assert "Hint:" in done.stderr
+    assert S3FS(target, s3server.options()).list_files("") == objects
+    done = run("copy", str(sample_lake), str(sample_lake) + "-again")
+    assert done.returncode == 1
+    assert "not an s3:// URL" in done.stderr
+    assert not Path(str(sample_lake) + "-again").exists()
