@@ -121,7 +121,79 @@ def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path | str) -
     return found
 
 
-class Session:
+class CutMixin:
+    """What a session of any engine gives projections about time cuts: the events at a cut
+    (:meth:`cut`), a cut's WHERE clause (:meth:`cut_where`), and the warning for a
+    system-time cut in the future. A session sets ``as_of``, ``valid_at`` and ``position``
+    and says where its log ends (:meth:`_log_end`)."""
+
+    as_of: datetime | None
+    valid_at: datetime | None
+    position: int
+
+    def _log_end(self) -> datetime | None:
+        """The newest ``recorded_at`` of the session's log (None when it is empty)."""
+        raise NotImplementedError
+
+    def warn_if_future(self, as_of: TimeLike) -> None:
+        """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
+        lies after now: it would silently mean "now"."""
+        as_of = to_utc(as_of, what="as_of")
+        if as_of <= datetime.now(UTC):
+            return
+        last = self._log_end()
+        ends = (
+            f"the log ends at {last.astimezone(UTC).isoformat()} (position {self.position:,})"
+            if last is not None
+            else "the log is empty"
+        )
+        warnings.warn(
+            FutureCutWarning(
+                f"The as-of cut {as_of.isoformat()} is in the future: {ends}, so this answers "
+                "as of now.",
+                hint="leave the as-of cut out to ask about now, or choose a time before now.",
+            ),
+            stacklevel=3,
+        )
+
+    def cut(
+        self,
+        *,
+        as_of: TimeLike | None = None,
+        valid_at: TimeLike | None = None,
+        position: int | None = None,
+    ) -> str:
+        """A SQL subquery of the events at a cut (combined with the session's own)."""
+        return f"(SELECT * FROM events WHERE {self._extra_cut(as_of, valid_at, position)})"
+
+    def cut_where(
+        self,
+        *,
+        as_of: TimeLike | None = None,
+        valid_at: TimeLike | None = None,
+        position: int | None = None,
+    ) -> str:
+        """The WHERE clause of the session's own cut combined with another (as in :meth:`cut`),
+        for relations with the columns of ``events_all``."""
+        own = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
+        return f"{own} AND {self._extra_cut(as_of, valid_at, position)}"
+
+    def _extra_cut(
+        self, as_of: TimeLike | None, valid_at: TimeLike | None, position: int | None
+    ) -> str:
+        """The WHERE clause of a cut given to :meth:`cut` (warning when it lies in the future)."""
+        position = None if position is None else validate_position(position)
+        system = None if as_of is None else to_utc(as_of, what="as_of")
+        if system is not None:
+            self.warn_if_future(system)
+        return cut_predicate(
+            as_of=system,
+            valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
+            position=position,
+        )
+
+
+class Session(CutMixin):
     """A DuckDB connection whose ``events`` view is the lake at one position and time cut.
 
     ``as_of`` (system time: what had been recorded), ``valid_at`` (valid time: what had
@@ -181,26 +253,11 @@ class Session:
         if self.as_of is not None:
             self.warn_if_future(self.as_of)
 
-    def warn_if_future(self, as_of: TimeLike) -> None:
-        """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
-        lies after now: it would silently mean "now"."""
-        as_of = to_utc(as_of, what="as_of")
-        if as_of <= datetime.now(UTC):
-            return
-        last = self.con.sql("SELECT max(recorded_at) FROM events_all").fetchall()[0][0]
-        ends = (
-            f"the log ends at {last.astimezone(UTC).isoformat()} (position {self.position:,})"
-            if last is not None
-            else "the log is empty"
-        )
-        warnings.warn(
-            FutureCutWarning(
-                f"The as-of cut {as_of.isoformat()} is in the future: {ends}, so this answers "
-                "as of now.",
-                hint="leave the as-of cut out to ask about now, or choose a time before now.",
-            ),
-            stacklevel=3,
-        )
+    def _log_end(self) -> datetime | None:
+        last: datetime | None = self.con.sql("SELECT max(recorded_at) FROM events_all").fetchall()[
+            0
+        ][0]
+        return last
 
     def _repr_html_(self) -> str:
         cut = [
@@ -712,42 +769,6 @@ class Session:
         cut let DuckDB skip."""
         rows = self.con.sql(f"EXPLAIN ANALYZE {query}").fetchall()
         return "\n".join(str(row[-1]) for row in rows)
-
-    def cut(
-        self,
-        *,
-        as_of: TimeLike | None = None,
-        valid_at: TimeLike | None = None,
-        position: int | None = None,
-    ) -> str:
-        """A SQL subquery of the events at a cut (combined with the session's own)."""
-        return f"(SELECT * FROM events WHERE {self._extra_cut(as_of, valid_at, position)})"
-
-    def cut_where(
-        self,
-        *,
-        as_of: TimeLike | None = None,
-        valid_at: TimeLike | None = None,
-        position: int | None = None,
-    ) -> str:
-        """The WHERE clause of the session's own cut combined with another (as in :meth:`cut`),
-        for relations with the columns of ``events_all``."""
-        own = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
-        return f"{own} AND {self._extra_cut(as_of, valid_at, position)}"
-
-    def _extra_cut(
-        self, as_of: TimeLike | None, valid_at: TimeLike | None, position: int | None
-    ) -> str:
-        """The WHERE clause of a cut given to :meth:`cut` (warning when it lies in the future)."""
-        position = None if position is None else validate_position(position)
-        system = None if as_of is None else to_utc(as_of, what="as_of")
-        if system is not None:
-            self.warn_if_future(system)
-        return cut_predicate(
-            as_of=system,
-            valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
-            position=position,
-        )
 
     def close(self) -> None:
         self.con.close()

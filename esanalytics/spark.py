@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from esanalytics._typing import TimeLike
-from esanalytics.engine import cut_predicate
+from esanalytics.engine import CutMixin, cut_predicate
 from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_position
-from esanalytics.exceptions import EsaError, FutureCutWarning, ValidationError
+from esanalytics.exceptions import EsaError, ValidationError
 from esanalytics.projections import FoldProjection, Projection, SqlProjection, diff_sql
 from esanalytics.store import EventStore
 from esanalytics.store.commitlog import FileEntry
@@ -208,7 +208,7 @@ def _value_error(error: Exception) -> ValidationError | None:
     )
 
 
-class Session:
+class Session(CutMixin):
     """A Spark session whose ``events`` view is the lake at one position and time cut, as
     :class:`esanalytics.engine.Session` is in DuckDB: ``as_of`` (system time), ``valid_at``
     (valid time) and ``position``, alone or together. ``typed=False`` reads every payload
@@ -345,61 +345,12 @@ class Session:
                 f"RETURN SELECT * FROM events_all WHERE {where}"
             )
 
-    def warn_if_future(self, as_of: TimeLike) -> None:
-        """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
-        lies after now: it would silently mean "now"."""
-        as_of = to_utc(as_of, what="as_of")
-        if as_of <= datetime.now(UTC):
-            return
-        last = datetime.fromtimestamp(self._last_recorded_us / 1e6, UTC)
-        ends = (
-            f"the log ends at {last.isoformat()} (position {self.position:,})"
-            if self.position
-            else "the log is empty"
-        )
-        warnings.warn(
-            FutureCutWarning(
-                f"The as-of cut {as_of.isoformat()} is in the future: {ends}, so this answers "
-                "as of now.",
-                hint="leave the as-of cut out to ask about now, or choose a time before now.",
-            ),
-            stacklevel=3,
-        )
+    def _log_end(self) -> datetime | None:
+        if not self.position:
+            return None
+        return datetime.fromtimestamp(self._last_recorded_us / 1e6, UTC)
 
     # -- what projections ask of a session ---------------------------------------------------
-
-    def cut(
-        self,
-        *,
-        as_of: TimeLike | None = None,
-        valid_at: TimeLike | None = None,
-        position: int | None = None,
-    ) -> str:
-        """A SQL subquery of the events at a cut (combined with the session's own)."""
-        return f"(SELECT * FROM events WHERE {self._extra_cut(as_of, valid_at, position)})"
-
-    def cut_where(
-        self,
-        *,
-        as_of: TimeLike | None = None,
-        valid_at: TimeLike | None = None,
-        position: int | None = None,
-    ) -> str:
-        """The WHERE clause of the session's own cut combined with another."""
-        own = cut_predicate(as_of=self.as_of, valid_at=self.valid_at)
-        return f"{own} AND {self._extra_cut(as_of, valid_at, position)}"
-
-    def _extra_cut(
-        self, as_of: TimeLike | None, valid_at: TimeLike | None, position: int | None
-    ) -> str:
-        system = None if as_of is None else to_utc(as_of, what="as_of")
-        if system is not None:
-            self.warn_if_future(system)
-        return cut_predicate(
-            as_of=system,
-            valid_at=None if valid_at is None else to_utc(valid_at, what="valid_at"),
-            position=None if position is None else validate_position(position),
-        )
 
     def stream_events(self, stream_id: str) -> str:
         """A SQL subquery of one stream's events at the session's cut."""
