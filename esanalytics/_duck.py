@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import multiprocessing.util
 import os
 import shutil
 import tempfile
@@ -96,6 +97,9 @@ def _spill_folder() -> str:
             _spill_root = Path(tempfile.gettempdir()) / f"esa-duckdb-{os.getpid()}"
             _spill_root.mkdir(exist_ok=True)  # (DuckDB makes the last folder only)
             atexit.register(shutil.rmtree, _spill_root, True)
+            # A multiprocessing child (a process pool's worker) ends without atexit: its
+            # finalizers run instead.
+            multiprocessing.util.Finalize(None, shutil.rmtree, (_spill_root, True), exitpriority=0)
         return str(_spill_root / str(next(_spill_count)))
 
 

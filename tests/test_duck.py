@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -129,3 +130,18 @@ def test_the_cli_explains_running_out_of_memory(sample_lake: Path) -> None:
     assert done.returncode == 1
     assert "DuckDB ran out of memory" in done.stderr
     assert "Hint: raise the limit with `esa --memory-limit SIZE`" in done.stderr
+
+
+def _spill_in_a_worker() -> int:
+    """In a process pool's worker: open a connection (which makes the process's spill
+    folder) and name the process."""
+    connect().sql("SELECT 1").fetchall()
+    return os.getpid()
+
+
+def test_a_worker_process_removes_its_spill_folder_when_it_ends() -> None:
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        pids = {pool.submit(_spill_in_a_worker).result() for _ in range(3)}
+    assert os.getpid() not in pids
+    left = [p for p in pids if (Path(tempfile.gettempdir()) / f"esa-duckdb-{p}").exists()]
+    assert left == [], "a pool worker left its spill folder behind"
