@@ -138,7 +138,8 @@ def spark_sql(query: str) -> str:
     """DuckDB SQL (the toolkit's projections, time cuts and users' queries) as Spark SQL:
     sqlglot's translation, plus what it cannot know: a ``json_extract_string`` of a list of
     paths becomes a list of ``get_json_object``, ``epoch_us`` becomes ``unix_micros``,
-    ``HUGEINT`` a ``DECIMAL(38,0)``, and ``* REPLACE (...)`` (which only blanks payloads
+    ``HUGEINT`` a ``DECIMAL(38,0)``, ``arg_max``/``arg_min`` pass over null values as
+    DuckDB's do, and ``* REPLACE (...)`` (which only blanks payloads
     nothing reads) a plain ``*``."""
     try:
         import sqlglot
@@ -165,6 +166,19 @@ def spark_sql(query: str) -> str:
             return exp.Star(**{k: v for k, v in node.args.items() if k != "replace"})
         return node
 
+    def skip_nulls(node: Any) -> Any:
+        # DuckDB's arg_max passes over a null value; Spark's max_by takes it (it passes over
+        # a null ordering only): a null value gets a null ordering. (A pass of its own: a
+        # transform does not visit what a rewrite returns.)
+        if isinstance(node, exp.ArgMax | exp.ArgMin) and node.args.get("count") is None:
+            ordering = exp.If(
+                this=exp.Is(this=node.this.copy(), expression=exp.Null()),
+                true=exp.Null(),
+                false=node.expression.copy(),
+            )
+            return node.__class__(this=node.this.copy(), expression=ordering)
+        return node
+
     try:
         trees = sqlglot.parse(query, read="duckdb")
     except sqlglot.errors.SqlglotError as error:
@@ -175,7 +189,9 @@ def spark_sql(query: str) -> str:
             "dialect='spark' to run Spark SQL as it is.",
         ) from None
     return ";\n".join(
-        tree.transform(rewrite).sql(dialect="spark") for tree in trees if tree is not None
+        tree.transform(rewrite).transform(skip_nulls).sql(dialect="spark")
+        for tree in trees
+        if tree is not None
     )
 
 

@@ -22,6 +22,7 @@ from esanalytics import spark as esa_spark
 from esanalytics.catalog import PROJECTIONS, account_balances
 from esanalytics.cli import main
 from esanalytics.engine import Session
+from esanalytics.projections import First, Last, Projection, data
 from tests.projections.test_reference_fold import BASE, PROJECTION, SQL, build, event, reference
 
 FIELDS = ("name", "first_name", "balance", "deposits", "largest", "smallest")
@@ -182,6 +183,29 @@ def test_twins_files_without_twins_and_the_tail_read_together(spark: Any, copy: 
     assert rows(on_spark.arrow(on_spark.since(account_balances, position))) == rows(
         account_balances.since(duck, position).to_arrow_table()
     )
+
+
+def test_last_and_first_pass_over_null_values_as_in_duckdb(spark: Any, tmp_path: Path) -> None:
+    """An event whose value is null (or missing) sets nothing for Last and First, in the
+    state and in the macros: Spark's max_by would take its null."""
+    store = esa.open(tmp_path / "lake", create=True)
+    store.append("account-1", [esa.NewEvent("Opened", {"owner": "Ada"}), esa.NewEvent("Renamed", {"owner": None}), esa.NewEvent("Renamed", {})])  # fmt: skip
+    store.append("account-2", [esa.NewEvent("Opened", {}), esa.NewEvent("Renamed", {"owner": "Bob"})])  # fmt: skip
+    owners = Projection(
+        "owners",
+        {
+            "last": Last(data("owner"), on=["Opened", "Renamed"]),
+            "first": First(data("owner"), on=["Opened", "Renamed"]),
+        },
+        category="account",
+    )
+    expected = {"account-1": ("Ada", "Ada"), "account-2": ("Bob", "Bob")}
+    duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)
+    assert keyed(owners.state(duck).to_arrow_table(), ("last", "first")) == expected
+    assert keyed(on_spark.arrow(on_spark.state(owners)), ("last", "first")) == expected
+    on_spark.register(owners)
+    query = "SELECT * FROM owners_at_position(5)"
+    assert keyed(on_spark.arrow(query), ("last", "first")) == expected
 
 
 def test_one_entitys_history_and_trail_equal_duckdbs(spark: Any, sample_lake: Path) -> None:
