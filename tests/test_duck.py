@@ -16,6 +16,7 @@ import pytest
 
 import esanalytics as esa
 from esanalytics._duck import connect
+from esanalytics.cli import main
 from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import typed
@@ -145,3 +146,15 @@ def test_a_worker_process_removes_its_spill_folder_when_it_ends() -> None:
     assert os.getpid() not in pids
     left = [p for p in pids if (Path(tempfile.gettempdir()) / f"esa-duckdb-{p}").exists()]
     assert left == [], "a pool worker left its spill folder behind"
+
+
+def test_the_limits_of_one_cli_verb_do_not_stay_with_the_next(copy: Path) -> None:
+    """Compaction's own database (typed._cursor) is opened inside a verb with its limits:
+    what runs next in the same process, without them, does not inherit them."""
+    typed._database = None
+    esa.open(copy).append("account-x", [esa.NewEvent("AccountOpened", {"owner": "Ada"})])
+    assert main(["--memory-limit", "512MB", "compact", str(copy)]) == 0
+    assert typed._database is not None, "the compaction derived twins"
+    assert typed._database[1].sql(SETTINGS).fetchall()[0][0] == "488.2 MiB"
+    default = connect().sql(SETTINGS).fetchall()[0][0]
+    assert typed._cursor().sql(SETTINGS).fetchall()[0][0] == default
