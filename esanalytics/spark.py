@@ -32,6 +32,7 @@ import contextlib
 import os
 import shutil
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -266,6 +267,8 @@ class Session:
         self.spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
         self.position = 0
         self._registered: dict[str, Projection | SqlProjection] = {}
+        # The Spark SQL of each DataFrame made here, while the caller holds it.
+        self._texts: weakref.WeakKeyDictionary[DataFrame, str] = weakref.WeakKeyDictionary()
         # Typed sources: (category, columns, (after, upto) or None) -> view name.
         self._typed: dict[tuple[str, _Columns, tuple[int, int] | None], str] = {}
         self.refresh()
@@ -559,7 +562,7 @@ class Session:
         from pyspark.errors import AnalysisException
 
         try:
-            return self.spark.sql(text)
+            frame = self.spark.sql(text)
         except AnalysisException as error:
             raise ValidationError(
                 f"Spark cannot run the query: {str(error).strip().splitlines()[0]}",
@@ -569,22 +572,26 @@ class Session:
                 "projection adds its table and <name>_as_of(t), <name>_valid_at(t), "
                 "<name>_at_position(p).",
             ) from None
+        self._texts[frame] = text  # (so :meth:`arrow` can plan it again over moved files)
+        return frame
 
     def arrow(self, query: str | DataFrame, *, dialect: str = "duckdb") -> pa.Table:
         """The rows of a query (or of a DataFrame of this session) as an Arrow table, times as
         UTC instants like DuckDB's. If compaction moved a file the session reads meanwhile,
         the views are pointed at the files that hold the same position now and it runs
-        again."""
+        again (a query, or a DataFrame this session made: :meth:`state` and the rest)."""
+        frame = self.sql(query, dialect=dialect) if isinstance(query, str) else query
         for attempt in range(_QUERY_ATTEMPTS):
-            frame = self.sql(query, dialect=dialect) if isinstance(query, str) else query
             try:
                 with _quiet():
                     return frame.toArrow()
             except Exception as error:
                 moved = "FileNotFound" in str(error) or "does not exist" in str(error)
-                if not moved or not isinstance(query, str) or attempt == _QUERY_ATTEMPTS - 1:
+                text = self._texts.get(frame)  # a DataFrame this session made from SQL
+                if not moved or text is None or attempt == _QUERY_ATTEMPTS - 1:
                     raise _value_error(error) or error from None
                 self._pin(self.position)
+                frame = self._run(text)
         raise AssertionError("unreachable")
 
     def df(self, query: str | DataFrame, *, dialect: str = "duckdb") -> pd.DataFrame:

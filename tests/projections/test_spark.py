@@ -23,6 +23,7 @@ from esanalytics.catalog import PROJECTIONS, account_balances
 from esanalytics.cli import main
 from esanalytics.engine import Session
 from esanalytics.projections import First, Last, Projection, data
+from esanalytics.sample import SampleSpec, generate
 from tests.projections.test_reference_fold import BASE, PROJECTION, SQL, build, event, reference
 
 FIELDS = ("name", "first_name", "balance", "deposits", "largest", "smallest")
@@ -206,6 +207,23 @@ def test_last_and_first_pass_over_null_values_as_in_duckdb(spark: Any, tmp_path:
     on_spark.register(owners)
     query = "SELECT * FROM owners_at_position(5)"
     assert keyed(on_spark.arrow(query), ("last", "first")) == expected
+
+
+def test_a_projections_frame_reads_again_after_a_compaction_moved_its_files(
+    spark: Any, tmp_path: Path
+) -> None:
+    """state() gives a DataFrame planned over the files of its position; a compaction then
+    renames them (to .retired): collecting it re-plans over the files that hold the same
+    position now, as a query's text does, not a Java stack trace."""
+    store = esa.open(tmp_path / "lake", create=True)
+    table = generate(SampleSpec(events=3_000, seed=1))
+    store.ingest(table.slice(0, 1_500))
+    store.ingest(table.slice(1_500))
+    on_spark = esa_spark.Session(store, spark=spark)
+    frame = on_spark.state(account_balances)
+    assert esa.open(store.path).compact()["files_in"] > 0
+    expected = rows(account_balances.state(Session(store)).to_arrow_table())
+    assert rows(on_spark.arrow(frame)) == expected
 
 
 def test_one_entitys_history_and_trail_equal_duckdbs(spark: Any, sample_lake: Path) -> None:
