@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import warnings
 import weakref
@@ -199,6 +200,12 @@ def spark_sql(query: str) -> str:
 _Columns = tuple[tuple[str, str, str], ...]  # (column name, payload field, SQL type)
 
 
+def _literal(path: str) -> str:
+    """A file's path as Spark reads it: Spark takes each path it reads as a glob pattern, so
+    the glob characters a category may hold (``[``, ``]``, ``{``, ``}``) are escaped."""
+    return re.sub(r"([\[\]{}*?\\])", r"\\\1", path)
+
+
 def _quoted(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
@@ -330,7 +337,7 @@ class Session:
             read = self.spark.read.schema(_FILE_DDL).option(
                 "basePath", str(self.store.path / EVENTS_DIR)
             )
-            return read.parquet(*paths).select(*_COLUMNS, "month")
+            return read.parquet(*map(_literal, paths)).select(*_COLUMNS, "month")
 
     def _macros(self) -> None:
         # A cut is an instant: with the session's zone at UTC, Spark reads a time with an
@@ -491,7 +498,7 @@ class Session:
             ]
             with _quiet():
                 read = self.spark.read.option("basePath", str(self.store.path / TYPED_DIR)).parquet(
-                    *paths
+                    *map(_literal, paths)
                 )
             frames.append(read.selectExpr(*base, *values).where(within))
         raw = self._tail.where(f"category = {_quoted(category)}")

@@ -226,6 +226,20 @@ def test_a_projections_frame_reads_again_after_a_compaction_moved_its_files(
     assert rows(on_spark.arrow(frame)) == expected
 
 
+def test_categories_with_glob_characters_are_read_as_named(spark: Any, tmp_path: Path) -> None:
+    """A category may hold [, ], { and } (its folder is category=a[1]): Spark, which reads
+    each path as a glob pattern, reads those files as DuckDB does, not "Path does not exist"."""
+    store = esa.open(tmp_path / "lake[1]", create=True)
+    for stream in ("a[1]-1", "b{x,y}-1", "c[x]-1", "plain-1"):
+        store.append(stream, [esa.NewEvent("Opened", {"owner": "Ada"})])
+    store.flush()
+    query = "SELECT category, count(*) AS n FROM events GROUP BY category"
+    expected = rows(Session(store).sql(query).to_arrow_table())
+    assert len(expected) == 4
+    on_spark = esa_spark.Session(store, spark=spark)
+    assert rows(on_spark.arrow(query)) == expected
+
+
 def test_one_entitys_history_and_trail_equal_duckdbs(spark: Any, sample_lake: Path) -> None:
     store = esa.open(sample_lake)
     duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)
