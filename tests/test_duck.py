@@ -158,3 +158,22 @@ def test_the_limits_of_one_cli_verb_do_not_stay_with_the_next(copy: Path) -> Non
     assert typed._database[1].sql(SETTINGS).fetchall()[0][0] == "488.2 MiB"
     default = connect().sql(SETTINGS).fetchall()[0][0]
     assert typed._cursor().sql(SETTINGS).fetchall()[0][0] == default
+
+
+def test_a_spill_folder_that_cannot_be_made_is_named_before_the_query(
+    sample_lake: Path, tmp_path: Path
+) -> None:
+    """DuckDB makes only the last folder of temp_dir, when it first spills: a missing parent
+    was reported then as an unreadable lake ("run esa verify ... restore it from a backup")."""
+    missing = tmp_path / "no-such-folder" / "spill"
+    with pytest.raises(ValidationError, match="DuckDB cannot spill into") as refused:
+        Session(esa.open(sample_lake), temp_dir=missing)
+    assert "does not exist" in refused.value.problem
+    assert "temp_dir=" in refused.value.hint
+    done = run_esa(
+        "--temp-dir", str(missing), "--memory-limit", "64MB", "sql", str(sample_lake), BIG_SORT
+    )
+    assert done.returncode == 1
+    assert f"DuckDB cannot spill into {missing}" in done.stderr
+    assert "esa verify" not in done.stderr
+    assert not missing.parent.exists()
