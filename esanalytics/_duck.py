@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import multiprocessing.util
 import os
 import shutil
 import tempfile
@@ -96,6 +97,9 @@ def _spill_folder() -> str:
             _spill_root = Path(tempfile.gettempdir()) / f"esa-duckdb-{os.getpid()}"
             _spill_root.mkdir(exist_ok=True)  # (DuckDB makes the last folder only)
             atexit.register(shutil.rmtree, _spill_root, True)
+            # A multiprocessing child (a process pool's worker) ends without atexit: its
+            # finalizers run instead.
+            multiprocessing.util.Finalize(None, shutil.rmtree, (_spill_root, True), exitpriority=0)
         return str(_spill_root / str(next(_spill_count)))
 
 
@@ -111,6 +115,8 @@ def connect(
     import duckdb
 
     limits = DuckLimits.resolve(memory_limit, temp_dir, max_temp_size)
+    if limits.temp_dir:
+        _check_temp_dir(limits.temp_dir)
     config: dict[str, str | bool | int | float | list[str]] = dict(limits.config())
     if threads:
         config["threads"] = threads
@@ -118,6 +124,27 @@ def connect(
         return duckdb.connect(config=config)
     except duckdb.Error as error:
         raise _limit_error(limits, error) from None
+
+
+def _check_temp_dir(folder: str) -> None:
+    """Refuse a spill folder DuckDB could not make when it first spills (it makes the last
+    folder only), so the query fails now, naming the setting, not later as an unreadable
+    lake."""
+    path = Path(folder)
+    existing = path if path.exists() else path.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    if not existing.exists():
+        why = f"{existing} does not exist"
+    elif not existing.is_dir():
+        why = f"{existing} is not a folder"
+    else:
+        why = f"{existing} cannot be written"
+    raise ValidationError(
+        f"DuckDB cannot spill into {folder}: {why}.",
+        hint="name a folder that exists, or whose parent folder exists, and can be written, "
+        f"to temp_dir= (or {ENV_TEMP_DIR}, or esa --temp-dir).",
+    )
 
 
 def _limit_error(limits: DuckLimits, error: Exception) -> ValidationError:

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -139,7 +141,8 @@ def spark_sql(query: str) -> str:
     """DuckDB SQL (the toolkit's projections, time cuts and users' queries) as Spark SQL:
     sqlglot's translation, plus what it cannot know: a ``json_extract_string`` of a list of
     paths becomes a list of ``get_json_object``, ``epoch_us`` becomes ``unix_micros``,
-    ``HUGEINT`` a ``DECIMAL(38,0)``, and ``* REPLACE (...)`` (which only blanks payloads
+    ``HUGEINT`` a ``DECIMAL(38,0)``, ``arg_max``/``arg_min`` pass over null values as
+    DuckDB's do, and ``* REPLACE (...)`` (which only blanks payloads
     nothing reads) a plain ``*``."""
     try:
         import sqlglot
@@ -166,6 +169,19 @@ def spark_sql(query: str) -> str:
             return exp.Star(**{k: v for k, v in node.args.items() if k != "replace"})
         return node
 
+    def skip_nulls(node: Any) -> Any:
+        # DuckDB's arg_max passes over a null value; Spark's max_by takes it (it passes over
+        # a null ordering only): a null value gets a null ordering. (A pass of its own: a
+        # transform does not visit what a rewrite returns.)
+        if isinstance(node, exp.ArgMax | exp.ArgMin) and node.args.get("count") is None:
+            ordering = exp.If(
+                this=exp.Is(this=node.this.copy(), expression=exp.Null()),
+                true=exp.Null(),
+                false=node.expression.copy(),
+            )
+            return node.__class__(this=node.this.copy(), expression=ordering)
+        return node
+
     try:
         trees = sqlglot.parse(query, read="duckdb")
     except sqlglot.errors.SqlglotError as error:
@@ -176,11 +192,19 @@ def spark_sql(query: str) -> str:
             "dialect='spark' to run Spark SQL as it is.",
         ) from None
     return ";\n".join(
-        tree.transform(rewrite).sql(dialect="spark") for tree in trees if tree is not None
+        tree.transform(rewrite).transform(skip_nulls).sql(dialect="spark")
+        for tree in trees
+        if tree is not None
     )
 
 
 _Columns = tuple[tuple[str, str, str], ...]  # (column name, payload field, SQL type)
+
+
+def _literal(path: str) -> str:
+    """A file's path as Spark reads it: Spark takes each path it reads as a glob pattern, so
+    the glob characters a category may hold (``[``, ``]``, ``{``, ``}``) are escaped."""
+    return re.sub(r"([\[\]{}*?\\])", r"\\\1", path)
 
 
 def _quoted(text: str) -> str:
@@ -259,6 +283,8 @@ class Session(CutMixin):
         self.spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
         self.position = 0
         self._registered: dict[str, Projection | SqlProjection] = {}
+        # The Spark SQL of each DataFrame made here, while the caller holds it.
+        self._texts: weakref.WeakKeyDictionary[DataFrame, str] = weakref.WeakKeyDictionary()
         # Typed sources: (category, columns, (after, upto) or None) -> view name.
         self._typed: dict[tuple[str, _Columns, tuple[int, int] | None], str] = {}
         self.refresh()
@@ -320,7 +346,7 @@ class Session(CutMixin):
             read = self.spark.read.schema(_FILE_DDL).option(
                 "basePath", self.store.fs.uri(EVENTS_DIR)
             )
-            return read.parquet(*paths).select(*_COLUMNS, "month")
+            return read.parquet(*map(_literal, paths)).select(*_COLUMNS, "month")
 
     def _macros(self) -> None:
         # A cut is an instant: with the session's zone at UTC, Spark reads a time with an
@@ -432,7 +458,7 @@ class Session(CutMixin):
             ]
             with _quiet():
                 read = self.spark.read.option("basePath", self.store.fs.uri(TYPED_DIR)).parquet(
-                    *paths
+                    *map(_literal, paths)
                 )
             frames.append(read.selectExpr(*base, *values).where(within))
         raw = self._tail.where(f"category = {_quoted(category)}")
@@ -503,7 +529,7 @@ class Session(CutMixin):
         from pyspark.errors import AnalysisException
 
         try:
-            return self.spark.sql(text)
+            frame = self.spark.sql(text)
         except AnalysisException as error:
             raise ValidationError(
                 f"Spark cannot run the query: {str(error).strip().splitlines()[0]}",
@@ -513,22 +539,26 @@ class Session(CutMixin):
                 "projection adds its table and <name>_as_of(t), <name>_valid_at(t), "
                 "<name>_at_position(p).",
             ) from None
+        self._texts[frame] = text  # (so :meth:`arrow` can plan it again over moved files)
+        return frame
 
     def arrow(self, query: str | DataFrame, *, dialect: str = "duckdb") -> pa.Table:
         """The rows of a query (or of a DataFrame of this session) as an Arrow table, times as
         UTC instants like DuckDB's. If compaction moved a file the session reads meanwhile,
         the views are pointed at the files that hold the same position now and it runs
-        again."""
+        again (a query, or a DataFrame this session made: :meth:`state` and the rest)."""
+        frame = self.sql(query, dialect=dialect) if isinstance(query, str) else query
         for attempt in range(_QUERY_ATTEMPTS):
-            frame = self.sql(query, dialect=dialect) if isinstance(query, str) else query
             try:
                 with _quiet():
                     return frame.toArrow()
             except Exception as error:
                 moved = "FileNotFound" in str(error) or "does not exist" in str(error)
-                if not moved or not isinstance(query, str) or attempt == _QUERY_ATTEMPTS - 1:
+                text = self._texts.get(frame)  # a DataFrame this session made from SQL
+                if not moved or text is None or attempt == _QUERY_ATTEMPTS - 1:
                     raise _value_error(error) or error from None
                 self._pin(self.position)
+                frame = self._run(text)
         raise AssertionError("unreachable")
 
     def df(self, query: str | DataFrame, *, dialect: str = "duckdb") -> pd.DataFrame:

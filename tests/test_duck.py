@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,7 @@ import pytest
 
 import esanalytics as esa
 from esanalytics._duck import connect
+from esanalytics.cli import main
 from esanalytics.engine import Session
 from esanalytics.exceptions import ValidationError
 from esanalytics.store import typed
@@ -129,3 +131,49 @@ def test_the_cli_explains_running_out_of_memory(sample_lake: Path) -> None:
     assert done.returncode == 1
     assert "DuckDB ran out of memory" in done.stderr
     assert "Hint: raise the limit with `esa --memory-limit SIZE`" in done.stderr
+
+
+def _spill_in_a_worker() -> int:
+    """In a process pool's worker: open a connection (which makes the process's spill
+    folder) and name the process."""
+    connect().sql("SELECT 1").fetchall()
+    return os.getpid()
+
+
+def test_a_worker_process_removes_its_spill_folder_when_it_ends() -> None:
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        pids = {pool.submit(_spill_in_a_worker).result() for _ in range(3)}
+    assert os.getpid() not in pids
+    left = [p for p in pids if (Path(tempfile.gettempdir()) / f"esa-duckdb-{p}").exists()]
+    assert left == [], "a pool worker left its spill folder behind"
+
+
+def test_the_limits_of_one_cli_verb_do_not_stay_with_the_next(copy: Path) -> None:
+    """Compaction's own database (typed._cursor) is opened inside a verb with its limits:
+    what runs next in the same process, without them, does not inherit them."""
+    typed._database = None
+    esa.open(copy).append("account-x", [esa.NewEvent("AccountOpened", {"owner": "Ada"})])
+    assert main(["--memory-limit", "512MB", "compact", str(copy)]) == 0
+    assert typed._database is not None, "the compaction derived twins"
+    assert typed._database[1].sql(SETTINGS).fetchall()[0][0] == "488.2 MiB"
+    default = connect().sql(SETTINGS).fetchall()[0][0]
+    assert typed._cursor().sql(SETTINGS).fetchall()[0][0] == default
+
+
+def test_a_spill_folder_that_cannot_be_made_is_named_before_the_query(
+    sample_lake: Path, tmp_path: Path
+) -> None:
+    """DuckDB makes only the last folder of temp_dir, when it first spills: a missing parent
+    was reported then as an unreadable lake ("run esa verify ... restore it from a backup")."""
+    missing = tmp_path / "no-such-folder" / "spill"
+    with pytest.raises(ValidationError, match="DuckDB cannot spill into") as refused:
+        Session(esa.open(sample_lake), temp_dir=missing)
+    assert "does not exist" in refused.value.problem
+    assert "temp_dir=" in refused.value.hint
+    done = run_esa(
+        "--temp-dir", str(missing), "--memory-limit", "64MB", "sql", str(sample_lake), BIG_SORT
+    )
+    assert done.returncode == 1
+    assert f"DuckDB cannot spill into {missing}" in done.stderr
+    assert "esa verify" not in done.stderr
+    assert not missing.parent.exists()

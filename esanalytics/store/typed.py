@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from esanalytics._duck import DuckLimits
+
 __all__ = ["FIELD_PREFIX", "MAX_FIELDS", "TWIN_BASE", "derive", "field_column", "safe"]
 
 #: The columns every twin repeats from its events file, in this order.
@@ -64,7 +66,7 @@ _NEGATIVE_ZERO = r"-0(\.0+)?"  # its double is -0.0, a decimal's 0.0: kept as te
 _DECIMAL_DIGITS = 15  # digits in all: the scaled integer stays below 2**53, so DOUBLE is exact
 
 
-_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_database: tuple[tuple[int, DuckLimits], duckdb.DuckDBPyConnection] | None = None
 _database_lock = threading.Lock()
 
 
@@ -72,13 +74,15 @@ def _cursor() -> duckdb.DuckDBPyConnection:
     """A connection of its own to the process's in-memory DuckDB database: opening a
     database costs about 25 ms, a cursor next to nothing, and compaction derives a twin per
     partition (a child process makes its own database: DuckDB's threads do not survive a
-    fork)."""
+    fork). The database is opened anew when the DuckDB limits in the environment change
+    (``esa --memory-limit`` sets them for one verb only)."""
     global _database
-    from esanalytics._duck import connect
+    from esanalytics._duck import DuckLimits, connect
 
+    owner = (os.getpid(), DuckLimits.resolve())
     with _database_lock:
-        if _database is None or _database[0] != os.getpid():
-            _database = (os.getpid(), connect())
+        if _database is None or _database[0] != owner:
+            _database = (owner, connect())
         return _database[1].cursor()
 
 

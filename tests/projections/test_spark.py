@@ -22,6 +22,8 @@ from esanalytics import spark as esa_spark
 from esanalytics.catalog import PROJECTIONS, account_balances
 from esanalytics.cli import main
 from esanalytics.engine import Session
+from esanalytics.projections import First, Last, Projection, data
+from esanalytics.sample import SampleSpec, generate
 from tests.projections.test_reference_fold import BASE, PROJECTION, SQL, build, event, reference
 
 FIELDS = ("name", "first_name", "balance", "deposits", "largest", "smallest")
@@ -182,6 +184,60 @@ def test_twins_files_without_twins_and_the_tail_read_together(spark: Any, copy: 
     assert rows(on_spark.arrow(on_spark.since(account_balances, position))) == rows(
         account_balances.since(duck, position).to_arrow_table()
     )
+
+
+def test_last_and_first_pass_over_null_values_as_in_duckdb(spark: Any, tmp_path: Path) -> None:
+    """An event whose value is null (or missing) sets nothing for Last and First, in the
+    state and in the macros: Spark's max_by would take its null."""
+    store = esa.open(tmp_path / "lake", create=True)
+    store.append("account-1", [esa.NewEvent("Opened", {"owner": "Ada"}), esa.NewEvent("Renamed", {"owner": None}), esa.NewEvent("Renamed", {})])  # fmt: skip
+    store.append("account-2", [esa.NewEvent("Opened", {}), esa.NewEvent("Renamed", {"owner": "Bob"})])  # fmt: skip
+    owners = Projection(
+        "owners",
+        {
+            "last": Last(data("owner"), on=["Opened", "Renamed"]),
+            "first": First(data("owner"), on=["Opened", "Renamed"]),
+        },
+        category="account",
+    )
+    expected = {"account-1": ("Ada", "Ada"), "account-2": ("Bob", "Bob")}
+    duck, on_spark = Session(store), esa_spark.Session(store, spark=spark)
+    assert keyed(owners.state(duck).to_arrow_table(), ("last", "first")) == expected
+    assert keyed(on_spark.arrow(on_spark.state(owners)), ("last", "first")) == expected
+    on_spark.register(owners)
+    query = "SELECT * FROM owners_at_position(5)"
+    assert keyed(on_spark.arrow(query), ("last", "first")) == expected
+
+
+def test_a_projections_frame_reads_again_after_a_compaction_moved_its_files(
+    spark: Any, tmp_path: Path
+) -> None:
+    """state() gives a DataFrame planned over the files of its position; a compaction then
+    renames them (to .retired): collecting it re-plans over the files that hold the same
+    position now, as a query's text does, not a Java stack trace."""
+    store = esa.open(tmp_path / "lake", create=True)
+    table = generate(SampleSpec(events=3_000, seed=1))
+    store.ingest(table.slice(0, 1_500))
+    store.ingest(table.slice(1_500))
+    on_spark = esa_spark.Session(store, spark=spark)
+    frame = on_spark.state(account_balances)
+    assert esa.open(store.path).compact()["files_in"] > 0
+    expected = rows(account_balances.state(Session(store)).to_arrow_table())
+    assert rows(on_spark.arrow(frame)) == expected
+
+
+def test_categories_with_glob_characters_are_read_as_named(spark: Any, tmp_path: Path) -> None:
+    """A category may hold [, ], { and } (its folder is category=a[1]): Spark, which reads
+    each path as a glob pattern, reads those files as DuckDB does, not "Path does not exist"."""
+    store = esa.open(tmp_path / "lake[1]", create=True)
+    for stream in ("a[1]-1", "b{x,y}-1", "c[x]-1", "plain-1"):
+        store.append(stream, [esa.NewEvent("Opened", {"owner": "Ada"})])
+    store.flush()
+    query = "SELECT category, count(*) AS n FROM events GROUP BY category"
+    expected = rows(Session(store).sql(query).to_arrow_table())
+    assert len(expected) == 4
+    on_spark = esa_spark.Session(store, spark=spark)
+    assert rows(on_spark.arrow(query)) == expected
 
 
 def test_one_entitys_history_and_trail_equal_duckdbs(spark: Any, sample_lake: Path) -> None:
