@@ -20,12 +20,11 @@ import pytest
 
 import esanalytics as esa
 from esanalytics.audit import verify
-from esanalytics.audit import verify as verify_module
 from esanalytics.audit.verify import VerifyResult
 from esanalytics.store.objectlog import line_name
 from esanalytics.store.s3 import S3FS, copy_lake
 
-verifier = sys.modules[verify_module.__module__]  # (the module, not the function)
+verifier = sys.modules[verify.__module__]  # (the module, not the function)
 
 
 @dataclass
