@@ -15,7 +15,9 @@ still in the page cache). Each answer from S3 is checked against the local one. 
 over HTTP on loopback, sharing the two cores with DuckDB: a 100 KB range GET takes it about
 6 ms (31 ms from a 40 MB object: it copies the object to cut the range), where a local read
 takes microseconds. A query that reads 57 column chunks from S3 spends most of its extra
-time there; real S3 answers a first byte in 10-30 ms but in parallel without limit, so the
+time there, which is why an object of up to 4 MiB is fetched whole by its first read (one
+GET instead of its footer and each chunk: 1M, first query of a handle, 3.20x/2.77x before,
+1.45x/1.41x after); real S3 answers a first byte in 10-30 ms but in parallel without limit, so the
 ratio here says what the toolkit adds beside moto, not what a network costs.
 """
 

@@ -1034,6 +1034,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    """`esa vacuum`: delete the files compaction replaced (and, on object storage, the files
+    no commit names) once older than --older-than seconds."""
+    store = esa.open(args.lake)
+    removed = store.vacuum(older_than=_seconds(args.older_than))
+    print(json.dumps({"vacuumed": removed}))
+    return EXIT_OK
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     """`esa copy LAKE s3://bucket/prefix`: the lake, byte for byte, on object storage (its
     commit log as one object per line at the same offsets), taken under the source's writer
@@ -1482,6 +1491,17 @@ def parser() -> argparse.ArgumentParser:
     compact.add_argument("lake", help=LAKE)
     compact.add_argument("--vacuum-after", type=float, default=3600.0, help="seconds")
     compact.set_defaults(run=cmd_compact)
+    vacuum = sub.add_parser(
+        "vacuum", help="delete replaced files (and, on s3://, files no commit names)"
+    )
+    vacuum.add_argument("lake", help=LAKE)
+    vacuum.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        help="seconds (default an hour: readers pinned to older positions may still read them)",
+    )
+    vacuum.set_defaults(run=cmd_vacuum)
     copy = sub.add_parser("copy", help="copy a lake folder to object storage (s3://)")
     copy.add_argument("lake", help="the lake folder to copy (it is only read)")
     copy.add_argument("target", help="an empty s3://bucket/prefix (options from AWS_*)")

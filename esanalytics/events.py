@@ -670,7 +670,21 @@ def hashes_match(
     """For each row of ``table`` (an :data:`EVENT_SCHEMA` table): does its ``hash`` equal
     SHA-256 of its own ``prev_hash`` and canonical encoding? One tight loop of SHA-256 calls;
     decoding and comparing are done by numpy. ``prev_raw``/``hash_raw`` are the two columns
-    already decoded by :func:`hex_digests`, when the caller has them."""
+    already decoded by :func:`hex_digests`, when the caller has them. A table of more than
+    :data:`HASH_SLICE_ROWS` rows is hashed slice by slice: the canonical encodings of a whole
+    large file (2M events of 1 KB) would not fit one Arrow array's 2 GB."""
+    if table.num_rows > HASH_SLICE_ROWS:
+        prev_raw = hex_digests(table["prev_hash"]) if prev_raw is None else prev_raw
+        hash_raw = hex_digests(table["hash"]) if hash_raw is None else hash_raw
+        step = HASH_SLICE_ROWS
+        return np.concatenate(
+            [
+                hashes_match(
+                    table.slice(lo, step), prev_raw[lo : lo + step], hash_raw[lo : lo + step]
+                )
+                for lo in range(0, table.num_rows, step)
+            ]
+        )
     canonical = canonical_rows(table)
     n = len(canonical)
     if n == 0:
@@ -693,6 +707,9 @@ def hashes_match(
     matches: np.ndarray[Any, np.dtype[np.bool_]] = np.all(computed == stored, axis=1)
     return matches
 
+
+#: The most rows :func:`hashes_match` encodes at once (about 0.5 GB of canonical text).
+HASH_SLICE_ROWS = 500_000
 
 _HEX_VALUE: Final = np.zeros(256, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)

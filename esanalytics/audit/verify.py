@@ -52,10 +52,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +73,17 @@ from esanalytics.events import (
     hex_digests,
     rows_match,
 )
-from esanalytics.exceptions import CorruptLakeError, LakeChangedError
+from esanalytics.exceptions import CorruptLakeError, EsaError, LakeChangedError
 from esanalytics.store import (
     GENESIS_LINK,
     CommitLine,
     EventStore,
     FileEntry,
-    file_digest,
     open_store,
 )
-from esanalytics.store.commitlog import CommitLog, replay
+from esanalytics.store.commitlog import replay
 from esanalytics.store.eventstore import _rows_table
+from esanalytics.store.fs import LakeFS, LocalFS
 from esanalytics.store.layout import partition_dir, retired_name, tmp_name
 
 __all__ = ["Finding", "VerifyResult", "verify"]
@@ -260,9 +262,8 @@ def _verify(
     logged = replay([line.record for line in lines])
     head = logged.head
     live = _live_files(lines)
-    # (the folder around the log: saved state, unnamed files, twins, stored projections; on
-    # object storage, files no commit names are a lost writer's, left for vacuum)
-    around = _state_findings(root, lines, live) if isinstance(root, Path) else []
+    # (the folder around the log: saved state, unnamed files, twins, stored projections)
+    around = _state_findings(store.fs, lines, live)
     inline = _inline_findings(lines)
     why = "asked for (deep)"
     if not deep:
@@ -650,6 +651,19 @@ def _root(lake: str | os.PathLike[str]) -> Path | str:
     return lake if isinstance(lake, str) and lake.startswith("s3://") else Path(lake)
 
 
+def _lake_fs(root: Path | str) -> LakeFS | None:
+    """The filesystem of a lake no store opened (its log refused): its folder, or its
+    objects with the storage options of the environment (None when those cannot reach it)."""
+    if isinstance(root, Path):
+        return LocalFS(root)
+    try:
+        from esanalytics.store.s3 import S3FS
+
+        return S3FS(root)
+    except EsaError:
+        return None
+
+
 def _file(store: EventStore, path: str) -> str:
     """Where a committed events file is read from: its path, or its ``s3://`` URI."""
     return store.fs.uri(f"events/{path}")
@@ -676,9 +690,10 @@ def _refused(
         )
     ]
     try:
-        if isinstance(root, Path):
-            lines, _, _ = CommitLog(root / "_esa" / "commits.log").lines(0)
-            findings += _state_findings(root, lines, _live_files(lines))
+        fs = store.fs if isinstance(store, EventStore) else _lake_fs(root)
+        if fs is not None:
+            lines, _, _ = fs.commit_log().lines(0)
+            findings += _state_findings(fs, lines, _live_files(lines))
     except CorruptLakeError:
         pass  # the log itself cannot be read: the first finding says why
     return VerifyResult(
@@ -731,35 +746,30 @@ def _inline_findings(lines: list[CommitLine]) -> list[Finding]:
 
 
 def _state_findings(
-    root: Path, lines: list[CommitLine], live: dict[str, tuple[FileEntry, int]]
+    fs: LakeFS, lines: list[CommitLine], live: dict[str, tuple[FileEntry, int]]
 ) -> list[Finding]:
     """What readers may see beside what the commit log proves: the store's saved state
     (``_esa/checkpoint.json``) and writer index against the log, event files that no commit
-    names, and materialized projections whose stored state was altered."""
+    names, and materialized projections whose stored state was altered. Read through the
+    lake's filesystem (``fs``), so a lake on object storage is checked by the same lines."""
     findings = []
-    meta = root / "_esa"
-    path = meta / "checkpoint.json"
-    pointer = meta / "writer-index" / "current.json"
-    texts: dict[Path, str | None] = {}
+    path = "_esa/checkpoint.json"
+    pointer = "_esa/writer-index/current.json"
+    texts: dict[str, str | None] = {}
     for file in (path, pointer):
-        try:
-            texts[file] = file.read_text()
-        except FileNotFoundError:
-            texts[file] = None
-        except OSError:
-            texts[file] = ""  # (cannot be read: said below)
+        texts[file] = _reread(fs, file)
     # Both are saved after the commit line they describe: saved beyond the lines read, they
     # belong to a commit made since, which the log, read again now, holds.
     if max(_saved_offset(text) for text in texts.values()) > (lines[-1].end if lines else 0):
         with contextlib.suppress(CorruptLakeError):
-            lines = CommitLog(meta / "commits.log").lines(0)[0]
+            lines = fs.commit_log().lines(0)[0]
             live = _live_files(lines)
     ends = {line.end: index for index, line in enumerate(lines)}
     ends[0] = -1
     log_end = lines[-1].end if lines else 0
 
-    def saved(detail: str, path: Any) -> None:
-        findings.append(Finding("saved_state", None, None, detail, str(path)))
+    def saved(detail: str, rel: str) -> None:
+        findings.append(Finding("saved_state", None, None, detail, fs.uri(rel)))
 
     try:
         state = json.loads(texts[path] or "") if texts[path] is not None else None
@@ -803,21 +813,23 @@ def _state_findings(
               f"at {log_end:,}: the log was cut short or rolled back", pointer)  # fmt: skip
     elif index_at in ends and "ids_sha256" in index:  # (older indexes are rebuilt, unused)
         at = replay([line.record for line in lines[: ends[index_at] + 1]]).head
-        problem = _writer_index_problem(pointer.parent, index, at)
+        problem = _writer_index_problem(fs, "_esa/writer-index", index, at)
         if index.get("log_digest") != (lines[ends[index_at]].digest if index_at else GENESIS_LINK):
             problem = problem or "it was not saved at the commit line it names"
-        if problem and _reread(pointer) != texts[pointer]:
+        if problem and _reread(fs, pointer) != texts[pointer]:
             problem = None  # a writer saved a newer index while it was read: not a fault
         if problem:
             saved(f"the writer index (what writers check versions and event ids against) "
                   f"does not match the commit log: {problem}; writers rebuild it from the "
                   "log, and `esa compact` saves a new one", pointer)  # fmt: skip
-    findings += _unnamed_findings(root, live, lines)
-    findings += _twin_findings(root, live, lines)
-    if (root / "projections").exists():  # (importing DuckDB takes a tenth of a second)
+    findings += _unnamed_findings(fs, live, lines)
+    findings += _twin_findings(fs, live, lines)
+    # (a lake on object storage keeps no materialized projections; importing DuckDB takes a
+    # tenth of a second)
+    if isinstance(fs, LocalFS) and fs.exists("projections"):
         from esanalytics.materialized import stored_state_problems
 
-        for where, problem in stored_state_problems(root):
+        for where, problem in stored_state_problems(fs.root):
             findings.append(Finding("projection", None, None, problem, where))
     return findings
 
@@ -830,28 +842,33 @@ def _saved_offset(text: str | None) -> int:
         return 0
 
 
-def _reread(path: Path) -> str | None:
+def _reread(fs: LakeFS, rel: str) -> str | None:
+    """The text of a saved state file: None when it is missing, "" when it cannot be read."""
     try:
-        return path.read_text()
+        return fs.read_bytes(rel).decode()
     except FileNotFoundError:
         return None
-    except OSError:
+    except (OSError, EsaError, UnicodeDecodeError):
         return ""
 
 
-def _writer_index_problem(folder: Path, index: dict[str, Any], head: int) -> str | None:
-    """What is wrong with a writer index taken when the log held ``head`` events, if any."""
+def _writer_index_problem(fs: LakeFS, folder: str, index: dict[str, Any], head: int) -> str | None:
+    """What is wrong with a writer index (in the lake's ``folder``) taken when the log held
+    ``head`` events, if any."""
+    import io
+
     import pyarrow.parquet as pq
 
     try:
         for name, digest in ((index["heads"], index["heads_sha256"]),
                              (index["ids"], index["ids_sha256"])):  # fmt: skip
-            if file_digest(folder / str(name)) != digest:
+            if fs.digest(f"{folder}/{name}") != digest:
                 return f"{name} is not the file that was saved (its SHA-256 differs)"
-        versions = pq.read_table(folder / str(index["heads"]), columns=["version"])
+        heads = pa.BufferReader(fs.read_bytes(f"{folder}/{index['heads']}"))
+        versions = pq.read_table(heads, columns=["version"])
         count = pc.sum(versions["version"]).as_py() or 0
-        keys = len(np.load(folder / str(index["ids"])))
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        keys = len(np.load(io.BytesIO(fs.read_bytes(f"{folder}/{index['ids']}"))))
+    except (OSError, EsaError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
         return f"it cannot be read ({error})"
     if count != head or keys != head:
         return f"it holds {count:,} versions and {keys:,} event ids, the log {head:,} events"
@@ -859,38 +876,46 @@ def _writer_index_problem(folder: Path, index: dict[str, Any], head: int) -> str
 
 
 def _unnamed_findings(
-    lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
+    fs: LakeFS, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
 ) -> list[Finding]:
     """Visible event files that no commit names: plain Parquet readers count their events,
     the commit log does not (a rolled-back log, or files put there by hand or by a query).
     A file that the newest commit removed but a crashed compaction had not yet retired is
     named by the log: the next writer retires it. And committed files hidden under their retired
     name (only a file a commit removed is retired): esanalytics' readers still find them
-    there, plain Parquet readers do not."""
+    there, plain Parquet readers do not. On object storage nothing is renamed: a replaced
+    file stays under its name until vacuum, and a writer's strays (see :func:`_strays`) are
+    only reported once vacuum would have deleted them."""
     import pyarrow.parquet as pq
 
-    root = lake / "events"
+    listed = set(fs.list_files("events"))
     retiring = _retiring(lines)
-    unnamed = [
-        path
-        for path in root.rglob("*.parquet")  # at any depth, as `events/**/*.parquet` reads
-        if (name := str(path.relative_to(root))) not in live and name not in retiring
-    ]
+
+    def unnamed_of(names: Any) -> list[str]:  # (lake-relative paths)
+        return [
+            path
+            for path in names
+            if path.endswith(".parquet")  # at any depth, as `events/**/*.parquet` reads
+            and (name := path.removeprefix("events/")) not in live
+            and name not in retiring
+        ]
+
+    unnamed = unnamed_of(sorted(listed))
     hidden = [
-        name for name in live if not (root / name).exists() and (root / retired_name(name)).exists()
+        name
+        for name in live
+        if fs.renames_on_publish
+        and f"events/{name}" not in listed
+        and f"events/{retired_name(name)}" in listed
     ]
     # Committed or removed since the lines were read? (A file is named after its commit,
     # and retired after the commit that removes it.)
     if unnamed or hidden:
         with contextlib.suppress(CorruptLakeError):
-            lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
+            lines = fs.commit_log().lines(0)[0]
             live = _live_files(lines)
             retiring = _retiring(lines)
-            unnamed = [
-                path
-                for path in unnamed
-                if (name := str(path.relative_to(root))) not in live and name not in retiring
-            ]
+            unnamed = unnamed_of(unnamed)
             hidden = [name for name in hidden if name in live]
     findings = [
         Finding(
@@ -900,17 +925,19 @@ def _unnamed_findings(
             f"{name} is committed and no commit removed it, but it is hidden under its retired "
             f"name: esanalytics' readers read its {live[name][0].rows:,} events, plain Parquet "
             "readers (DuckDB, pyarrow) miss them. Rename it back",
-            str(root / retired_name(name)),
+            fs.uri(f"events/{retired_name(name)}"),
         )
         for name in hidden
         if name in live
     ]
+    unnamed = _strays(fs, unnamed, lines, "events/")
     if not unnamed:
         return findings
     rows = 0
     for path in unnamed:
         try:
-            rows += pq.ParquetFile(path).metadata.num_rows
+            with fs.arrow.open_input_file(fs.arrow_path(path)) as file:
+                rows += pq.ParquetFile(file).metadata.num_rows
         except Exception:  # an unreadable file counts as a file, not as rows
             continue
     proven = sum(entry.rows for entry, _ in live.values())
@@ -921,12 +948,61 @@ def _unnamed_findings(
             None,
             None,
             f"{len(unnamed):,} file(s) in events/ that no commit names hold {rows:,} events "
-            f"(e.g. {unnamed[0].relative_to(root)}): plain Parquet readers (DuckDB, pyarrow) "
-            f"count them, the commit log proves {proven:,} in files. The log was rolled back "
-            "or cut, or files were put there by hand or by a query",
-            str(unnamed[0]),
+            f"(e.g. {unnamed[0].removeprefix('events/')}): plain Parquet readers (DuckDB, "
+            f"pyarrow) count them, the commit log proves {proven:,} in files. "
+            + (
+                "The log was rolled back or cut, or files were put there by hand or by a query"
+                if fs.renames_on_publish
+                else _STRAY_HINT
+            ),
+            fs.uri(unnamed[0]),
         ),
     ]
+
+
+#: How old a file no commit names must be before verify reports it on object storage, where
+#: writers put files under their final names before the commit that names them: vacuum's
+#: default ``older_than``, after which vacuum deletes a writer's leftovers.
+STRAY_AGE = timedelta(hours=1)
+
+#: The name a writer gives the files it puts on object storage before its commit (see
+#: ``EventStore._write_files``): an append's or seal's ``a<commit number>-<token>-...``, a
+#: compaction's ``c<token>-...``.
+_WRITERS_NAME = re.compile(r"(a\d{12}-[0-9a-f]{10}-|c[0-9a-f]{12}-)[0-9a-z-]*\.parquet")
+
+_STRAY_HINT = (
+    "On object storage a writer that lost its commit race or died leaves such files until "
+    "`esa vacuum` deletes them an hour later; these are older than that, or not named as a "
+    "writer names its files: the log was rolled back or cut, vacuum was not run, or files "
+    "were put there by hand. Run `esa vacuum`, then verify again"
+)
+
+
+def _strays(fs: LakeFS, unnamed: list[str], lines: list[CommitLine], root: str) -> list[str]:
+    """The files of ``unnamed`` (lake-relative, below ``root``) to report. On a local lake,
+    all of them. On object storage, leave out a file some commit named that a later one
+    replaced (it stays under its name until vacuum deletes it) and a writer's stray: named as
+    a writer names a file it puts there before its commit, and younger than
+    :data:`STRAY_AGE` (a writer about to commit it, or one that lost its race or died
+    since, whose files vacuum deletes). Any other file, or a stray that old, is reported:
+    plain readers of the folder count its rows."""
+    if fs.renames_on_publish or not unnamed:
+        return unnamed
+    named = {raw["path"] for line in lines for raw in line.record.get("add", ())}
+    cutoff = time.time() - STRAY_AGE.total_seconds()
+    reported = []
+    for path in unnamed:
+        name = path.removeprefix(root)
+        if name in named:
+            continue
+        if _WRITERS_NAME.fullmatch(name.rpartition("/")[2]):
+            try:
+                if fs.modified(path) > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue  # (deleted by its writer or vacuum since it was listed)
+        reported.append(path)
+    return reported
 
 
 def _retiring(lines: list[CommitLine]) -> set[str]:
@@ -937,34 +1013,40 @@ def _retiring(lines: list[CommitLine]) -> set[str]:
 
 
 def _twin_findings(
-    lake: Path, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
+    fs: LakeFS, live: dict[str, tuple[FileEntry, int]], lines: list[CommitLine]
 ) -> list[Finding]:
     """Typed twins (see :mod:`esanalytics.store.typed`) that are not what their commit
     lines name: a twin whose bytes differ from its digest (named with the first row whose
     typed values differ from ``derive()`` of its events file), or that the newest line adds
     and is not ``derive()`` of its file (no later line links to that digest); a twin that
     is missing, or hidden under its retired name; a ``.parquet`` in ``typed/`` that no
-    commit names as a twin."""
+    commit names as a twin (on object storage, see :func:`_strays`)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    typed = lake / "typed"
+    listed = set(fs.list_files("typed"))
     twinned = [entry for entry, _ in live.values() if entry.typed is not None]
     newest = {raw["path"] for raw in (lines[-1].record.get("add", ()) if lines else ())}
     retiring = _retiring(lines)
-    unnamed = [
-        path
-        for path in (typed.rglob("*.parquet") if typed.exists() else ())
-        if (name := str(path.relative_to(typed))) not in retiring
-        and (name not in live or live[name][0].typed is None)
-    ]
+
+    def unnamed_of(names: Any, live: dict[str, tuple[FileEntry, int]]) -> list[str]:
+        return [
+            path
+            for path in names
+            if path.endswith(".parquet")
+            and (name := path.removeprefix("typed/")) not in retiring
+            and (name not in live or live[name][0].typed is None)
+        ]
+
+    unnamed = unnamed_of(sorted(listed), live)
 
     def check(entry: FileEntry) -> Finding | None:
         assert entry.typed is not None
-        path = str(typed / entry.typed.path)
-        if not os.path.exists(path) and (typed / retired_name(entry.typed.path)).exists():
+        path = fs.uri(f"typed/{entry.typed.path}")
+        retired = f"typed/{retired_name(entry.typed.path)}"
+        if fs.renames_on_publish and not os.path.exists(path) and fs.exists(retired):
             return _twin_finding(  # (or retired since the lines were read: see below)
                 entry,
-                str(typed / retired_name(entry.typed.path)),
+                fs.uri(retired),
                 "is hidden under its retired name, and no commit removed its file: plain "
                 "readers of typed/ miss its rows. Rename it back",
             )
@@ -975,7 +1057,7 @@ def _twin_findings(
             return _twin_finding(entry, path, "is missing")
         if digest == entry.typed.sha256 and entry.path not in newest:
             return None
-        difference = _twin_difference(lake, entry, path)
+        difference = _twin_difference(fs, entry, path)
         if digest == entry.typed.sha256:
             if difference is None:
                 return None
@@ -989,17 +1071,17 @@ def _twin_findings(
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="esa-verify") as pool:
         findings = [f for f in pool.map(check, twinned) if f is not None]
-    missing = [f for f in findings if f.detail.endswith("is missing")]
+    missing = [f for f in findings if " is missing. " in f.detail]
     hidden = [f for f in findings if "retired name" in f.detail]
     if (
         missing or unnamed or hidden
     ):  # committed or removed (and vacuumed) since the lines were read?
         with contextlib.suppress(CorruptLakeError):
-            lines = CommitLog(lake / "_esa" / "commits.log").lines(0)[0]
+            lines = fs.commit_log().lines(0)[0]
             now = _live_files(lines)
             retiring = _retiring(lines)
             gone = {f.path for f in missing} - {
-                str(typed / e.typed.path) for e, _ in now.values() if e.typed is not None
+                fs.uri(f"typed/{e.typed.path}") for e, _ in now.values() if e.typed is not None
             }
             findings = [f for f in findings if f.path not in gone]
             findings = [  # removed by a commit since: retired, as it should be
@@ -1007,16 +1089,12 @@ def _twin_findings(
                 for f in findings
                 if f not in hidden
                 or any(
-                    e.typed is not None and f.path == str(typed / retired_name(e.typed.path))
+                    e.typed is not None and f.path == fs.uri(f"typed/{retired_name(e.typed.path)}")
                     for e, _ in now.values()
                 )
             ]
-            unnamed = [
-                path
-                for path in unnamed
-                if (name := str(path.relative_to(typed))) not in retiring
-                and (name not in now or now[name][0].typed is None)
-            ]
+            unnamed = unnamed_of(unnamed, now)
+    unnamed = _strays(fs, unnamed, lines, "typed/")
     if unnamed:
         findings.append(
             Finding(
@@ -1024,10 +1102,14 @@ def _twin_findings(
                 None,
                 None,
                 f"{len(unnamed):,} file(s) in typed/ that no commit names as a typed twin (e.g. "
-                f"{unnamed[0].relative_to(typed)}): a query of typed/ would read their rows. "
-                "The log was rolled back or cut, or files were put there by hand; move them "
-                "out of the lake",
-                str(unnamed[0]),
+                f"{unnamed[0].removeprefix('typed/')}): a query of typed/ would read their rows. "
+                + (
+                    "The log was rolled back or cut, or files were put there by hand; move them "
+                    "out of the lake"
+                    if fs.renames_on_publish
+                    else _STRAY_HINT
+                ),
+                fs.uri(unnamed[0]),
             )
         )
     return findings
@@ -1045,7 +1127,7 @@ def _twin_finding(entry: FileEntry, path: str, what: str) -> Finding:
     )
 
 
-def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
+def _twin_difference(fs: LakeFS, entry: FileEntry, path: str) -> str | None:
     """How the twin at ``path`` differs from ``derive()`` of its events file: the fields its
     commit line names, or the first row whose typed values differ, and in which column (None
     when they are equal)."""
@@ -1054,7 +1136,7 @@ def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
     from esanalytics.store import typed
 
     try:
-        with _open_moving(str(lake / "events" / entry.path)) as file:
+        with _open_moving(fs.uri(f"events/{entry.path}")) as file:
             if entry.sha256 and hashlib.file_digest(file, "sha256").hexdigest() != entry.sha256:
                 return "its events file is altered too, so derive() cannot say what it should hold"
             file.seek(0)
@@ -1063,7 +1145,7 @@ def _twin_difference(lake: Path, entry: FileEntry, path: str) -> str | None:
             twin = pq.ParquetFile(file).read()
     except _Vacuumed:
         with contextlib.suppress(CorruptLakeError):
-            if entry.path not in _live_files(CommitLog(lake / "_esa" / "commits.log").lines(0)[0]):
+            if entry.path not in _live_files(fs.commit_log().lines(0)[0]):
                 raise  # compacted and vacuumed since the lines were read: verify starts again
         return "its events file or the twin is missing"
     except (OSError, pa.ArrowException) as error:
@@ -1393,7 +1475,19 @@ def _check_file(store: EventStore, entry: Any) -> Finding | None:
             rows = handle.metadata.num_rows
             schema = handle.schema_arrow
     except _Vacuumed:
-        raise
+        # On object storage nothing looked for it first (see EventStore._locate): still
+        # committed, it is missing; replaced by a compaction since, verify starts again.
+        if store.fs.renames_on_publish or entry.path not in _live_files(
+            store.fs.commit_log().lines(0)[0]
+        ):
+            raise
+        return Finding(
+            "missing_file",
+            None,
+            None,
+            f"committed file {entry.path} is missing (positions {entry.min_position}..{entry.max_position})",
+            path,
+        )
     except Exception as error:
         return Finding(
             "unreadable_file", None, None, f"{entry.path} cannot be read: {error}", resolved

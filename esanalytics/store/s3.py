@@ -678,6 +678,11 @@ class _Ranges:
                 self.held -= len(dropped)
 
 
+#: Objects up to this size are fetched whole by the first read of them (and kept with the
+#: ranges): a query reads a small file's footer, then its column chunks, each a request.
+WHOLE_OBJECT_BYTES = 4 << 20
+
+
 class _SharedFile:
     """A read-only object handle that DuckDB's threads can share: positions are per thread,
     and every read is a positional ``read_at`` (see :func:`_duckdb_files`)."""
@@ -706,6 +711,13 @@ class _SharedFile:
         if length is None or length < 0:
             length = self._size - position
         length = max(0, min(length, self._size - position))
+        if 0 < self._size <= WHOLE_OBJECT_BYTES:  # one GET for the footer and every chunk
+            whole = self._ranges.get((self._path, 0, self._size))
+            if whole is None:
+                whole = self._stream.read_at(self._size, 0)
+                self._ranges.put((self._path, 0, self._size), whole)
+            self._local.position = position + length
+            return whole[position : position + length]
         key = (self._path, position, length)
         data = self._ranges.get(key)
         if data is None:

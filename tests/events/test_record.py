@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -130,3 +131,26 @@ def test_uuid_helpers_agree_with_the_uuid_module() -> None:
     for text_id, key in zip(ids.to_pylist(), keys.tolist(), strict=True):
         value = uuid.UUID(text_id).int
         assert key == (value >> 64) ^ (value & (2**64 - 1))
+
+
+def test_hashes_are_checked_slice_by_slice_as_a_whole(
+    sample_lake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large file is hashed in slices (its canonical text would pass Arrow's 2 GB): slices
+    of any size find exactly the rows a whole-table check finds, across slice edges."""
+    import numpy as np
+
+    import esanalytics as esa
+    from esanalytics import events
+
+    table = esa.open(sample_lake).read_all().to_arrow().slice(0, 5_000)
+    altered = [0, 999, 1_000, 4_999]
+    data = table["data"].to_pylist()
+    for row in altered:
+        data[row] = data[row].replace("}", ', "forged": true}', 1)
+    table = table.set_column(table.schema.get_field_index("data"), "data", pa.array(data))
+    whole = events.hashes_match(table)
+    assert np.flatnonzero(~whole).tolist() == altered
+    for rows in (1, 7, 1_000, 4_999):
+        monkeypatch.setattr(events, "HASH_SLICE_ROWS", rows)
+        assert events.hashes_match(table).tolist() == whole.tolist()

@@ -465,3 +465,17 @@ def test_esa_copy_puts_a_lake_folder_on_s3_byte_for_byte(
     assert done.returncode == 1
     assert "not an s3:// URL" in done.stderr
     assert not Path(str(sample_lake) + "-again").exists()
+
+
+def test_small_objects_fetched_whole_and_large_ones_by_ranges_answer_alike(
+    sample_lake: Path, sample_on_s3: str, s3server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's reads of an object up to WHOLE_OBJECT_BYTES are served from one GET of the
+    whole object; of a larger one, range by range: both give the local lake's answers."""
+    from esanalytics.store import s3
+
+    local = account_balances.state(Session(esa.open(sample_lake))).order("key").fetchall()
+    for whole in (0, s3.WHOLE_OBJECT_BYTES):  # every object by ranges, then every one whole
+        monkeypatch.setattr(s3, "WHOLE_OBJECT_BYTES", whole)
+        store = esa.open(sample_on_s3, storage_options=s3server.options())
+        assert account_balances.state(Session(store)).order("key").fetchall() == local
