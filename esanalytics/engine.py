@@ -122,18 +122,28 @@ def lake_targets(con: duckdb.DuckDBPyConnection, query: str, lake: Path | str) -
 
 
 class CutMixin:
-    """What a session of any engine gives projections about time cuts: the events at a cut
-    (:meth:`cut`), a cut's WHERE clause (:meth:`cut_where`), and the warning for a
-    system-time cut in the future. A session sets ``as_of``, ``valid_at`` and ``position``
-    and says where its log ends (:meth:`_log_end`)."""
+    """What a session of any engine gives projections about time cuts and twins: the events
+    at a cut (:meth:`cut`), a cut's WHERE clause (:meth:`cut_where`), the warning for a
+    system-time cut in the future, and whether a category has twins. A session sets
+    ``as_of``, ``valid_at``, ``position``, ``_snapshot`` and ``_twins``, and says where its
+    log ends (:meth:`_log_end`)."""
 
     as_of: datetime | None
     valid_at: datetime | None
     position: int
+    _snapshot: LakeSnapshot  # the files the session is pinned to
+    _twins: Mapping[str, Any]  # their typed twins, by events file
 
     def _log_end(self) -> datetime | None:
         """The newest ``recorded_at`` of the session's log (None when it is empty)."""
         raise NotImplementedError
+
+    def has_twins(self, category: str) -> bool:
+        """Whether the session reads twins of any file of ``category``."""
+        return any(
+            entry.category == category and entry.path in self._twins
+            for entry in self._snapshot.entries
+        )
 
     def warn_if_future(self, as_of: TimeLike) -> None:
         """Warn (:class:`~esanalytics.exceptions.FutureCutWarning`) when a system-time cut
@@ -450,13 +460,6 @@ class Session(CutMixin):
         except duckdb.Error:
             return "events"
         return "events_base"
-
-    def has_twins(self, category: str) -> bool:
-        """Whether the session reads twins of any file of ``category``."""
-        return any(
-            entry.category == category and entry.path in self._twins
-            for entry in self._snapshot.entries
-        )
 
     def typed_events(self, category: str, wanted: Mapping[str, str], **cut: Any) -> str:
         """A SQL subquery of one category's events at the session's cut (and ``cut``, as in

@@ -396,13 +396,6 @@ class Session(CutMixin):
 
     # -- typed twins -----------------------------------------------------------------------
 
-    def has_twins(self, category: str) -> bool:
-        """Whether the session reads twins of any file of ``category``."""
-        return any(
-            entry.category == category and entry.path in self._twins
-            for entry in self._snapshot.entries
-        )
-
     def typed_source(
         self,
         category: str,
