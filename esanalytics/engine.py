@@ -138,6 +138,26 @@ class CutMixin:
         """The newest ``recorded_at`` of the session's log (None when it is empty)."""
         raise NotImplementedError
 
+    def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
+        """How the entry's twin stores each wanted field (None: in none of its events), or
+        None when the twin cannot give every wanted value as the JSON does."""
+        if entry.typed is None or entry.path not in self._twins:
+            return None
+        fields = entry.typed.fields
+        folded = {name.lower() for name in fields}
+        if len(folded) < len(fields):
+            return None  # names that differ only in case: an engine's columns would not tell them apart
+        stored = []
+        for _, path, sql_type in columns:
+            kind = fields.get(path)
+            if kind is None:
+                if entry.typed.more or path.lower() in folded:
+                    return None
+            elif not safe(kind, sql_type):
+                return None
+            stored.append(kind)
+        return tuple(stored)
+
     def has_twins(self, category: str) -> bool:
         """Whether the session reads twins of any file of ``category``."""
         return any(
@@ -558,28 +578,6 @@ class Session(CutMixin):
             f"FROM (SELECT *{parsed} FROM ({' UNION ALL '.join(raw)}) WHERE {within})"
         )
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {' UNION ALL '.join(sources)}")
-
-    def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
-        """How the entry's twin stores each wanted field (None: the field is in none of its
-        events), or None when the twin cannot give every wanted value as the JSON does."""
-        if entry.typed is None or entry.path not in self._twins:
-            return None
-        fields = entry.typed.fields
-        folded = {name.lower() for name in fields}
-        if len(folded) < len(fields):
-            return (
-                None  # names that differ only in case: DuckDB's columns would not tell them apart
-            )
-        stored = []
-        for _, path, sql_type in columns:
-            kind = fields.get(path)
-            if kind is None:
-                if entry.typed.more or path.lower() in folded:
-                    return None
-            elif not safe(kind, sql_type):
-                return None
-            stored.append(kind)
-        return tuple(stored)
 
     def _category_views(self, entries: Sequence[FileEntry], tail: pa.Table) -> None:
         """Create ``events_<category>`` for each category with twins (see the module's

@@ -44,9 +44,8 @@ from esanalytics.events import EVENT_SCHEMA, to_epoch_us, to_utc, validate_posit
 from esanalytics.exceptions import EsaError, ValidationError
 from esanalytics.projections import FoldProjection, Projection, SqlProjection, diff_sql
 from esanalytics.store import EventStore
-from esanalytics.store.commitlog import FileEntry
 from esanalytics.store.layout import EVENTS_DIR, TYPED_DIR
-from esanalytics.store.typed import TWIN_BASE, field_column, safe
+from esanalytics.store.typed import TWIN_BASE, field_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -466,26 +465,6 @@ class Session(CutMixin):
         for frame in frames:
             union = union.unionByName(frame)
         union.createOrReplaceTempView(name)
-
-    def _stored(self, entry: FileEntry, columns: _Columns) -> tuple[str | None, ...] | None:
-        """How the entry's twin stores each wanted field (None: in none of its events), or
-        None when the twin cannot give every wanted value as the JSON does."""
-        if entry.typed is None or entry.path not in self._twins:
-            return None
-        fields = entry.typed.fields
-        folded = {name.lower() for name in fields}
-        if len(folded) < len(fields):
-            return None  # names that differ only in case: Spark would not tell them apart
-        stored = []
-        for _, path, sql_type in columns:
-            kind = fields.get(path)
-            if kind is None:
-                if entry.typed.more or path.lower() in folded:
-                    return None
-            elif not safe(kind, sql_type):
-                return None
-            stored.append(kind)
-        return tuple(stored)
 
     # -- queries ---------------------------------------------------------------------------
 
