@@ -252,15 +252,19 @@ class S3FS(LakeFS):
             raise self._failed("look up", rel, error) from None
         return True
 
-    def size(self, rel: str) -> int:
-        """The object's length in bytes; FileNotFoundError if it does not exist."""
+    def _head(self, rel: str) -> dict[str, Any]:
+        """The object's HEAD answer; FileNotFoundError if it does not exist."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
         except Exception as error:
             if _status(error) == 404:
                 raise FileNotFoundError(self.uri(rel)) from None
             raise self._failed("look up", rel, error) from None
-        return int(head["ContentLength"])
+        return head
+
+    def size(self, rel: str) -> int:
+        """The object's length in bytes; FileNotFoundError if it does not exist."""
+        return int(self._head(rel)["ContentLength"])
 
     def read_bytes(self, rel: str) -> bytes:
         """The object's bytes; FileNotFoundError if it does not exist."""
@@ -329,13 +333,7 @@ class S3FS(LakeFS):
 
     def modified(self, rel: str) -> float:
         """The object's last-modified time, in seconds since the epoch (for vacuum's age)."""
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
-        except Exception as error:
-            if _status(error) == 404:
-                raise FileNotFoundError(self.uri(rel)) from None
-            raise self._failed("look up", rel, error) from None
-        return float(head["LastModified"].timestamp())
+        return float(self._head(rel)["LastModified"].timestamp())
 
     # -- writes ----------------------------------------------------------------------------
 
