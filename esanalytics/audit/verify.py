@@ -474,35 +474,43 @@ def _verify_files(
 
 def _newest_file_problem(path: str, entry: FileEntry, added: list[pa.Table]) -> str | None:
     """Why a file the newest commit adds cannot be vouched for, or None: every event must
-    match its hash (row by row for a small file: no Arrow compute, no pandas import, the
-    quick pass stays quick; column-wise for a large one), and what its commit line and its
-    footer say about it must hold (see :func:`_misleading`)."""
+    match its hash, and what its commit line and its footer say about it must hold (see
+    :class:`_Misleading`). Read run by run of row groups (see :func:`_row_group_runs`), as
+    a compaction's file of millions of events would not fit a worker's memory whole."""
     import pyarrow.parquet as pq
 
+    checks = _Misleading(entry, path)
+    matches = True
     try:
         with _open_moving(path) as file:
             handle = pq.ParquetFile(file)
-            table = handle.read()
+            for groups in _row_group_runs(handle.metadata):
+                table = handle.read_row_groups(groups)
+                checks.add(handle.metadata, groups, table)
+                added.append(table.select(["global_position", "prev_hash", "hash"]))
+                matches = matches and _all_match(table, entry.category)
     except (_Vacuumed, OSError, pa.ArrowException) as error:
         return f"{entry.path}, added by the newest commit, cannot be read: {error}"
-    misleading = _misleading(entry, path, handle.metadata, table)
+    misleading = checks.findings()
     if misleading:
         return misleading[0].detail
-    added.append(table.select(["global_position", "prev_hash", "hash"]))
-    if table.num_rows > 20_000:
-        matches = not _facts(
-            table.add_column(2, "category", _repeated(entry.category, table.num_rows))
-        ).bad  # (the table read above: the file is not read twice)
-    else:
-        columns = [
-            (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
-            for column in table.columns
-        ]
-        columns.insert(2, [entry.category] * table.num_rows)
-        matches = all(rows_match(zip(*columns, strict=True)))
     if not matches:
         return f"an event of {entry.path}, added by the newest commit, does not match its hash"
     return None
+
+
+def _all_match(table: pa.Table, category: str) -> bool:
+    """Whether every event of ``table`` (a file's columns, without the category it holds
+    by its folder) matches its hash: row by row for a few rows (no Arrow compute, no pandas
+    import: the quick pass stays quick), column-wise for many."""
+    if table.num_rows > 20_000:
+        return not _facts(table.add_column(2, "category", _repeated(category, table.num_rows))).bad
+    columns = [
+        (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+        for column in table.columns
+    ]
+    columns.insert(2, [category] * table.num_rows)
+    return all(rows_match(zip(*columns, strict=True)))
 
 
 def _newest_line_problem(
@@ -561,7 +569,7 @@ def _columns(file: Any, names: list[str]) -> pa.Table:
     return pq.ParquetFile(file).read(columns=names)
 
 
-def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> list[Finding]:
+class _Misleading:
     """What would make a reader see other events than the file holds, although every event
     matches its hash and the file its digest: the file outside the folder of its category
     and month (readers take both from the folder), the commit line's rows, positions,
@@ -569,77 +577,123 @@ def _misleading(entry: FileEntry, path: str, metadata: Any, table: pa.Table) -> 
     row group statistics that exclude values the row group holds, and indexes our writer
     never writes (bloom filters, page indexes), by which DuckDB and pyarrow skip row groups
     and pages. A commit line no later line links to can be edited unseen, and so can the
-    file it adds with it, so the quick pass checks this for the newest commit's files."""
-    findings = []
+    file it adds with it, so the quick pass checks this for the newest commit's files.
 
-    def found(kind: str, detail: str) -> None:
-        findings.append(Finding(kind, None, None, f"{entry.path}: {detail}", path))
+    The file is given run by run of its row groups (:meth:`add`), so that a file of millions
+    of events is checked in the memory of one run (see :func:`_row_group_runs`); what the
+    commit line claims of the whole file is checked against the runs' merged bounds."""
 
-    folder, _, name = entry.path.rpartition("/")
-    if folder != partition_dir(entry.category, entry.month) or not (
-        name.endswith(".parquet") and not name.startswith(".")
-    ):
-        found("misplaced", f"its commit names category {entry.category!r} and month "
-              f"{entry.month}, whose folder is {partition_dir(entry.category, entry.month)}/: "
-              "readers take the category and month from the folder")  # fmt: skip
-    if table.num_rows:
-        pos = pc.min_max(table["global_position"])
-        rec = pc.min_max(table["recorded_at"].cast(pa.int64()))
-        streams = pc.min_max(table["stream_id"])
-        months = {_month_of(rec["min"].as_py()), _month_of(rec["max"].as_py())}
-        if months != {entry.month}:
-            found("misplaced", f"it holds events recorded in {', '.join(sorted(months))}, "
-                  f"its commit and folder say {entry.month}")  # fmt: skip
-        held = {
-            "rows": (table.num_rows, entry.rows),
-            "positions": (
-                (pos["min"].as_py(), pos["max"].as_py()),
-                (entry.min_position, entry.max_position),
-            ),
-            "recorded times": (
-                (rec["min"].as_py(), rec["max"].as_py()),
-                (entry.min_recorded_us, entry.max_recorded_us),
-            ),
-            "streams": (
-                (streams["min"].as_py(), streams["max"].as_py()),
-                (entry.min_stream, entry.max_stream),
-            ),
+    def __init__(self, entry: FileEntry, path: str) -> None:
+        self.entry, self.path = entry, path
+        self.groups: list[Finding] = []
+        self.rows = 0
+        self.bounds: dict[str, list[tuple[Any, Any]]] = {
+            "positions": [],
+            "recorded times": [],
+            "streams": [],
         }
-        differ = [f"{what} {claimed} (it holds {actual})"
-                  for what, (actual, claimed) in held.items() if actual != claimed]  # fmt: skip
-        if differ:
-            found("statistics", "its commit line gives other " + "; ".join(differ) + ": "
-                  "readers that skip files by these miss its events")  # fmt: skip
-    offset = 0
+
+    def _found(self, kind: str, detail: str) -> Finding:
+        return Finding(kind, None, None, f"{self.entry.path}: {detail}", self.path)
+
+    def add(self, metadata: Any, groups: list[int], table: pa.Table) -> None:
+        """Check the row groups ``groups`` of the file, whose rows ``table`` holds."""
+        self.rows += table.num_rows
+        if table.num_rows:
+            for what, column in (
+                ("positions", table["global_position"]),
+                ("recorded times", table["recorded_at"].cast(pa.int64())),
+                ("streams", table["stream_id"]),
+            ):
+                bounds = pc.min_max(column)
+                self.bounds[what].append((bounds["min"].as_py(), bounds["max"].as_py()))
+        offset = 0
+        for index in groups:
+            group = metadata.row_group(index)
+            part = table.slice(offset, group.num_rows)
+            offset += group.num_rows
+            for column in range(group.num_columns):
+                chunk = group.column(column)
+                name = chunk.path_in_schema
+                if chunk.bloom_filter_offset or chunk.has_column_index or chunk.has_offset_index:
+                    self.groups.append(self._found("statistics", f"row group {index} has a "
+                        f"bloom filter or page index for column {name}, which our writer never "
+                        "writes: readers may skip rows by it"))  # fmt: skip
+                    continue
+                stats = chunk.statistics
+                if stats is None or name not in part.column_names:
+                    continue
+                values = part[name]
+                wrong = stats.has_null_count and stats.null_count != values.null_count
+                if stats.has_min_max and part.num_rows:
+                    # (times as their stored int64: converting a timestamp imports pandas)
+                    timed = pa.types.is_timestamp(values.type)
+                    bounds = pc.min_max(values.cast(pa.int64()) if timed else values)
+                    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+                    least, most = (
+                        (stats.min_raw, stats.max_raw) if timed else (stats.min, stats.max)
+                    )
+                    wrong = wrong or not (least <= low and high <= most)
+                if wrong:
+                    self.groups.append(self._found("statistics", f"row group {index}'s "
+                        f"statistics for column {name} do not hold the values it holds: readers "
+                        "that skip row groups by them (DuckDB, pyarrow, esanalytics' stream "
+                        "reads) miss its events"))  # fmt: skip
+
+    def findings(self) -> list[Finding]:
+        """What misleads, once every row group was added: the file's place, what its commit
+        line claims of it, then its row groups' statistics."""
+        entry, findings = self.entry, []
+        folder, _, name = entry.path.rpartition("/")
+        if folder != partition_dir(entry.category, entry.month) or not (
+            name.endswith(".parquet") and not name.startswith(".")
+        ):
+            findings.append(self._found("misplaced", f"its commit names category "
+                f"{entry.category!r} and month {entry.month}, whose folder is "
+                f"{partition_dir(entry.category, entry.month)}/: readers take the category "
+                "and month from the folder"))  # fmt: skip
+        if self.rows:
+            pos, rec, streams = (
+                (min(low for low, _ in spans), max(high for _, high in spans))
+                for spans in self.bounds.values()
+            )
+            months = {_month_of(rec[0]), _month_of(rec[1])}
+            if months != {entry.month}:
+                findings.append(self._found("misplaced", f"it holds events recorded in "
+                    f"{', '.join(sorted(months))}, its commit and folder say {entry.month}"))  # fmt: skip
+            held = {
+                "rows": (self.rows, entry.rows),
+                "positions": (pos, (entry.min_position, entry.max_position)),
+                "recorded times": (rec, (entry.min_recorded_us, entry.max_recorded_us)),
+                "streams": (streams, (entry.min_stream, entry.max_stream)),
+            }
+            differ = [f"{what} {claimed} (it holds {actual})"
+                      for what, (actual, claimed) in held.items() if actual != claimed]  # fmt: skip
+            if differ:
+                findings.append(self._found("statistics", "its commit line gives other "
+                    + "; ".join(differ) + ": readers that skip files by these miss its events"))  # fmt: skip
+        return findings + self.groups
+
+
+#: The most rows verify's event-by-event pass reads of a file at once (whole row groups, at
+#: least one): a worker's memory stays that of a few hundred thousand events whatever the
+#: file's size (a compacted lake of 100M events has files of 2.5M).
+READ_ROWS = 262_144
+
+
+def _row_group_runs(metadata: Any) -> list[list[int]]:
+    """The file's row groups in runs of at most :data:`READ_ROWS` rows (a larger group is
+    a run of its own); one empty run for a file of no row groups."""
+    runs: list[list[int]] = [[]]
+    rows = 0
     for index in range(metadata.num_row_groups):
-        group = metadata.row_group(index)
-        part = table.slice(offset, group.num_rows)
-        offset += group.num_rows
-        for column in range(group.num_columns):
-            chunk = group.column(column)
-            name = chunk.path_in_schema
-            if chunk.bloom_filter_offset or chunk.has_column_index or chunk.has_offset_index:
-                found("statistics", f"row group {index} has a bloom filter or page index for "
-                      f"column {name}, which our writer never writes: readers may skip rows "
-                      "by it")  # fmt: skip
-                continue
-            stats = chunk.statistics
-            if stats is None or name not in part.column_names:
-                continue
-            values = part[name]
-            wrong = stats.has_null_count and stats.null_count != values.null_count
-            if stats.has_min_max and part.num_rows:
-                # (times as their stored int64: converting a timestamp imports pandas)
-                timed = pa.types.is_timestamp(values.type)
-                bounds = pc.min_max(values.cast(pa.int64()) if timed else values)
-                low, high = bounds["min"].as_py(), bounds["max"].as_py()
-                least, most = (stats.min_raw, stats.max_raw) if timed else (stats.min, stats.max)
-                wrong = wrong or not (least <= low and high <= most)
-            if wrong:
-                found("statistics", f"row group {index}'s statistics for column {name} do not "
-                      "hold the values it holds: readers that skip row groups by them "
-                      "(DuckDB, pyarrow, esanalytics' stream reads) miss its events")  # fmt: skip
-    return findings
+        n = metadata.row_group(index).num_rows
+        if runs[-1] and rows + n > READ_ROWS:
+            runs.append([])
+            rows = 0
+        runs[-1].append(index)
+        rows += n
+    return runs
 
 
 def _month_of(us: int) -> str:
@@ -1262,23 +1316,62 @@ class _FileFacts:
 
 def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFacts:
     """Worker: the facts of one file (see verify), and, given its entry, what would mislead
-    its readers (see :func:`_misleading`)."""
+    its readers (see :class:`_Misleading`). The file is read run by run of its row groups
+    (see :func:`_row_group_runs`), each run's facts merged into the file's."""
     import pyarrow.parquet as pq
 
     path, category, sha256, entry = task
+    checks = None if entry is None else _Misleading(entry, path)
+    parts = []
     with _open_moving(path) as file:  # (the file stays readable if a writer renames it)
         handle = pq.ParquetFile(file)
-        table = handle.read()  # (read_table would import pandas: a second)
+        for groups in _row_group_runs(handle.metadata):
+            table = handle.read_row_groups(groups)  # (read_table would import pandas)
+            if checks is not None:
+                checks.add(handle.metadata, groups, table)
+            parts.append(
+                _facts(table.add_column(2, "category", _repeated(category, table.num_rows)))
+            )
+            del table
         if sha256 is not None:
             file.seek(0)
             digest_ok = hashlib.file_digest(file, "sha256").hexdigest() == sha256
-    misleading = [] if entry is None else _misleading(entry, path, handle.metadata, table)
-    table = table.add_column(2, "category", _repeated(category, table.num_rows))
-    facts = _facts(table)
-    facts.bad[:0] = misleading
+    facts = _merged(parts)
+    if checks is not None:
+        facts.bad[:0] = checks.findings()
     if sha256 is None:
         return facts
     return dataclasses.replace(facts, digest_ok=digest_ok)
+
+
+def _merged(parts: list[_FileFacts]) -> _FileFacts:
+    """The facts of a file from those of its runs of row groups, in file order (a stream's
+    version sums added up over the runs, as :func:`_version_findings` adds up files')."""
+    if len(parts) == 1:
+        return parts[0]
+    versions = (
+        pa.concat_tables([p.versions for p in parts])
+        .group_by("stream_id")
+        .aggregate(list(_VERSION_MERGE))
+        .rename_columns({f"{name}_{how}": name for name, how in _VERSION_MERGE})
+    )
+    return _FileFacts(
+        [bad for p in parts for bad in p.bad],
+        np.concatenate([p.positions for p in parts]),
+        np.concatenate([p.prev8 for p in parts]),
+        np.concatenate([p.hash8 for p in parts]),
+        versions,
+    )
+
+
+#: How per-stream version facts of two parts of the log merge (see :func:`_facts`).
+_VERSION_MERGE = (
+    ("version_count", "sum"),
+    ("version_min", "min"),
+    ("version_max", "max"),
+    ("version_sum", "sum"),
+    ("squares_sum", "sum"),
+)
 
 
 def _repeated(text: str, n: int) -> pa.Array:
@@ -1350,15 +1443,7 @@ def _version_findings(
     merged = (
         pa.concat_tables([p.versions for p in parts])
         .group_by("stream_id")
-        .aggregate(
-            [
-                ("version_count", "sum"),
-                ("version_min", "min"),
-                ("version_max", "max"),
-                ("version_sum", "sum"),
-                ("squares_sum", "sum"),
-            ]
-        )
+        .aggregate(list(_VERSION_MERGE))
     )
     n = merged["version_count_sum"].to_numpy().astype(np.float64)
     checks = (
