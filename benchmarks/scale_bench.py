@@ -6,7 +6,7 @@ DuckDB, when those benchmarks are present.
     python3 -m uv run python benchmarks/scale_bench.py --build              # builds missing lakes first
     python3 -m uv run python benchmarks/scale_bench.py --lakes A,B,C --memory-limit 4GB --repeat 3
     ... --only curve,s3,spark     (default: all three)      ... --json      (JSON on stdout)
-    ... --steps rebuild,verify    (default: all four steps of the curve)
+    ... --steps rebuild,verify    (default: all four steps of the curve; verify_deep on request)
 
 The lakes (``--lakes``, default ``data/scale/l1m,l10m,l100m``) are only read. ``--build``
 makes a missing one with ``esa generate PATH --events N --fast``, N from ``--events`` (default
@@ -22,7 +22,9 @@ sampled every 50 ms (the temp peak):
   entity as of a system time;
 * ``history``: ``account_balances.history(session, key=<the account with most events>)``;
 * ``verify``: ``esa verify``'s check of the whole log (the quick pass: the commit-line chain
-  and each file's SHA-256; its floor is reading and hashing every byte).
+  and each file's SHA-256; its floor is reading and hashing every byte);
+* ``verify_deep`` (only when named): ``esa verify --deep``, every event rehashed, its chain
+  link, position and version checked, each file read a run of row groups at a time.
 
 Each time is the median of ``--repeat`` runs of the step inside its process (the session is
 opened before the clock starts; ``open`` is reported beside). ``events/s`` is the lake's
@@ -64,6 +66,8 @@ ROOT = HERE.parent
 DEFAULT_LAKES = ",".join(str(ROOT / "data" / "scale" / n) for n in ("l1m", "l10m", "l100m"))
 DEFAULT_EVENTS = "1000000,10000000,100000000"
 STEPS = ("rebuild", "as_of", "history", "verify")
+#: Steps run only when named in ``--steps``.
+EXTRA_STEPS = ("verify_deep",)
 
 
 def say(*parts: Any) -> None:
@@ -84,7 +88,7 @@ def run_step(step: str, lake: str, repeat: int) -> dict[str, Any]:
     store = esa.open(lake)
     events = store.head
     opened = time.perf_counter()
-    session = Session(store) if step != "verify" else None
+    session = Session(store) if not step.startswith("verify") else None
     open_s = time.perf_counter() - opened
     if step == "rebuild":
         assert session is not None
@@ -109,11 +113,11 @@ def run_step(step: str, lake: str, repeat: int) -> dict[str, Any]:
         def work() -> int:
             return account_balances.history(session, key=key).to_arrow_table().num_rows
 
-    elif step == "verify":
+    elif step in ("verify", "verify_deep"):
         from esanalytics.audit.verify import verify
 
         def work() -> int:
-            result = verify(store)
+            result = verify(store, deep=step == "verify_deep")
             if not result.ok:
                 raise SystemExit(f"verify found problems in {lake}: {result}")
             return events
@@ -404,8 +408,9 @@ def main() -> int:
     if unknown := sections - {"curve", "s3", "spark"}:
         parser.error(f"--only knows curve, s3 and spark, not {', '.join(sorted(unknown))}")
     steps = tuple(args.steps.split(","))
-    if unknown := set(steps) - set(STEPS):
-        parser.error(f"--steps knows {', '.join(STEPS)}, not {', '.join(sorted(unknown))}")
+    if unknown := set(steps) - set(STEPS + EXTRA_STEPS):
+        known = ", ".join(STEPS + EXTRA_STEPS)
+        parser.error(f"--steps knows {known}, not {', '.join(sorted(unknown))}")
     if args.build:
         build_missing(lakes, events)
     report: dict[str, Any] = {"memory_limit": args.memory_limit, "repeat": args.repeat}
