@@ -287,36 +287,34 @@ def _verify(
     # links, checked here in position order), and per-stream version sums.
     committed = {path: entry.sha256 for path, (entry, _) in live.items()}
     tasks = [(_file(store, e.path), e.category, committed.get(e.path), e) for e in readable]
-    parts: list[_FileFacts] = []
-    if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for facts in pool.map(_file_facts, tasks, chunksize=1):
-                parts.append(facts)
-                if progress is not None:
-                    progress(len(facts.positions))
-    else:
-        for task in tasks:
-            parts.append(_file_facts(task))
-            if progress is not None:
-                progress(len(parts[-1].positions))
     tail = (
         _rows_table([tuple(row) for row in logged.tail])
         if logged.tail
         else EVENT_SCHEMA.empty_table()
     )
+    # The lead keeps of each file only its findings and digest check; its links go into one
+    # set of arrays and its version sums into one running table (see _Gathered), so the
+    # lead's memory is 24 bytes an event and a row a stream, not every file's facts at once.
+    gathered = _Gathered(sum(entry.rows for entry in readable) + tail.num_rows)
+    parallel = workers > 1 and len(tasks) > 1
+    with ProcessPoolExecutor(max_workers=workers) if parallel else contextlib.nullcontext() as pool:
+        results = pool.map(_file_facts, tasks, chunksize=1) if pool else map(_file_facts, tasks)
+        for facts in results:
+            gathered.add(facts)
+            if progress is not None:
+                progress(len(facts.positions))
     if tail.num_rows:
-        parts.append(_facts(tail))
-    findings += [bad for facts in parts for bad in facts.bad]
-    positions = np.concatenate([f.positions for f in parts]) if parts else np.empty(0, np.int64)
-    prev8 = np.concatenate([f.prev8 for f in parts]) if parts else np.empty(0, np.uint64)
-    hash8 = np.concatenate([f.hash8 for f in parts]) if parts else np.empty(0, np.uint64)
-    order = np.argsort(positions, kind="stable")
-    positions, prev8, hash8 = positions[order], prev8[order], hash8[order]
+        gathered.add(_facts(tail))
+    findings += gathered.bad
+    positions, prev8, hash8, runs_through = gathered.in_order()
     events = len(positions)
     last_seen = int(positions[-1]) if events else 0
-    genesis = np.uint64(0)
-    expected_prev = np.r_[genesis, hash8[:-1]] if events else hash8
-    for index in np.flatnonzero(prev8 != expected_prev)[:1_000].tolist():
+    # (each event's prev_hash is the hash of the one before it; the first's is the genesis)
+    broken = np.flatnonzero(prev8[1:] != hash8[:-1]) + 1
+    if events and prev8[0] != np.uint64(0):
+        broken = np.r_[0, broken]
+    del prev8, hash8
+    for index in broken[:1_000].tolist():
         findings.append(
             Finding(
                 "chain_break",
@@ -325,8 +323,10 @@ def _verify(
                 "prev_hash is not the hash of the event before it",
             )
         )
-    findings += _version_findings(store, readable, parts, tail)
-    findings += _position_findings([positions], head)
+    findings += _version_findings(store, readable, gathered.versions(), tail)
+    if not runs_through:  # (positions 1..n, each once, need no more looking)
+        findings += _position_findings(positions, head)
+    del positions
     if last_seen < head:
         findings.append(
             Finding(
@@ -351,8 +351,8 @@ def _verify(
         signed = check_checkpoint(store, against, key)
         findings += signed or _checkpoint_line_findings(lines, against)
     if not [f for f in findings if f not in around]:  # events hold, a file's bytes do not
-        for entry, facts in zip(readable, parts, strict=False):
-            if facts.digest_ok is False:
+        for entry, digest_ok in zip(readable, gathered.digests_ok, strict=False):
+            if digest_ok is False:
                 findings.append(
                     Finding(
                         "rewritten",
@@ -1314,6 +1314,93 @@ class _FileFacts:
     digest_ok: bool | None = None  # the file's bytes against its committed SHA-256
 
 
+class _Gathered:
+    """The lead's part of the every-event pass: what each file's facts (see :func:`_facts`)
+    leave once they arrive. Links (positions with prefixes of prev_hash and hash) are copied
+    into one array each, sized by the committed row counts and grown if files hold more;
+    version sums are folded into one running table whenever enough have piled up; each
+    file keeps only its findings and digest check."""
+
+    #: Version rows (stream, file) held before they are folded into the running table.
+    FOLD_ROWS = 2_000_000
+
+    def __init__(self, expected: int) -> None:
+        self.positions: Any = np.empty(expected, np.int64)
+        self.prev8: Any = np.empty(expected, np.uint64)
+        self.hash8: Any = np.empty(expected, np.uint64)
+        self.filled = 0
+        self.bad: list[Finding] = []
+        self.digests_ok: list[bool | None] = []
+        self._versions: list[pa.Table] = []
+        self._pending = 0
+
+    def add(self, facts: _FileFacts) -> None:
+        n = len(facts.positions)
+        if self.filled + n > len(self.positions):  # files hold more rows than were committed
+            size = max(2 * len(self.positions), self.filled + n)
+            self.positions, self.prev8, self.hash8 = (
+                np.resize(a, size) for a in (self.positions, self.prev8, self.hash8)
+            )
+        end = self.filled + n
+        self.positions[self.filled : end] = facts.positions
+        self.prev8[self.filled : end] = facts.prev8
+        self.hash8[self.filled : end] = facts.hash8
+        self.filled = end
+        self.bad += facts.bad
+        self.digests_ok.append(facts.digest_ok)
+        self._versions.append(facts.versions)
+        self._pending += facts.versions.num_rows
+        if self._pending > self.FOLD_ROWS:
+            self._versions = [_merged_versions(self._versions)]
+            self._pending = self._versions[0].num_rows
+
+    def versions(self) -> pa.Table | None:
+        """Each stream's version sums over every file (see :func:`_version_findings`)."""
+        return _merged_versions(self._versions) if self._versions else None
+
+    def in_order(self) -> tuple[Any, Any, Any, bool]:
+        """positions, prev8 and hash8 in position order, and whether the positions are
+        exactly 1..n, each once. That (the log as it should be) is checked in one pass and
+        each array is put in order by placing every row at its position; otherwise they are
+        sorted by position (stable, so a repeated position keeps file order)."""
+        n = self.filled
+        positions, prev8, hash8 = self.positions[:n], self.prev8[:n], self.hash8[:n]
+        self.positions = self.prev8 = self.hash8 = np.empty(0, np.int64)
+        if n == 0 or (int(positions.min()) == 1 and int(positions.max()) == n):
+            seen = np.zeros(n, dtype=bool)
+            positions -= 1  # (now each row's place)
+            seen[positions] = True
+            if seen.all():  # n positions in 1..n that cover all n places: each once
+                del seen
+                prev8 = _placed(prev8, positions)
+                hash8 = _placed(hash8, positions)
+                del positions
+                return np.arange(1, n + 1, dtype=np.int64), prev8, hash8, True
+            del seen
+            positions += 1
+        order = np.argsort(positions, kind="stable")
+        return positions[order], prev8[order], hash8[order], False
+
+
+def _placed(values: Any, places: Any) -> Any:
+    out = np.empty_like(values)
+    out[places] = values
+    return out
+
+
+def _merged_versions(tables: list[pa.Table]) -> pa.Table:
+    """Per-stream version sums of several parts of the log added up (see :func:`_facts`),
+    in the columns each part has."""
+    if len(tables) == 1:
+        return tables[0]
+    return (
+        pa.concat_tables(tables)
+        .group_by("stream_id")
+        .aggregate(list(_VERSION_MERGE))
+        .rename_columns({f"{name}_{how}": name for name, how in _VERSION_MERGE})
+    )
+
+
 def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFacts:
     """Worker: the facts of one file (see verify), and, given its entry, what would mislead
     its readers (see :class:`_Misleading`). The file is read run by run of its row groups
@@ -1346,21 +1433,15 @@ def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFac
 
 def _merged(parts: list[_FileFacts]) -> _FileFacts:
     """The facts of a file from those of its runs of row groups, in file order (a stream's
-    version sums added up over the runs, as :func:`_version_findings` adds up files')."""
+    version sums added up over the runs, as :class:`_Gathered` adds up files')."""
     if len(parts) == 1:
         return parts[0]
-    versions = (
-        pa.concat_tables([p.versions for p in parts])
-        .group_by("stream_id")
-        .aggregate(list(_VERSION_MERGE))
-        .rename_columns({f"{name}_{how}": name for name, how in _VERSION_MERGE})
-    )
     return _FileFacts(
         [bad for p in parts for bad in p.bad],
         np.concatenate([p.positions for p in parts]),
         np.concatenate([p.prev8 for p in parts]),
         np.concatenate([p.hash8 for p in parts]),
-        versions,
+        _merged_versions([p.versions for p in parts]),
     )
 
 
@@ -1433,31 +1514,26 @@ def _rows(store: EventStore, readable: list[Any], predicate: Any, tail: pa.Table
 
 
 def _version_findings(
-    store: EventStore, readable: list[Any], parts: list[_FileFacts], tail: pa.Table
+    store: EventStore, readable: list[Any], versions: pa.Table | None, tail: pa.Table
 ) -> list[Finding]:
     """Each stream's versions are exactly 1..n: count, min, max, sum and sum of squares
-    agree with that (checked for all streams at once), and a failing stream is read to name
-    the version that breaks the run."""
-    if not parts:
+    (``versions``, one row a stream) agree with that, checked for all streams at once, and a
+    failing stream is read to name the version that breaks the run."""
+    if versions is None:
         return []
-    merged = (
-        pa.concat_tables([p.versions for p in parts])
-        .group_by("stream_id")
-        .aggregate(list(_VERSION_MERGE))
-    )
-    n = merged["version_count_sum"].to_numpy().astype(np.float64)
+    n = versions["version_count"].to_numpy().astype(np.float64)
     checks = (
-        (merged["version_min_min"].to_numpy() == 1)
-        & (merged["version_max_max"].to_numpy() == n)
-        & (merged["version_sum_sum"].to_numpy() == n * (n + 1) / 2)
-        & (merged["squares_sum_sum"].to_numpy() == n * (n + 1) * (2 * n + 1) / 6)
+        (versions["version_min"].to_numpy() == 1)
+        & (versions["version_max"].to_numpy() == n)
+        & (versions["version_sum"].to_numpy() == n * (n + 1) / 2)
+        & (versions["squares_sum"].to_numpy() == n * (n + 1) * (2 * n + 1) / 6)
     )
     findings = []
-    for stream in merged["stream_id"].take(pa.array(np.flatnonzero(~checks)[:100])).to_pylist():
-        versions = _rows(store, readable, pc.field("stream_id") == stream, tail)
+    for stream in versions["stream_id"].take(pa.array(np.flatnonzero(~checks)[:100])).to_pylist():
+        rows = _rows(store, readable, pc.field("stream_id") == stream, tail)
         expected = 1
         for version, position in zip(
-            versions["version"].to_pylist(), versions["global_position"].to_pylist(), strict=True
+            rows["version"].to_pylist(), rows["global_position"].to_pylist(), strict=True
         ):
             if version != expected:
                 findings.append(
@@ -1472,9 +1548,9 @@ def _version_findings(
     return findings
 
 
-def _position_findings(chunks: list[Any], head: int) -> list[Finding]:
-    """Positions must be exactly 1..n: missing ones were deleted, repeated ones inserted."""
-    positions = np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+def _position_findings(positions: Any, head: int) -> list[Finding]:
+    """Positions (in order) must be exactly 1..n: missing ones were deleted, repeated ones
+    inserted."""
     findings = []
     if len(positions) and positions[0] > 1:
         findings.append(
