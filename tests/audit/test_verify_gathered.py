@@ -17,30 +17,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esanalytics.audit import verify
+from tests.audit.test_verify_runs import version_facts
 
 verifier = sys.modules[verify.__module__]  # (the module, not the function)
 
 
+#: The columns of a worker's version facts, as the ones pyarrow's group_by gives.
+VERSION_FACTS = pa.schema(
+    [("stream_id", pa.string())]
+    + [
+        (name, pa.int64())
+        for name in ("version_count", "version_min", "version_max", "version_sum", "squares_sum")
+    ]
+)
+
+
 def file_facts(rows: list[tuple[int, int, int, str, int]]) -> object:
     """The facts a worker sends for a file of (position, prev8, hash8, stream, version)."""
-    table = pa.table(
+    frame = pd.DataFrame(
         {
-            "stream_id": pa.array([r[3] for r in rows], pa.string()),
-            "version": pa.array([r[4] for r in rows], pa.int64()),
+            "stream_id": [r[3] for r in rows],
+            "version": pd.Series([r[4] for r in rows], dtype="int64"),
         }
     )
-    versions = (
-        table.append_column("squares", pa.array([r[4] ** 2 for r in rows], pa.int64()))
-        .group_by("stream_id")
-        .aggregate(
-            [
-                ("version", "count"),
-                ("version", "min"),
-                ("version", "max"),
-                ("version", "sum"),
-                ("squares", "sum"),
-            ]
-        )
+    versions = pa.Table.from_pandas(
+        version_facts(frame).reset_index(), schema=VERSION_FACTS, preserve_index=False
     )
     return verifier._FileFacts(
         [],
@@ -112,14 +113,7 @@ def test_what_the_lead_gathers_is_what_the_files_hold(
         return
     assert versions is not None
     frame = pd.DataFrame(rows, columns=["position", "prev8", "hash8", "stream_id", "version"])
-    frame["squares"] = frame["version"] ** 2
-    by_pandas = frame.groupby("stream_id").agg(
-        version_count=("version", "count"),
-        version_min=("version", "min"),
-        version_max=("version", "max"),
-        version_sum=("version", "sum"),
-        squares_sum=("squares", "sum"),
-    )
+    by_pandas = version_facts(frame)
     got = versions.to_pandas().set_index("stream_id").sort_index()
     pd.testing.assert_frame_equal(got, by_pandas.sort_index(), check_dtype=False)
 

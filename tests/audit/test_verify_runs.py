@@ -30,10 +30,10 @@ def committed(lake: Path) -> list[tuple[Path, str, str]]:
     return [(lake / "events" / rel, raw["category"], raw["sha256"]) for rel, raw in files.items()]
 
 
-def independent_facts(path: Path) -> pd.DataFrame:
-    """Per-stream version facts of a file by pandas, from the whole file."""
-    frame = pq.read_table(path, columns=["stream_id", "version"]).to_pandas()
-    frame["squares"] = frame["version"] ** 2
+def version_facts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-stream version facts (count, min, max, sum, sum of squares) of rows with
+    ``stream_id`` and ``version`` columns, by pandas, indexed by stream in order."""
+    frame = frame.assign(squares=frame["version"] ** 2)
     grouped = frame.groupby("stream_id").agg(
         version_count=("version", "count"),
         version_min=("version", "min"),
@@ -42,6 +42,11 @@ def independent_facts(path: Path) -> pd.DataFrame:
         squares_sum=("squares", "sum"),
     )
     return grouped.sort_index()
+
+
+def independent_facts(path: Path) -> pd.DataFrame:
+    """Per-stream version facts of a file by pandas, from the whole file."""
+    return version_facts(pq.read_table(path, columns=["stream_id", "version"]).to_pandas())
 
 
 @pytest.mark.parametrize("read_rows", [SMALL, 2_100])  # (2,100: two row groups to a run)
