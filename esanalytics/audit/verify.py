@@ -265,7 +265,7 @@ def _verify(
     # (the folder around the log: saved state, unnamed files, twins, stored projections)
     around = _state_findings(store.fs, lines, live)
     inline = _inline_findings(lines)
-    why = "asked for (deep)"
+    why = "--deep asked for it"
     if not deep:
         quick = _verify_files(store, lines, live, against, key, workers, progress, started)
         if isinstance(quick, VerifyResult) and not inline:

@@ -39,6 +39,7 @@ def test_untouched_lake_verifies_clean(copy: Path) -> None:
     deep = verify(esa.open(copy), deep=True)
     assert deep.ok, str(deep)
     assert (deep.method, deep.events, deep.digest) == ("events", 30_000, result.digest)
+    assert "event by event because --deep asked for it" in str(deep)
 
 
 def rewrite_commit_log(lake: Path, change) -> None:  # type: ignore[no-untyped-def]
