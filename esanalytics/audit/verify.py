@@ -1390,15 +1390,17 @@ def _placed(values: Any, places: Any) -> Any:
 
 def _merged_versions(tables: list[pa.Table]) -> pa.Table:
     """Per-stream version sums of several parts of the log added up (see :func:`_facts`),
-    in the columns each part has."""
-    if len(tables) == 1:
-        return tables[0]
-    return (
-        pa.concat_tables(tables)
-        .group_by("stream_id")
-        .aggregate(list(_VERSION_MERGE))
-        .rename_columns({f"{name}_{how}": name for name, how in _VERSION_MERGE})
-    )
+    in the columns each part has, one buffer a column: group_by's chunks are slices of one
+    buffer, and pickling a slice sends its whole buffer, so a worker's sums would cross to
+    the lead once per chunk (and pile up there)."""
+    if len(tables) > 1:
+        tables = [
+            pa.concat_tables(tables)
+            .group_by("stream_id")
+            .aggregate(list(_VERSION_MERGE))
+            .rename_columns({f"{name}_{how}": name for name, how in _VERSION_MERGE})
+        ]
+    return tables[0].combine_chunks()
 
 
 def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFacts:
@@ -1424,10 +1426,6 @@ def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFac
             file.seek(0)
             digest_ok = hashlib.file_digest(file, "sha256").hexdigest() == sha256
     facts = _merged(parts)
-    # One buffer a column before it goes to the lead: group_by's chunks are slices of one
-    # buffer, and pickling a slice sends its whole buffer (a file's version sums crossed
-    # as many times over as they had chunks, and piled up in the lead).
-    facts = dataclasses.replace(facts, versions=facts.versions.combine_chunks())
     if checks is not None:
         facts.bad[:0] = checks.findings()
     if sha256 is None:
@@ -1439,7 +1437,7 @@ def _merged(parts: list[_FileFacts]) -> _FileFacts:
     """The facts of a file from those of its runs of row groups, in file order (a stream's
     version sums added up over the runs, as :class:`_Gathered` adds up files')."""
     if len(parts) == 1:
-        return parts[0]
+        return dataclasses.replace(parts[0], versions=_merged_versions([parts[0].versions]))
     return _FileFacts(
         [bad for p in parts for bad in p.bad],
         np.concatenate([p.positions for p in parts]),

@@ -6,6 +6,7 @@ groups of 1,024 rows to a file, a few to a run) against an independent computati
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_a_files_facts_merged_from_runs_are_the_whole_files(
         for got, column in ((facts.hash8, "hash"), (facts.prev8, "prev_hash")):
             expected = [int(h[:16], 16) for h in whole[column].to_pylist()]
             assert got.tolist() == expected
+        assert all(column.num_chunks <= 1 for column in facts.versions.columns)
         ours = facts.versions.to_pandas().set_index("stream_id").sort_index()
         theirs = independent_facts(path)
         pd.testing.assert_frame_equal(ours[theirs.columns], theirs, check_dtype=False)
@@ -144,3 +146,33 @@ def test_verify_answers_the_same_whatever_the_runs(
     assert quick.ok, str(quick)
     assert deep.ok, str(deep)
     assert (deep.events, deep.position, deep.digest) == (quick.events, quick.position, quick.digest)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_version_sums_cross_to_the_lead_at_their_own_size(parts: int) -> None:
+    """Over 32,768 streams pyarrow's group_by returns several chunks sliced from one buffer,
+    and a pickled slice carries its whole buffer: the sums a worker sends must be one
+    buffer a column, so what crosses is about their size, and they add up the same."""
+    streams = 100_000
+    tables = []
+    for part in range(parts):
+        frame = pd.DataFrame(
+            {
+                "stream_id": [f"account-{i}" for i in range(streams)],
+                "version": pd.Series([part + 1] * streams, dtype="int64"),
+            }
+        )
+        grouped = pa.Table.from_pandas(frame, preserve_index=False).group_by("stream_id")
+        names = ("count", "min", "max", "sum")
+        table = grouped.aggregate([("version", how) for how in names])
+        table = table.append_column("squares_sum", pa.array([(part + 1) ** 2] * streams))
+        tables.append(table)
+    assert max(column.num_chunks for column in tables[0].columns) > 1  # (the test means it)
+    merged = verifier._merged_versions(tables)
+    assert all(column.num_chunks == 1 for column in merged.columns)
+    assert len(pickle.dumps(merged)) < 1.2 * merged.nbytes + 4_096
+    sums = merged.to_pandas().set_index("stream_id").sort_index()
+    assert (sums["version_count"] == parts).all()
+    assert (sums["version_sum"] == parts * (parts + 1) // 2).all()
+    assert (sums["version_max"] == parts).all()
+    assert len(sums) == streams
