@@ -1362,7 +1362,8 @@ class _Gathered:
         """positions, prev8 and hash8 in position order, and whether the positions are
         exactly 1..n, each once. That (the log as it should be) is checked in one pass and
         each array is put in order by placing every row at its position; otherwise they are
-        sorted by position (stable, so a repeated position keeps file order)."""
+        sorted by position (stable, so a repeated position keeps file order). Called once:
+        it hands its arrays over rather than keep a second copy."""
         n = self.filled
         positions, prev8, hash8 = self.positions[:n], self.prev8[:n], self.hash8[:n]
         self.positions = self.prev8 = self.hash8 = np.empty(0, np.int64)
@@ -1436,14 +1437,15 @@ def _file_facts(task: tuple[str, str, str | None, FileEntry | None]) -> _FileFac
 def _merged(parts: list[_FileFacts]) -> _FileFacts:
     """The facts of a file from those of its runs of row groups, in file order (a stream's
     version sums added up over the runs, as :class:`_Gathered` adds up files')."""
+    versions = _merged_versions([p.versions for p in parts])
     if len(parts) == 1:
-        return dataclasses.replace(parts[0], versions=_merged_versions([parts[0].versions]))
+        return dataclasses.replace(parts[0], versions=versions)
     return _FileFacts(
         [bad for p in parts for bad in p.bad],
         np.concatenate([p.positions for p in parts]),
         np.concatenate([p.prev8 for p in parts]),
         np.concatenate([p.hash8 for p in parts]),
-        _merged_versions([p.versions for p in parts]),
+        versions,
     )
 
 
